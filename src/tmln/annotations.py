@@ -1,0 +1,337 @@
+"""Read and write region annotations: QuPath GeoJSON, ASAP XML, NCRF JSON.
+
+All coordinates are level-0 pixels of the slide they belong to. Every reader returns a list of
+``Annotation`` (a shapely Polygon/MultiPolygon plus its class label), validated: invalid polygons
+are repaired when the repair is unambiguous (the repair is recorded in ``Annotation.note``),
+otherwise an ``AnnotationError`` naming the file is raised. XML is parsed with defusedxml (no
+entity expansion, no external entities).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tmln.errors import AnnotationError
+
+# Camelyon16 ASAP groups: `_0`, `_1`, `Tumor` are tumour, `_2` and `Exclusion` are excluded.
+CAMELYON_TUMOUR_GROUPS = {"_0", "_1", "tumor", "tumour", "metastases"}
+CAMELYON_EXCLUSION_GROUPS = {"_2", "exclusion"}
+
+# QuPath default-ish colours (RGB) for classes we write
+CLASS_COLOURS = {
+    "Lymph node": (0, 160, 0),
+    "Tumor": (200, 0, 0),
+    "negative": (0, 160, 0),
+    "itc": (255, 200, 0),
+    "micro": (255, 120, 0),
+    "macro": (200, 0, 0),
+    "Exclusion": (128, 128, 128),
+}
+
+
+@dataclass
+class Annotation:
+    """One annotated region in level-0 pixels."""
+
+    geometry: "object"  # shapely Polygon or MultiPolygon
+    label: str | None = None  # class / group name as written in the file
+    name: str | None = None
+    note: str | None = None  # e.g. "repaired self-intersection"
+    properties: dict = field(default_factory=dict)
+
+
+def read_annotations(path: str | Path, slide_size: tuple[int, int] | None = None) -> list[Annotation]:
+    """Read an annotation file by content: GeoJSON (.geojson/.json), NCRF JSON (.json), ASAP (.xml).
+
+    slide_size : (width, height) in level-0 px; when given, coordinates outside the slide
+        (beyond a 1 px tolerance) raise ``AnnotationError``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError("annotation file not found", path)
+    suffix = path.suffix.lower()
+    if suffix == ".xml":
+        anns = read_asap_xml(path)
+    elif suffix in (".geojson", ".json"):
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise AnnotationError(f"not valid JSON ({exc})", path) from None
+        if isinstance(obj, dict) and ("positive" in obj or "negative" in obj) and "type" not in obj:
+            anns = _parse_ncrf(obj, path)
+        else:
+            anns = _parse_geojson(obj, path)
+    else:
+        raise AnnotationError("unknown annotation format (expected .geojson, .json or .xml)", path)
+    if slide_size is not None:
+        check_inside(anns, slide_size, path)
+    return anns
+
+
+# ---------------------------------------------------------------------------- GeoJSON (QuPath)
+def _parse_geojson(obj, path: Path) -> list[Annotation]:
+    if not isinstance(obj, (dict, list)):
+        raise AnnotationError("not GeoJSON: top level must be an object or a list of features", path)
+    if isinstance(obj, list):
+        features = obj
+    elif obj.get("type") == "FeatureCollection":
+        features = obj.get("features")
+        if not isinstance(features, list):
+            raise AnnotationError("not GeoJSON: FeatureCollection without a 'features' list", path)
+    elif obj.get("type") == "Feature":
+        features = [obj]
+    elif obj.get("type") in ("Polygon", "MultiPolygon", "GeometryCollection"):
+        features = [{"type": "Feature", "geometry": obj, "properties": {}}]
+    else:
+        raise AnnotationError(f"not GeoJSON: unexpected top-level type {obj.get('type')!r}", path)
+    out: list[Annotation] = []
+    for i, feat in enumerate(features):
+        if not isinstance(feat, dict) or feat.get("type") != "Feature" or "geometry" not in feat:
+            raise AnnotationError(f"not GeoJSON: feature {i} is not a Feature with a geometry", path)
+        props = feat.get("properties") or {}
+        label = _qupath_label(props)
+        geoms = _geojson_polygons(feat["geometry"], path, i)
+        for geom in geoms:
+            geom, note = validate_polygon(geom, path, f"feature {i}")
+            out.append(Annotation(geom, label=label, name=props.get("name"), note=note, properties=props))
+    return out
+
+
+def _qupath_label(props: dict) -> str | None:
+    cls = props.get("classification")
+    if isinstance(cls, dict):
+        return cls.get("name")
+    if isinstance(cls, str):
+        return cls
+    return props.get("label") or props.get("class")
+
+
+def _geojson_polygons(geom: dict, path: Path, i: int) -> list:
+    from shapely.geometry import shape
+
+    if not isinstance(geom, dict) or "type" not in geom:
+        raise AnnotationError(f"not GeoJSON: feature {i} has no valid geometry", path)
+    t = geom["type"]
+    if t == "GeometryCollection":
+        out = []
+        for g in geom.get("geometries", []):
+            out += _geojson_polygons(g, path, i)
+        return out
+    if t in ("Point", "MultiPoint", "LineString", "MultiLineString"):
+        return []  # points/lines carry no area (e.g. QuPath point annotations): ignored
+    if t not in ("Polygon", "MultiPolygon"):
+        raise AnnotationError(f"feature {i}: unsupported geometry type {t!r}", path)
+    try:
+        g = shape(geom)
+    except Exception as exc:
+        raise AnnotationError(f"feature {i}: malformed {t} coordinates ({exc})", path) from None
+    return [g]
+
+
+# ---------------------------------------------------------------------------- ASAP XML
+def read_asap_xml(path: str | Path) -> list[Annotation]:
+    """ASAP / Camelyon16 XML: ``<Annotation Name PartOfGroup Type><Coordinates><Coordinate Order X Y>``."""
+    from defusedxml import ElementTree as ET
+    from defusedxml.common import DefusedXmlException
+    from shapely.geometry import Polygon
+
+    path = Path(path)
+    try:
+        root = ET.parse(str(path)).getroot()
+    except DefusedXmlException as exc:
+        raise AnnotationError(f"XML rejected for safety ({type(exc).__name__}: entities/DTDs are not allowed)", path) from None
+    except ET.ParseError as exc:
+        raise AnnotationError(f"not well-formed XML ({exc})", path) from None
+    if root.tag != "ASAP_Annotations":
+        raise AnnotationError(f"not ASAP XML: root element is <{root.tag}>, expected <ASAP_Annotations>", path)
+    out = []
+    for i, ann in enumerate(root.iter("Annotation")):
+        atype = (ann.get("Type") or "Polygon").lower()
+        if atype in ("dot", "pointset", "point"):
+            continue
+        coords = []
+        for c in ann.iter("Coordinate"):
+            try:
+                coords.append((int(float(c.get("Order", len(coords)))), float(c.get("X").replace(",", ".")), float(c.get("Y").replace(",", "."))))
+            except (TypeError, ValueError, AttributeError):
+                raise AnnotationError(f"annotation {ann.get('Name') or i}: bad Coordinate (needs numeric X and Y)", path) from None
+        coords.sort(key=lambda t: t[0])
+        pts = [(x, y) for _, x, y in coords]
+        if len(pts) < 3:
+            raise AnnotationError(f"annotation {ann.get('Name') or i}: a polygon needs >= 3 coordinates, got {len(pts)}", path)
+        geom, note = validate_polygon(Polygon(pts), path, f"annotation {ann.get('Name') or i}")
+        out.append(Annotation(geom, label=ann.get("PartOfGroup"), name=ann.get("Name"), note=note))
+    return out
+
+
+def write_asap_xml(path: str | Path, annotations: Sequence[Annotation]) -> None:
+    """Write polygons (exteriors only; ASAP has no holes) as ASAP XML."""
+    from xml.sax.saxutils import quoteattr
+
+    from tmln.atomic import write_text
+
+    groups = sorted({a.label or "None" for a in annotations})
+    lines = ['<?xml version="1.0"?>', "<ASAP_Annotations>", "\t<Annotations>"]
+    k = 0
+    for a in annotations:
+        for poly in _polygons(a.geometry):
+            lines.append(f'\t\t<Annotation Name={quoteattr(a.name or f"Annotation {k}")} Type="Polygon" '
+                         f'PartOfGroup={quoteattr(a.label or "None")} Color="#F4FA58">')
+            lines.append("\t\t\t<Coordinates>")
+            for j, (x, y) in enumerate(list(poly.exterior.coords)[:-1]):
+                lines.append(f'\t\t\t\t<Coordinate Order="{j}" X="{x:.6g}" Y="{y:.6g}" />')
+            lines.append("\t\t\t</Coordinates>")
+            lines.append("\t\t</Annotation>")
+            k += 1
+    lines.append("\t</Annotations>")
+    lines.append("\t<AnnotationGroups>")
+    for g in groups:
+        lines.append(f'\t\t<Group Name={quoteattr(g)} PartOfGroup="None" Color="#64FE2E"><Attributes /></Group>')
+    lines.append("\t</AnnotationGroups>")
+    lines.append("</ASAP_Annotations>")
+    write_text(path, "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------- NCRF JSON
+def _parse_ncrf(obj: dict, path: Path) -> list[Annotation]:
+    from shapely.geometry import Polygon
+
+    out = []
+    for key, label in (("positive", "positive"), ("negative", "negative")):
+        items = obj.get(key, [])
+        if not isinstance(items, list):
+            raise AnnotationError(f"NCRF JSON: '{key}' must be a list", path)
+        for i, item in enumerate(items):
+            verts = item.get("vertices") if isinstance(item, dict) else None
+            if not isinstance(verts, list) or len(verts) < 3:
+                raise AnnotationError(f"NCRF JSON: {key}[{i}] needs a 'vertices' list of >= 3 [x, y] points", path)
+            try:
+                pts = [(float(v[0]), float(v[1])) for v in verts]
+            except (TypeError, ValueError, IndexError):
+                raise AnnotationError(f"NCRF JSON: {key}[{i}] has a vertex that is not [x, y]", path) from None
+            geom, note = validate_polygon(Polygon(pts), path, f"{key}[{i}]")
+            out.append(Annotation(geom, label=label, name=item.get("name"), note=note))
+    return out
+
+
+# ---------------------------------------------------------------------------- validation
+def validate_polygon(geom, path: Path | str, what: str):
+    """Return (valid geometry, note). Repairs self-intersections with shapely's ``make_valid`` when the
+    result is polygonal and keeps (within 1 %) the area of the input's outline; otherwise raises."""
+    import shapely
+    from shapely.geometry import MultiPolygon, Polygon
+
+    coords_ok = all(math.isfinite(c) for p in _polygons(geom) for c in _flat_coords(p))
+    if not coords_ok:
+        raise AnnotationError(f"{what}: non-finite coordinates", path)
+    if geom.is_empty:
+        raise AnnotationError(f"{what}: empty polygon", path)
+    if geom.is_valid:
+        if geom.area <= 0:
+            raise AnnotationError(f"{what}: polygon has zero area", path)
+        return geom, None
+    reason = shapely.is_valid_reason(geom)
+    fixed = shapely.make_valid(geom)
+    polys = [g for g in getattr(fixed, "geoms", [fixed]) if isinstance(g, (Polygon, MultiPolygon))]
+    # make_valid may return a GeometryCollection with stray lines: keep the polygonal parts
+    parts = []
+    for g in polys:
+        parts += list(_polygons(g))
+    if not parts:
+        raise AnnotationError(f"{what}: invalid polygon ({reason}) with no polygonal repair", path)
+    repaired = parts[0] if len(parts) == 1 else MultiPolygon(parts)
+    # An unambiguous repair: a figure-eight/bow-tie keeps all its lobes; a duplicated or collinear
+    # vertex changes nothing. Reject repairs that lose substantial area relative to the shell.
+    shell_area = sum(Polygon(p.exterior).buffer(0).area for p in _polygons(geom))
+    if repaired.area <= 0 or (shell_area > 0 and repaired.area < 0.5 * shell_area):
+        raise AnnotationError(f"{what}: invalid polygon ({reason}); repair would be ambiguous", path)
+    return repaired, f"repaired invalid polygon ({reason})"
+
+
+def check_inside(annotations: Iterable[Annotation], slide_size: tuple[int, int], path: Path | str, tol: float = 1.0):
+    """Raise if any annotation lies (partly) outside [0, w] x [0, h] level-0 px."""
+    w, h = slide_size
+    for a in annotations:
+        x0, y0, x1, y1 = a.geometry.bounds
+        if x0 < -tol or y0 < -tol or x1 > w + tol or y1 > h + tol:
+            raise AnnotationError(
+                f"annotation {a.name or a.label or ''} has coordinates outside the slide "
+                f"(bounds {x0:.0f},{y0:.0f}-{x1:.0f},{y1:.0f}; slide is {w}x{h} px)".replace("  ", " "),
+                path,
+            )
+
+
+def _polygons(geom):
+    if geom.geom_type == "Polygon":
+        return [geom]
+    if geom.geom_type == "MultiPolygon":
+        return list(geom.geoms)
+    return [g for g in getattr(geom, "geoms", []) if g.geom_type == "Polygon"]
+
+
+def _flat_coords(poly):
+    for ring in [poly.exterior, *poly.interiors]:
+        for x, y in ring.coords:
+            yield x
+            yield y
+
+
+# ---------------------------------------------------------------------------- label semantics
+def is_tumour_label(label: str | None) -> bool:
+    """Tumour classes across formats: Camelyon16 groups `_0`/`_1`/`Tumor`, QuPath `Tumor`/`Tumour`,
+    NCRF `positive`. Labels are compared case-insensitively."""
+    if label is None:
+        return False
+    return label.strip().lower() in CAMELYON_TUMOUR_GROUPS | {"positive", "tumor", "tumour", "metastasis"}
+
+
+def is_exclusion_label(label: str | None) -> bool:
+    if label is None:
+        return False
+    return label.strip().lower() in CAMELYON_EXCLUSION_GROUPS | {"negative", "normal", "ignore", "exclude"}
+
+
+# ---------------------------------------------------------------------------- GeoJSON writing
+def feature(geometry, classification: str | None = None, object_type: str = "annotation",
+            name: str | None = None, measurements: dict | None = None, colour=None, id: str | None = None) -> dict:
+    """A QuPath-importable GeoJSON Feature (level-0 px)."""
+    from shapely.geometry import mapping
+
+    props: dict = {"objectType": object_type}
+    if name is not None:
+        props["name"] = name
+    if classification is not None:
+        rgb = colour or CLASS_COLOURS.get(classification, (120, 120, 120))
+        props["classification"] = {"name": classification, "color": [int(c) for c in rgb]}
+    if measurements:
+        props["measurements"] = {k: (None if v is None else float(v)) for k, v in measurements.items()}
+    feat = {"type": "Feature", "geometry": _round_mapping(mapping(geometry)), "properties": props}
+    if id is not None:
+        feat["id"] = id
+    return feat
+
+
+def _round_mapping(m):
+    def rnd(c):
+        if isinstance(c, (list, tuple)):
+            if c and isinstance(c[0], (int, float)):
+                return [round(float(v), 3) for v in c]
+            return [rnd(v) for v in c]
+        return c
+
+    return {"type": m["type"], "coordinates": rnd(m["coordinates"])}
+
+
+def feature_collection(features: list[dict]) -> dict:
+    return {"type": "FeatureCollection", "features": features}
+
+
+def write_geojson(path: str | Path, features: list[dict]) -> None:
+    """Write a FeatureCollection atomically (deterministic key order)."""
+    from tmln.atomic import write_text
+
+    write_text(path, json.dumps(feature_collection(features), sort_keys=True, separators=(",", ":")) + "\n")

@@ -1,0 +1,3 @@
+from tmln.cli import main
+
+main(prog_name="tmln")

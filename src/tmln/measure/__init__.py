@@ -1,0 +1,1 @@
+"""Measurement core: regions -> per-node rows -> per-slide -> per-patient (N stage, T/MLN)."""

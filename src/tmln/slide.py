@@ -1,0 +1,331 @@
+"""Whole-slide access at physical resolution.
+
+``Slide`` opens every format OpenSlide opens and reads RGB uint8 pixels at a requested µm/px,
+choosing the best pyramid level and resampling where no level matches exactly.
+
+Coordinates are level-0 pixels unless ``units="um"`` is given. µm/px (mpp) comes from, in order:
+an explicit override, OpenSlide's ``openslide.mpp-x/-y``, the TIFF resolution tags.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from tmln.errors import MissingMppError, SlideError
+
+# A level is "close enough" to the requested downsample when within this relative tolerance;
+# the level is then read without an extra resampling step.
+_LEVEL_TOLERANCE = 1e-3
+_TIFF_UNIT_UM = {"centimeter": 1e4, "inch": 25400.0, "3": 1e4, "2": 25400.0}
+
+
+def _import_openslide():
+    try:
+        import openslide  # openslide-python finds the library shipped by openslide-bin
+    except Exception as exc:  # pragma: no cover - install problem
+        raise SlideError(f"OpenSlide is not usable ({exc}); install openslide-python and openslide-bin") from exc
+    return openslide
+
+
+class Slide:
+    """One whole-slide image.
+
+    Parameters
+    ----------
+    path : slide file (any OpenSlide format).
+    mpp : optional µm/px override at level 0 (a float, or an (x, y) pair). Takes precedence over
+        everything in the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, mpp: float | tuple[float, float] | None = None):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SlideError("no such file", self.path)
+        if self.path.is_dir():
+            raise SlideError("is a directory, not a slide file", self.path)
+        if not os.access(self.path, os.R_OK):
+            raise SlideError("file is not readable (permission denied)", self.path)
+        openslide = _import_openslide()
+        try:
+            self._osr = openslide.OpenSlide(str(self.path))
+        except openslide.OpenSlideUnsupportedFormatError:
+            raise SlideError("not a slide format that OpenSlide can open", self.path) from None
+        except Exception as exc:
+            raise SlideError(f"cannot open slide ({exc})", self.path) from None
+        self.properties = dict(self._osr.properties)
+        self.mpp_x, self.mpp_y, self.mpp_source = self._find_mpp(mpp)
+
+    # ------------------------------------------------------------------ metadata
+    def _find_mpp(self, override):
+        if override is not None:
+            mx, my = (override, override) if np.isscalar(override) else override
+            mx, my = float(mx), float(my)
+            if not (mx > 0 and my > 0 and math.isfinite(mx) and math.isfinite(my)):
+                raise SlideError(f"mpp override must be a positive number, got {override!r}", self.path)
+            return mx, my, "override"
+        p = self.properties
+        try:
+            mx, my = float(p["openslide.mpp-x"]), float(p["openslide.mpp-y"])
+            if mx > 0 and my > 0:
+                return mx, my, "openslide"
+        except (KeyError, ValueError):
+            pass
+        tiff = self._mpp_from_tiff_tags()
+        if tiff is not None:
+            return tiff[0], tiff[1], "tiff"
+        return None, None, None
+
+    def _mpp_from_tiff_tags(self):
+        p = self.properties
+        unit = str(p.get("tiff.ResolutionUnit", "")).lower()
+        if unit in _TIFF_UNIT_UM and "tiff.XResolution" in p and "tiff.YResolution" in p:
+            try:
+                xr, yr = float(p["tiff.XResolution"]), float(p["tiff.YResolution"])
+                if xr > 0 and yr > 0:
+                    return _TIFF_UNIT_UM[unit] / xr, _TIFF_UNIT_UM[unit] / yr
+            except ValueError:
+                pass
+        try:  # OpenSlide may not expose the tags (e.g. for some vendors): ask tifffile directly
+            import tifffile
+
+            with tifffile.TiffFile(self.path) as tf:
+                page = tf.pages[0]
+                tags = page.tags
+                if "XResolution" not in tags or "ResolutionUnit" not in tags:
+                    return None
+                unit = int(tags["ResolutionUnit"].value)
+                if unit not in (2, 3):
+                    return None
+                scale = 25400.0 if unit == 2 else 1e4
+                xn, xd = tags["XResolution"].value
+                yn, yd = tags["YResolution"].value
+                if xn > 0 and yn > 0 and xd > 0 and yd > 0:
+                    return scale * xd / xn, scale * yd / yn
+        except Exception:
+            return None
+        return None
+
+    @property
+    def has_mpp(self) -> bool:
+        return self.mpp_x is not None
+
+    @property
+    def mpp(self) -> float:
+        """µm/px at level 0 (mean of x and y). Raises ``MissingMppError`` when unknown."""
+        if self.mpp_x is None:
+            raise MissingMppError(self.path)
+        return 0.5 * (self.mpp_x + self.mpp_y)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """(width, height) of level 0 in pixels."""
+        return tuple(self._osr.dimensions)
+
+    @property
+    def width(self) -> int:
+        return self.dimensions[0]
+
+    @property
+    def height(self) -> int:
+        return self.dimensions[1]
+
+    @property
+    def level_count(self) -> int:
+        return self._osr.level_count
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        return [tuple(d) for d in self._osr.level_dimensions]
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        return [float(d) for d in self._osr.level_downsamples]
+
+    @property
+    def vendor(self) -> str | None:
+        return self.properties.get("openslide.vendor")
+
+    @property
+    def objective_power(self) -> float | None:
+        v = self.properties.get("openslide.objective-power")
+        try:
+            return float(v) if v is not None else None
+        except ValueError:
+            return None
+
+    @property
+    def size_um(self) -> tuple[float, float]:
+        """(width, height) in µm."""
+        return self.width * self.mpp_x_required, self.height * self.mpp_y_required
+
+    @property
+    def mpp_x_required(self) -> float:
+        if self.mpp_x is None:
+            raise MissingMppError(self.path)
+        return self.mpp_x
+
+    @property
+    def mpp_y_required(self) -> float:
+        if self.mpp_y is None:
+            raise MissingMppError(self.path)
+        return self.mpp_y
+
+    def info(self) -> dict:
+        """The JSON-able description printed by ``tmln info``."""
+        return {
+            "path": str(self.path),
+            "vendor": self.vendor,
+            "width": self.width,
+            "height": self.height,
+            "level_count": self.level_count,
+            "level_dimensions": [list(d) for d in self.level_dimensions],
+            "level_downsamples": self.level_downsamples,
+            "mpp_x": self.mpp_x,
+            "mpp_y": self.mpp_y,
+            "mpp_source": self.mpp_source,
+            "objective_power": self.objective_power,
+        }
+
+    # ------------------------------------------------------------------ reading
+    def best_level(self, downsample: float) -> int:
+        """The coarsest level whose downsample does not exceed ``downsample`` (so we never upsample
+        from a coarser level than needed)."""
+        best = 0
+        for i, d in enumerate(self.level_downsamples):
+            if d <= downsample * (1 + _LEVEL_TOLERANCE):
+                best = i
+        return best
+
+    def read_level(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """Raw read at a pyramid level: ``location`` level-0 px, ``size`` (w, h) level px -> RGB uint8.
+
+        Transparent pixels (outside the scanned area) become white.
+        """
+        w, h = int(size[0]), int(size[1])
+        if w <= 0 or h <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        try:
+            region = self._osr.read_region((int(location[0]), int(location[1])), int(level), (w, h))
+        except Exception as exc:
+            raise SlideError(f"cannot read region at {tuple(location)} level {level} ({exc})", self.path) from None
+        rgba = np.asarray(region)
+        return rgba_to_rgb_white(rgba)
+
+    def read(
+        self,
+        location: tuple[float, float],
+        size: tuple[int, int],
+        mpp: float | None = None,
+        units: str = "px",
+    ) -> np.ndarray:
+        """Read a region at a requested µm/px.
+
+        location : top-left corner, level-0 pixels (``units="px"``) or µm (``units="um"``).
+        size : (width, height) of the output in pixels at ``mpp``.
+        mpp : output µm/px; ``None`` means level 0 (no resampling).
+        Returns an (h, w, 3) uint8 RGB array.
+        """
+        x, y = location
+        if units == "um":
+            x, y = x / self.mpp_x_required, y / self.mpp_y_required
+        elif units != "px":
+            raise ValueError(f"units must be 'px' or 'um', got {units!r}")
+        w, h = int(size[0]), int(size[1])
+        if mpp is None:
+            return self.read_level((round(x), round(y)), 0, (w, h))
+        fx = mpp / self.mpp_x_required  # level-0 px per output px
+        fy = mpp / self.mpp_y_required
+        level = self.best_level(min(fx, fy))
+        ds = self.level_downsamples[level]
+        # level-0 extent of the output, then level pixels to read
+        lw = max(1, int(math.ceil(w * fx / ds - 1e-9)))
+        lh = max(1, int(math.ceil(h * fy / ds - 1e-9)))
+        x0, y0 = int(math.floor(x)), int(math.floor(y))
+        raw = self.read_level((x0, y0), level, (lw, lh))
+        if raw.shape[1] == w and raw.shape[0] == h:
+            return raw
+        return resize_rgb(raw, (w, h))
+
+    def thumbnail(self, mpp: float, block: int = 1024) -> np.ndarray:
+        """The whole slide at ``mpp`` µm/px, read block by block (never a whole level at once)."""
+        w = max(1, int(round(self.width * self.mpp_x_required / mpp)))
+        h = max(1, int(round(self.height * self.mpp_y_required / mpp)))
+        out = np.empty((h, w, 3), np.uint8)
+        for oy, ox, bh, bw in iter_blocks((h, w), block):
+            loc = (ox * mpp / self.mpp_x_required, oy * mpp / self.mpp_y_required)
+            out[oy : oy + bh, ox : ox + bw] = self.read(loc, (bw, bh), mpp=mpp)
+        return out
+
+    def verify(self) -> None:
+        """Read the smallest level whole and a few level-0 tiles; raise ``SlideError`` on a bad tile."""
+        top = self.level_count - 1
+        self.read_level((0, 0), top, self.level_dimensions[top])
+        w, h = self.dimensions
+        t = 256
+        for fx, fy in ((0, 0), (0.5, 0.5), (1, 1), (1, 0), (0, 1)):
+            x = int(max(0, min(w - t, fx * (w - t))))
+            y = int(max(0, min(h - t, fy * (h - t))))
+            self.read_level((x, y), 0, (min(t, w), min(t, h)))
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        if getattr(self, "_osr", None) is not None:
+            self._osr.close()
+            self._osr = None
+
+    def __enter__(self) -> "Slide":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mpp = f"{self.mpp_x:.4g}" if self.mpp_x else "unknown"
+        return f"Slide({str(self.path)!r}, {self.width}x{self.height} px, mpp={mpp})"
+
+    # pickling (Dask, DataLoader workers): reopen by path
+    def __getstate__(self):
+        return {"path": str(self.path), "mpp": (self.mpp_x, self.mpp_y) if self.mpp_source == "override" else None}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], mpp=state["mpp"])
+
+
+def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
+    """Open a slide (the functional spelling of ``Slide(path, mpp)``)."""
+    return Slide(path, mpp=mpp)
+
+
+def rgba_to_rgb_white(rgba: np.ndarray) -> np.ndarray:
+    """Composite RGBA (straight alpha) over white -> RGB uint8."""
+    if rgba.ndim == 3 and rgba.shape[2] == 3:
+        return np.ascontiguousarray(rgba)
+    rgb = rgba[..., :3].astype(np.uint16)
+    a = rgba[..., 3:4].astype(np.uint16)
+    if np.all(a == 255):
+        return np.ascontiguousarray(rgba[..., :3])
+    out = (rgb * a + 255 * (255 - a) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def resize_rgb(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (h, w, c) to ``size`` = (w, h): area averaging when shrinking, linear when enlarging."""
+    import cv2
+
+    w, h = size
+    shrink = w <= img.shape[1] and h <= img.shape[0]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(img, (int(w), int(h)), interpolation=interp)
+
+
+def iter_blocks(shape: tuple[int, int], block: int) -> Iterator[tuple[int, int, int, int]]:
+    """Yield (y, x, h, w) blocks covering an array of ``shape`` = (h, w)."""
+    H, W = shape
+    for y in range(0, H, block):
+        for x in range(0, W, block):
+            yield y, x, min(block, H - y), min(block, W - x)
