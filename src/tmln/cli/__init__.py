@@ -34,16 +34,23 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
-    """A click group whose sub-commands are imported on first use."""
+    """A click group whose sub-commands are imported on first use.
+
+    ``commands`` maps a command name to a module under ``tmln.cli`` that defines ``command``.
+    """
+
+    def __init__(self, *args, commands: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = COMMANDS if commands is None else commands
 
     def list_commands(self, ctx):
-        return [name for name in COMMANDS if _module_exists(COMMANDS[name])]
+        return [name for name, mod in self.lazy_commands.items() if _module_exists(mod)]
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS or not _module_exists(COMMANDS[name]):
+        mod = self.lazy_commands.get(name)
+        if mod is None or not _module_exists(mod):
             return None
-        mod = importlib.import_module(f"tmln.cli.{COMMANDS[name]}")
-        return mod.command
+        return importlib.import_module(f"tmln.cli.{mod}").command
 
     def invoke(self, ctx):
         try:

@@ -1,0 +1,22 @@
+"""``tmln evaluate {froc,slides,patches,nodes,staging}``: compare predictions with a reference."""
+
+from __future__ import annotations
+
+import click
+
+from tmln.cli import LazyGroup
+
+
+@click.group(
+    "evaluate",
+    cls=LazyGroup,
+    commands={
+        "froc": "evaluate_froc",
+        "slides": "evaluate_slides",
+        "patches": "evaluate_patches",
+        "nodes": "evaluate_nodes",
+        "staging": "evaluate_staging",
+    },
+)
+def command():
+    """Evaluate models: Camelyon16 FROC, slide/patch AUC, node Dice and detection, N-stage agreement."""
