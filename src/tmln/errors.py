@@ -40,3 +40,7 @@ class ModelCardError(TmlnError):
 
 class InputTableError(TmlnError):
     """A CSV input (slides table, survival table, ...) with missing or bad columns/rows."""
+
+
+class NoTissueError(SlideError):
+    """Tissue detection found no tissue on a slide (blank glass, or everything rejected as pen/dirt)."""

@@ -1,0 +1,39 @@
+"""``tmln phantom OUT_DIR``: write a cohort of phantom slides with exact ground truth."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("phantom")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--patients", type=click.IntRange(min=1), default=2, show_default=True, help="Number of patients.")
+@click.option("--slides-per-patient", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--size-mm", type=(click.FloatRange(min=0.5), click.FloatRange(min=0.5)), default=(8.0, 6.0),
+              show_default=True, metavar="W H", help="Slide width and height in mm.")
+@click.option("--mpp", type=click.Choice(["0.25", "0.5"]), default="0.5", show_default=True,
+              help="Level-0 µm/px (0.25 ~ 40x, 0.5 ~ 20x).")
+@click.option("--format", "fmt", type=click.Choice(["tiff", "svs"]), default="tiff", show_default=True,
+              help="Generic tiled TIFF or Aperio-SVS-style file.")
+@click.option("--no-mpp", is_flag=True, help="Write no µm/px metadata (to exercise the missing-mpp paths).")
+@click.option("--negative-fraction", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+              help="Fraction of slides without any tumour.")
+@click.option("--stain", type=click.Choice(["normal", "pale", "dark", "none"]), default="normal", show_default=True,
+              help="Stain variation: random per slide (normal), all pale, all dark, or the reference stain.")
+def command(out_dir, patients, slides_per_patient, seed, size_mm, mpp, fmt, no_mpp, negative_fraction, stain):
+    """Write phantom lymph-node slides, slides.csv, GeoJSON truth and truth tables into OUT_DIR.
+
+    \b
+    Example:
+      tmln phantom phantoms/ --patients 3 --slides-per-patient 2 --seed 7
+      tmln phantom svs/ --patients 1 --format svs --mpp 0.25 --size-mm 4 3
+    Writes <slide>.tiff|.svs, <slide>.nodes.geojson, <slide>.tumour.geojson (QuPath, level-0 px),
+    slides.csv (slide_path, patient_id), truth_nodes.csv and truth_patients.csv.
+    """
+    from tmln.phantom import make_cohort
+
+    csv = make_cohort(out_dir, patients=patients, slides_per_patient=slides_per_patient, seed=seed,
+                      size_mm=tuple(size_mm), mpp=float(mpp), fmt=fmt, write_mpp=not no_mpp,
+                      negative_fraction=negative_fraction, stain=stain)
+    click.echo(str(csv))

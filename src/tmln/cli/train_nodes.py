@@ -1,0 +1,87 @@
+"""``tmln train nodes``: train the lymph-node U-Net (thin shell over ``tmln.train.nodes``)."""
+
+from __future__ import annotations
+
+import click
+
+from tmln.cli.options import device_option, quiet_option
+
+
+def _channels(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter("expected comma-separated integers, e.g. 64,48,32,24,16") from None
+    if not out or any(v <= 0 for v in out):
+        raise click.BadParameter("expected positive integers, e.g. 64,48,32,24,16")
+    return out
+
+
+@click.command("nodes")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Model directory to write (model.safetensors + model_card.json; train/ holds log and checkpoints).")
+@click.option("--slides", required=True, type=click.Path(dir_okay=False),
+              help="Slides table (slide_path, patient_id[, mpp]).")
+@click.option("--annotations", required=True, type=click.Path(file_okay=False),
+              help="Folder with node outlines per slide: <slide_id>.nodes.geojson or <slide_id>.geojson|.json|.xml "
+                   "(QuPath GeoJSON, ASAP XML).")
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
+              help="The model's input resolution, µm/px (slides are read whole at this resolution).")
+@click.option("--encoder", default="resnet18", show_default=True,
+              help="segmentation-models-pytorch encoder, e.g. resnet18, efficientnet-b0, tu-mobilenetv3_small_100.")
+@click.option("--encoder-depth", type=click.IntRange(1, 5), default=5, show_default=True)
+@click.option("--decoder-channels", callback=_channels, default=None,
+              help="Decoder widths, one per encoder stage (default 256,128,64,32,16), e.g. 64,48,32,24,16 for a small model.")
+@click.option("--tile-size", type=click.IntRange(min=32), default=256, show_default=True,
+              help="Training crop and inference tile size, px (a multiple of 2**encoder-depth).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate.")
+@click.option("--samples-per-epoch", type=click.IntRange(min=1), default=None,
+              help="Random crops per epoch (default: about 4 per tile-sized area of the training slides).")
+@click.option("--val-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=0.25, show_default=True,
+              help="Fraction of patients held out for validation (best checkpoint by their Dice).")
+@click.option("--no-instance-target", is_flag=True,
+              help="Train the node channel only (touching nodes are then split by shape alone).")
+@click.option("--border-um", type=click.FloatRange(min=0), default=24.0, show_default=True,
+              help="Width of the band along borders shared by touching nodes removed from the node_core target, µm.")
+@click.option("--min-node-area", "min_node_area", type=click.FloatRange(min=0), default=0.05, show_default=True,
+              help="Inference: smallest node kept, mm² (stored in the card).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/train_state.pt exists.")
+@device_option
+@quiet_option
+def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decoder_channels, tile_size, batch_size, lr,
+            samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, workers, no_resume,
+            device, quiet):
+    """Train the lymph-node segmentation U-Net on slides with node outlines.
+
+    \b
+    Examples:
+      tmln train nodes --out my-nodes --slides slides.csv --annotations outlines/ --epochs 40
+      tmln train nodes --out small-nodes --slides slides.csv --annotations outlines/ \\
+          --encoder tu-mobilenetv3_small_100 --decoder-channels 64,48,32,24,16
+      torchrun --nproc_per_node 2 -m tmln train nodes --out my-nodes --slides slides.csv --annotations outlines/
+    Interrupted runs resume from the last finished epoch when run again with the same --out.
+    """
+    import logging
+
+    from tmln.train.common import env_world
+    from tmln.train.nodes import train_nodes
+
+    if not quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    card = train_nodes(
+        out, slides=slides, annotations=annotations, epochs=epochs, mpp=mpp, tile_size=tile_size, encoder=encoder,
+        encoder_depth=encoder_depth, decoder_channels=decoder_channels, batch_size=batch_size, lr=lr, seed=seed,
+        device=device, resume=not no_resume, val_fraction=val_fraction, samples_per_epoch=samples_per_epoch,
+        instance_target=not no_instance_target, border_um=border_um, params={"min_node_area_mm2": min_node_area},
+        workers=workers, quiet=quiet)
+    if env_world()[0] == 0 and not quiet:
+        v = card.metrics.get("validation", {})
+        rec = v.get("instance_recall")
+        click.echo(f"model written to {out} (validation Dice {v.get('dice', float('nan')):.3f}, instance recall "
+                   f"{'n/a' if rec is None else f'{rec:.3f}'}, on {card.metrics.get('validation_on')})")

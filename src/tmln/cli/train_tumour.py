@@ -1,0 +1,82 @@
+"""``tmln train tumour``: train the tumour patch classifier (thin shell over ``tmln.train.tumour``)."""
+
+from __future__ import annotations
+
+import click
+
+from tmln.cli.options import device_option, quiet_option
+
+
+@click.command("tumour")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Model directory to write (model.safetensors + model_card.json; train/ holds log and checkpoints).")
+@click.option("--patches", type=click.Path(file_okay=False), default=None,
+              help="Patch folder with tumor/ and normal/ sub-folders (PNG, JPEG, TIFF).")
+@click.option("--slides", type=click.Path(dir_okay=False), default=None,
+              help="Slides table (slide_path, patient_id[, mpp]); needs --annotations.")
+@click.option("--annotations", type=click.Path(file_okay=False), default=None,
+              help="Folder with <slide stem>.xml|.geojson|.json tumour annotations (ASAP, QuPath, NCRF).")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="The model's input resolution, µm/px.")
+@click.option("--patch-size", type=click.IntRange(min=8), default=224, show_default=True, help="Model input size, px.")
+@click.option("--arch", default="resnet18", show_default=True, help="torchvision or timm architecture name.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--init", "init", type=click.Path(exists=True), default=None,
+              help="Initial weights: a model directory, .safetensors, or a torch state dict (loaded weights-only).")
+@click.option("--macenko", is_flag=True, help="Macenko stain normalisation; the reference (from the training patches) is stored in the card.")
+@click.option("--macenko-reference", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Use this image as the Macenko reference instead (implies --macenko).")
+@click.option("--hard-negatives", is_flag=True, help="After half the epochs, oversample the normal patches the model scores highest.")
+@click.option("--patches-mpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="µm/px of the images in --patches (default: already at --mpp); they are resampled to --mpp.")
+@click.option("--groups", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="CSV mapping patch files (path/file column) to patients or source slides (group/patient_id column) "
+                   "for the split; default: the file-name prefix before trailing coordinates.")
+@click.option("--val-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=0.25, show_default=True,
+              help="Fraction of patients held out for validation (0: none; the last epoch is kept).")
+@click.option("--patches-per-class", type=click.IntRange(min=1), default=200, show_default=True,
+              help="--slides: at most this many tumour and normal patches per slide.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/last.pt exists.")
+@device_option
+@quiet_option
+def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, batch_size, lr, seed, init, macenko,
+            macenko_reference, hard_negatives, patches_mpp, groups, val_fraction, patches_per_class, workers,
+            no_resume, device, quiet):
+    """Train the tumour patch classifier on a patch folder or on annotated slides.
+
+    \b
+    Examples:
+      tmln train tumour --out my-tumour --patches patches/ --patches-mpp 0.25 --epochs 20
+      tmln train tumour --out my-tumour --slides slides.csv --annotations ann/ --mpp 0.5 --patch-size 224
+      torchrun --nproc_per_node 4 -m tmln train tumour --out my-tumour --slides slides.csv --annotations ann/
+    Interrupted runs resume from the last finished epoch when run again with the same --out.
+    """
+    import logging
+
+    from tmln.errors import TmlnError
+    from tmln.train.common import env_world
+    from tmln.train.tumour import train_tumour
+
+    if (patches is None) == (slides is None):
+        raise click.UsageError("give either --patches DIR or --slides SLIDES.csv --annotations DIR")
+    if slides is not None and annotations is None:
+        raise click.UsageError("--slides needs --annotations DIR")
+    if not quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        card = train_tumour(
+            out, patches=patches, slides=slides, annotations=annotations, epochs=epochs, mpp=mpp,
+            patch_size=patch_size, arch=arch, batch_size=batch_size, lr=lr, seed=seed, init_checkpoint=init,
+            macenko=macenko_reference or macenko, hard_negative=hard_negatives, device=device,
+            resume=not no_resume, val_fraction=val_fraction, num_workers=workers, patches_mpp=patches_mpp,
+            groups=groups, patches_per_class=patches_per_class, quiet=quiet)
+    except TmlnError:
+        raise
+    if env_world()[0] == 0 and not quiet:
+        auc = card.metrics.get("auc")
+        click.echo(f"model written to {out} (validation AUC {auc if auc is None else f'{auc:.3f}'}, "
+                   f"threshold {card.threshold:.3f})")

@@ -1,0 +1,193 @@
+"""One slide's work: open, get regions (annotations or models), measure, write outputs, state last.
+
+``process_slide(job)`` is a module-level function of one picklable ``SlideJob`` (plain fields only),
+so any executor (serial, process pool, Dask) can run it. It never raises for a bad slide or bad
+annotation: the failure is recorded in ``state.json`` and returned.
+
+Outputs in ``slides/<slide_id>/`` (each written atomically; ``state.json`` last):
+``nodes.csv``, ``nodes.geojson``, ``tumour.geojson``, ``overlay.png``, ``state.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tmln.errors import TmlnError
+
+SLIDE_OUTPUTS = ("nodes.csv", "nodes.geojson", "tumour.geojson", "overlay.png")
+
+
+@dataclass
+class SlideJob:
+    """Everything needed to process one slide (picklable; paths as strings)."""
+
+    slide_id: str
+    patient_id: str
+    slide_path: str  # absolute path of the slide file
+    table_slide_path: str  # as written in the slides table
+    slide_dir: str  # RUN/slides/<slide_id>
+    mpp: float | None = None
+    node_annotation: str | None = None
+    tumour_annotation: str | None = None
+    node_annotation_error: str | None = None  # lookup failure (missing/ambiguous file)
+    tumour_annotation_error: str | None = None
+    node_model: str | None = None
+    tumour_model: str | None = None
+    mln_rule: str = "ajcc"
+    device: str = "auto"
+    overlay_max_px: int = 1500
+    params: dict = field(default_factory=dict)
+    params_hash: str = ""
+
+
+class SlideJobError(TmlnError):
+    """A per-slide problem found by the job itself (e.g. no node annotation for the slide)."""
+
+
+# ---------------------------------------------------------------------------- model providers
+def node_provider():
+    """``tmln.nodes.regions_from_model``, imported lazily; a clear error when not installed."""
+    return _provider("tmln.nodes", "--node-model")
+
+
+def tumour_provider():
+    """``tmln.tumour.regions_from_model``, imported lazily; a clear error when not installed."""
+    return _provider("tmln.tumour", "--tumour-model")
+
+
+def _provider(module: str, option: str):
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # ImportError, or a broken optional dependency (torch, ...)
+        raise TmlnError(f"{option} needs {module}.regions_from_model, which cannot be imported "
+                        f"({type(exc).__name__}: {exc})") from None
+    fn = getattr(mod, "regions_from_model", None)
+    if not callable(fn):
+        raise TmlnError(f"{option} needs {module}.regions_from_model, which this installation does not provide yet")
+    return fn
+
+
+# ---------------------------------------------------------------------------- regions
+def slide_regions(job: SlideJob, slide):
+    """Node and tumour polygons of one slide (level-0 px) from annotations or models."""
+    from tmln.annotations import read_annotations
+    from tmln.regions import (
+        SlideRegions,
+        node_polygons_from_annotations,
+        tumour_polygons_from_annotations,
+        valid_polygons,
+    )
+
+    regions = SlideRegions()
+    size = slide.dimensions
+    if job.node_model:
+        raw = node_provider()(slide, job.node_model, out_dir=job.slide_dir, device=job.device)
+        regions.nodes, notes = valid_polygons(raw, "node")
+        regions.notes += notes
+        regions.nodes_source = f"model:{job.node_model}"
+    else:
+        if job.node_annotation_error:
+            raise SlideJobError(job.node_annotation_error, job.slide_path)
+        anns = read_annotations(job.node_annotation, slide_size=size)
+        regions.nodes, notes = node_polygons_from_annotations(anns)
+        regions.notes += notes
+        regions.nodes_source = f"annotations:{Path(job.node_annotation).name}"
+        if not regions.nodes:
+            regions.notes.append("the node annotation file holds no node polygon")
+    if job.tumour_model:
+        raw = tumour_provider()(slide, job.tumour_model, node_polygons=regions.nodes, out_dir=job.slide_dir,
+                                device=job.device)
+        regions.tumour, notes = valid_polygons(raw, "tumour")
+        regions.notes += notes
+        regions.tumour_source = f"model:{job.tumour_model}"
+    elif job.tumour_annotation_error:
+        raise SlideJobError(job.tumour_annotation_error, job.slide_path)
+    elif job.tumour_annotation:
+        anns = read_annotations(job.tumour_annotation, slide_size=size)
+        regions.tumour, notes = tumour_polygons_from_annotations(anns)
+        regions.notes += notes
+        regions.tumour_source = f"annotations:{Path(job.tumour_annotation).name}"
+    else:
+        regions.tumour_source = "none (no tumour annotation file: no tumour)"
+    return regions
+
+
+# ---------------------------------------------------------------------------- the job
+def process_slide(job: SlideJob) -> dict:
+    """Process one slide; return its state dict (also written to ``slide_dir/state.json``)."""
+    from tmln.cohort.state import clear_state, write_state
+
+    t0 = time.monotonic()
+    slide_dir = Path(job.slide_dir)
+    slide_dir.mkdir(parents=True, exist_ok=True)
+    clear_state(slide_dir)
+    base = {"slide_id": job.slide_id, "patient_id": job.patient_id, "slide_path": job.table_slide_path,
+            "params_hash": job.params_hash, "params": job.params}
+    try:
+        result, notes = _measure_and_write(job, slide_dir)
+        state = {**base, "status": "done", "error": None, "result": result, "notes": notes}
+    except TmlnError as exc:
+        _remove_outputs(slide_dir)
+        state = {**base, "status": "failed", "error": str(exc), "result": None, "notes": []}
+    except Exception as exc:  # a bug or an unexpected library error: report, keep the cohort going
+        _remove_outputs(slide_dir)
+        state = {**base, "status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}",
+                 "traceback": traceback.format_exc(), "result": None, "notes": []}
+    state["elapsed_s"] = round(time.monotonic() - t0, 3)
+    from tmln import __version__
+
+    state["tmln_version"] = __version__
+    write_state(slide_dir, state)
+    return state
+
+
+def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]:
+    import pandas as pd
+
+    from tmln.atomic import write_csv
+    from tmln.measure.nodes import measure_slide
+    from tmln.measure.staging import NODE_COLUMNS
+    from tmln.report.geojson import write_slide_geojson
+    from tmln.report.overlay import write_overlay
+    from tmln.slide import Slide
+
+    with Slide(job.slide_path, mpp=job.mpp) as slide:
+        mpp_x, mpp_y = slide.mpp_x_required, slide.mpp_y_required
+        slide.verify()
+        regions = slide_regions(job, slide)
+        m = measure_slide(regions.nodes, regions.tumour, mpp_x, mpp_y, patient_id=job.patient_id,
+                          slide_id=job.slide_id, mln_rule=job.mln_rule)
+        notes = list(regions.notes) + list(m.notes)
+        write_csv(slide_dir / "nodes.csv", pd.DataFrame(m.rows, columns=NODE_COLUMNS))
+        write_slide_geojson(slide_dir, m)
+        write_overlay(slide_dir / "overlay.png", slide, m, max_side=job.overlay_max_px)
+        result = {
+            "slide_id": job.slide_id,
+            "patient_id": job.patient_id,
+            "slide_path": job.table_slide_path,
+            "mpp_x": mpp_x,
+            "mpp_y": mpp_y,
+            "mpp_source": slide.mpp_source,
+            "width_px": slide.width,
+            "height_px": slide.height,
+            **m.summary,
+            "nodes_source": regions.nodes_source,
+            "tumour_source": regions.tumour_source,
+        }
+    return result, notes
+
+
+def _remove_outputs(slide_dir: Path) -> None:
+    """A failed slide keeps no outputs of an earlier successful run (they would be stale)."""
+    for name in SLIDE_OUTPUTS:
+        with contextlib.suppress(FileNotFoundError):
+            (slide_dir / name).unlink()
+
+
+def job_dict(job: SlideJob) -> dict:
+    return asdict(job)

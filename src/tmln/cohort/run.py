@@ -1,0 +1,323 @@
+"""A cohort run: slides table -> per-slide jobs (skipping finished ones) -> run-level tables and report.
+
+The run directory is the contract (docs/run-directory.md). Per-slide results live in
+``slides/<slide_id>/`` and a slide is finished when its ``state.json`` says so for the current
+parameters. The run-level files (``nodes.csv``, ``slides.csv``, ``patients.csv``, ``summary.json``,
+``report.html``) are always rebuilt from the per-slide files, never from memory, so a rerun after any
+interruption (even ``kill -9``) gives byte-identical tables.
+
+Executors: anything with ``map(fn, jobs) -> iterable of results`` (results in any order). The default
+runs slides one after another in this process; ``concurrent.futures`` executors work as they are, and a
+Dask executor (``client.map`` + ``as_completed``) plugs in the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
+
+from tmln.cohort.job import SLIDE_OUTPUTS, SlideJob, node_provider, process_slide, tumour_provider
+from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
+from tmln.cohort.state import file_digest, file_identity, is_done, params_hash, read_state
+from tmln.cohort.table import SlideEntry, read_slides_table
+from tmln.errors import TmlnError
+from tmln.measure.nodes import SLIDE_MEASURE_COLUMNS
+from tmln.measure.staging import MLN_RULES, N_STAGES, NODE_COLUMNS, PATIENT_COLUMNS
+
+# bump when a change to the measurement code changes results: finished slides are then redone
+MEASURE_VERSION = 1
+
+SLIDE_COLUMNS = [
+    "slide_id", "patient_id", "slide_path", "status", "error", "mpp_x", "mpp_y", "width_px", "height_px",
+    *SLIDE_MEASURE_COLUMNS, "nodes_source", "tumour_source", "notes",
+]
+RUN_OUTPUTS = ("nodes.csv", "slides.csv", "patients.csv", "summary.json", "report.html")
+
+
+class Executor(Protocol):
+    def map(self, fn: Callable, jobs: Iterable) -> Iterable: ...
+
+
+class SerialExecutor:
+    """Run jobs one after another in this process (results yielded as they finish)."""
+
+    def map(self, fn: Callable, jobs: Iterable) -> Iterator:
+        for job in jobs:
+            yield fn(job)
+
+
+@dataclass
+class RunSummary:
+    """What a run did. ``exit_code`` is 0 when every slide was measured and every patient staged."""
+
+    out_dir: Path
+    n_slides: int = 0
+    n_done: int = 0
+    n_failed: int = 0
+    n_processed: int = 0  # slides (re)processed by this call
+    n_reused: int = 0  # slides finished by an earlier call and skipped
+    n_patients: int = 0
+    n_patients_staged: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _model_identity(name: str) -> dict:
+    """Model name plus a digest of its card and weights (when resolvable), so retrained models redo slides."""
+    ident: dict = {"name": str(name)}
+    try:
+        from tmln.models.card import resolve_model_dir
+
+        d = resolve_model_dir(name)
+        ident["card_sha256"] = file_digest(Path(d) / "model_card.json")
+        ident["weights"] = file_identity(Path(d) / "model.safetensors")
+    except Exception:  # the provider reports unusable models per slide
+        pass
+    return ident
+
+
+def _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule) -> None:
+    if mln_rule not in MLN_RULES:
+        raise TmlnError(f"unknown MLN rule {mln_rule!r}; expected one of {', '.join(MLN_RULES)}")
+    if node_annotations and node_model:
+        raise TmlnError("give either node annotations or a node model, not both")
+    if tumour_annotations and tumour_model:
+        raise TmlnError("give either tumour annotations or a tumour model, not both")
+    if not (node_annotations or node_model):
+        raise TmlnError("no node source: give --node-annotations DIR or --node-model MODEL")
+    if not (tumour_annotations or tumour_model):
+        raise TmlnError("no tumour source: give --tumour-annotations DIR or --tumour-model MODEL")
+    for folder, what in ((node_annotations, "node"), (tumour_annotations, "tumour")):
+        if folder and not Path(folder).is_dir():
+            raise TmlnError(f"{what} annotation folder not found", folder)
+    if node_model:
+        node_provider()
+    if tumour_model:
+        tumour_provider()
+
+
+def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour_annotations=None,
+              node_model=None, tumour_model=None, mln_rule="ajcc", device="auto", overlay_max_px=1500) -> SlideJob:
+    """The job of one table row: annotation lookup and the parameters that decide whether it is done."""
+    job = SlideJob(slide_id=entry.slide_id, patient_id=entry.patient_id, slide_path=str(entry.path),
+                   table_slide_path=entry.slide_path, slide_dir=str(out_dir / "slides" / entry.slide_id),
+                   mpp=entry.mpp, node_model=node_model, tumour_model=tumour_model, mln_rule=mln_rule,
+                   device=device, overlay_max_px=overlay_max_px)
+    if node_annotations:
+        try:
+            p = find_annotation(node_annotations, entry.slide_id, "nodes")
+            if p is None:
+                job.node_annotation_error = f"no node annotation for slide {entry.slide_id!r} in {node_annotations}"
+            else:
+                job.node_annotation = str(p)
+        except AmbiguousAnnotation as exc:
+            job.node_annotation_error = str(exc)
+    if tumour_annotations:
+        try:
+            p = find_annotation(tumour_annotations, entry.slide_id, "tumour")
+            job.tumour_annotation = None if p is None else str(p)
+        except AmbiguousAnnotation as exc:
+            job.tumour_annotation_error = str(exc)
+    job.params = {
+        "measure_version": MEASURE_VERSION,
+        "slide_id": entry.slide_id,
+        "patient_id": entry.patient_id,
+        "slide": {"path": str(entry.path), **(file_identity(entry.path) or {})},
+        "mpp": entry.mpp,
+        "mln_rule": mln_rule,
+        "overlay_max_px": overlay_max_px,
+        "nodes": ({"model": _model_identity(node_model)} if node_model else
+                  {"annotation": job.node_annotation, "sha256": file_digest(job.node_annotation),
+                   "error": job.node_annotation_error}),
+        "tumour": ({"model": _model_identity(tumour_model)} if tumour_model else
+                   {"annotation": job.tumour_annotation, "sha256": file_digest(job.tumour_annotation),
+                    "error": job.tumour_annotation_error}),
+    }
+    job.params_hash = params_hash(job.params)
+    return job
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path):
+    """Hold ``RUN/.tmln.lock`` (an OS file lock, released even on kill -9) so two runs never write one
+    run directory at once."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / ".tmln.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise TmlnError("another tmln analyze is running in this run directory", out_dir) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _slide_is_finished(job: SlideJob) -> bool:
+    d = Path(job.slide_dir)
+    return is_done(read_state(d), job.params_hash) and all((d / n).is_file() for n in SLIDE_OUTPUTS)
+
+
+def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations=None, node_model=None,
+               tumour_model=None, mln_rule: str = "ajcc", force: bool = False, quiet: bool = False,
+               device: str = "auto", executor: Executor | None = None, mpp: float | None = None,
+               overlay_max_px: int = 1500, report_sections: Sequence[tuple[str, str]] = ()) -> RunSummary:
+    """Measure a cohort. Returns a :class:`RunSummary`; ``summary.exit_code`` is non-zero if anything failed.
+
+    slides_csv : table with ``slide_path``, ``patient_id``, optional ``mpp``.
+    out_dir : the run directory (created; reused for resume).
+    node_annotations / tumour_annotations : folders with per-slide annotation files.
+    node_model / tumour_model : model names or directories (need ``tmln.nodes`` / ``tmln.tumour``).
+    mln_rule : ``ajcc`` (micro/macro metastatic) or ``any`` (any tumour).
+    force : redo slides that are already finished. mpp : µm/px for rows without an ``mpp`` cell.
+    executor : object with ``map(process_slide, jobs)``; default serial in this process.
+    Raises ``TmlnError`` for problems with the run as a whole (bad table, missing folder, no provider,
+    another run holding the run directory).
+    """
+    _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule)
+    out_dir = Path(out_dir)
+    entries = read_slides_table(slides_csv, mpp=mpp)
+    with run_lock(out_dir):
+        return _run_locked(entries, slides_csv, out_dir, node_annotations=node_annotations,
+                           tumour_annotations=tumour_annotations, node_model=node_model, tumour_model=tumour_model,
+                           mln_rule=mln_rule, force=force, quiet=quiet, device=device, executor=executor, mpp=mpp,
+                           overlay_max_px=overlay_max_px, report_sections=report_sections)
+
+
+def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_annotations, node_model,
+                tumour_model, mln_rule, force, quiet, device, executor, mpp, overlay_max_px,
+                report_sections) -> RunSummary:
+    from tqdm import tqdm
+
+    kw = dict(node_annotations=node_annotations, tumour_annotations=tumour_annotations, node_model=node_model,
+              tumour_model=tumour_model, mln_rule=mln_rule, device=device, overlay_max_px=overlay_max_px)
+    jobs = {e.row: build_job(e, out_dir, **kw) for e in entries if e.error is None}
+    todo = [j for j in jobs.values() if force or not _slide_is_finished(j)]
+    run = RunSummary(out_dir=out_dir, n_processed=len(todo), n_reused=len(jobs) - len(todo))
+    ex = executor if executor is not None else SerialExecutor()
+    with tqdm(total=len(todo), desc="slides", unit="slide", disable=quiet or not todo, leave=False) as bar:
+        for state in ex.map(process_slide, todo):
+            bar.update(1)
+            if state.get("status") != "done" and not quiet:
+                bar.write(f"failed: {state.get('slide_id')}: {state.get('error')}")
+    parameters = {
+        "slides_csv": str(Path(slides_csv).resolve()),
+        "node_annotations": None if not node_annotations else str(Path(node_annotations).resolve()),
+        "tumour_annotations": None if not tumour_annotations else str(Path(tumour_annotations).resolve()),
+        "node_model": node_model,
+        "tumour_model": tumour_model,
+        "mln_rule": mln_rule,
+        "mpp": mpp,
+        "nodes_from": f"model {node_model}" if node_model else "annotations",
+        "tumour_from": f"model {tumour_model}" if tumour_model else "annotations",
+        "measure_version": MEASURE_VERSION,
+    }
+    totals = rebuild_run(out_dir, entries, jobs, parameters, sections=report_sections)
+    run.n_slides, run.n_done, run.n_failed = totals["slides"], totals["done"], totals["failed"]
+    run.n_patients, run.n_patients_staged = totals["patients"], totals["patients_staged"]
+    run.failures = totals["failures"]
+    return run
+
+
+# ---------------------------------------------------------------------------- run-level tables
+def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, SlideJob], parameters: dict,
+                sections: Sequence[tuple[str, str]] = ()) -> dict:
+    """(Re)write nodes.csv, slides.csv, patients.csv, summary.json and report.html from the per-slide files.
+
+    Returns the summary's counts plus ``failures``.
+    """
+    import pandas as pd
+
+    from tmln import __version__
+    from tmln.atomic import write_csv, write_json, write_text
+    from tmln.measure.patients import aggregate_patients
+    from tmln.report.html import write_report
+
+    slide_rows, node_lines, failures = [], [], []
+    for e in entries:
+        job = jobs.get(e.row)
+        row = {c: None for c in SLIDE_COLUMNS}
+        row.update(slide_id=e.slide_id, patient_id=e.patient_id, slide_path=e.slide_path)
+        state = read_state(job.slide_dir) if job is not None else None
+        if job is None:
+            row.update(status="failed", error=e.error)
+        elif state is None or state.get("params_hash") != job.params_hash:
+            row.update(status="failed", error="not processed (the run was interrupted or the state is stale); rerun")
+        elif state.get("status") != "done":
+            row.update(status="failed", error=state.get("error") or "failed")
+        else:
+            nodes_csv = Path(job.slide_dir) / "nodes.csv"
+            try:
+                lines = nodes_csv.read_text(encoding="utf-8").splitlines()
+            except OSError:
+                lines = None
+            if not lines or lines[0].split(",") != NODE_COLUMNS:
+                row.update(status="failed", error=f"per-slide nodes.csv missing or damaged ({nodes_csv}); rerun with --force")
+            else:
+                res = state["result"]
+                row.update({k: res.get(k) for k in SLIDE_COLUMNS if k in res})
+                row.update(status="done", error=None, notes="; ".join(state.get("notes") or []) or None,
+                           slide_path=e.slide_path)
+                node_lines += lines[1:]
+        if row["status"] != "done":
+            failures.append({"kind": "slide", "id": e.slide_id, "row": e.row, "patient_id": e.patient_id,
+                             "slide_path": e.slide_path, "error": row["error"]})
+        slide_rows.append(row)
+
+    write_text(out_dir / "nodes.csv", "\n".join([",".join(NODE_COLUMNS), *node_lines]) + "\n")
+    nodes = pd.read_csv(out_dir / "nodes.csv", dtype=str, keep_default_na=False)
+    node_rows = nodes.to_dict("records")
+    write_csv(out_dir / "slides.csv", pd.DataFrame(slide_rows, columns=SLIDE_COLUMNS))
+
+    # a slide listed again for the same patient is reported (failed row) but measured once: not counted
+    same_patient_repeat = {e.row for e in entries
+                           if e.duplicate_of is not None and entries[e.duplicate_of - 1].patient_id == e.patient_id}
+    counted = [r for e, r in zip(entries, slide_rows) if e.row not in same_patient_repeat]
+    patient_rows = aggregate_patients(node_rows, counted)
+    write_csv(out_dir / "patients.csv", pd.DataFrame(patient_rows, columns=PATIENT_COLUMNS))
+    staged = [p for p in patient_rows if p["n_stage"] is not None]
+    per_patient: dict[str, list[dict]] = {}
+    for r in counted:
+        per_patient.setdefault(str(r["patient_id"]), []).append(r)
+    for p in patient_rows:
+        if p["n_stage"] is None:
+            rows = per_patient[str(p["patient_id"])]
+            n_failed = sum(r["status"] != "done" for r in rows)
+            reason = ("no readable slide" if n_failed == len(rows)
+                      else f"{n_failed} of {len(rows)} slides failed; the patient is not staged")
+            failures.append({"kind": "patient", "id": str(p["patient_id"]), "error": reason})
+
+    n_done = sum(r["status"] == "done" for r in slide_rows)
+    counts = {
+        "slides": len(slide_rows),
+        "done": n_done,
+        "failed": len(slide_rows) - n_done,
+        "patients": len(patient_rows),
+        "patients_staged": len(staged),
+        "nodes": len(node_rows),
+        "metastatic_nodes": int(sum(str(r["metastatic"]).lower() == "true" for r in node_rows)),
+    }
+    summary = {
+        "tmln_version": __version__,
+        "parameters": parameters,
+        "counts": counts,
+        "n_stage_counts": {s: sum(p["n_stage"] == s for p in staged) for s in N_STAGES},
+        "failures": failures,
+        "outputs": list(RUN_OUTPUTS),
+    }
+    write_json(out_dir / "summary.json", json.loads(json.dumps(summary)))
+    write_report(out_dir, sections=sections)
+    return {**counts, "failures": failures}

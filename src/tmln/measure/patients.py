@@ -1,0 +1,85 @@
+"""Per-patient aggregation of per-node rows (pure): node counts, N stage, tumour areas, T/MLN.
+
+- ``n_metastatic_nodes``: nodes whose ``metastatic`` flag is true (the rule was applied per node).
+- ``n_stage``: AJCC 8th edition gastric pN from ``n_metastatic_nodes`` (``tmln.measure.staging.n_stage``).
+- ``tumour_area_mm2``: tumour inside all nodes (metastatic or not) of the patient, mm².
+- ``metastatic_node_area_mm2``: summed area of the metastatic nodes, mm².
+- ``t_mln`` (pooled): tumour area inside metastatic nodes / metastatic-node area.
+- ``t_mln_mean_nodes``: mean over metastatic nodes of (node tumour area / node area).
+  Both T/MLN values are 0 when the patient has no metastatic node.
+
+A patient is staged only when every slide listed for them was measured: with a failed slide the node
+count is incomplete, so the row keeps ``n_slides`` (slides measured) and leaves the rest empty.
+Slides of one patient are assumed to show distinct nodes (their nodes are summed).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from tmln.measure.staging import PATIENT_COLUMNS, n_stage
+
+
+def patient_row(patient_id: str, node_rows: Iterable[dict], n_slides: int) -> dict:
+    """One patients.csv row from the node rows (dicts with NODE_COLUMNS keys) of all its slides."""
+    rows = list(node_rows)
+    met = [r for r in rows if _truthy(r["metastatic"])]
+    met_area = float(sum(float(r["area_mm2"]) for r in met))
+    met_tumour = float(sum(float(r["tumour_area_mm2"]) for r in met))
+    fractions = [float(r["tumour_area_mm2"]) / float(r["area_mm2"]) for r in met if float(r["area_mm2"]) > 0]
+    return {
+        "patient_id": patient_id,
+        "n_slides": int(n_slides),
+        "n_nodes": len(rows),
+        "n_metastatic_nodes": len(met),
+        "n_stage": n_stage(len(met)),
+        "tumour_area_mm2": float(sum(float(r["tumour_area_mm2"]) for r in rows)),
+        "metastatic_node_area_mm2": met_area,
+        "t_mln": met_tumour / met_area if met_area > 0 else 0.0,
+        "t_mln_mean_nodes": math.fsum(fractions) / len(fractions) if fractions else 0.0,
+    }
+
+
+def unstaged_row(patient_id: str, n_slides_done: int) -> dict:
+    """A patient with at least one failed slide: only ``n_slides`` (slides measured) is filled."""
+    row = {c: None for c in PATIENT_COLUMNS}
+    row.update(patient_id=patient_id, n_slides=int(n_slides_done))
+    return row
+
+
+def aggregate_patients(node_rows: Iterable[dict], slides: Iterable[dict]) -> list[dict]:
+    """patients.csv rows, one per patient in order of first appearance in ``slides``.
+
+    node_rows : per-node dicts (NODE_COLUMNS) of the measured slides.
+    slides : per-slide dicts with at least ``patient_id`` and ``status`` ("done"/"failed").
+    """
+    slides = list(slides)
+    order: list[str] = []
+    done: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    for s in slides:
+        pid = str(s["patient_id"])
+        if pid not in done:
+            order.append(pid)
+            done[pid], failed[pid] = 0, 0
+        if s["status"] == "done":
+            done[pid] += 1
+        else:
+            failed[pid] += 1
+    by_patient: dict[str, list[dict]] = {pid: [] for pid in order}
+    for r in node_rows:
+        by_patient.setdefault(str(r["patient_id"]), []).append(r)
+    out = []
+    for pid in order:
+        if failed[pid]:
+            out.append(unstaged_row(pid, done[pid]))
+        else:
+            out.append(patient_row(pid, by_patient[pid], done[pid]))
+    return out
+
+
+def _truthy(v) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    return bool(v)

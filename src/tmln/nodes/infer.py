@@ -1,0 +1,325 @@
+"""Slide-scale node segmentation: tiled U-Net inference with blending, then instances.
+
+The slide is read at the model card's µm/px (default 8 µm/px, where a 100k px slide is ~3k px).
+Tiles of ``card.patch_size`` px overlap by ``params["overlap"]`` px and are blended with a
+separable cosine window that is nearly 0 on the outer quarter of the overlap (where padding
+artefacts are) and strictly positive, so every pixel is a weighted mean of the tiles that cover
+it: no seams, and a pointwise model gives back exactly its pointwise output. Tiles are
+processed one row at a time into a band buffer of one tile's height, so memory is bounded by the
+output map plus one band, for any slide size. Small slides are read once as a thumbnail (the same
+pixels the model was trained on); large ones are streamed tile by tile.
+
+Post-processing (``tmln.nodes.instances``): threshold from the card, hole filling, splitting of
+touching nodes, minimum node area in mm². Units: label maps travel with their µm/px.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tmln.nodes.instances import InstanceParams, instances_from_mask
+
+DEFAULT_OVERLAP = 64  # px at the model's µm/px
+IN_MEMORY_MAX_PX = 4096 * 4096  # read the whole slide at the model's µm/px when at most this big
+WHITE = 255
+
+Reader = Callable[[int, int, int, int], np.ndarray]  # (x, y, w, h) -> (h, w, 3) uint8, padded white
+
+
+# ---------------------------------------------------------------------------- readers
+def array_reader(image: np.ndarray) -> Reader:
+    """Tiles of an in-memory (H, W, 3) uint8 image; outside it is white (glass)."""
+    img = np.asarray(image)
+    H, W = img.shape[:2]
+
+    def read(x: int, y: int, w: int, h: int) -> np.ndarray:
+        out = np.full((h, w, 3), WHITE, np.uint8)
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+        if x1 > x0 and y1 > y0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = img[y0:y1, x0:x1]
+        return out
+
+    return read
+
+
+def slide_reader(slide, mpp: float) -> Reader:
+    """Tiles read from a slide at ``mpp`` µm/px (tile px -> level 0 by the slide's own µm/px)."""
+    fx, fy = mpp / slide.mpp_x_required, mpp / slide.mpp_y_required
+    H, W = slide_shape(slide, mpp)
+
+    def read(x: int, y: int, w: int, h: int) -> np.ndarray:
+        out = np.full((h, w, 3), WHITE, np.uint8)
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+        if x1 > x0 and y1 > y0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = slide.read((x0 * fx, y0 * fy), (x1 - x0, y1 - y0), mpp=mpp)
+        return out
+
+    return read
+
+
+def slide_shape(slide, mpp: float) -> tuple[int, int]:
+    """(h, w) of the slide at ``mpp`` µm/px (the same as ``Slide.thumbnail(mpp)``)."""
+    w = max(1, int(round(slide.width * slide.mpp_x_required / mpp)))
+    h = max(1, int(round(slide.height * slide.mpp_y_required / mpp)))
+    return h, w
+
+
+# ---------------------------------------------------------------------------- blending
+def blend_window(tile: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
+    """(tile, tile) float32 weights, separable: ``floor`` on the outer ``overlap // 4`` px of each edge
+    (where a convolutional network's padding artefacts live), then a cosine ramp up to 1 at
+    ``overlap`` px from the edge, 1 in the centre. Never 0, so a pixel covered by one tile only
+    keeps that tile's value."""
+    ramp = np.ones(tile, np.float64)
+    n = int(min(max(overlap, 0), tile // 2))
+    if n > 0:
+        m = n // 4
+        r = np.full(n, floor)
+        k = n - m
+        t = (np.arange(k) + 0.5) / k
+        r[m:] = floor + (1 - floor) * 0.5 * (1 - np.cos(np.pi * t))
+        ramp[:n] = r
+        ramp[tile - n :] = r[::-1]
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts covering [0, length): the first starts ``overlap // 2`` before 0 (so image borders
+    get context), then every ``tile - overlap`` px until the last tile reaches ``length``."""
+    stride = tile - overlap
+    if stride <= 0:
+        raise ValueError(f"overlap ({overlap}) must be smaller than the tile size ({tile})")
+    start = -(overlap // 2)
+    out = [start]
+    while out[-1] + tile - overlap // 2 < length:
+        out.append(out[-1] + stride)
+    return out
+
+
+def predict_tiled(read: Reader, shape: tuple[int, int], predict: Callable[[np.ndarray], np.ndarray],
+                  tile: int, overlap: int = DEFAULT_OVERLAP, batch_size: int = 8, channels: int = 1,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Blend ``predict`` over overlapping tiles of an image of ``shape`` = (H, W).
+
+    predict : (N, tile, tile, 3) uint8 -> (N, C, tile, tile) float (probabilities).
+    Returns (C, H, W) float32. Rows of tiles go through a band buffer of one tile's height.
+    """
+    H, W = int(shape[0]), int(shape[1])
+    win = blend_window(tile, overlap)
+    ys, xs = tile_origins(H, tile, overlap), tile_origins(W, tile, overlap)
+    x0 = xs[0]
+    bw = xs[-1] + tile - x0  # band width covering every tile of a row
+    out = np.zeros((channels, H, W), np.float32)
+    num = np.zeros((channels, tile, bw), np.float64)
+    den = np.zeros((tile, bw), np.float64)
+    stride = tile - overlap
+    done, total = 0, len(ys) * len(xs)
+    for r, y in enumerate(ys):
+        for b in range(0, len(xs), batch_size):
+            bx = xs[b : b + batch_size]
+            batch = np.stack([read(x, y, tile, tile) for x in bx])
+            prob = np.asarray(predict(batch), np.float64)
+            if prob.shape != (len(bx), channels, tile, tile):
+                raise ValueError(f"predict returned {prob.shape}, expected {(len(bx), channels, tile, tile)}")
+            for i, x in enumerate(bx):
+                num[:, :, x - x0 : x - x0 + tile] += prob[i] * win
+                den[:, x - x0 : x - x0 + tile] += win
+            done += len(bx)
+            if progress is not None:
+                progress(done, total)
+        # rows [y, y_next) are final: no later tile row reaches them
+        last = r == len(ys) - 1
+        n_final = tile if last else stride
+        _flush(out, num, den, y, n_final, x0, H, W)
+        if not last:
+            num[:, : tile - stride] = num[:, stride:]
+            num[:, tile - stride :] = 0
+            den[: tile - stride] = den[stride:]
+            den[tile - stride :] = 0
+    return out
+
+
+def _flush(out, num, den, y, n_rows, x0, H, W):
+    r0, r1 = max(0, y), min(H, y + n_rows)
+    if r1 <= r0:
+        return
+    c0, c1 = -x0, -x0 + W  # columns of the band holding image columns 0..W
+    d = den[r0 - y : r1 - y, c0:c1]
+    out[:, r0:r1, :] = (num[:, r0 - y : r1 - y, c0:c1] / np.maximum(d, 1e-12)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- the model
+def model_predictor(net, card, device=None, amp: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """(N, h, w, 3) uint8 -> (N, C, h, w) sigmoid probabilities with a loaded U-Net."""
+    import torch
+
+    from tmln.models.unet import normalise
+
+    dev = device if device is not None else next(net.parameters()).device
+    use_amp = amp and dev.type == "cuda"
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(dev).permute(0, 3, 1, 2).float() / 255.0
+        x = normalise(x, card)
+        with torch.inference_mode():
+            if use_amp:
+                with torch.autocast(device_type="cuda", dtype=torch.float16):
+                    logits = net(x)
+            else:
+                logits = net(x)
+            return torch.sigmoid(logits.float()).cpu().numpy()
+
+    return predict
+
+
+@dataclass
+class NodeMap:
+    """A node instance label map with its µm/px; ``prob`` is (C, H, W) (node, [node_core])."""
+
+    labels: np.ndarray
+    mpp: float
+    prob: np.ndarray | None = None
+    rgb: np.ndarray | None = None  # the slide at ``mpp`` when it was read in memory
+
+
+class NodeSegmenter:
+    """A loaded node-segmentation model (load once, run on many slides).
+
+    model : model directory, bundled model name, or an already loaded ``(module, card)`` pair.
+    params : overrides of the card's post-processing parameters (``InstanceParams`` fields).
+    """
+
+    def __init__(self, model, device="auto", params: dict | None = None, batch_size: int = 8):
+        from tmln.models.unet import load_unet
+
+        if isinstance(model, tuple):
+            self.net, self.card = model
+            self.net.eval()
+        else:
+            self.net, self.card = load_unet(model, device)
+        self.device = next(self.net.parameters()).device
+        merged = dict(self.card.params)
+        merged.update(params or {})
+        self.params = InstanceParams.from_dict(merged)
+        self.overlap = int(merged.get("overlap", DEFAULT_OVERLAP))
+        self.tile = int(self.card.patch_size)
+        self.batch_size = int(batch_size)
+        self.mpp = float(self.card.mpp)
+        self.predict = model_predictor(self.net, self.card, self.device)
+
+    @property
+    def channels(self) -> int:
+        return len(self.card.classes)
+
+    def probabilities(self, image: np.ndarray, progress=None) -> np.ndarray:
+        """(C, H, W) probabilities for an RGB image already at the model's µm/px."""
+        img = np.asarray(image)
+        return predict_tiled(array_reader(img), img.shape[:2], self.predict, self.tile, self.overlap,
+                             self.batch_size, self.channels, progress)
+
+    def slide_probabilities(self, slide, progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(C, H, W) probabilities at the model's µm/px for a slide, and the RGB when read whole."""
+        H, W = slide_shape(slide, self.mpp)
+        if H * W <= IN_MEMORY_MAX_PX:
+            rgb = slide.thumbnail(self.mpp)
+            return self.probabilities(rgb, progress), rgb
+        prob = predict_tiled(slide_reader(slide, self.mpp), (H, W), self.predict, self.tile, self.overlap,
+                             self.batch_size, self.channels, progress)
+        return prob, None
+
+    def instances(self, prob: np.ndarray, split_touching: bool | None = None) -> np.ndarray:
+        """Probabilities (C, H, W) -> int32 instance labels (threshold from the card)."""
+        p = self.params
+        if split_touching is not None:
+            p = InstanceParams.from_dict({**p.to_dict(), "split_touching": bool(split_touching)})
+        thr = float(self.card.threshold)
+        mask = prob[0] >= thr
+        core = prob[1] >= thr if prob.shape[0] > 1 and "node_core" in self.card.classes else None
+        return instances_from_mask(mask, self.mpp, core=core, params=p)
+
+    def node_map(self, slide, split_touching: bool | None = None, progress=None) -> NodeMap:
+        prob, rgb = self.slide_probabilities(slide, progress)
+        return NodeMap(self.instances(prob, split_touching), self.mpp, prob, rgb)
+
+
+_CACHE: dict = {}
+
+
+def get_segmenter(model, device="auto") -> NodeSegmenter:
+    """A ``NodeSegmenter`` for a model directory/name, cached per (path, device) for cohort runs."""
+    if isinstance(model, NodeSegmenter):
+        return model
+    if isinstance(model, tuple):
+        return NodeSegmenter(model)
+    from tmln.models.card import resolve_model_dir
+
+    path = resolve_model_dir(model).resolve()
+    key = (str(path), str(device), path.joinpath("model.safetensors").stat().st_mtime_ns
+           if path.joinpath("model.safetensors").exists() else 0)
+    seg = _CACHE.get(key)
+    if seg is None:
+        if len(_CACHE) >= 2:
+            _CACHE.pop(next(iter(_CACHE)))
+        seg = _CACHE[key] = NodeSegmenter(path, device)
+    return seg
+
+
+def _open(slide, mpp=None):
+    from tmln.slide import Slide
+
+    if isinstance(slide, Slide):
+        return slide, False
+    return Slide(slide, mpp=mpp), True
+
+
+def node_map(slide, model, out_dir=None, device="auto", *, split_touching: bool | None = None,
+             mpp: float | None = None, progress=None) -> tuple[np.ndarray, float]:
+    """Node instance labels of a slide -> ``(labels, mpp)``: int32 (H, W) at ``mpp`` µm/px (the card's),
+    origin at level-0 (0, 0). ``slide``: a ``Slide`` or a path (``mpp`` overrides its µm/px).
+    When ``out_dir`` is given, also writes ``node_labels.npy``, ``node_labels.json``,
+    ``node_labels.png`` (preview) and ``nodes.geojson`` there (atomically)."""
+    seg = get_segmenter(model, device)
+    s, opened = _open(slide, mpp)
+    try:
+        nm = seg.node_map(s, split_touching=split_touching, progress=progress)
+        if out_dir is not None:
+            from tmln.nodes.regions import write_node_outputs
+
+            write_node_outputs(out_dir, s, nm, seg.card, split_touching=seg.params.split_touching
+                               if split_touching is None else split_touching)
+    finally:
+        if opened:
+            s.close()
+    return nm.labels, nm.mpp
+
+
+def regions_from_model(slide, model, out_dir=None, device="auto", *, split_touching: bool | None = None,
+                       mpp: float | None = None) -> list:
+    """Lymph-node instances of a slide as shapely Polygons in level-0 px (one per node, in label order).
+
+    model : model directory, bundled name (e.g. ``"demo-nodes"``) or a ``NodeSegmenter``.
+    out_dir : when given, the label map (``node_labels.npy`` + ``.json``), a PNG preview and
+        ``nodes.geojson`` are written there too.
+    """
+    from tmln.nodes.regions import labels_to_polygons
+
+    seg = get_segmenter(model, device)
+    s, opened = _open(slide, mpp)
+    try:
+        nm = seg.node_map(s, split_touching=split_touching)
+        if out_dir is not None:
+            from tmln.nodes.regions import write_node_outputs
+
+            write_node_outputs(out_dir, s, nm, seg.card, split_touching=seg.params.split_touching
+                               if split_touching is None else split_touching)
+        return labels_to_polygons(nm.labels, nm.mpp, s)
+    finally:
+        if opened:
+            s.close()
+
+
+__all__ = ["NodeSegmenter", "NodeMap", "node_map", "regions_from_model", "predict_tiled", "blend_window",
+           "tile_origins", "array_reader", "slide_reader", "slide_shape", "get_segmenter"]

@@ -1,0 +1,10 @@
+"""Phantom whole-slide images of lymph nodes with exact ground truth.
+
+``make_cohort`` writes slides, GeoJSON truth and truth tables; ``make_slide`` writes one slide.
+See docs/phantoms.md.
+"""
+
+from tmln.phantom.cohort import PhantomSlide, make_cohort, make_slide
+from tmln.phantom.geometry import SlideLayout, SlideSpec, StainSpec, make_layout
+
+__all__ = ["make_cohort", "make_slide", "make_layout", "PhantomSlide", "SlideLayout", "SlideSpec", "StainSpec"]

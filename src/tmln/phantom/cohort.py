@@ -1,0 +1,137 @@
+"""Write phantom slides with their truth: one slide (``make_slide``) or a cohort (``make_cohort``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tmln.phantom.geometry import SlideLayout, SlideSpec, make_layout
+
+FORMATS = ("tiff", "svs")
+
+
+@dataclass
+class PhantomSlide:
+    """What ``make_slide`` wrote: the slide, its GeoJSON truth and the layout behind them."""
+
+    path: Path
+    nodes_geojson: Path
+    tumour_geojson: Path
+    layout: SlideLayout
+
+    @property
+    def slide_id(self) -> str:
+        return self.path.stem
+
+
+def make_slide(
+    path: str | os.PathLike,
+    spec: SlideSpec | int = 0,
+    *,
+    fmt: str | None = None,
+    write_mpp: bool = True,
+    tile: int = 512,
+    quality: int = 85,
+    level_factor: int = 4,
+    geojson: bool = True,
+) -> PhantomSlide:
+    """Write one phantom slide to ``path`` (+ ``<stem>.nodes.geojson`` / ``<stem>.tumour.geojson``).
+
+    spec : a ``SlideSpec`` or just a seed (defaults otherwise: 8 x 6 mm at 0.5 µm/px).
+    fmt : ``tiff`` or ``svs``; default from the suffix of ``path`` (``.svs`` -> svs).
+    write_mpp : False writes no µm/px at all (for testing the missing-mpp paths).
+    """
+    from tmln.annotations import feature, write_geojson
+    from tmln.atomic import atomic_path
+    from tmln.phantom.render import SlideRenderer
+    from tmln.phantom.writer import write_pyramid
+
+    path = Path(path)
+    if not isinstance(spec, SlideSpec):
+        spec = SlideSpec(seed=int(spec))
+    fmt = fmt or ("svs" if path.suffix.lower() == ".svs" else "tiff")
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    layout = make_layout(spec)
+    renderer = SlideRenderer(layout, tile=tile)
+    desc = f"tmln phantom slide; seed={spec.seed}" + (f"; mpp={spec.mpp:g}" if write_mpp else "")
+    with atomic_path(path) as tmp:
+        write_pyramid(tmp, layout.width, layout.height, renderer.tile, spec.mpp if write_mpp else None, fmt=fmt,
+                      tile=tile, quality=quality, factor=level_factor, description=desc)
+    stem = path.with_suffix("")
+    nodes_p = Path(f"{stem}.nodes.geojson")
+    tum_p = Path(f"{stem}.tumour.geojson")
+    if geojson:
+        write_geojson(nodes_p, [feature(p, "Lymph node", name=f"Node {i}") for i, p in enumerate(layout.nodes, 1)])
+        write_geojson(tum_p, [feature(p, "Tumor", name=f"Deposit {i} (node {k + 1})")
+                              for i, (p, k) in enumerate(zip(layout.tumour, layout.tumour_node), 1)])
+    return PhantomSlide(path, nodes_p, tum_p, layout)
+
+
+def make_cohort(
+    out_dir: str | os.PathLike,
+    patients: int = 2,
+    slides_per_patient: int = 1,
+    seed: int = 0,
+    size_mm: tuple[float, float] = (8.0, 6.0),
+    mpp: float = 0.5,
+    fmt: str = "tiff",
+    write_mpp: bool = True,
+    negative_fraction: float = 0.25,
+    stain: str = "normal",
+) -> Path:
+    """Write a phantom cohort into ``out_dir``; returns the path of its ``slides.csv``.
+
+    Files: ``<slide_id>.tiff|.svs``, ``<slide_id>.nodes.geojson``, ``<slide_id>.tumour.geojson``,
+    ``slides.csv`` (slide_path relative to out_dir, patient_id), ``truth_nodes.csv``
+    (``NODE_COLUMNS``), ``truth_patients.csv`` (``PATIENT_COLUMNS``; MLN rule ajcc).
+    About ``negative_fraction`` of the slides hold no tumour (at least one when there are >= 2
+    slides and the fraction is > 0); the first slide always has a pair of touching nodes.
+    """
+    import pandas as pd
+
+    from tmln.atomic import write_csv
+    from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
+    from tmln.phantom.truth import node_rows, patient_rows
+
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if patients < 1 or slides_per_patient < 1:
+        raise ValueError("patients and slides_per_patient must be >= 1")
+    if not 0.0 <= negative_fraction <= 1.0:
+        raise ValueError("negative_fraction must be in [0, 1]")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = patients * slides_per_patient
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0])) 
+    n_neg = int(round(negative_fraction * n))
+    if negative_fraction > 0 and n >= 2:
+        n_neg = max(1, n_neg)
+    if negative_fraction < 1 and n >= 2:
+        n_neg = min(n - 1, n_neg)
+    negatives = set(rng.permutation(n)[:n_neg].tolist())
+    ext = "svs" if fmt == "svs" else "tiff"
+
+    slide_rows, nodes, n_slides = [], [], {}
+    k = 0
+    for p in range(patients):
+        pid = f"P{p + 1:03d}"
+        n_slides[pid] = slides_per_patient
+        for s in range(slides_per_patient):
+            sid = f"{pid}_S{s + 1:02d}"
+            slide_seed = int(np.random.SeedSequence([int(seed), p, s]).generate_state(1)[0])
+            spec = SlideSpec(seed=slide_seed, size_mm=tuple(size_mm), mpp=float(mpp), negative=k in negatives,
+                             touching_pair=True if k == 0 else None, stain=stain)
+            ph = make_slide(out / f"{sid}.{ext}", spec, fmt=fmt, write_mpp=write_mpp)
+            lay = ph.layout
+            nodes += node_rows(lay.nodes, lay.tumour, lay.mpp, lay.mpp, pid, sid)
+            slide_rows.append({"slide_path": f"{sid}.{ext}", "patient_id": pid})
+            k += 1
+    write_csv(out / "truth_nodes.csv", pd.DataFrame(nodes, columns=NODE_COLUMNS))
+    write_csv(out / "truth_patients.csv", pd.DataFrame(patient_rows(nodes, n_slides), columns=PATIENT_COLUMNS))
+    csv = out / "slides.csv"
+    write_csv(csv, pd.DataFrame(slide_rows, columns=["slide_path", "patient_id"]))
+    return csv

@@ -1,0 +1,430 @@
+"""Random layout of a phantom slide: lymph nodes, tumour deposits, perinodal fat, pen marks.
+
+Everything is generated in µm (so one seed gives the same physical slide at any µm/px) and then
+converted to level-0 pixels. Every polygon is snapped to a 1/8 px grid: 1/8 has an exact 3-decimal
+spelling, so the GeoJSON files (which round to 3 decimals) hold exactly the geometry from which the
+truth tables are computed.
+
+Guarantees (checked by tests):
+* nodes are valid polygons that never overlap; touching pairs share a boundary but are separate
+  instances;
+* every tumour component lies inside exactly one node (deposits are clipped to their node);
+* the layout is a pure function of the spec (seed included).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, asdict
+
+import numpy as np
+
+GRID_PX = 0.125  # snapping grid in level-0 px (exact in 3 decimals)
+
+# deposit greatest-dimension ranges (mm) per target category, away from the 0.2 / 2 mm thresholds
+DEPOSIT_MM = {"itc": (0.04, 0.16), "micro": (0.3, 1.7), "macro": (2.3, 7.0)}
+
+
+@dataclass
+class StainSpec:
+    """Per-slide stain and scanner variation (multiplicative on dye amounts, additive on hue)."""
+
+    h_scale: float = 1.0  # haematoxylin amount (nuclei darkness)
+    e_scale: float = 1.0  # eosin amount (pinkness)
+    h_hue: float = 0.0  # rotation of the haematoxylin OD vector (radians, small)
+    e_hue: float = 0.0
+    background: float = 242.0  # glass brightness (0-255)
+    gamma: float = 1.0  # scanner tone curve
+    cast: tuple[float, float, float] = (1.0, 1.0, 1.0)  # scanner colour balance per channel
+
+    @classmethod
+    def preset(cls, name: str, rng: np.random.Generator | None = None) -> "StainSpec":
+        """``normal`` (random variation), ``pale``, ``dark`` or ``none`` (reference stain)."""
+        if name == "none":
+            return cls()
+        rng = rng if rng is not None else np.random.default_rng(0)
+        base = cls(
+            h_scale=float(rng.uniform(0.8, 1.2)),
+            e_scale=float(rng.uniform(0.75, 1.25)),
+            h_hue=float(rng.uniform(-0.08, 0.08)),
+            e_hue=float(rng.uniform(-0.08, 0.08)),
+            background=float(rng.uniform(232, 248)),
+            gamma=float(rng.uniform(0.9, 1.1)),
+            cast=tuple(float(c) for c in rng.uniform(0.97, 1.03, 3)),
+        )
+        if name == "normal":
+            return base
+        if name == "pale":
+            base.h_scale *= 0.45
+            base.e_scale *= 0.45
+            base.background = 246.0
+            return base
+        if name == "dark":
+            base.h_scale *= 1.7
+            base.e_scale *= 1.6
+            base.background = 225.0
+            return base
+        raise ValueError(f"unknown stain preset {name!r}; expected normal, pale, dark or none")
+
+
+@dataclass
+class SlideSpec:
+    """What to generate. Sizes in mm, mpp in µm/px. ``None`` fields are drawn from ``seed``."""
+
+    seed: int = 0
+    size_mm: tuple[float, float] = (8.0, 6.0)
+    mpp: float = 0.5
+    negative: bool | None = None  # True: no tumour at all; None: random (25 %)
+    n_nodes: int | None = None
+    touching_pair: bool | None = None  # None: random (60 %)
+    stain: str = "normal"  # normal | pale | dark | none
+    pen_marks: bool = False
+    blank: bool = False  # glass only (no tissue): for "no tissue" tests
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size_mm"] = list(self.size_mm)
+        return d
+
+
+@dataclass
+class PenStroke:
+    """An ink line drawn on the glass: centreline in level-0 px, width in px, OD per RGB channel."""
+
+    points: np.ndarray  # (n, 2) float, level-0 px
+    width_px: float
+    od: tuple[float, float, float]
+
+
+@dataclass
+class SlideLayout:
+    """The complete truth geometry of one phantom slide (level-0 px, snapped to ``GRID_PX``)."""
+
+    spec: SlideSpec
+    width: int
+    height: int
+    mpp: float
+    nodes: list  # shapely Polygons, node instances (never overlapping)
+    tumour: list  # shapely Polygons, connected tumour components
+    tumour_node: list[int]  # index into ``nodes`` of each tumour component
+    follicles: list  # shapely Polygons (germinal-centre-like paler areas; rendering only)
+    fat: object  # shapely geometry: perinodal fat (tissue outside nodes)
+    capsule_um: list[float]  # capsule thickness per node
+    stain: StainSpec
+    pen: list[PenStroke] = field(default_factory=list)
+    touching_pairs: list[tuple[int, int]] = field(default_factory=list)
+    target_categories: list[str] = field(default_factory=list)  # per node, what was aimed for
+
+    @property
+    def tissue(self):
+        """Nodes and fat together (what a tissue detector should find)."""
+        from shapely.ops import unary_union
+
+        return unary_union([*self.nodes, self.fat])
+
+
+# ---------------------------------------------------------------------------- shapes
+def _star_polygon(rng, cx, cy, rx, ry, angle, roughness=0.08, harmonics=6, n=96):
+    """A star-shaped (hence simple) blob: an ellipse with random low-frequency radial wobble."""
+    from shapely.geometry import Polygon
+
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    r = np.ones_like(t)
+    for k in range(2, harmonics + 1):
+        amp = roughness * rng.uniform(0.3, 1.0) / (k - 1)
+        r += amp * np.cos(k * t + rng.uniform(0, 2 * np.pi))
+    r = np.clip(r, 0.55, None)
+    x, y = rx * r * np.cos(t), ry * r * np.sin(t)
+    ca, sa = math.cos(angle), math.sin(angle)
+    pts = np.column_stack([cx + ca * x - sa * y, cy + sa * x + ca * y])
+    return Polygon(pts)
+
+
+def _snap(geom):
+    import shapely
+
+    return _plain(shapely.set_precision(geom, GRID_PX))
+
+
+def _plain(geom):
+    """The same coordinates without GEOS's attached precision model (which would also round derived
+    values such as centroids to the grid): what a reader of the GeoJSON gets."""
+    import shapely
+
+    return shapely.from_wkb(shapely.to_wkb(geom))
+
+
+def _polygons(geom) -> list:
+    if geom is None or geom.is_empty:
+        return []
+    if geom.geom_type == "Polygon":
+        return [geom]
+    return [g for g in getattr(geom, "geoms", []) if g.geom_type == "Polygon" and not g.is_empty]
+
+
+def feret_diameter(geom) -> float:
+    """Maximum Feret diameter (greatest distance between two points) of a geometry, its units."""
+    hull = geom.convex_hull
+    if hull.is_empty:
+        return 0.0
+    if hull.geom_type == "Polygon":
+        pts = np.asarray(hull.exterior.coords)
+    else:
+        pts = np.asarray(hull.coords)
+    if len(pts) < 2:
+        return 0.0
+    d = pts[:, None, :] - pts[None, :, :]
+    return float(np.sqrt((d**2).sum(-1)).max())
+
+
+# ---------------------------------------------------------------------------- layout
+def make_layout(spec: SlideSpec) -> SlideLayout:
+    """Draw the random layout for ``spec`` (deterministic in ``spec.seed``)."""
+    from shapely import affinity
+    from shapely.geometry import box
+    from shapely.ops import unary_union
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(spec.seed), 0x7A11]))
+    W_um, H_um = spec.size_mm[0] * 1000.0, spec.size_mm[1] * 1000.0
+    mpp = float(spec.mpp)
+    width, height = int(round(W_um / mpp)), int(round(H_um / mpp))
+    stain = StainSpec.preset(spec.stain, rng)
+    to_px = lambda g: _snap(affinity.scale(g, 1.0 / mpp, 1.0 / mpp, origin=(0, 0)))  # noqa: E731
+
+    if spec.blank:
+        from shapely.geometry import Polygon
+
+        layout = SlideLayout(spec, width, height, mpp, [], [], [], [], Polygon(), [], stain)
+        if spec.pen_marks:
+            layout.pen = _pen_strokes(rng, W_um, H_um, mpp, None)
+        return layout
+
+    margin = min(400.0, 0.08 * min(W_um, H_um))
+    inner = box(margin, margin, W_um - margin, H_um - margin)
+    area_mm2 = spec.size_mm[0] * spec.size_mm[1]
+    n_nodes = spec.n_nodes if spec.n_nodes is not None else int(np.clip(round(rng.uniform(2, 5) * math.sqrt(area_mm2 / 48.0)), 1, 60))
+    touching = spec.touching_pair if spec.touching_pair is not None else bool(rng.random() < 0.6)
+    max_len_um = max(300.0, min(10000.0, 0.85 * min(W_um, H_um) - 2 * margin))
+    min_len_um = min(1000.0, max_len_um)
+    gap_um = 150.0
+
+    nodes_um: list = []
+    touching_pairs: list[tuple[int, int]] = []
+
+    def free(poly, gap=gap_um):
+        if not inner.contains(poly):
+            return False
+        return all(poly.distance(o) > gap for o in nodes_um)
+
+    def random_node(length):
+        aspect = rng.uniform(0.55, 0.95) if nodes_um else rng.uniform(0.75, 0.95)
+        rx, ry = length / 2.0, length / 2.0 * aspect
+        return rx, ry, rng.uniform(0, np.pi)
+
+    for i in range(n_nodes):
+        for _ in range(300):
+            length = math.exp(rng.uniform(math.log(min_len_um), math.log(max_len_um)))
+            if i == 0:  # the first node is large-ish, so that macro deposits can occur
+                length = max(length, min(max_len_um, 3000.0 + rng.uniform(0, 2000.0)))
+            rx, ry, ang = random_node(length)
+            cx = rng.uniform(margin + rx, max(margin + rx + 1, W_um - margin - rx))
+            cy = rng.uniform(margin + rx * 0.8, max(margin + rx + 1, H_um - margin - rx * 0.8))
+            poly = _star_polygon(rng, cx, cy, rx, ry, ang, roughness=rng.uniform(0.03, 0.12))
+            if free(poly):
+                nodes_um.append(poly)
+                break
+        if touching and i == 0 and nodes_um:
+            _add_touching_partner(rng, nodes_um, inner, gap_um, touching_pairs, min_len_um)
+
+    nodes = [to_px(p) for p in nodes_um]
+    # the partner was cut by its neighbour in µm; cutting again on the px grid keeps them disjoint
+    for a, b in touching_pairs:
+        import shapely
+
+        cut = shapely.difference(nodes[b], nodes[a], grid_size=GRID_PX)
+        nodes[b] = _plain(max(_polygons(cut), key=lambda g: g.area))
+
+    # stable node order: by centroid (y, x)
+    order = sorted(range(len(nodes)), key=lambda k: (nodes[k].centroid.y, nodes[k].centroid.x))
+    remap = {old: new for new, old in enumerate(order)}
+    nodes = [nodes[k] for k in order]
+    nodes_um = [nodes_um[k] for k in order]
+    touching_pairs = [tuple(sorted((remap[a], remap[b]))) for a, b in touching_pairs]
+
+    capsule_um = [float(rng.uniform(15, 45)) for _ in nodes]
+
+    # follicles (rendering only)
+    follicles = []
+    for k, p in enumerate(nodes_um):
+        core = p.buffer(-capsule_um[k] - 60)
+        if core.is_empty:
+            continue
+        minx, miny, maxx, maxy = core.bounds
+        for _ in range(int(rng.integers(0, 2 + int(math.sqrt(core.area) / 800)))):
+            r = rng.uniform(70, 260)
+            cx, cy = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
+            f = _star_polygon(rng, cx, cy, r, r * rng.uniform(0.7, 1.0), rng.uniform(0, np.pi), 0.1, 4, 48)
+            f = f.intersection(core)
+            if not f.is_empty and f.area > 0:
+                follicles += _polygons(to_px(f))
+
+    # tumour deposits
+    negative = spec.negative if spec.negative is not None else bool(rng.random() < 0.25)
+    targets = ["negative"] * len(nodes)
+    tumour, tumour_node = [], []
+    if not negative and nodes:
+        n_pos = max(1, int(rng.binomial(len(nodes), 0.5)))
+        pos = sorted(rng.choice(len(nodes), size=min(n_pos, len(nodes)), replace=False).tolist())
+        for k in pos:
+            poly = nodes_um[k]
+            minor = _min_width(poly)
+            if minor > 2700:
+                cat = str(rng.choice(["itc", "micro", "macro"], p=[0.2, 0.3, 0.5]))
+            else:
+                cat = str(rng.choice(["itc", "micro"], p=[0.4, 0.6]))
+            targets[k] = cat
+            deps = _deposits_for(rng, poly, cat, capsule_um[k])
+            if not deps:
+                targets[k] = "negative"
+                continue
+            merged = unary_union([to_px(d) for d in deps])
+            import shapely
+
+            inside = _plain(shapely.intersection(merged, nodes[k], grid_size=GRID_PX))
+            for comp in _polygons(inside):
+                if comp.area * mpp * mpp > 1.0:  # drop sub-µm² slivers
+                    tumour.append(comp)
+                    tumour_node.append(k)
+
+    # perinodal fat: nodes grown by a random margin, plus a blob, clipped to the slide
+    fat_um = []
+    for p in nodes_um:
+        fat_um.append(p.buffer(rng.uniform(250, 1400), quad_segs=8))
+    if nodes_um:
+        c = unary_union(nodes_um).centroid
+        fat_um.append(_star_polygon(rng, c.x, c.y, rng.uniform(0.3, 0.5) * W_um, rng.uniform(0.3, 0.5) * H_um,
+                                    rng.uniform(0, np.pi), 0.15, 5))
+    tissue_um = unary_union(fat_um).intersection(box(margin / 2, margin / 2, W_um - margin / 2, H_um - margin / 2))
+    tissue_um = tissue_um.simplify(5.0)
+    fat = to_px(tissue_um)
+    import shapely
+
+    fat = _plain(shapely.difference(fat, unary_union(nodes), grid_size=GRID_PX)) if nodes else fat
+
+    layout = SlideLayout(
+        spec=spec, width=width, height=height, mpp=mpp, nodes=nodes, tumour=tumour, tumour_node=tumour_node,
+        follicles=follicles, fat=fat, capsule_um=capsule_um, stain=stain, touching_pairs=touching_pairs,
+        target_categories=targets,
+    )
+    if spec.pen_marks:
+        layout.pen = _pen_strokes(rng, W_um, H_um, mpp, tissue_um)
+    return layout
+
+
+def _min_width(poly) -> float:
+    """Smallest width of the minimum rotated rectangle (µm)."""
+    rect = poly.minimum_rotated_rectangle
+    pts = np.asarray(rect.exterior.coords)[:4]
+    e = np.linalg.norm(np.diff(np.vstack([pts, pts[:1]]), axis=0), axis=1)
+    return float(e.min())
+
+
+def _add_touching_partner(rng, nodes_um, inner, gap_um, touching_pairs, min_len_um):
+    """Add a node that shares a boundary with ``nodes_um[0]`` (cut by it, so no overlap)."""
+    import shapely
+    from shapely.geometry import Point
+
+    a = nodes_um[0]
+    ca = a.centroid
+    size_a = math.sqrt(a.area / math.pi) * 2
+    for _ in range(200):
+        length = rng.uniform(max(min_len_um, 0.4 * size_a), max(min_len_um, 0.9 * size_a) + 1)
+        aspect = rng.uniform(0.6, 0.95)
+        rx, ry = length / 2, length / 2 * aspect
+        theta = rng.uniform(0, 2 * np.pi)
+        # distance from A's centroid to its boundary along theta
+        ray_end = Point(ca.x + 1e6 * math.cos(theta), ca.y + 1e6 * math.sin(theta))
+        hit = a.exterior.intersection(shapely.geometry.LineString([ca, ray_end]))
+        if hit.is_empty:
+            continue
+        ra = max(Point(ca).distance(g) for g in getattr(hit, "geoms", [hit]))
+        d = ra + 0.75 * ry
+        cx, cy = ca.x + d * math.cos(theta), ca.y + d * math.sin(theta)
+        b = _star_polygon(rng, cx, cy, rx, ry, theta + np.pi / 2, roughness=rng.uniform(0.03, 0.08))
+        b = b.difference(a)
+        parts = _polygons(b)
+        if not parts:
+            continue
+        b = max(parts, key=lambda g: g.area)
+        if b.area < 0.5 * math.pi * rx * ry:
+            continue
+        shared = a.exterior.intersection(b.buffer(1.0)).length
+        if shared < 300:
+            continue
+        if inner.contains(b) and all(b.distance(o) > gap_um for o in nodes_um[1:]):
+            nodes_um.append(b)
+            touching_pairs.append((0, len(nodes_um) - 1))
+            return
+
+
+def _deposits_for(rng, node_um, cat: str, capsule_um: float) -> list:
+    """Deposit blobs (µm) for a node of target category ``cat``; not yet clipped."""
+    from shapely.geometry import Point
+
+    core = node_um.buffer(-capsule_um)
+    if core.is_empty:
+        return []
+    lo, hi = DEPOSIT_MM[cat]
+    deps = []
+    if cat == "macro" and rng.random() < 0.4:
+        # effacing deposit: most of the node replaced by tumour
+        c = node_um.centroid
+        eff = core.buffer(-rng.uniform(0.02, 0.15) * math.sqrt(core.area))
+        blob = _star_polygon(rng, c.x, c.y, 0.6 * math.sqrt(core.area), 0.5 * math.sqrt(core.area), rng.uniform(0, np.pi), 0.2, 6)
+        dep = eff.union(blob.intersection(core))
+        if not dep.is_empty:
+            deps.append(dep)
+    else:
+        top = min(hi, 0.85 * _min_width(node_um) / 1000.0) if cat == "macro" else hi
+        size_um = 1000.0 * rng.uniform(lo, max(lo, top))
+        if cat == "macro":
+            size_um = max(size_um, 2300.0)
+        shrink = core.buffer(-0.35 * size_um) if cat != "macro" else core.buffer(-0.25 * size_um)
+        region = shrink if not shrink.is_empty else core
+        minx, miny, maxx, maxy = region.bounds
+        for _ in range(100):
+            p = Point(rng.uniform(minx, maxx), rng.uniform(miny, maxy))
+            if region.contains(p):
+                break
+        else:
+            p = region.representative_point()
+        rx = size_um / 2 / 1.12  # the wobble enlarges the blob; aim for the drawn Feret size
+        deps.append(_star_polygon(rng, p.x, p.y, rx, rx * rng.uniform(0.55, 0.95), rng.uniform(0, np.pi), 0.12, 7, 72))
+    # satellites
+    if cat in ("micro", "macro") and rng.random() < 0.35:
+        minx, miny, maxx, maxy = core.bounds
+        for _ in range(int(rng.integers(1, 4))):
+            p = Point(rng.uniform(minx, maxx), rng.uniform(miny, maxy))
+            if core.contains(p):
+                r = rng.uniform(20, 70)
+                deps.append(_star_polygon(rng, p.x, p.y, r, r * 0.8, rng.uniform(0, np.pi), 0.1, 4, 32))
+    return deps
+
+
+def _pen_strokes(rng, W_um, H_um, mpp, tissue_um) -> list[PenStroke]:
+    inks = {"blue": (0.95, 0.55, 0.08), "green": (0.9, 0.12, 0.75), "black": (1.0, 1.0, 0.95)}
+    strokes = []
+    for _ in range(int(rng.integers(1, 4))):
+        name = str(rng.choice(list(inks)))
+        n = 40
+        x, y = rng.uniform(0.1, 0.9) * W_um, rng.uniform(0.1, 0.9) * H_um
+        ang = rng.uniform(0, 2 * np.pi)
+        step = rng.uniform(0.02, 0.05) * min(W_um, H_um)
+        pts = []
+        for _ in range(n):
+            pts.append((x, y))
+            ang += rng.normal(0, 0.25)
+            x = float(np.clip(x + step * math.cos(ang), 0, W_um))
+            y = float(np.clip(y + step * math.sin(ang), 0, H_um))
+        strokes.append(PenStroke(np.asarray(pts) / mpp, rng.uniform(150, 450) / mpp, inks[name]))
+    return strokes

@@ -1,0 +1,108 @@
+"""Render any tile of a phantom slide at any pyramid downsample (a pure function of position)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tmln.phantom.geometry import SlideLayout, _polygons
+from tmln.phantom.texture import CAPSULE, FAT, FOLLICLE, LYMPH, TUMOUR, TextureBank, compose
+
+_SHIFT = 3  # cv2 fixed-point bits (1/8 px)
+
+
+class SlideRenderer:
+    """Tiles of ``layout`` at level downsample ``ds``: ``tile(ds, x0, y0, w, h)`` -> (h, w, 3) uint8.
+
+    x0, y0 are level pixels; level pixel j covers level-0 pixels [j*ds, (j+1)*ds).
+    """
+
+    def __init__(self, layout: SlideLayout, tile: int = 512, period_px: int = 2048):
+        self.layout = layout
+        self.bank = TextureBank(layout.spec.seed, layout.mpp, layout.stain, period_px=period_px, tile=tile)
+        # (class, polygon, bounds) in drawing order: later classes paint over earlier ones
+        items = []
+        for p in _polygons(layout.fat):
+            items.append((FAT, p))
+        for p in layout.nodes:
+            items.append((LYMPH, p))
+        for p in layout.follicles:
+            items.append((FOLLICLE, p))
+        self._items = [(c, p, p.bounds) for c, p in items]
+        self._caps = [(p, p.bounds, cap / layout.mpp) for p, cap in zip(layout.nodes, layout.capsule_um)]
+        self._tumour = [(p, p.bounds) for p in layout.tumour]
+        self._pen = [(s, (s.points[:, 0].min() - s.width_px, s.points[:, 1].min() - s.width_px,
+                          s.points[:, 0].max() + s.width_px, s.points[:, 1].max() + s.width_px)) for s in layout.pen]
+
+    @staticmethod
+    def _hits(bounds, x0, y0, x1, y1) -> bool:
+        return not (bounds[2] < x0 or bounds[0] > x1 or bounds[3] < y0 or bounds[1] > y1)
+
+    @staticmethod
+    def _ring(coords, ds, x0, y0):
+        a = np.asarray(coords, np.float64)[:, :2]
+        a = (a / ds - 0.5 - np.array([x0, y0])) * (1 << _SHIFT)
+        return np.round(a).astype(np.int32)
+
+    def _fill(self, mask, poly, ds, x0, y0, value=1):
+        import cv2
+
+        cv2.fillPoly(mask, [self._ring(poly.exterior.coords, ds, x0, y0)], value, cv2.LINE_8, _SHIFT)
+        if poly.interiors:
+            cv2.fillPoly(mask, [self._ring(r.coords, ds, x0, y0) for r in poly.interiors], 0, cv2.LINE_8, _SHIFT)
+
+    def labels(self, ds: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+        """Class raster (uint8, see ``texture`` class codes) of the tile."""
+        import cv2
+
+        lab = np.zeros((h, w), np.uint8)
+        X0, Y0, X1, Y1 = x0 * ds, y0 * ds, (x0 + w) * ds, (y0 + h) * ds
+        tmp = np.zeros((h, w), np.uint8)
+        for cls, poly, b in self._items:
+            if self._hits(b, X0, Y0, X1, Y1):
+                tmp[:] = 0
+                self._fill(tmp, poly, ds, x0, y0)
+                lab[tmp > 0] = cls
+        caps = [c for c in self._caps if self._hits(c[1], X0 - c[2], Y0 - c[2], X1 + c[2], Y1 + c[2])]
+        if caps:
+            band = np.zeros((h, w), np.uint8)
+            for poly, _, cap_px in caps:
+                thick = max(1, int(round(2 * cap_px / ds)))
+                cv2.polylines(band, [self._ring(poly.exterior.coords, ds, x0, y0)], True, 1, thick, cv2.LINE_8, _SHIFT)
+            lab[(band > 0) & (lab >= LYMPH)] = CAPSULE
+        for poly, b in self._tumour:
+            if self._hits(b, X0, Y0, X1, Y1):
+                tmp[:] = 0
+                self._fill(tmp, poly, ds, x0, y0)
+                lab[tmp > 0] = TUMOUR
+        return lab
+
+    def ink(self, ds: int, x0: int, y0: int, w: int, h: int):
+        """Pen-mark optical density (h, w, 3) float32, or None."""
+        import cv2
+
+        X0, Y0, X1, Y1 = x0 * ds, y0 * ds, (x0 + w) * ds, (y0 + h) * ds
+        out = None
+        for s, b in self._pen:
+            if not self._hits(b, X0, Y0, X1, Y1):
+                continue
+            m = np.zeros((h, w), np.uint8)
+            cv2.polylines(m, [self._ring(s.points, ds, x0, y0)], False, 255, max(1, int(round(s.width_px / ds))),
+                          cv2.LINE_AA, _SHIFT)
+            if out is None:
+                out = np.zeros((h, w, 3), np.float32)
+            out += (m.astype(np.float32) / 255.0)[..., None] * np.asarray(s.od, np.float32)
+        return out
+
+    def tile(self, ds: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+        lab = self.labels(ds, x0, y0, w, h)
+        return compose(lab, self.bank, ds, x0, y0, self.ink(ds, x0, y0, w, h))
+
+    def region(self, ds: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+        """A region of any size (assembled from tile-sized pieces)."""
+        T = self.bank.tile
+        out = np.empty((h, w, 3), np.uint8)
+        for ty in range(0, h, T):
+            for tx in range(0, w, T):
+                th, tw = min(T, h - ty), min(T, w - tx)
+                out[ty:ty + th, tx:tx + tw] = self.tile(ds, x0 + tx, y0 + ty, tw, th)
+        return out

@@ -1,0 +1,1 @@
+"""Outputs for people and for QuPath: GeoJSON per slide, overlay thumbnails, the HTML report."""

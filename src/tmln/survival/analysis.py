@@ -1,0 +1,299 @@
+"""``run_survival``: the whole prognostic analysis of a marker (T/MLN) against covariates (N stage ...).
+
+Training cohort: validated table -> cut-point (maxstat with Lausen–Schumacher and optional
+permutation p; or the median; or a fixed value) -> KM + log-rank for the marker groups and for
+each categorical covariate (with a trend test) -> Cox univariable/multivariable (marker per SD),
+PH check -> discrimination (Harrell, Uno, time-dependent AUC) of the marker and of the Cox models
+-> nested LR test and C gain. A validation cohort gets the training cut-point and the training
+marker scale unchanged, the same tests, and the training models' risk scores evaluated on it.
+
+Everything is computed before anything is written; outputs are then written file by file through
+``tmln.atomic`` (never a partial file).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings as warnings_module
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tmln import __version__
+from tmln.errors import InputTableError
+from tmln.survival import concordance, cox, cutpoint as cp, kaplan_meier as km, plots
+from tmln.survival.table import SurvivalTable, design_matrix, read_survival_table
+
+CUTPOINT_METHODS = ("maxstat", "median")
+
+
+def _clean(obj):
+    """JSON-safe copy: numpy scalars -> Python, NaN/inf -> None, tuples -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    return obj
+
+
+def _concat(frames: list[pd.DataFrame], first: list[str]) -> pd.DataFrame:
+    """Stack tables (all-NaN columns allowed) with the ``first`` columns leading."""
+    with warnings_module.catch_warnings():
+        warnings_module.simplefilter("ignore", FutureWarning)
+        out = pd.concat(frames, ignore_index=True)
+    return out[first + [c for c in out.columns if c not in first]]
+
+
+def _group_labels(marker: str, value: float) -> tuple[str, str]:
+    return f"{marker} ≤ {value:.4g}", f"{marker} > {value:.4g}"
+
+
+def _time_label(time: str, time_unit: str | None) -> str:
+    return f"Time ({time_unit})" if time_unit else f"Time ({time}, units of the input table)"
+
+
+def _choose_cut(tab: SurvivalTable, method, permutations: int, seed: int, min_prop: float,
+                max_prop: float) -> cp.CutpointResult:
+    t, e, x = tab.times, tab.event_flags, tab.marker_values
+    try:
+        if method == "maxstat":
+            return cp.maxstat(t, e, x, min_prop, max_prop, permutations=permutations, seed=seed)
+        if method == "median":
+            return cp.fixed_cut(t, e, x, float(np.median(x)), "median")
+        return cp.fixed_cut(t, e, x, float(method), "fixed")
+    except ValueError as err:
+        raise InputTableError(f"cut-point for {tab.marker!r}: {err}", tab.source) from None
+
+
+def _cohort(tab: SurvivalTable, cut_value: float, scale, horizons, bootstrap: int, seed: int,
+            time_label: str, cohort: str, train_models: dict | None, warnings: list) -> tuple[dict, dict, dict, dict]:
+    """All per-cohort statistics. Returns (json part, tables, figures, Cox models by name).
+
+    Figures are returned undrawn (name -> zero-argument callable giving ``{"png", "svg"}`` bytes).
+    """
+    t, e, x = tab.times, tab.event_flags, tab.marker_values
+    low, high = _group_labels(tab.marker, cut_value)
+    groups = np.where(x > cut_value, high, low)
+    tables: dict[str, pd.DataFrame] = {}
+    figures: dict[str, dict] = {}
+    res: dict = {"n": tab.n, "events": tab.events, "excluded": tab.exclusion_summary()}
+    if tab.events < 10:
+        warnings.append(f"{cohort}: only {tab.events} events; Cox estimates and CIs are unreliable")
+
+    # marker groups: KM + log-rank + HR high vs low
+    order = [g for g in (low, high) if (groups == g).any()]
+    fits = km.kaplan_meier(t, e, groups, order)
+    km_rows = [km.km_summary(fits, horizons).assign(analysis=tab.marker)]
+    curves = [pd.concat([f.curve.assign(group=f.name) for f in fits]).assign(analysis=tab.marker)]
+    group_part = {"low": low, "high": high, "n_low": int((groups == low).sum()), "n_high": int((groups == high).sum())}
+    if len(order) == 2:
+        lr = km.logrank(t, e, groups, order)
+        res["logrank"] = lr.as_dict()
+        hr = cox.fit_cox(pd.DataFrame({"high": (groups == high).astype(float)}), t, e).terms.iloc[0]
+        group_part.update(hr_high_vs_low=hr["hr"], ci_low=hr["ci_low"], ci_high=hr["ci_high"], p_value=hr["p_value"])
+        annotation = f"Log-rank {plots.format_p(lr.p_value)}\nHR {hr['hr']:.2f} ({hr['ci_low']:.2f}–{hr['ci_high']:.2f})"
+    else:
+        res["logrank"] = {"statistic": None, "p_value": None, "df": 0}
+        warnings.append(f"{cohort}: the cut-point {cut_value:g} leaves one group empty; no log-rank test")
+        annotation = ""
+    res["groups"] = group_part
+    figures[f"km_{tab.marker}"] = partial(plots.km_figure, fits, time_label, annotation,
+                                                  title=f"{cohort.capitalize()} cohort: {tab.marker} groups")
+
+    # categorical covariates: KM + log-rank + trend
+    res["logrank_covariates"] = {}
+    for var, levels in tab.categorical.items():
+        vals = tab.frame[var].astype(str).to_numpy()
+        present = [lv for lv in levels if (vals == lv).any()]
+        fits_v = km.kaplan_meier(t, e, vals, present)
+        km_rows.append(km.km_summary(fits_v, horizons).assign(analysis=var))
+        curves.append(pd.concat([f.curve.assign(group=f.name) for f in fits_v]).assign(analysis=var))
+        if len(present) >= 2:
+            lr_v = km.logrank(t, e, vals, present, trend=True)
+            res["logrank_covariates"][var] = lr_v.as_dict()
+            text = f"Log-rank {plots.format_p(lr_v.p_value)}"
+            if lr_v.trend_p_value is not None:
+                text += f"\nTrend {plots.format_p(lr_v.trend_p_value)}"
+            figures[f"km_{var}"] = partial(plots.km_figure, fits_v, time_label, text, title=f"{cohort.capitalize()} cohort: {var}")
+    tables["km_groups"] = _concat(km_rows, ["analysis", "group"])
+    tables["km_curves"] = _concat(curves, ["analysis", "group"])
+    res["km"] = tables["km_groups"].to_dict("records")
+
+    # Cox
+    variables = list(tab.covariates) + [tab.marker]
+    try:
+        uni = cox.univariable(tab, variables, scale)
+        multi, multi_model = cox.multivariable(tab, variables, scale)
+    except cox.CoxFitError as err:
+        raise InputTableError(f"{cohort} cohort: {err}", tab.source) from None
+    res["cox_univariable"] = cox.terms_dict(uni)
+    res["cox_multivariable"] = cox.terms_dict(multi)
+    try:
+        ph = cox.proportional_hazards(multi_model)
+        res["proportional_hazards"] = {r["term"]: {k: r[k] for k in ("statistic", "p_value", "violated")}
+                                       for r in ph.to_dict("records")}
+        bad = [r["term"] for r in ph.to_dict("records") if r["violated"]]
+        if bad:
+            warnings.append(f"{cohort}: proportional-hazards assumption questionable (Schoenfeld p < 0.05) for {bad}")
+        tables["proportional_hazards"] = ph
+    except Exception as err:  # noqa: BLE001 - the PH test is a diagnostic; report, don't fail
+        warnings.append(f"{cohort}: proportional-hazards test failed: {err}")
+    tables["cox_univariable"] = uni
+    tables["cox_multivariable"] = multi
+
+    def label(row):
+        return f"{row['variable']}: {row['contrast']}" if row["variable"] in tab.categorical else \
+            f"{row['term']} ({row['contrast']})"
+
+    figures["forest_multivariable"] = partial(plots.forest_figure,
+        [dict(r, label=label(r)) for r in multi.to_dict("records")], title=f"{cohort.capitalize()} cohort: multivariable Cox")
+    figures["forest_univariable"] = partial(plots.forest_figure,
+        [dict(r, label=label(r)) for r in uni.to_dict("records")], title=f"{cohort.capitalize()} cohort: univariable Cox")
+
+    # discrimination: marker itself, and the Cox models' risk scores
+    res["c_index"] = dict(concordance.discrimination(t, e, x, horizons, bootstrap, seed), risk_score=tab.marker)
+    x_full = design_matrix(tab, variables, scale)
+    models = train_models or {}
+    if train_models is None:
+        models["covariates+marker"] = multi_model
+        if tab.covariates:
+            base_cols = [c for c in x_full.columns if c != tab.marker]
+            models["covariates"] = cox.fit_cox(x_full[base_cols], t, e)
+    disc_models = {}
+    for name, model in models.items():
+        missing_cols = [c for c in model.columns if c not in x_full.columns]
+        xm = x_full.reindex(columns=model.columns, fill_value=0.0) if missing_cols else x_full
+        disc_models[name] = dict(concordance.discrimination(t, e, model.linear_predictor(xm), horizons, bootstrap, seed),
+                                 model=("training-cohort" if train_models is not None else "this-cohort") + " Cox fit",
+                                 terms=model.columns)
+    res["c_index_models"] = disc_models
+    try:
+        res["nested"] = cox.nested_comparison(tab, tab.covariates, scale, bootstrap=bootstrap, seed=seed)
+    except cox.CoxFitError as err:
+        raise InputTableError(f"{cohort} cohort: {err}", tab.source) from None
+    rows = [{"score": tab.marker, **{k: res["c_index"][k] for k in ("harrell", "uno", "tau")},
+             "harrell_ci_low": res["c_index"]["harrell_ci"][0], "harrell_ci_high": res["c_index"]["harrell_ci"][1],
+             "uno_ci_low": res["c_index"]["uno_ci"][0], "uno_ci_high": res["c_index"]["uno_ci"][1]}]
+    for name, d in disc_models.items():
+        rows.append({"score": f"cox:{name}", "harrell": d["harrell"], "uno": d["uno"], "tau": d["tau"],
+                     "harrell_ci_low": d["harrell_ci"][0], "harrell_ci_high": d["harrell_ci"][1],
+                     "uno_ci_low": d["uno_ci"][0], "uno_ci_high": d["uno_ci"][1]})
+    tables["discrimination"] = pd.DataFrame(rows)
+    return res, tables, figures, models
+
+
+def run_survival(
+    table,
+    time: str,
+    event: str,
+    marker: str = "t_mln",
+    covariates=(),
+    cutpoint="maxstat",
+    validation=None,
+    horizons=(),
+    out_dir=None,
+    seed: int = 0,
+    permutations: int = 0,
+    *,
+    bootstrap: int = 200,
+    time_unit: str | None = None,
+    on_missing: str = "exclude",
+    categorical=(),
+    min_prop: float = 0.1,
+    max_prop: float = 0.9,
+    draw_figures: bool = True,
+) -> dict:
+    """Run the prognostic analysis; return the ``survival.json`` dict (and write outputs to ``out_dir``).
+
+    ``table``/``validation``: CSV path or DataFrame, one row per patient. ``cutpoint``: "maxstat",
+    "median" or a number (marker units). ``horizons``: times (units of ``time``) for survival
+    estimates and time-dependent AUC. ``bootstrap``: resamples for every CI (0 = none).
+    ``permutations``: permutation p-value of the maxstat cut (0 = none). ``seed`` seeds both.
+    ``draw_figures=False`` skips drawing the figures (faster; tables, JSON and HTML still written).
+    Raises :class:`InputTableError` for bad input (see ``tmln.survival.table``).
+    """
+    if not (isinstance(cutpoint, (int, float)) or cutpoint in CUTPOINT_METHODS):
+        try:
+            cutpoint = float(cutpoint)
+        except (TypeError, ValueError):
+            raise InputTableError(f"--cutpoint must be 'maxstat', 'median' or a number, not {cutpoint!r}") from None
+    horizons = tuple(float(h) for h in horizons)
+    if any(h <= 0 for h in horizons):
+        raise InputTableError(f"horizons must be positive times, got {list(horizons)}")
+    tab = read_survival_table(table, time, event, marker, tuple(covariates), on_missing=on_missing,
+                              categorical=tuple(categorical))
+    warnings: list[str] = []
+    scale = cox.marker_scale(tab)
+    cut = _choose_cut(tab, cutpoint, permutations, seed, min_prop, max_prop)
+    t_label = _time_label(time, time_unit)
+    train, tables, figures, models = _cohort(tab, cut.value, scale, horizons, bootstrap, seed, t_label,
+                                             "training", None, warnings)
+    result = {
+        "tmln_version": __version__, "n": tab.n, "events": tab.events, "marker": marker, "time": time,
+        "event": event, "time_unit": time_unit, "covariates": list(tab.covariates),
+        "categorical": tab.categorical, "horizons": list(horizons), "seed": seed, "bootstrap": bootstrap,
+        "marker_scale": {"mean": scale[0], "sd": scale[1], "hr_unit": "per SD of the training cohort"},
+        "cutpoint": {**cut.as_dict(), "hr_high_vs_low": train["groups"].get("hr_high_vs_low"),
+                     "ci_low": train["groups"].get("ci_low"), "ci_high": train["groups"].get("ci_high")},
+        **{k: v for k, v in train.items() if k not in ("n", "events")},
+        "source": tab.source,
+    }
+    if cut.scan is not None:
+        tables["cutpoint_scan"] = cut.scan
+    if cut.method == "maxstat":
+        figures["cutpoint_scan"] = partial(plots.scan_figure, cut.scan, marker, cut.value,
+                                                     cp.critical_value(0.05, min_prop, max_prop))
+    result["validation"] = None
+    if validation is not None:
+        vtab = read_survival_table(validation, time, event, marker, tuple(covariates), on_missing=on_missing,
+                                   categorical=tuple(categorical), levels=tab.categorical)
+        vres, vtables, vfigures, _ = _cohort(vtab, cut.value, scale, horizons, bootstrap, seed, t_label,
+                                             "validation", models, warnings)
+        vres["cutpoint"] = {"value": cut.value, "method": "from training cohort (unchanged)"}
+        vres["source"] = vtab.source
+        result["validation"] = vres
+        for name, frame in vtables.items():
+            tables[name] = pd.concat([tables[name].assign(cohort="training"), frame.assign(cohort="validation")],
+                                     ignore_index=True) if name in tables else frame.assign(cohort="validation")
+        figures.update({f"{k}_validation": v for k, v in vfigures.items()})
+    result["warnings"] = warnings
+    result = _clean(result)
+    figures = {name: draw() for name, draw in figures.items()} if draw_figures else {}
+    if out_dir is not None:
+        result["outputs"] = write_outputs(out_dir, result, tables, figures, tab)
+    return result
+
+
+def write_outputs(out_dir, result: dict, tables: dict, figures: dict, tab: SurvivalTable) -> list[str]:
+    """Write survival.json, CSV tables, PNG/SVG figures and survival.html (all atomic); list the names."""
+    from tmln import atomic
+    from tmln.survival.report import survival_html
+
+    out = Path(out_dir)
+    names = []
+    for name, frame in tables.items():
+        atomic.write_csv(out / f"{name}.csv", frame)
+        names.append(f"{name}.csv")
+    if tab.excluded:
+        atomic.write_csv(out / "excluded.csv", pd.DataFrame(
+            {"row": [x["row"] for x in tab.excluded], "missing_columns": [";".join(x["columns"]) for x in tab.excluded]}))
+        names.append("excluded.csv")
+    for name, fig in figures.items():
+        for fmt, data in fig.items():
+            atomic.write_bytes(out / f"{name}.{fmt}", data)
+            names.append(f"{name}.{fmt}")
+    names += ["survival.html", "survival.json"]
+    result["outputs"] = sorted(names)
+    atomic.write_text(out / "survival.html", survival_html(result, {k: v["png"] for k, v in figures.items()}))
+    atomic.write_json(out / "survival.json", result)
+    return result["outputs"]

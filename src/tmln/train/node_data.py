@@ -1,0 +1,232 @@
+"""Training data for the lymph-node U-Net: slides + node outlines -> images and masks at one µm/px.
+
+Each slide is read whole as an RGB thumbnail at the model's µm/px (default 8 µm/px: a 100k px
+slide at 0.25 µm/px is ~3k px, a few MB), and its node outlines (QuPath GeoJSON or ASAP XML, found
+in the annotation folder as ``<slide_id>.nodes.geojson|.json|.xml`` or ``<slide_id>.geojson|.json|.xml``)
+are rasterised on the same grid (pixel centres inside). Targets, one uint8 channel each:
+
+* ``node`` — every node pixel (tumour effacing a node is part of that node);
+* ``node_core`` (optional, instance-aware) — the node minus a band of ``border_um`` along borders
+  shared with another node, so the network learns where touching nodes separate; at inference the
+  cores are the watershed markers.
+
+Random square crops (``NodeCropDataset``) centred half of the time on a node boundary (foreground
+and background in one crop), a quarter on a node pixel and a quarter anywhere; crops reaching past
+the slide are padded with white glass and background target. Train/validation split is by patient.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tmln.errors import AnnotationError, InputTableError
+
+CLASSES_SEMANTIC = ["node"]
+CLASSES_INSTANCE = ["node", "node_core"]
+
+
+@dataclass
+class NodeSlide:
+    """One training slide at ``mpp`` µm/px: ``image`` (H, W, 3) uint8, ``instances`` (H, W) int32
+    (0 = background), ``target`` (C, H, W) uint8 (node[, node_core])."""
+
+    slide_id: str
+    patient_id: str
+    path: str
+    mpp: float
+    image: np.ndarray
+    instances: np.ndarray
+    target: np.ndarray
+    n_nodes: int
+    annotation: str
+    _boundary: np.ndarray | None = field(default=None, repr=False)
+    _foreground: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def node_area_mm2(self) -> float:
+        return float(np.count_nonzero(self.instances)) * self.mpp * self.mpp / 1e6
+
+    def boundary_pixels(self) -> np.ndarray:
+        if self._boundary is None:
+            from skimage.segmentation import find_boundaries
+
+            self._boundary = np.argwhere(find_boundaries(self.instances > 0, mode="inner"))
+        return self._boundary
+
+    def foreground_pixels(self) -> np.ndarray:
+        if self._foreground is None:
+            self._foreground = np.argwhere(self.instances > 0)
+        return self._foreground
+
+
+def shared_border_band(instances: np.ndarray, border_px: float) -> np.ndarray:
+    """Pixels of an instance lying within ``border_px`` of a different instance (bool)."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import disk
+
+    lab = np.asarray(instances)
+    if border_px <= 0 or lab.max() < 2:
+        return np.zeros(lab.shape, bool)
+    fp = disk(max(1, int(round(border_px))))
+    big = np.iinfo(np.int32).max
+    lo_in = np.where(lab > 0, lab, big).astype(np.int32)
+    hi = ndi.maximum_filter(lab.astype(np.int32), footprint=fp, mode="constant", cval=0)
+    lo = ndi.minimum_filter(lo_in, footprint=fp, mode="constant", cval=big)
+    fg = lab > 0
+    return fg & (((hi != lab) & (hi > 0)) | ((lo != lab) & (lo != big)))
+
+
+def node_targets(instances: np.ndarray, mpp: float, border_um: float | None) -> np.ndarray:
+    """(C, H, W) uint8 targets from instance labels: node, and node_core when ``border_um`` is set."""
+    node = (instances > 0).astype(np.uint8)
+    if border_um is None:
+        return node[None]
+    core = node & ~shared_border_band(instances, border_um / mpp)
+    return np.stack([node, core.astype(np.uint8)])
+
+
+def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
+    """The node annotation file of a slide (see module docstring); raises ``AnnotationError``."""
+    from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
+
+    try:
+        p = find_annotation(folder, slide_id, "nodes")
+    except AmbiguousAnnotation as exc:
+        raise AnnotationError(str(exc), folder) from None
+    if p is None:
+        raise AnnotationError(f"no node annotation for slide {slide_id!r} (looked for {slide_id}.nodes.geojson, "
+                              f"{slide_id}.geojson, .json, .xml)", folder)
+    return p
+
+
+def load_node_slide(path, annotation, mpp: float = 8.0, border_um: float | None = 24.0, slide_id: str | None = None,
+                    patient_id: str | None = None, slide_mpp: float | None = None) -> NodeSlide:
+    """Read one slide at ``mpp`` µm/px and rasterise its node outlines on that grid."""
+    from tmln.annotations import read_annotations
+    from tmln.regions import node_polygons_from_annotations, rasterize
+    from tmln.slide import Slide
+
+    with Slide(path, mpp=slide_mpp) as s:
+        image = s.thumbnail(mpp)
+        anns = read_annotations(annotation, slide_size=s.dimensions)
+        polys, _ = node_polygons_from_annotations(anns)
+        scale = (mpp / s.mpp_x_required, mpp / s.mpp_y_required)
+    instances = rasterize(polys, image.shape[:2], scale)
+    sid = slide_id or Path(path).stem
+    return NodeSlide(slide_id=sid, patient_id=patient_id or sid, path=str(path), mpp=float(mpp), image=image,
+                     instances=instances, target=node_targets(instances, mpp, border_um), n_nodes=len(polys),
+                     annotation=str(annotation))
+
+
+def load_node_slides(slides_csv, annotations, mpp: float = 8.0, border_um: float | None = 24.0) -> list[NodeSlide]:
+    """Every slide of a slides table with its node outlines from the ``annotations`` folder."""
+    from tmln.cohort.table import read_slides_table
+
+    entries = read_slides_table(slides_csv)
+    bad = [f"row {e.row}: {e.error}" for e in entries if e.error]
+    if bad:
+        raise InputTableError("cannot train on this table: " + "; ".join(bad), slides_csv)
+    out = []
+    for e in entries:
+        ann = find_node_annotation(annotations, e.slide_id)
+        out.append(load_node_slide(e.path, ann, mpp, border_um, slide_id=e.slide_id, patient_id=e.patient_id,
+                                   slide_mpp=e.mpp))
+    return out
+
+
+def split_by_patient(items: list, val_fraction: float = 0.25, seed: int = 0) -> tuple[list, list]:
+    """Split slides into (train, validation) with no patient in both. At least one patient goes to
+    validation when there are two or more; with one patient validation is empty."""
+    patients = sorted({it.patient_id for it in items})
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if len(patients) < 2 or val_fraction == 0:
+        return list(items), []
+    rng = np.random.default_rng(seed)
+    order = [patients[i] for i in rng.permutation(len(patients))]
+    n_val = min(len(patients) - 1, max(1, int(round(val_fraction * len(patients)))))
+    val_p = set(order[:n_val])
+    return [it for it in items if it.patient_id not in val_p], [it for it in items if it.patient_id in val_p]
+
+
+def crop(array: np.ndarray, top: int, left: int, size: int, fill) -> np.ndarray:
+    """A (size, size, ...) window of ``array`` (H, W, ...) at (top, left), padded with ``fill``."""
+    H, W = array.shape[:2]
+    out = np.full((size, size) + array.shape[2:], fill, array.dtype)
+    y0, x0, y1, x1 = max(0, top), max(0, left), min(H, top + size), min(W, left + size)
+    if y1 > y0 and x1 > x0:
+        out[y0 - top : y1 - top, x0 - left : x1 - left] = array[y0:y1, x0:x1]
+    return out
+
+
+class NodeCropDataset:
+    """Random crops from in-memory ``NodeSlide`` s (a map-style torch dataset).
+
+    Item ``i`` of epoch ``e`` is a pure function of (seed, e, i): reruns, resumes and DDP ranks
+    (which take disjoint indices) see the same crops. Returns (image (T, T, 3) uint8,
+    target (C, T, T) float32).
+    """
+
+    def __init__(self, slides: list[NodeSlide], tile_size: int = 256, samples_per_epoch: int | None = None,
+                 seed: int = 0, p_boundary: float = 0.5, p_foreground: float = 0.25):
+        if not slides:
+            raise ValueError("no training slides")
+        self.slides = slides
+        self.tile = int(tile_size)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.p_boundary, self.p_foreground = p_boundary, p_foreground
+        areas = np.array([s.image.shape[0] * s.image.shape[1] for s in slides], float)
+        self.weights = areas / areas.sum()
+        if samples_per_epoch is None:
+            samples_per_epoch = default_samples_per_epoch(slides, self.tile)
+        self.n = int(samples_per_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        s = self.slides[int(rng.choice(len(self.slides), p=self.weights))]
+        H, W = s.image.shape[:2]
+        u = rng.random()
+        pool = None
+        if u < self.p_boundary:
+            pool = s.boundary_pixels()
+        elif u < self.p_boundary + self.p_foreground:
+            pool = s.foreground_pixels()
+        if pool is not None and len(pool):
+            cy, cx = pool[int(rng.integers(len(pool)))]
+            jitter = self.tile // 4
+            cy += int(rng.integers(-jitter, jitter + 1))
+            cx += int(rng.integers(-jitter, jitter + 1))
+        else:
+            cy, cx = int(rng.integers(0, H)), int(rng.integers(0, W))
+        top, left = int(cy) - self.tile // 2, int(cx) - self.tile // 2
+        img = crop(s.image, top, left, self.tile, 255)
+        tgt = crop(np.moveaxis(s.target, 0, -1), top, left, self.tile, 0)
+        return img, np.ascontiguousarray(np.moveaxis(tgt, -1, 0)).astype(np.float32)
+
+
+def default_samples_per_epoch(slides: list[NodeSlide], tile: int) -> int:
+    """About four crops per tile-sized area of the training slides (at least 32)."""
+    tiles = sum(math.ceil(s.image.shape[0] / tile) * math.ceil(s.image.shape[1] / tile) for s in slides)
+    return max(32, 4 * tiles)
+
+
+def data_summary(train: list[NodeSlide], val: list[NodeSlide]) -> dict:
+    """The card's training-data summary (counts, areas, patients)."""
+    def part(items):
+        return {"slides": len(items), "patients": len({s.patient_id for s in items}),
+                "nodes": int(sum(s.n_nodes for s in items)),
+                "node_area_mm2": round(sum(s.node_area_mm2 for s in items), 3),
+                "slide_ids": [s.slide_id for s in items]}
+
+    return {"train": part(train), "validation": part(val)}

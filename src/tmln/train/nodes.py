@@ -1,0 +1,301 @@
+"""Train the lymph-node U-Net on slides with node outlines -> a model directory.
+
+``train_nodes`` reads every slide at the card's µm/px (``tmln.train.node_data``), splits by patient,
+trains ``smp.Unet`` (``encoder_weights=None``) on random crops with flips/90° rotations, colour and
+HED stain jitter (``tmln.train.augment``), loss = BCE + soft Dice on logits, AdamW with a cosine
+schedule. After each epoch the validation slides are segmented whole with the same tiled inference
+as ``tmln node-map`` and the pixel Dice of the node channel picks the best checkpoint.
+
+Runs single-process, or under ``torchrun --nproc_per_node N -m tmln train nodes ...`` with DDP
+(NCCL on GPUs, gloo on CPU; crops are sharded by index, validation slides by rank). AMP and
+channels-last on CUDA. ``resume=True`` continues from ``OUT/train/train_state.pt`` (read with
+``torch.load(weights_only=True)``); the finished model is ``OUT/model.safetensors`` +
+``OUT/model_card.json`` (task ``node-segmentation``), training log and checkpoints in ``OUT/train/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tmln.errors import TmlnError
+
+log = logging.getLogger("tmln.train")
+
+STATE_NAME = "train_state.pt"
+BEST_NAME = "best.safetensors"
+LOG_NAME = "train_log.csv"
+
+
+def soft_dice_loss(logits, target, eps: float = 1.0):
+    """1 - soft Dice per channel (over batch and pixels), averaged over channels."""
+    import torch
+
+    p = torch.sigmoid(logits.float())
+    dims = (0, 2, 3)
+    inter = (p * target).sum(dims)
+    denom = p.sum(dims) + target.sum(dims)
+    return (1 - (2 * inter + eps) / (denom + eps)).mean()
+
+
+def segmentation_loss(logits, target):
+    """BCE on logits + soft Dice."""
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits(logits.float(), target) + soft_dice_loss(logits, target)
+
+
+def _overlap_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
+    tp = int(np.count_nonzero(pred & truth))
+    return tp, int(np.count_nonzero(pred & ~truth)), int(np.count_nonzero(~pred & truth))
+
+
+def evaluate_slides(net, card, slides, device, instances: bool = False, overlap: int | None = None,
+                    batch_size: int = 8) -> dict:
+    """Node-channel pixel Dice/IoU over ``slides`` (pooled), and instance matching when asked.
+
+    Under DDP each rank takes every world-size-th slide; counts are summed over ranks."""
+    from tmln.evaluate.segmentation import match_instances
+    from tmln.nodes.infer import DEFAULT_OVERLAP, NodeSegmenter
+    from tmln.train.common import all_reduce_sum, shard_indices
+
+    was_training = net.training
+    net.eval()
+    seg = NodeSegmenter((net, card), batch_size=batch_size)
+    if overlap is not None:
+        seg.overlap = int(overlap)
+    else:
+        seg.overlap = int(card.params.get("overlap", DEFAULT_OVERLAP))
+    tp = fp = fn = 0
+    inst = np.zeros(4)  # tp, n_truth, n_pred, split/merge errors
+    per_slide = []
+    for i in shard_indices(len(slides)):
+        s = slides[int(i)]
+        prob = seg.probabilities(s.image)
+        pred = prob[0] >= card.threshold
+        truth = s.instances > 0
+        a, b, c = _overlap_counts(pred, truth)
+        tp, fp, fn = tp + a, fp + b, fn + c
+        row = {"slide_id": s.slide_id, "dice": 2 * a / max(1, 2 * a + b + c)}
+        if instances:
+            labels = seg.instances(prob)
+            m = match_instances(s.instances, labels, iou=0.5)
+            inst += [m["tp"], m["n_truth"], m["n_pred"], m["split_errors"] + m["merge_errors"]]
+            row.update(n_truth=m["n_truth"], n_pred=m["n_pred"], tp=m["tp"])
+        per_slide.append(row)
+    if was_training:
+        net.train()
+    tot = all_reduce_sum([tp, fp, fn, *inst.tolist()])
+    tp, fp, fn = tot[:3]
+    out = {"dice": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 1.0,
+           "iou": tp / (tp + fp + fn) if (tp + fp + fn) else 1.0}
+    if instances:
+        itp, nt, npred, errs = tot[3:]
+        out.update(instance_precision=itp / npred if npred else None, instance_recall=itp / nt if nt else None,
+                   n_truth=int(nt), n_pred=int(npred), count_error=int(npred - nt), split_merge_errors=int(errs))
+    out["per_slide"] = per_slide
+    return out
+
+
+def _config(**kw) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
+
+
+def train_nodes(
+    out_dir,
+    *,
+    slides,
+    annotations,
+    epochs: int = 40,
+    mpp: float = 8.0,
+    tile_size: int = 256,
+    crop_size: int | None = None,
+    encoder: str = "resnet18",
+    encoder_depth: int = 5,
+    decoder_channels=None,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    device="auto",
+    resume: bool = True,
+    val_fraction: float = 0.25,
+    samples_per_epoch: int | None = None,
+    instance_target: bool = True,
+    border_um: float = 24.0,
+    overlap: int = 64,
+    threshold: float = 0.5,
+    params: dict | None = None,
+    augment: dict | None = None,
+    workers: int = 0,
+    amp: bool = True,
+    quiet: bool = False,
+):
+    """Train the node U-Net; returns the ``ModelCard`` of the model written to ``out_dir``.
+
+    slides : slides table (``slide_path``, ``patient_id``[, ``mpp``]); annotations : folder with one
+    node outline file per slide. ``mpp`` µm/px of the model; ``tile_size`` px: the inference tile
+    (a multiple of 2 ** encoder_depth); ``crop_size`` px: training crops (default ``tile_size``).
+    ``instance_target`` adds the ``node_core`` channel (touching-node splitting learned from the
+    outlines; a ``border_um`` wide band along shared borders is left out of the cores). ``params`` override the
+    post-processing parameters stored in the card (``tmln.nodes.instances.InstanceParams``).
+    """
+    import torch
+
+    from tmln.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
+    from tmln.models.unet import TASK, build_unet, normalise, unet_params
+    from tmln.nodes.instances import InstanceParams
+    from tmln.train.augment import Augmenter
+    from tmln.train.common import (
+        Amp, BestTracker, CSVLogger, all_reduce_mean, barrier, cleanup_distributed, count_parameters,
+        init_distributed, is_main_process, load_checkpoint, prepare_model, save_checkpoint, seed_everything,
+        to_device_batch, unwrap,
+    )
+    from tmln.train.node_data import (
+        CLASSES_INSTANCE, CLASSES_SEMANTIC, NodeCropDataset, data_summary, load_node_slides, split_by_patient,
+    )
+
+    t_start = time.time()
+    out = Path(out_dir)
+    work = out / "train"
+    ctx = init_distributed(device)
+    try:
+        gen = seed_everything(seed)
+        arch_params = unet_params({"encoder": encoder, "encoder_depth": encoder_depth,
+                                   "decoder_channels": decoder_channels,
+                                   "classes": CLASSES_INSTANCE if instance_target else CLASSES_SEMANTIC})
+        multiple = 2 ** arch_params["encoder_depth"]
+        crop_size = int(crop_size or tile_size)
+        for name, v in (("tile size", tile_size), ("crop size", crop_size)):
+            if v % multiple:
+                raise TmlnError(f"{name} {v} must be a multiple of {multiple} (2 ** encoder depth)")
+        if not 0 <= overlap < tile_size // 2 + 1:
+            raise TmlnError(f"overlap {overlap} must be in [0, tile_size / 2]")
+        config = _config(mpp=float(mpp), tile_size=int(tile_size), crop_size=crop_size, encoder=encoder,
+                         encoder_depth=arch_params["encoder_depth"], decoder_channels=arch_params["decoder_channels"],
+                         instance_target=bool(instance_target), border_um=float(border_um), seed=int(seed),
+                         batch_size=int(batch_size), lr=float(lr), val_fraction=float(val_fraction))
+
+        items = load_node_slides(slides, annotations, mpp=mpp, border_um=border_um if instance_target else None)
+        train_items, val_items = split_by_patient(items, val_fraction, seed)
+        validation_note = "held-out patients"
+        if not val_items:
+            val_items = train_items
+            validation_note = "training slides (fewer than two patients: no held-out validation)"
+        dataset = NodeCropDataset(train_items, crop_size, samples_per_epoch, seed=seed)
+
+        classes = CLASSES_INSTANCE if instance_target else CLASSES_SEMANTIC
+        post = InstanceParams.from_dict(params).to_dict()
+        card = ModelCard(
+            task=TASK, architecture=f"unet:{encoder}", mpp=float(mpp), patch_size=int(tile_size), classes=classes,
+            threshold=float(threshold),
+            normalisation={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "stain": None},
+            params={**post, "overlap": int(overlap), "border_um": float(border_um) if instance_target else None,
+                    "unet": {"encoder_depth": arch_params["encoder_depth"],
+                             "decoder_channels": arch_params["decoder_channels"]}},
+        )
+        net = build_unet(card)
+        model = prepare_model(net, ctx)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.02)
+        scaler = Amp(ctx.device, enabled=amp)
+        best = BestTracker(work / BEST_NAME, mode="max")
+        start_epoch = 0
+        state_path = work / STATE_NAME
+        if resume and state_path.is_file():
+            state = load_checkpoint(state_path, model, optimizer, scheduler)
+            saved = state.get("extra", {}).get("config", {})
+            diff = {k: (saved.get(k), v) for k, v in config.items() if k in saved and saved.get(k) != v and k != "lr"}
+            if diff:
+                raise TmlnError(f"checkpoint was made with other settings {diff} (saved, now); use a new --out "
+                                f"folder or --no-resume", state_path)
+            scaler.load_state_dict(state.get("extra", {}).get("amp") or {})
+            start_epoch = int(state["epoch"])
+            best.best = state.get("best_metric")
+            best.best_epoch = state.get("extra", {}).get("best_epoch")
+            if is_main_process() and not quiet:
+                log.info("resuming from epoch %d (best val Dice %s)", start_epoch, best.best)
+        logger = CSVLogger(work / LOG_NAME, start_epoch=start_epoch, tensorboard=False)
+        augmenter = Augmenter(**(augment or {}))
+        from torch.utils.data import DataLoader
+
+        from tmln.train.common import distributed_sampler, set_epoch
+
+        sampler = distributed_sampler(dataset, shuffle=False, seed=seed)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=workers,
+                            drop_last=len(dataset) >= 2 * batch_size * ctx.world_size, collate_fn=_collate)
+        for epoch in range(start_epoch, epochs):
+            t0 = time.time()
+            dataset.set_epoch(epoch)
+            set_epoch(sampler, epoch)
+            model.train()
+            g = torch.Generator().manual_seed(int(seed) * 1000003 + epoch * 7919 + ctx.rank)
+            losses = []
+            for img, tgt in loader:
+                x = torch.from_numpy(img).permute(0, 3, 1, 2).float().div_(255.0)
+                y = torch.from_numpy(tgt)
+                x, y = augmenter(x, masks=y, generator=g)
+                x = normalise(to_device_batch(x, ctx.device), card)
+                y = y.to(ctx.device, non_blocking=True)
+                with scaler.autocast():
+                    logits = model(x)
+                loss = segmentation_loss(logits, y)
+                scaler.step(loss, optimizer)
+                losses.append(float(loss.detach()))
+            scheduler.step()
+            train_loss = all_reduce_mean(float(np.mean(losses)) if losses else float("nan"))
+            val = evaluate_slides(unwrap(model), card, val_items, ctx.device, overlap=overlap, batch_size=batch_size)
+            improved = best.update(val["dice"], epoch + 1, model)
+            save_checkpoint(state_path, model, optimizer, scheduler, epoch + 1, best.best,
+                            extra={"config": config, "amp": scaler.state_dict(), "best_epoch": best.best_epoch})
+            logger.log({"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_dice": round(val["dice"], 6),
+                        "val_iou": round(val["iou"], 6), "lr": optimizer.param_groups[0]["lr"],
+                        "seconds": round(time.time() - t0, 2)})
+            if is_main_process() and not quiet:
+                log.info("epoch %d/%d loss %.4f val Dice %.4f%s (%.1f s)", epoch + 1, epochs, train_loss,
+                         val["dice"], " *" if improved else "", time.time() - t0)
+            barrier()
+        logger.close()
+
+        # final metrics with the best weights (pixel and instance), then the model directory
+        state = best.load()
+        if state is not None:
+            unwrap(model).load_state_dict(state)
+        final = evaluate_slides(unwrap(model), card, val_items, ctx.device, instances=True, overlap=overlap,
+                                batch_size=batch_size)
+        per_slide = final.pop("per_slide")
+        card.metrics = {"validation": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in final.items()},
+                        "validation_on": validation_note, "best_epoch": best.best_epoch,
+                        "per_slide": per_slide if is_main_process() else []}
+        card.training = {
+            "data": data_summary(train_items, [] if validation_note.startswith("training") else val_items),
+            "slides_table": str(Path(slides).resolve()), "annotations": str(Path(annotations).resolve()),
+            "epochs": int(epochs), "tile_size_px": int(tile_size), "crop_size_px": crop_size, "batch_size": int(batch_size),
+            "samples_per_epoch": len(dataset), "lr": float(lr), "weight_decay": float(weight_decay),
+            "seed": int(seed), "loss": "bce+dice on logits", "optimizer": "AdamW, cosine schedule",
+            "augmentation": {"flips": augmenter.flips, "rot90": augmenter.rot90, "colour": augmenter.colour,
+                             "hed": augmenter.hed},
+            "world_size": ctx.world_size, "device": str(ctx.device.type),
+            "parameters": count_parameters(model), "train_seconds": round(time.time() - t_start, 1),
+            "split": "by patient", "validation": validation_note,
+        }
+        if is_main_process():
+            best.save_model_dir(out, card, fallback_model=model)
+        barrier()
+        return card
+    finally:
+        cleanup_distributed()
+
+
+def _collate(batch):
+    imgs = np.stack([b[0] for b in batch])
+    tgts = np.stack([b[1] for b in batch])
+    return imgs, tgts
+
+
+def weights_size_mb(model_dir) -> float:
+    """Size of ``model.safetensors`` in MB (10**6 bytes)."""
+    return Path(model_dir, "model.safetensors").stat().st_size / 1e6

@@ -1,0 +1,584 @@
+"""Dense tumour probability maps over whole slides.
+
+Two ways to run a patch classifier over a slide, chosen automatically:
+
+``dense`` (ResNet / DenseNet / MobileNetV2; see ``tmln.tumour.dense``)
+    The slide (its region of interest) is covered by large tiles read at the model's µm/px. The
+    classifier runs fully convolutionally on each tile: feature extractor, then the linear head as
+    a 1×1 convolution, giving one *cell logit* per ``stride`` px (32 px = 16 µm for a ResNet at
+    0.5 µm/px). Tiles overlap by the receptive-field margin and only cells whose receptive field
+    lies wholly inside their tile are kept, so every kept cell equals the cell computed on the
+    whole slide at once: no seams, whatever the tile size. The cell logits are stitched into one
+    map at the output stride, and each output pixel is the mean of the ``k × k`` cell logits under
+    the ``patch_size`` patch centred on it (``k = patch_size / stride``; 7 for 224 px) — the patch
+    classifier's logit up to border effects (see ``docs/tumour-inference.md``) — then sigmoid.
+
+``grid`` (any architecture)
+    One patch per output pixel on a stride grid (default ``patch_size / 2``), cropped from large
+    tiles read once (no redundant reads: neighbouring patches share the tile's pixels).
+
+Coordinates first, pixels later: the tile list is computed from the region-of-interest mask at
+the output stride; a ``DataLoader`` whose workers each open their own ``Slide`` (it pickles by
+path) reads the tiles. Memory is bounded whatever the slide size: the only whole-slide arrays are
+at the output stride (a 100k × 100k px slide at 0.25 µm/px gives a 1563² map at 16 µm/px).
+Runs on CUDA when available (AMP, channels-last), else CPU; results do not depend on tile size,
+worker count or timing (tiles are written by index).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tmln.errors import TmlnError
+
+MAP_NAME = "tumour_map.npy"
+SIDECAR_NAME = "tumour_map.json"
+PREVIEW_NAME = "tumour_map.png"
+MASKS = ("tissue", "nodes", None)
+
+# default tile edge in model px (dense mode): large tiles waste less on the receptive-field margin
+DEFAULT_TILE_CPU = 2048
+DEFAULT_TILE_CUDA = 4096
+
+
+@dataclass
+class ProbabilityMap:
+    """A tumour probability map over a slide.
+
+    array : float32 (h, w); P(tumour) in [0, 1]; NaN outside the region of interest.
+    mpp : µm per map pixel (square).
+    origin : level-0 px (x, y) of the top-left corner of map pixel (0, 0); pixel (r, c) covers
+        level-0 x in ``origin[0] + [c, c + 1) * mpp / slide_mpp[0]`` (likewise y) and holds the
+        classifier's probability for the patch centred on the pixel's centre.
+    slide_mpp : level-0 µm/px (x, y) of the slide.
+    """
+
+    array: np.ndarray
+    mpp: float
+    origin: tuple[float, float]
+    slide_mpp: tuple[float, float]
+    model: str = ""
+    threshold: float = 0.5
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.array.shape)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Level-0 px per map pixel (x, y)."""
+        return self.mpp / self.slide_mpp[0], self.mpp / self.slide_mpp[1]
+
+    def sidecar(self) -> dict:
+        keys = ("method", "stride_px", "patch_size", "model_mpp", "tile_size", "margin_cells", "pool_cells",
+                "mask", "slide", "device", "precision", "architecture", "slide_size_px")
+        return {
+            "format": 1,
+            "array": MAP_NAME,
+            "mpp": self.mpp,
+            "origin_px": list(self.origin),
+            "slide_mpp": list(self.slide_mpp),
+            "shape": list(self.array.shape),
+            "model": self.model,
+            "threshold": self.threshold,
+            "values": "P(tumour) in [0, 1]; NaN outside the region of interest",
+            **{k: self.info[k] for k in keys if k in self.info},
+        }
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``tumour_map.npy``, ``tumour_map.json`` (sidecar) and ``tumour_map.png`` (preview),
+        each atomically; the sidecar last."""
+        from tmln.atomic import write_bytes, write_json, write_npy
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_npy(out / MAP_NAME, self.array.astype(np.float32, copy=False))
+        write_bytes(out / PREVIEW_NAME, preview_png(self.array))
+        write_json(out / SIDECAR_NAME, self.sidecar())
+        return out
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "ProbabilityMap":
+        out = Path(out_dir)
+        side = out / SIDECAR_NAME
+        if not side.is_file():
+            raise TmlnError(f"no {SIDECAR_NAME} (not a tumour-map folder)", out)
+        meta = json.loads(side.read_text(encoding="utf-8"))
+        arr = np.load(out / meta.get("array", MAP_NAME), allow_pickle=False)
+        return cls(arr, float(meta["mpp"]), tuple(meta["origin_px"]), tuple(meta["slide_mpp"]),
+                   meta.get("model", ""), float(meta.get("threshold", 0.5)), meta)
+
+
+def preview_png(prob: np.ndarray) -> bytes:
+    """PNG bytes: probability as a blue-to-red colour ramp, outside the region of interest grey."""
+    import cv2
+
+    p = np.nan_to_num(prob, nan=0.0).clip(0, 1)
+    ramp = (p * 255).astype(np.uint8)
+    rgb = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)  # BGR
+    rgb[np.isnan(prob)] = (220, 220, 220)
+    ok, buf = cv2.imencode(".png", rgb)
+    if not ok:  # pragma: no cover
+        raise TmlnError("cannot encode the preview PNG")
+    return buf.tobytes()
+
+
+# ---------------------------------------------------------------------------- planning
+@dataclass
+class _Plan:
+    """Where to read and where results go. Model px = px at the model's µm/px; the cell lattice is
+    anchored at the slide's level-0 origin."""
+
+    method: str
+    stride: int  # model px per output pixel
+    f: tuple[float, float]  # level-0 px per model px (x, y)
+    shape: tuple[int, int]  # output map (h, w)
+    origin_model: float  # model px of the map's top-left corner (x and y)
+    tile: int  # model px of a tile edge (dense: read size; grid: read size)
+    kept: int  # output cells per tile edge
+    margin: tuple[int, int] = (0, 0)  # dense: cells dropped before / after
+    pool: int = 1  # dense: k (cells per patch edge)
+    pool_lo: int = 0  # dense: a = (k - 1) // 2
+    tiles: list = field(default_factory=list)  # (row0, col0) in the tile's own index space
+
+
+def _map_shape(slide, model_mpp: float, stride: int) -> tuple[int, int]:
+    wm = slide.width * slide.mpp_x / model_mpp
+    hm = slide.height * slide.mpp_y / model_mpp
+    return max(1, math.ceil(hm / stride - 1e-9)), max(1, math.ceil(wm / stride - 1e-9))
+
+
+def _any_in_window(roi: np.ndarray, before: int, after: int) -> np.ndarray:
+    """``e[j] = any(roi[j - before - after .. j])`` on a grid extended by ``before + after``: which
+    extended cells some output pixel's window needs (window of output c = ext [c, c + k))."""
+    k = before + after + 1
+    h, w = roi.shape
+    e = np.zeros((h + k - 1, w + k - 1), bool)
+    for dy in range(k):
+        for dx in range(k):
+            e[dy : dy + h, dx : dx + w] |= roi
+    return e
+
+
+def _tiles_over(need: np.ndarray, kept: int) -> list[tuple[int, int]]:
+    out = []
+    h, w = need.shape
+    for r0 in range(0, h, kept):
+        for c0 in range(0, w, kept):
+            if need[r0 : r0 + kept, c0 : c0 + kept].any():
+                out.append((r0, c0))
+    return out
+
+
+# ---------------------------------------------------------------------------- region of interest
+def roi_cells(slide, shape, stride_level0: tuple[float, float], origin_level0: tuple[float, float],
+              mask: str | None = "tissue", node_polygons: Sequence | None = None,
+              tissue: tuple[np.ndarray, float] | None = None) -> np.ndarray:
+    """Boolean (h, w) region of interest at the output grid.
+
+    ``mask="tissue"``: pixels touching tissue (``tmln.tissue``; or ``tissue``, a ``TissueMask`` or
+    ``(mask, mpp)``);
+    ``"nodes"``: pixels touching ``node_polygons`` (level-0 px); ``None``: everything.
+    """
+    h, w = shape
+    if mask is None:
+        return np.ones((h, w), bool)
+    if mask == "nodes":
+        if node_polygons is None:
+            raise TmlnError("mask='nodes' needs node polygons (e.g. --node-annotations)")
+        from tmln.regions import rasterize
+
+        polys = [p for p in node_polygons if p is not None and not p.is_empty]
+        return rasterize(polys, (h, w), scale=stride_level0, origin=origin_level0, all_touched=True,
+                         dtype=np.uint8).astype(bool)
+    if mask == "tissue":
+        tmask, tmpp = _as_mask_mpp(tissue) if tissue is not None else tissue_mask(slide)
+        return _resample_mask(np.asarray(tmask, bool), tmpp, slide, shape, stride_level0, origin_level0)
+    raise TmlnError(f"mask must be 'tissue', 'nodes' or None, got {mask!r}")
+
+
+def tissue_mask(slide) -> tuple[np.ndarray, float]:
+    """(bool mask, µm/px) from ``tmln.tissue.detect_tissue`` (an empty mask gives an empty map)."""
+    from tmln.tissue import detect_tissue
+
+    tm = detect_tissue(slide)
+    return np.asarray(tm.mask, bool), float(tm.mpp)
+
+
+def _as_mask_mpp(tissue) -> tuple[np.ndarray, float]:
+    """A ``TissueMask`` or a ``(mask, mpp)`` pair -> (bool mask, µm/px)."""
+    if hasattr(tissue, "mask") and hasattr(tissue, "mpp"):
+        return np.asarray(tissue.mask, bool), float(tissue.mpp)
+    m, mpp = tissue
+    return np.asarray(m, bool), float(mpp)
+
+
+def _resample_mask(tmask, tmpp, slide, shape, stride_level0, origin_level0) -> np.ndarray:
+    """Map each mask pixel (at ``tmpp`` µm/px from the slide origin) to the output pixel holding its
+    centre: an output pixel is in the region when any mask pixel falls in it (plus a 1 px rim)."""
+    from scipy import ndimage
+
+    h, w = shape
+    out = np.zeros((h, w), bool)
+    ys, xs = np.nonzero(tmask)
+    if ys.size:
+        x0 = (xs + 0.5) * tmpp / slide.mpp_x  # level-0 px
+        y0 = (ys + 0.5) * tmpp / slide.mpp_y
+        c = np.floor((x0 - origin_level0[0]) / stride_level0[0]).astype(np.int64)
+        r = np.floor((y0 - origin_level0[1]) / stride_level0[1]).astype(np.int64)
+        ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+        out[r[ok], c[ok]] = True
+        out = ndimage.binary_dilation(out, np.ones((3, 3), bool))
+    return out
+
+
+# ---------------------------------------------------------------------------- reading
+class _TileReader:
+    """Map-style dataset of tiles: item i -> (i, uint8 (T, T, 3) tensor, read seconds)."""
+
+    def __init__(self, slide, locations, size: int, mpp: float, transform):
+        self.slide = slide
+        self.locations = locations  # level-0 px (x, y) of each tile's top-left corner
+        self.size = size
+        self.mpp = mpp
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.locations)
+
+    def __getitem__(self, i):
+        import torch
+
+        t0 = time.perf_counter()
+        rgb = self.slide.read(self.locations[i], (self.size, self.size), mpp=self.mpp)
+        rgb = self.transform.stain(rgb)
+        return i, torch.from_numpy(np.ascontiguousarray(rgb)), time.perf_counter() - t0
+
+
+def _worker_init(_):
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except Exception:  # pragma: no cover
+        pass
+
+
+def _loader(dataset, num_workers: int, pin: bool):
+    import torch
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin,
+        worker_init_fn=_worker_init if num_workers else None,
+        prefetch_factor=2 if num_workers else None, persistent_workers=False,
+        multiprocessing_context="spawn" if num_workers and torch.cuda.is_initialized() else None,
+    )
+
+
+def default_workers() -> int:
+    import os
+
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, n // 2))
+
+
+# ---------------------------------------------------------------------------- the engine
+def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequence | None = None,
+               out_dir: str | Path | None = None, device: str | None = "auto", batch_size: int | None = None,
+               num_workers: int | None = None, tile_size: int | None = None, method: str = "auto",
+               grid_stride: int | None = None, precision: str = "auto", tissue=None,
+               progress: bool = False) -> ProbabilityMap:
+    """Tumour probability map of a slide.
+
+    slide : ``tmln.slide.Slide`` or a path.
+    model : model directory / bundled model name, or ``(module, ModelCard)`` from ``load_classifier``.
+    mask : region of interest: ``"tissue"`` (``tmln.tissue``), ``"nodes"`` (``node_polygons``,
+        level-0 px) or ``None`` (whole slide). Pixels outside it are NaN.
+    out_dir : when given, writes ``tumour_map.npy`` + ``tumour_map.json`` + ``tumour_map.png``.
+    device : ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ...
+    batch_size : tiles per forward pass (dense; default 1 on CPU, 2 on CUDA) or patches (grid;
+        default 64).
+    num_workers : DataLoader reader processes (default: half the CPUs, at most 4; 0 = read in
+        this process).
+    tile_size : tile edge in model px (dense; default 2048 on CPU, 4096 on CUDA).
+    method : ``"auto"`` (dense where the architecture allows, else grid), ``"dense"`` or ``"grid"``.
+    grid_stride : output stride in model px for the grid method (default ``patch_size // 2``).
+    precision : ``"auto"`` (float16/bfloat16 autocast on CUDA, float32 on CPU), ``"fp32"``, ``"bf16"``.
+    tissue : optional precomputed tissue mask (``TissueMask`` or ``(bool array, µm/px)``) for
+        ``mask="tissue"``.
+    """
+    import torch
+
+    from tmln.device import select_device
+    from tmln.models.classifier import input_transform, load_classifier
+    from tmln.slide import Slide
+
+    t_start = time.perf_counter()
+    if not isinstance(slide, Slide):
+        slide = Slide(slide)
+    if mask not in MASKS:
+        raise TmlnError(f"mask must be one of 'tissue', 'nodes', None; got {mask!r}")
+    dev = select_device(device)
+    if isinstance(model, tuple):
+        module, card = model
+        module = module.to(dev).eval()
+        model_name = str(card.params.get("name", card.architecture)) if isinstance(card.params, dict) else ""
+    else:
+        module, card = load_classifier(model, device=dev)
+        model_name = str(model)
+    transform = input_transform(card)
+    _ = slide.mpp  # MissingMppError early, naming the slide
+    mppx, mppy = slide.mpp_x, slide.mpp_y
+    f = (card.mpp / mppx, card.mpp / mppy)
+    cuda = dev.type == "cuda"
+    workers = default_workers() if num_workers is None else max(0, int(num_workers))
+    amp_dtype = _amp_dtype(precision, dev)
+
+    from tmln.tumour.dense import dense_form
+
+    dense = None
+    if method in ("auto", "dense"):
+        dense = dense_form(module)
+        if dense is not None and card.patch_size % dense.stride:
+            dense = None  # the patch is not a whole number of cells
+        if dense is None and method == "dense":
+            raise TmlnError(f"architecture {card.architecture!r} (patch {card.patch_size} px) has no exact "
+                            "fully convolutional form; use method='grid'")
+    elif method != "grid":
+        raise TmlnError(f"method must be 'auto', 'dense' or 'grid', got {method!r}")
+
+    if dense is not None:
+        plan = _plan_dense(slide, card, dense, tile_size or (DEFAULT_TILE_CUDA if cuda else DEFAULT_TILE_CPU))
+    else:
+        plan = _plan_grid(slide, card, grid_stride, tile_size or (DEFAULT_TILE_CUDA if cuda else DEFAULT_TILE_CPU))
+    stride_l0 = (plan.stride * f[0], plan.stride * f[1])
+    origin_l0 = (plan.origin_model * f[0], plan.origin_model * f[1])
+    roi = roi_cells(slide, plan.shape, stride_l0, origin_l0, mask, node_polygons, tissue)
+
+    timing = {"read_s": 0.0, "compute_s": 0.0, "wait_s": 0.0}
+    with _deterministic(cuda), torch.inference_mode():
+        if dense is not None:
+            logits = _run_dense(slide, card, dense.to(dev), plan, roi, transform, dev, amp_dtype,
+                                batch_size or (2 if cuda else 1), workers, timing, progress)
+            prob = _pool_and_activate(logits, plan.pool, card)
+        else:
+            prob = _run_grid(slide, card, module, plan, roi, transform, dev, amp_dtype, batch_size or 64,
+                             workers, timing, progress)
+    prob = prob.astype(np.float32, copy=False)
+    prob[~roi] = np.nan
+    timing["total_s"] = time.perf_counter() - t_start
+    info = {
+        "method": plan.method, "stride_px": plan.stride, "patch_size": card.patch_size, "model_mpp": card.mpp,
+        "tile_size": plan.tile, "margin_cells": list(plan.margin), "pool_cells": plan.pool,
+        "mask": mask or "none", "slide": str(slide.path), "device": str(dev), "architecture": card.architecture,
+        "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+        "slide_size_px": [slide.width, slide.height], "tiles": len(plan.tiles),
+        "roi_mm2": float(roi.sum()) * (plan.stride * card.mpp / 1000) ** 2, "timing": timing,
+    }
+    pm = ProbabilityMap(prob, plan.stride * card.mpp, origin_l0, (mppx, mppy), model_name, float(card.threshold), info)
+    if out_dir is not None:
+        pm.save(out_dir)
+    return pm
+
+
+def _amp_dtype(precision: str, dev):
+    import torch
+
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if precision != "auto":
+        raise TmlnError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+class _deterministic:
+    """cuDNN in deterministic mode for the duration (restored afterwards)."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+
+    def __enter__(self):
+        import torch
+
+        self.saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        if self.cuda:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = self.saved
+
+
+def _plan_dense(slide, card, dense, tile_size: int) -> _Plan:
+    s = dense.stride
+    lo, hi = dense.rf.margins()
+    k = card.patch_size // s
+    a = (k - 1) // 2
+    cells = max(int(tile_size) // s, lo + hi + 1)
+    shape = _map_shape(slide, card.mpp, s)
+    # map pixel c = patch over cells [c - a, c - a + k): its centre is s * (c - a + k / 2)
+    origin = s * (k / 2 - a - 0.5)
+    return _Plan("dense", s, (card.mpp / slide.mpp_x, card.mpp / slide.mpp_y), shape, origin, cells * s,
+                 cells - lo - hi, (lo, hi), k, a)
+
+
+def _plan_grid(slide, card, grid_stride, tile_size: int) -> _Plan:
+    p = int(card.patch_size)
+    s = int(grid_stride or max(1, p // 2))
+    shape = _map_shape(slide, card.mpp, s)
+    kept = max(1, (int(tile_size) - p) // s + 1)
+    return _Plan("grid", s, (card.mpp / slide.mpp_x, card.mpp / slide.mpp_y), shape, 0.0, s * (kept - 1) + p, kept)
+
+
+def _progress(total, enabled):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tile", desc="tumour map")
+
+
+def _run_dense(slide, card, dense, plan, roi, transform, dev, amp_dtype, batch_size, workers, timing, progress):
+    import torch
+
+    k, a = plan.pool, plan.pool_lo
+    lo, hi = plan.margin
+    need = _any_in_window(roi, a, k - 1 - a)  # extended cells: ext j <-> cell j - a
+    plan.tiles = _tiles_over(need, plan.kept)
+    n_out = dense.head.out_channels
+    logits = np.full((n_out,) + need.shape, np.nan, np.float32)
+    s, fx, fy = plan.stride, plan.f[0], plan.f[1]
+    # tile (r0, c0) keeps ext cells [r0, r0 + kept); it reads model px from s * (c0 - a - lo)
+    locs = [((c0 - a - lo) * s * fx, (r0 - a - lo) * s * fy) for r0, c0 in plan.tiles]
+    data = _TileReader(slide, locs, plan.tile, card.mpp, transform)
+    cl = torch.channels_last
+    dense = dense.to(memory_format=cl)
+    bar = _progress(len(locs), progress)
+    batch: list = []
+
+    def flush():
+        t0 = time.perf_counter()
+        x = torch.stack([b[1] for b in batch]).to(dev, non_blocking=True)
+        x = transform.normalise(x).contiguous(memory_format=cl)
+        with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            y = dense(x)
+        y = y[:, :, lo : lo + plan.kept, lo : lo + plan.kept].float().cpu().numpy()
+        for (i, _, _), out in zip(batch, y):
+            r0, c0 = plan.tiles[i]
+            hh = min(plan.kept, logits.shape[1] - r0)
+            ww = min(plan.kept, logits.shape[2] - c0)
+            logits[:, r0 : r0 + hh, c0 : c0 + ww] = out[:, :hh, :ww]
+        timing["compute_s"] += time.perf_counter() - t0
+        if bar is not None:
+            bar.update(len(batch))
+        batch.clear()
+
+    t_wait = time.perf_counter()
+    for item in _loader(data, workers, dev.type == "cuda"):
+        timing["wait_s"] += time.perf_counter() - t_wait
+        timing["read_s"] += item[2]
+        batch.append(item)
+        if len(batch) >= batch_size:
+            flush()
+        t_wait = time.perf_counter()
+    if batch:
+        flush()
+    if bar is not None:
+        bar.close()
+    return logits
+
+
+def _pool_and_activate(logits: np.ndarray, k: int, card) -> np.ndarray:
+    """Mean of the k×k cell logits under each patch (valid windows over the extended grid), then
+    sigmoid (one output) or softmax -> P(tumour class)."""
+    import torch
+
+    t = torch.from_numpy(logits)[None]
+    pooled = torch.nn.functional.avg_pool2d(t, k, stride=1)[0] if k > 1 else t[0]
+    return _activate(pooled, card).numpy()
+
+
+def _activate(logits, card):
+    """(C, ...) logits -> P(tumour) (...)."""
+    import torch
+
+    if logits.shape[0] == 1:
+        return torch.sigmoid(logits[0])
+    return torch.softmax(logits, dim=0)[tumour_index(card)]
+
+
+def tumour_index(card) -> int:
+    """Which output is tumour for a multi-output model: the first class named like tumour, else the last."""
+    from tmln.annotations import is_tumour_label
+
+    for i, name in enumerate(card.classes):
+        if is_tumour_label(name):
+            return i
+    return len(card.classes) - 1
+
+
+def _run_grid(slide, card, module, plan, roi, transform, dev, amp_dtype, batch_size, workers, timing, progress):
+    import torch
+
+    s, p, kept = plan.stride, int(card.patch_size), plan.kept
+    h, w = plan.shape
+    plan.tiles = _tiles_over(roi, kept)
+    fx, fy = plan.f
+    # output pixel c: patch centred at s * (c + 0.5) model px -> top-left s * c + s / 2 - p / 2
+    off = s / 2 - p / 2
+    locs = [((c0 * s + off) * fx, (r0 * s + off) * fy) for r0, c0 in plan.tiles]
+    data = _TileReader(slide, locs, plan.tile, card.mpp, transform)
+    out = np.full((h, w), np.nan, np.float32)
+    module = module.to(memory_format=torch.channels_last)
+    bar = _progress(len(locs), progress)
+    pend_x: list = []
+    pend_rc: list = []
+
+    def flush():
+        t0 = time.perf_counter()
+        x = torch.stack(pend_x).to(dev, non_blocking=True)
+        x = transform.normalise(x).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            y = module(x)
+        pr = _activate(y.float().T, card).cpu().numpy()
+        for (r, c), v in zip(pend_rc, pr):
+            out[r, c] = v
+        pend_x.clear()
+        pend_rc.clear()
+        timing["compute_s"] += time.perf_counter() - t0
+
+    t_wait = time.perf_counter()
+    for i, tile, rs in _loader(data, workers, dev.type == "cuda"):
+        timing["wait_s"] += time.perf_counter() - t_wait
+        timing["read_s"] += rs
+        r0, c0 = plan.tiles[i]
+        sub = roi[r0 : r0 + kept, c0 : c0 + kept]
+        for dr, dc in zip(*np.nonzero(sub)):
+            pend_x.append(tile[dr * s : dr * s + p, dc * s : dc * s + p])
+            pend_rc.append((r0 + dr, c0 + dc))
+            if len(pend_x) >= batch_size:
+                flush()
+        if bar is not None:
+            bar.update(1)
+        t_wait = time.perf_counter()
+    if pend_x:
+        flush()
+    if bar is not None:
+        bar.close()
+    return out

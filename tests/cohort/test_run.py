@@ -1,0 +1,244 @@
+import json
+import sys
+import types
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from shapely.geometry import box
+
+from tmln.cli import main
+from tmln.cohort.run import SLIDE_COLUMNS, run_cohort
+from tmln.errors import TmlnError
+from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
+
+from .helpers import fc, feat, make_tiff, square, write_json
+
+
+
+def run(slides, ann, out, **kw):
+    return run_cohort(slides, out, node_annotations=ann, tumour_annotations=ann, quiet=True, **kw)
+
+
+def read(out, name):
+    return pd.read_csv(out / name, dtype={"patient_id": str})
+
+
+def test_small_cohort_tables(small_cohort, tmp_path):
+    slides, ann = small_cohort
+    out = tmp_path / "run"
+    s = run(slides, ann, out)
+    assert s.exit_code == 0 and (s.n_done, s.n_failed, s.n_processed) == (3, 0, 3)
+    nodes = read(out, "nodes.csv")
+    assert list(nodes.columns) == NODE_COLUMNS
+    assert nodes["area_mm2"].tolist() == pytest.approx([0.04, 0.04, 0.0225, 0.09])
+    assert nodes["category"].tolist() == ["itc", "negative", "negative", "micro"]
+    assert nodes["largest_deposit_mm"].tolist() == pytest.approx([0.0707107, 0, 0, 0.3535534])
+    sl = read(out, "slides.csv")
+    assert list(sl.columns) == SLIDE_COLUMNS
+    assert sl["extranodal_tumour_area_mm2"].tolist() == pytest.approx([0.000625, 0, 0])
+    assert sl["status"].tolist() == ["done"] * 3
+    assert "no tumour" in sl.loc[1, "tumour_source"]
+    pts = read(out, "patients.csv")
+    assert list(pts.columns) == PATIENT_COLUMNS
+    assert pts["n_stage"].tolist() == ["N0", "N1"]
+    assert pts["n_slides"].tolist() == [2, 1] and pts["n_nodes"].tolist() == [3, 1]
+    assert pts["t_mln"].tolist() == pytest.approx([0, 0.0625 / 0.09])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["done"] == 3 and summary["failures"] == []
+    for sid in ("S1", "S2", "S3"):
+        for f in ("nodes.geojson", "tumour.geojson", "overlay.png", "nodes.csv", "state.json"):
+            assert (out / "slides" / sid / f).is_file()
+    assert not list(out.rglob(".*.tmp*"))  # no temporaries left
+
+
+def test_rerun_skips_force_redoes_and_changed_parameters_invalidate(small_cohort, tmp_path):
+    slides, ann = small_cohort
+    out = tmp_path / "run"
+    run(slides, ann, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    s = run(slides, ann, out)
+    assert (s.n_processed, s.n_reused) == (0, 3)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert run(slides, ann, out, force=True).n_processed == 3
+    # a changed annotation file redoes only its slide
+    write_json(ann / "S2.nodes.geojson", fc(feat(square(100, 400, 200))))
+    s = run(slides, ann, out)
+    assert (s.n_processed, s.n_reused) == (1, 2)
+    assert read(out, "nodes.csv")["area_mm2"].tolist()[2] == pytest.approx(0.01)
+    # another MLN rule redoes everything: the ITC node becomes metastatic
+    s = run(slides, ann, out, mln_rule="any")
+    assert s.n_processed == 3
+    assert read(out, "patients.csv")["n_stage"].tolist() == ["N1", "N1"]
+    # moving a slide to another patient redoes it, and its node rows carry the new patient
+    slides.write_text("slide_path,patient_id\nS1.tiff,P1\nS2.tiff,P3\nS3.tiff,P2\n")
+    s = run(slides, ann, out, mln_rule="any")
+    assert (s.n_processed, s.n_reused) == (1, 2)
+    assert read(out, "nodes.csv")["patient_id"].tolist() == ["P1", "P1", "P3", "P2"]
+
+
+def test_bad_inputs_are_reported_and_others_finish(tmp_path):
+    d, ann = tmp_path / "c", tmp_path / "a"
+    d.mkdir(), ann.mkdir()
+    good = fc(feat(square(100, 100, 400), "Lymph node"))
+    make_tiff(d / "ok.tiff")
+    write_json(ann / "ok.nodes.geojson", good)
+    write_json(ann / "ok.tumour.geojson", fc(feat(square(150, 150, 300), "Tumor")))
+    (d / "garbage.tiff").write_bytes(b"II*\x00" + bytes(range(256)) * 40)
+    write_json(ann / "garbage.nodes.geojson", good)
+    make_tiff(d / "nompp.tiff", mpp=None)
+    write_json(ann / "nompp.nodes.geojson", good)
+    make_tiff(d / "bowtie.tiff")
+    write_json(ann / "bowtie.nodes.geojson", fc(feat([[100, 100], [300, 300], [300, 100], [100, 300], [100, 100]])))
+    make_tiff(d / "notgeo.tiff")
+    write_json(ann / "notgeo.nodes.geojson", {"foo": [1, 2]})
+    make_tiff(d / "laughs.tiff")
+    (ann / "laughs.nodes.xml").write_text(
+        '<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">'
+        '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;">]>\n<ASAP_Annotations>&lol3;</ASAP_Annotations>\n')
+    make_tiff(d / "outside.tiff")
+    write_json(ann / "outside.nodes.geojson", fc(feat(square(1000, 700, 400))))
+    make_tiff(d / "nonode.tiff")
+    make_tiff(d / "ambiguous.tiff")
+    write_json(ann / "ambiguous.geojson", good)
+    (ann / "ambiguous.xml").write_text("<ASAP_Annotations/>")
+    (d / "slides.csv").write_text(
+        "slide_path,patient_id\nok.tiff,P1\ngarbage.tiff,P2\nnompp.tiff,P3\nbowtie.tiff,P4\nnotgeo.tiff,P5\n"
+        "laughs.tiff,P6\noutside.tiff,P7\nnonode.tiff,P8\nok.tiff,P1\nambiguous.tiff,P9\nmissing.tiff,P10\n")
+    out = tmp_path / "run"
+    s = run(d / "slides.csv", ann, out)
+    assert s.exit_code == 1
+    sl = read(out, "slides.csv").fillna("")
+    status = sl["status"].tolist()
+    assert status == ["done", "failed", "failed", "done", "failed", "failed", "failed", "failed", "failed",
+                      "failed", "failed"]
+    e = sl["error"].tolist()
+    assert "not a slide format" in e[1] and "garbage.tiff" in e[1]
+    assert "microns per pixel" in e[2]
+    assert "repaired invalid polygon" in sl.loc[3, "notes"]
+    assert "not GeoJSON" in e[4]
+    assert "XML rejected for safety" in e[5]
+    assert "outside the slide" in e[6]
+    assert "no node annotation for slide 'nonode'" in e[7]
+    assert "listed twice" in e[8]
+    assert "several nodes annotation files" in e[9]
+    assert "no such file" in e[10]
+    pts = read(out, "patients.csv")
+    assert pts.loc[0, "n_stage"] == "N1"  # P1: its duplicate row does not block its own staging
+    assert pts["n_stage"].isna().sum() == 8  # P2, P3, P5..P10; P4 (repaired bow-tie) is staged
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["failed"] == 9
+    kinds = [(f["kind"], f["id"]) for f in summary["failures"]]
+    assert ("patient", "P2") in kinds and ("slide", "garbage") in kinds
+    assert any(f["error"] == "no readable slide" for f in summary["failures"] if f["kind"] == "patient")
+    html = (out / "report.html").read_text()
+    assert "XML rejected for safety" in html
+    assert not (out / "slides" / "garbage" / "nodes.csv").exists()
+
+
+def test_patient_with_duplicate_row_only(tmp_path, small_cohort):
+    slides, ann = small_cohort
+    slides.write_text("slide_path,patient_id\nS1.tiff,P1\nS1.tiff,P2\n")
+    s = run(slides, ann, tmp_path / "run")
+    pts = read(tmp_path / "run", "patients.csv")
+    assert pts["n_stage"].isna().all()  # the slide is claimed by two patients: neither is staged
+    assert s.exit_code == 1
+
+
+def test_run_level_errors(small_cohort, tmp_path):
+    slides, ann = small_cohort
+    with pytest.raises(TmlnError, match="no tumour source"):
+        run_cohort(slides, tmp_path / "r", node_annotations=ann, quiet=True)
+    with pytest.raises(TmlnError, match="not both"):
+        run_cohort(slides, tmp_path / "r", node_annotations=ann, node_model="m", tumour_annotations=ann)
+    with pytest.raises(TmlnError, match="folder not found"):
+        run_cohort(slides, tmp_path / "r", node_annotations=tmp_path / "nope", tumour_annotations=ann)
+    with pytest.raises(TmlnError, match="MLN rule"):
+        run(slides, ann, tmp_path / "r", mln_rule="pn")
+
+
+def test_model_providers_missing_and_present(small_cohort, tmp_path, monkeypatch):
+    slides, ann = small_cohort
+    monkeypatch.setitem(sys.modules, "tmln.nodes", types.ModuleType("tmln.nodes"))
+    with pytest.raises(TmlnError, match="tmln.nodes.regions_from_model"):
+        run_cohort(slides, tmp_path / "r", node_model="demo-nodes", tumour_annotations=ann)
+    calls = []
+
+    def nodes_from_model(slide, model, out_dir=None, device="auto"):
+        calls.append((slide.path.name, model, device))
+        return [box(100, 100, 1000, 800)]
+
+    def tumour_from_model(slide, model, node_polygons=None, out_dir=None, device="auto"):
+        assert node_polygons and out_dir
+        return [box(100, 100, 700, 700)]  # 300 µm side: micro
+
+    fake_nodes = types.ModuleType("tmln.nodes")
+    fake_nodes.regions_from_model = nodes_from_model
+    fake_tumour = types.ModuleType("tmln.tumour")
+    fake_tumour.regions_from_model = tumour_from_model
+    monkeypatch.setitem(sys.modules, "tmln.nodes", fake_nodes)
+    monkeypatch.setitem(sys.modules, "tmln.tumour", fake_tumour)
+    s = run_cohort(slides, tmp_path / "m", node_model="n1", tumour_model="t1", quiet=True, device="cpu")
+    assert s.exit_code == 0 and len(calls) == 3 and calls[0][1:] == ("n1", "cpu")
+    sl = read(tmp_path / "m", "slides.csv")
+    assert sl["nodes_source"].tolist() == ["model:n1"] * 3
+    assert read(tmp_path / "m", "patients.csv")["n_stage"].tolist() == ["N1", "N1"]
+
+
+def test_cli_exit_codes(small_cohort, tmp_path):
+    slides, ann = small_cohort
+    r = CliRunner().invoke(main, ["analyze", "--slides", str(slides), "--out", str(tmp_path / "r"),
+                                  "--node-annotations", str(ann), "--tumour-annotations", str(ann), "-q"])
+    assert r.exit_code == 0, r.output
+    (slides.parent / "S2.tiff").write_bytes(b"not a slide")
+    r = CliRunner().invoke(main, ["analyze", "--slides", str(slides), "--out", str(tmp_path / "r"),
+                                  "--node-annotations", str(ann), "--tumour-annotations", str(ann), "-q"])
+    assert r.exit_code == 1 and "failed slide S2" in r.output
+    r = CliRunner().invoke(main, ["analyze", "--slides", str(tmp_path / "none.csv"), "--out", str(tmp_path / "r"),
+                                  "--node-annotations", str(ann), "--tumour-annotations", str(ann)])
+    assert r.exit_code == 2 and "slides table not found" in r.output
+    assert "Example" in CliRunner().invoke(main, ["analyze", "--help"]).output
+
+
+def test_other_executor_gives_identical_tables(small_cohort, tmp_path):
+    """The executor slot (issue 9): jobs round-trip through pickle; results may come in any order."""
+    import pickle
+
+    from tmln.cohort.job import process_slide
+
+    class PickleReversed:  # what a process pool / Dask does to a job, finishing in another order
+        def map(self, fn, jobs):
+            for job in reversed(list(jobs)):
+                yield pickle.loads(pickle.dumps(fn))(pickle.loads(pickle.dumps(job)))
+
+    slides, ann = small_cohort
+    run(slides, ann, tmp_path / "serial")
+    s = run(slides, ann, tmp_path / "other", executor=PickleReversed())
+    assert s.n_done == 3 and process_slide.__module__ == "tmln.cohort.job"
+    for name in ("nodes.csv", "slides.csv", "patients.csv", "summary.json", "report.html"):
+        assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "other" / name).read_bytes(), name
+
+
+def test_second_concurrent_run_is_refused(small_cohort, tmp_path):
+    from tmln.cohort.run import run_lock
+
+    slides, ann = small_cohort
+    with run_lock(tmp_path / "run"):
+        with pytest.raises(TmlnError, match="another tmln analyze is running"):
+            run(slides, ann, tmp_path / "run")
+    assert run(slides, ann, tmp_path / "run").exit_code == 0  # released
+
+
+def test_real_svs_slide(cmu_slide, tmp_path):
+    """The committed Aperio slide (0.499 µm/px from its properties) with hand-made outlines."""
+    (tmp_path / "slides.csv").write_text(f"slide_path,patient_id\n{cmu_slide},X\n")
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    write_json(ann / "CMU-1-Small-Region.geojson",
+               fc(feat(square(200, 200, 1000), "Lymph node"), feat(square(300, 300, 500), "Tumor")))
+    s = run(tmp_path / "slides.csv", ann, tmp_path / "run")
+    assert s.exit_code == 0
+    n = read(tmp_path / "run", "nodes.csv")
+    assert n["area_mm2"][0] == pytest.approx((1000 * 0.499) ** 2 / 1e6, rel=1e-3)
+    assert n["category"][0] == "micro"
+    assert read(tmp_path / "run", "slides.csv")["mpp_x"][0] == pytest.approx(0.499)

@@ -1,0 +1,104 @@
+"""Instances from a node mask: touching nodes split, no-split switch, holes, minimum area, fragments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tmln.nodes.instances import (
+    InstanceParams, fill_holes, instances_from_mask, merge_fragments, relabel_sequential, remove_small, split_touching,
+)
+
+MPP = 8.0  # µm/px
+
+
+def discs(centres, r, shape=(300, 400)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    m = np.zeros(shape, bool)
+    for cy, cx in centres:
+        m |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    return m
+
+
+def test_two_touching_discs_split_into_two_equal_halves():
+    m = discs([(150, 120), (150, 210)], 50)  # centres 90 px apart, radius 50: a narrow waist
+    lab = instances_from_mask(m, MPP)
+    assert lab.max() == 2
+    sizes = np.bincount(lab.ravel())[1:]
+    assert abs(sizes[0] - sizes[1]) < 0.02 * sizes.sum()
+    assert (lab > 0).sum() == m.sum()  # splitting moves no pixel out of the nodes
+    # each instance lies on its own side of the waist
+    assert set(np.unique(lab[:, :165])) - {0} == {1} and set(np.unique(lab[:, 166:])) - {0} == {2}
+
+
+def test_split_touching_false_keeps_one_instance():
+    m = discs([(150, 120), (150, 210)], 50)
+    assert instances_from_mask(m, MPP, params=InstanceParams(split_touching=False)).max() == 1
+    assert split_touching(m, MPP, params=InstanceParams(split_touching=False)).max() == 1
+
+
+def test_elongated_node_is_not_split():
+    yy, xx = np.mgrid[:300, :500]
+    ellipse = ((yy - 150) / 45.0) ** 2 + ((xx - 250) / 200.0) ** 2 < 1
+    assert instances_from_mask(ellipse, MPP).max() == 1
+
+
+def test_wide_neck_needs_learned_cores():
+    """Two nodes pressed together along a long border: the shape alone gives one node, the cores two."""
+    m = np.zeros((200, 300), bool)
+    m[50:150, 40:260] = True  # a 100 x 220 px block: two 100 x 110 nodes sharing a 100 px border
+    assert instances_from_mask(m, MPP).max() == 1
+    core = m.copy()
+    core[:, 147:153] = False  # the network's gap along the shared capsule
+    lab = instances_from_mask(m, MPP, core=core)
+    assert lab.max() == 2 and (lab > 0).sum() == m.sum()
+    assert np.all(lab[50:150, 40:145] == 1) and np.all(lab[50:150, 155:260] == 2)
+
+
+def test_learned_cores_without_markers_keep_their_component():
+    m = discs([(100, 100)], 40) | discs([(100, 300)], 40)
+    core = discs([(100, 100)], 30)  # the second node has no core pixel at all
+    lab = instances_from_mask(m, MPP, core=core)
+    assert lab.max() == 2
+
+
+def test_min_area_in_mm2():
+    big = discs([(100, 100)], 40)  # 5026 px = 0.32 mm² at 8 µm/px
+    small = discs([(100, 300)], 6)  # 113 px = 0.0072 mm²
+    lab = instances_from_mask(big | small, MPP, params=InstanceParams(min_node_area_mm2=0.05))
+    assert lab.max() == 1 and lab[100, 300] == 0
+    lab = instances_from_mask(big | small, MPP, params=InstanceParams(min_node_area_mm2=0.005))
+    assert lab.max() == 2
+    # the same pixels at 4 µm/px are a quarter of the area: the speck (0.0018 mm²) goes
+    assert instances_from_mask(big | small, 4.0, params=InstanceParams(min_node_area_mm2=0.005)).max() == 1
+
+
+def test_hole_filling():
+    ring = discs([(100, 100)], 50) & ~discs([(100, 100)], 20)
+    assert fill_holes(ring)[100, 100]
+    lab = instances_from_mask(ring, MPP)
+    assert lab[100, 100] == 1 and (lab > 0).sum() == discs([(100, 100)], 50).sum()
+    kept = instances_from_mask(ring, MPP, params=InstanceParams(fill_holes=False))
+    assert kept[100, 100] == 0
+
+
+def test_fragments_merge_into_their_neighbour_and_labels_are_sequential():
+    lab = np.zeros((50, 60), np.int32)
+    lab[10:40, 10:40] = 7
+    lab[10:40, 40:42] = 3  # a 60 px sliver on its border
+    lab[5:8, 50:53] = 9  # isolated speck
+    merged = merge_fragments(lab, 100)
+    assert set(np.unique(merged)) == {0, 7, 9}
+    cleaned = relabel_sequential(remove_small(merged, 100))
+    assert set(np.unique(cleaned)) == {0, 1} and cleaned.dtype == np.int32
+
+
+@pytest.mark.parametrize("bad", [np.zeros((20, 20), bool)])
+def test_empty_mask(bad):
+    assert instances_from_mask(bad, MPP).max() == 0
+
+
+def test_params_round_trip_through_a_card_dict():
+    p = InstanceParams(min_node_area_mm2=0.2, split_touching=False, min_distance_um=90.0)
+    d = {**p.to_dict(), "overlap": 64, "unet": {"encoder_depth": 3}}
+    assert InstanceParams.from_dict(d) == p

@@ -1,0 +1,125 @@
+import json
+
+import pytest
+from shapely.geometry import Polygon, box
+
+from tmln.annotations import (
+    Annotation,
+    feature,
+    is_exclusion_label,
+    is_tumour_label,
+    read_annotations,
+    write_asap_xml,
+    write_geojson,
+)
+from tmln.errors import AnnotationError
+
+SQUARE = [[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]]
+
+
+def _fc(*features):
+    return {"type": "FeatureCollection", "features": list(features)}
+
+
+def _feat(coords, cls=None, gtype="Polygon"):
+    props = {"objectType": "annotation"}
+    if cls:
+        props["classification"] = {"name": cls, "color": [255, 0, 0]}
+    return {"type": "Feature", "geometry": {"type": gtype, "coordinates": coords}, "properties": props}
+
+
+def test_geojson_polygon_with_hole_and_multipolygon(tmp_path):
+    hole = [[25, 25], [75, 25], [75, 75], [25, 75], [25, 25]]
+    p = tmp_path / "a.geojson"
+    p.write_text(json.dumps(_fc(_feat([SQUARE, hole], "Tumor"), _feat([[SQUARE], [[[200, 0], [300, 0], [300, 50], [200, 0]]]], "Lymph node", "MultiPolygon"))))
+    anns = read_annotations(p)
+    assert [a.label for a in anns] == ["Tumor", "Lymph node"]
+    assert anns[0].geometry.area == pytest.approx(100 * 100 - 50 * 50)
+    assert anns[1].geometry.geom_type == "MultiPolygon"
+    assert anns[1].geometry.area == pytest.approx(100 * 100 + 0.5 * 100 * 50)
+
+
+def test_geojson_single_feature_and_points_ignored(tmp_path):
+    p = tmp_path / "b.json"
+    p.write_text(json.dumps(_feat(SQUARE and [SQUARE])))
+    assert len(read_annotations(p)) == 1
+    p.write_text(json.dumps(_fc({"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}, "properties": {}})))
+    assert read_annotations(p) == []
+
+
+def test_roundtrip_geojson_and_asap_give_same_geometry(tmp_path):
+    geoms = [box(10, 10, 60, 40), Polygon([(100, 100), (180, 110), (150, 190)])]
+    write_geojson(tmp_path / "s.geojson", [feature(g, "Tumor") for g in geoms])
+    write_asap_xml(tmp_path / "s.xml", [Annotation(g, label="Tumor") for g in geoms])
+    a = read_annotations(tmp_path / "s.geojson")
+    b = read_annotations(tmp_path / "s.xml")
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        assert x.label == y.label == "Tumor"
+        assert x.geometry.symmetric_difference(y.geometry).area < 1e-6
+
+
+def test_ncrf_json(tmp_path):
+    p = tmp_path / "Tumor_999.json"
+    p.write_text(json.dumps({"positive": [{"name": "A0", "vertices": SQUARE[:-1]}], "negative": []}))
+    anns = read_annotations(p)
+    assert len(anns) == 1 and anns[0].label == "positive" and is_tumour_label(anns[0].label)
+
+
+def test_bowtie_repaired_and_said(tmp_path):
+    p = tmp_path / "bow.geojson"
+    p.write_text(json.dumps(_fc(_feat([[[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]]], "Tumor"))))
+    (a,) = read_annotations(p)
+    assert a.geometry.is_valid and a.note and "repaired" in a.note
+    assert a.geometry.area == pytest.approx(5000)
+
+
+@pytest.mark.parametrize(
+    "content,suffix,msg",
+    [
+        ("{not json", ".geojson", "not valid JSON"),
+        ('{"type": "Topology"}', ".geojson", "not GeoJSON"),
+        ('{"type": "FeatureCollection", "features": [{"type": "Feature"}]}', ".geojson", "not GeoJSON"),
+        ("<root/>", ".xml", "not ASAP XML"),
+        ("<ASAP_Annotations><Annotations><Annotation><Coordinates>", ".xml", "not well-formed"),
+        ('{"positive": [{"vertices": [[0, 0]]}]}', ".json", ">= 3"),
+        ("x", ".txt", "unknown annotation format"),
+    ],
+)
+def test_bad_files_name_the_file(tmp_path, content, suffix, msg):
+    p = tmp_path / f"bad{suffix}"
+    p.write_text(content)
+    with pytest.raises(AnnotationError, match=msg) as exc:
+        read_annotations(p)
+    assert str(p) in str(exc.value)
+
+
+def test_billion_laughs_rejected(tmp_path):
+    p = tmp_path / "laughs.xml"
+    p.write_text(
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>'
+        "<ASAP_Annotations>&lol2;</ASAP_Annotations>"
+    )
+    with pytest.raises(AnnotationError, match="rejected for safety"):
+        read_annotations(p)
+
+
+def test_outside_slide_rejected(tmp_path):
+    p = tmp_path / "o.geojson"
+    write_geojson(p, [feature(box(0, 0, 500, 500), "Tumor")])
+    assert read_annotations(p, slide_size=(500, 500))
+    with pytest.raises(AnnotationError, match="outside the slide"):
+        read_annotations(p, slide_size=(400, 600))
+
+
+def test_label_semantics():
+    assert all(is_tumour_label(x) for x in ["_0", "_1", "Tumor", "tumour", "positive"])
+    assert all(is_exclusion_label(x) for x in ["_2", "Exclusion"])
+    assert not is_tumour_label("_2") and not is_tumour_label(None) and not is_tumour_label("Lymph node")
+
+
+def test_qupath_feature_shape():
+    f = feature(box(0, 0, 2, 2), "micro", object_type="detection", measurements={"area_mm2": 1.5}, id="n1")
+    assert f["properties"]["classification"]["name"] == "micro"
+    assert len(f["properties"]["classification"]["color"]) == 3
+    assert f["properties"]["objectType"] == "detection" and f["properties"]["measurements"]["area_mm2"] == 1.5

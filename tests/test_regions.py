@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+from shapely.geometry import Polygon, box
+
+from tmln.annotations import Annotation
+from tmln.regions import (
+    SlideRegions,
+    node_polygons_from_annotations,
+    polygons_from_labels,
+    polygons_from_mask,
+    rasterize,
+    tumour_polygons_from_annotations,
+)
+
+
+def test_labels_to_polygons_exact_areas_scale_and_origin():
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:6, 3:10] = 1  # 4 x 7 px
+    labels[10:15, 20:22] = 7  # 5 x 2 px
+    labels[10:12, 0:2] = 7  # second part of label 7
+    # raster at 2 µm/px of a slide at 0.5 µm/px -> 4 level-0 px per raster px; origin (100, 50)
+    geoms = polygons_from_labels(labels, 2.0, 0.5, 0.5, origin=(100, 50))
+    assert len(geoms) == 2
+    assert geoms[0].area == pytest.approx(4 * 7 * 16)
+    assert geoms[0].bounds == pytest.approx((100 + 3 * 4, 50 + 2 * 4, 100 + 10 * 4, 50 + 6 * 4))
+    assert geoms[1].geom_type == "MultiPolygon"
+    assert geoms[1].area == pytest.approx((5 * 2 + 2 * 2) * 16)
+
+
+def test_anisotropic_pixels():
+    labels = np.ones((3, 5), np.uint8)
+    (g,) = polygons_from_labels(labels, (1.0, 2.0), 0.5, 0.25)
+    assert g.bounds == pytest.approx((0, 0, 10, 24))
+
+
+def test_rasterize_roundtrip():
+    rng = np.random.default_rng(3)
+    labels = np.zeros((40, 50), np.int32)
+    for k in range(1, 6):
+        y, x = rng.integers(0, 35), rng.integers(0, 45)
+        labels[y:y + 5, x:x + 5] = k
+    geoms = polygons_from_labels(labels, 4.0, 1.0, 1.0)
+    present = sorted(set(np.unique(labels)) - {0})
+    back = rasterize(geoms, labels.shape, 4.0, values=present)
+    np.testing.assert_array_equal(back, labels)
+
+
+def test_rasterize_scale_and_origin():
+    out = rasterize([box(40, 80, 80, 120)], (10, 10), scale=(8, 8), origin=(0, 40))
+    assert out.sum() == 5 * 5
+    assert out[5:10, 5:10].all()
+
+
+def test_mask_components_keep_holes():
+    mask = np.zeros((20, 20), bool)
+    mask[2:12, 2:12] = True
+    mask[5:8, 5:8] = False  # hole
+    mask[15:18, 15:19] = True
+    polys = polygons_from_mask(mask, 1.0, 1.0, 1.0)
+    assert len(polys) == 2
+    assert polys[0].area == pytest.approx(100 - 9)
+    assert len(polys[0].interiors) == 1
+    assert polys[1].area == pytest.approx(12)
+    assert polygons_from_mask(np.zeros((4, 4), bool), 1.0, 1.0, 1.0) == []
+
+
+def test_node_class_filter():
+    anns = [Annotation(box(0, 0, 10, 10), label="Lymph node"), Annotation(box(20, 0, 30, 10), label="Tumor"),
+            Annotation(box(40, 0, 50, 10), label="Exclusion"), Annotation(box(60, 0, 70, 10), label="negative"),
+            Annotation(box(80, 0, 90, 10), label=None)]
+    polys, notes = node_polygons_from_annotations(anns)
+    assert [p.bounds[0] for p in polys] == [0, 60, 80]
+    assert any("Tumor" in n for n in notes) and any("Exclusion" in n for n in notes)
+
+
+def test_tumour_class_filter():
+    labelled = [Annotation(box(0, 0, 10, 10), label="Tumor"), Annotation(box(20, 0, 30, 10), label="Lymph node"),
+                Annotation(box(40, 0, 50, 10), label="_0")]
+    polys, notes = tumour_polygons_from_annotations(labelled)
+    assert [p.bounds[0] for p in polys] == [0, 40]
+    assert notes and "Lymph node" in notes[0]
+    unlabelled = [Annotation(box(0, 0, 10, 10)), Annotation(box(20, 0, 30, 10), label="None")]
+    polys, notes = tumour_polygons_from_annotations(unlabelled)
+    assert len(polys) == 2 and not notes
+
+
+def test_multipolygon_annotation_gives_one_node_per_part():
+    from shapely.geometry import MultiPolygon
+
+    polys, _ = node_polygons_from_annotations([Annotation(MultiPolygon([box(0, 0, 1, 1), box(5, 5, 6, 6)]))])
+    assert len(polys) == 2
+    assert SlideRegions(nodes=polys).nodes_source == ""
+
+
+def test_valid_polygons_repairs_model_output():
+    from shapely.geometry import MultiPolygon
+
+    from tmln.regions import valid_polygons
+
+    bowtie = Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
+    polys, notes = valid_polygons([bowtie, Polygon(), MultiPolygon([box(20, 0, 30, 10), box(40, 0, 50, 10)])])
+    assert len(polys) == 4 and all(p.is_valid for p in polys)
+    assert sum(p.area for p in polys) == pytest.approx(50 + 200)
+    assert len(notes) == 2

@@ -1,0 +1,170 @@
+"""Patch sources: folders (aliases, RGBA, groups), slides + annotations (sampling inside tumour / tissue),
+patient-level split, class balance, bad inputs."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tmln.errors import AnnotationError, SlideError, TmlnError
+from tmln.train import patches as P
+
+from train_synth import NORMAL_RGB, TUMOUR_RGB, make_patch_folder
+
+
+def test_collect_patch_folder_groups_and_labels(patch_folder):
+    ps = P.collect_patch_folder(patch_folder)
+    assert len(ps.records) == 48
+    assert ps.labels().sum() == 24
+    assert set(ps.groups()) == {"slide0", "slide1", "slide2", "slide3"}
+
+
+def test_aliases_rgba_and_resampling(tmp_path):
+    root = tmp_path / "p"
+    make_patch_folder(root, n_groups=2, per_group=2, rgba=True)
+    (root / "tumor").rename(root / "Tumour")
+    (root / "normal").rename(root / "negative")
+    # a transparent pixel becomes white
+    img = np.zeros((40, 40, 4), np.uint8)
+    Image.fromarray(img).save(root / "negative" / "slide9_0_0.png")
+    ps = P.collect_patch_folder(root, source_mpp=0.25)
+    ds = P.PatchDataset(ps, range(len(ps.records)), mpp=0.5, patch_size=16)
+    idx = [i for i, r in enumerate(ps.records) if r.source.endswith("slide9_0_0.png")][0]
+    x, y = ds[idx]
+    assert tuple(x.shape) == (16, 16, 3) and y == 0 and int(x.min()) == 255
+    # 40 px at 0.25 µm/px -> 20 px at 0.5 µm/px, centre-cropped to 16
+    assert P.resample(np.zeros((40, 40, 3), np.uint8), 0.25, 0.5).shape == (20, 20, 3)
+    assert P.fit_to_patch(np.zeros((10, 12, 3), np.uint8), 16).shape == (16, 16, 3)
+
+
+def test_groups_csv(tmp_path):
+    root = make_patch_folder(tmp_path / "p", n_groups=2, per_group=2)
+    lines = ["file,patient_id"] + [f"{p.relative_to(root).as_posix()},PAT{p.name[5]}" for p in root.rglob("*.png")]
+    (tmp_path / "g.csv").write_text("\n".join(lines) + "\n")
+    ps = P.collect_patch_folder(root, groups_csv=tmp_path / "g.csv")
+    assert set(ps.groups()) == {"PAT0", "PAT1"}
+
+
+def test_source_prefix():
+    assert P.source_prefix("tumor_001_69916_134313.png") == "tumor_001"
+    assert P.source_prefix("S12-x1024-y2048.jpg") == "S12"
+    assert P.source_prefix("plain.png") == "plain"
+
+
+@pytest.mark.parametrize("case", ["empty", "missing_class", "no_images", "not_a_folder"])
+def test_bad_patch_folders(tmp_path, case):
+    root = tmp_path / "p"
+    if case != "not_a_folder":
+        root.mkdir()
+    if case == "missing_class":
+        make_patch_folder(root, n_groups=1, per_group=1)
+        import shutil
+
+        shutil.rmtree(root / "normal")
+    if case == "no_images":
+        (root / "tumor").mkdir()
+        (root / "normal").mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "tumor" / "a_1_1.png")
+    with pytest.raises(TmlnError) as err:
+        P.collect_patch_folder(root)
+    msg = str(err.value)
+    assert str(root) in msg
+    if case == "missing_class":
+        assert "normal" in msg
+    if case == "no_images":
+        assert "normal" in msg
+
+
+def test_unreadable_image_names_file(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(TmlnError, match="broken.png"):
+        P.read_image(bad)
+
+
+def test_group_split_no_patient_on_both_sides():
+    labels = np.array([0, 1] * 20)
+    groups = np.array([f"g{i // 4}" for i in range(40)])
+    tr, va = P.group_split(labels, groups, 0.25, seed=0)
+    assert len(tr) + len(va) == 40 and len(va) > 0
+    assert not set(groups[tr]) & set(groups[va])
+    assert set(labels[va]) == {0, 1}
+    tr0, va0 = P.group_split(labels, groups, 0.0)
+    assert len(tr0) == 40 and len(va0) == 0
+    with pytest.raises(TmlnError, match="at least 2"):
+        P.group_split(labels, np.array(["one"] * 40), 0.25)
+
+
+def test_balance_and_hard_negative_weights():
+    labels = np.array([0] * 8 + [1] * 2)
+    w = P.balance_weights(labels)
+    assert np.isclose(w[labels == 0].sum(), 0.5) and np.isclose(w[labels == 1].sum(), 0.5)
+    scores = np.linspace(0, 1, 10)
+    hw = P.hard_negative_weights(labels, scores, top_fraction=0.25, boost=4)
+    assert np.isclose(hw[labels == 0].sum(), 0.5)
+    neg = np.nonzero(labels == 0)[0]
+    assert hw[neg[-1]] == pytest.approx(4 * hw[neg[0]])  # highest-scoring negative oversampled
+
+
+def test_collect_slides_samples_inside_tumour_and_tissue(slide_cohort):
+    csv, adir = slide_cohort
+    ps = P.collect_slides(csv, adir, mpp=1.0, patch_size=32, patches_per_class=20, seed=0)
+    assert ps.kind == "slides" and len(ps.slides) == 4
+    labels = ps.labels()
+    assert (labels == 1).sum() == 80 and (labels == 0).sum() == 80
+    ds = P.PatchDataset(ps, range(len(ps.records)), mpp=1.0, patch_size=32)
+    for i in range(0, len(ds), 7):
+        x, y = ds[i]
+        px = x.numpy().reshape(-1, 3).astype(int)
+        purple = (px[:, 0] < 160).mean()  # tumour pixels (R ~ 90); tissue R ~ 230, background 245
+        pink = (np.abs(px - np.array(NORMAL_RGB)).max(1) < 45).mean()
+        if y == 1:
+            assert purple >= 0.45, (i, purple)  # >= 50 % tumour by construction (pixel-grid tolerance)
+        else:
+            assert purple == 0 and pink >= 0.45, (i, purple, pink)  # touches no tumour, mostly tissue
+    assert set(ps.groups()) == {"P0", "P1", "P2", "P3"}
+    # picklable for DataLoader workers
+    import pickle
+
+    ds2 = pickle.loads(pickle.dumps(ds))
+    assert np.array_equal(ds2[3][0].numpy(), ds[3][0].numpy())
+
+
+def test_collect_slides_reserve_pool(slide_cohort):
+    csv, adir = slide_cohort
+    ps = P.collect_slides(csv, adir, mpp=1.0, patch_size=32, patches_per_class=10, negative_pool_factor=3, seed=0)
+    main, reserve = P.split_reserve(ps.records)
+    assert len(reserve) == 4 * 20 and all(ps.records[i].label == 0 for i in reserve)
+    assert sum(ps.records[i].label == 0 for i in main) == 40
+
+
+def test_missing_annotation_and_missing_slide(slide_cohort, tmp_path):
+    csv, adir = slide_cohort
+    (adir / "S3.geojson").unlink()
+    with pytest.raises(AnnotationError, match="S3"):
+        P.collect_slides(csv, adir, mpp=1.0, patch_size=32)
+    # annotation for a slide whose file is missing
+    (adir / "S3.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    (csv.parent / "slides" / "S3.tif").unlink()
+    with pytest.raises(SlideError, match="S3.tif"):
+        P.collect_slides(csv, adir, mpp=1.0, patch_size=32)
+
+
+def test_annotation_outside_slide(slide_cohort):
+    from train_synth import write_geojson_tumour
+
+    csv, adir = slide_cohort
+    write_geojson_tumour(adir / "S0.geojson", [[900, 900], [5000, 900], [5000, 5000]])
+    with pytest.raises(AnnotationError, match="outside the slide"):
+        P.collect_slides(csv, adir, mpp=1.0, patch_size=32)
+
+
+def test_tumour_geometry_exclusions():
+    from shapely.geometry import box
+
+    from tmln.annotations import Annotation
+
+    anns = [Annotation(box(0, 0, 100, 100), label="_0"), Annotation(box(10, 10, 20, 20), label="_2"),
+            Annotation(box(200, 200, 210, 210), label="Ignore")]
+    tum, ign = P.tumour_geometry(anns)
+    assert tum.area == pytest.approx(100 * 100 - 100)
+    assert ign.area == pytest.approx(100)
