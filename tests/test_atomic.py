@@ -29,3 +29,19 @@ def test_csv_is_byte_stable(tmp_path):
     atomic.write_csv(tmp_path / "b.csv", df.copy())
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     assert (tmp_path / "a.csv").read_text().splitlines()[1] == "0.3,1"
+
+
+def test_outputs_get_umask_permissions(tmp_path):
+    import stat
+
+    atomic.write_text(tmp_path / "p.txt", "x")
+    mode = stat.S_IMODE((tmp_path / "p.txt").stat().st_mode)
+    assert mode == 0o666 & ~atomic._UMASK
+
+
+def test_remove_stale_temporaries(tmp_path):
+    (tmp_path / ".nodes.x1.tmp.csv").write_text("half")
+    (tmp_path / "nodes.csv").write_text("whole")
+    removed = atomic.remove_stale_temporaries(tmp_path)
+    assert [p.name for p in removed] == [".nodes.x1.tmp.csv"]
+    assert os.listdir(tmp_path) == ["nodes.csv"]

@@ -102,3 +102,13 @@ def test_valid_polygons_repairs_model_output():
     assert len(polys) == 4 and all(p.is_valid for p in polys)
     assert sum(p.area for p in polys) == pytest.approx(50 + 200)
     assert len(notes) == 2
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_diagonal_pixels_give_valid_separate_parts(connectivity):
+    m = np.zeros((4, 4), np.int32)
+    m[0, 0] = m[1, 1] = 1
+    (g,) = polygons_from_labels(m, 1, 1, 1, connectivity=connectivity)
+    assert g.is_valid and g.area == pytest.approx(2)
+    polys = polygons_from_mask(m > 0, 1, 1, 1, connectivity=connectivity)
+    assert len(polys) == 2 and all(p.is_valid for p in polys)

@@ -13,6 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -24,6 +27,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give outputs the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -76,3 +80,19 @@ def _json_default(obj: Any):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporaries that a killed writer left in ``folder`` (names ``.<stem>.*.tmp<suffix>``).
+
+    Call it only where no other writer is active (a run holding its lock, a slide job starting).
+    """
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp*"):
+            if p.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed

@@ -134,16 +134,20 @@ def _transform(scale, origin):
 
 
 def polygons_from_labels(labels: np.ndarray, mpp_raster, mpp_x: float, mpp_y: float,
-                         origin=(0.0, 0.0), connectivity: int = 8) -> list:
+                         origin=(0.0, 0.0), connectivity: int = 4) -> list:
     """Label raster (0 = background, k > 0 = instance k) -> one geometry per label, in label order.
 
     labels : (h, w) integer array at ``mpp_raster`` µm/px (a float, or (x, y)).
     mpp_x, mpp_y : level-0 µm/px of the slide.
     origin : level-0 px of the raster's top-left corner.
     Each label's pixels are unioned; a label with several disconnected parts gives a MultiPolygon.
+    connectivity : 4 (default) or 8 for tracing; pixels that touch only diagonally are separate parts
+        in the vector result either way (one polygon cannot pinch at a point), and every returned
+        geometry is valid.
     Returns a list of geometries (Polygon, or MultiPolygon for a label with disconnected parts),
     one per label present, in increasing label order.
     """
+    import shapely
     from rasterio.features import shapes
     from shapely.geometry import shape
     from shapely.ops import unary_union
@@ -161,13 +165,18 @@ def polygons_from_labels(labels: np.ndarray, mpp_raster, mpp_x: float, mpp_y: fl
         per_label.setdefault(int(value), []).append(shape(geom))
     out = []
     for k in sorted(per_label):
-        g = per_label[k][0] if len(per_label[k]) == 1 else unary_union(per_label[k])
+        parts = [p if p.is_valid else shapely.make_valid(p) for p in per_label[k]]
+        g = parts[0] if len(parts) == 1 else unary_union(parts)
+        if not g.is_valid or g.geom_type not in ("Polygon", "MultiPolygon"):
+            g = shapely.make_valid(g)
+            polys = _parts(g)
+            g = polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
         out.append(g)
     return out
 
 
 def polygons_from_mask(mask: np.ndarray, mpp_raster, mpp_x: float, mpp_y: float,
-                       origin=(0.0, 0.0), connectivity: int = 8) -> list:
+                       origin=(0.0, 0.0), connectivity: int = 4) -> list:
     """Binary mask at ``mpp_raster`` µm/px -> list of Polygons (one per connected component, holes kept),
     level-0 px, ordered by (top, left)."""
     from shapely.ops import unary_union

@@ -45,7 +45,7 @@ def test_tumour_inside_exactly_one_node(layouts):
         for t, k in zip(lay.tumour, lay.tumour_node):
             n_tumour += 1
             assert t.is_valid and t.area > 0
-            assert t.difference(lay.nodes[k]).area <= 1e-6 * t.area + 1e-3
+            assert lay.nodes[k].contains(t)
             for j, other in enumerate(lay.nodes):
                 if j != k:
                     assert t.intersection(other).area <= 1e-3
@@ -96,7 +96,7 @@ def test_layout_is_deterministic_and_physical():
     assert [t.wkb for t in a.tumour] == [t.wkb for t in b.tumour]
     c = make_layout(SlideSpec(seed=5, mpp=0.25))  # same physical slide at twice the resolution
     assert (c.width, c.height) == (2 * a.width, 2 * a.height)
-    assert [round(n.area * 0.0625, -2) for n in c.nodes] == [round(n.area * 0.25, -2) for n in a.nodes]
+    assert [n.area * 0.0625 for n in c.nodes] == pytest.approx([n.area * 0.25 for n in a.nodes], rel=1e-4)  # µm²
 
 
 def test_feret_diameter():

@@ -25,8 +25,16 @@ from tmln.cli.options import device_option, force_option, mpp_option, out_dir_op
 @quiet_option
 @device_option
 @mpp_option
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Run slides on a local Dask cluster of this many worker processes (one thread each).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Run slides on an existing Dask cluster (dask scheduler/worker, dask-jobqueue, Kubernetes).")
+@click.option("--resources", default=None, metavar="NAME=N[,...]",
+              help="Dask resources each slide task asks for, e.g. GPU=1 (workers declare them: dask worker --resources GPU=1).")
+@click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
+              help="With Dask: times a slide is retried after its worker died, before it is reported failed.")
 def command(slides, out, node_annotations, tumour_annotations, node_model, tumour_model, mln_rule, force, quiet,
-            device, mpp):
+            device, mpp, workers, scheduler, resources, retries):
     """Measure lymph-node metastasis per node, slide and patient (N stage, T/MLN).
 
     Writes RUN/nodes.csv, slides.csv, patients.csv, summary.json, report.html and
@@ -38,14 +46,27 @@ def command(slides, out, node_annotations, tumour_annotations, node_model, tumou
     Examples:
       tmln analyze --slides slides.csv --out run/ --node-annotations ann/ --tumour-annotations ann/
       tmln analyze --slides slides.csv --out run/ --node-model demo-nodes --tumour-model demo-tumour
+      tmln analyze --slides slides.csv --out run/ --node-model M1 --tumour-model M2 --workers 4
+      tmln analyze ... --scheduler tcp://10.0.0.5:8786 --resources GPU=1
     Exit 0 when every slide was measured; 1 when a slide or patient failed (see slides.csv,
     summary.json); 2 for an unusable input (bad table, missing folder, unknown model).
     """
+    import contextlib
+
     from tmln.cohort.run import run_cohort
 
-    summary = run_cohort(slides, out, node_annotations=node_annotations, tumour_annotations=tumour_annotations,
-                         node_model=node_model, tumour_model=tumour_model, mln_rule=mln_rule, force=force,
-                         quiet=quiet, device=device, mpp=mpp)
+    if workers and scheduler:
+        raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    executor = contextlib.nullcontext(None)
+    if workers or scheduler:
+        from tmln.cohort.dask_executor import DaskExecutor, parse_resources
+
+        executor = DaskExecutor(workers=workers, scheduler=scheduler, resources=parse_resources(resources),
+                                retries=retries)
+    with executor as ex:
+        summary = run_cohort(slides, out, node_annotations=node_annotations, tumour_annotations=tumour_annotations,
+                             node_model=node_model, tumour_model=tumour_model, mln_rule=mln_rule, force=force,
+                             quiet=quiet, device=device, mpp=mpp, executor=ex)
     if not quiet or summary.failures:
         click.echo(f"{summary.n_slides} slides: {summary.n_done} measured ({summary.n_reused} from an earlier run), "
                    f"{summary.n_failed} failed; {summary.n_patients_staged} of {summary.n_patients} patients staged; "

@@ -120,12 +120,14 @@ def slide_regions(job: SlideJob, slide):
 # ---------------------------------------------------------------------------- the job
 def process_slide(job: SlideJob) -> dict:
     """Process one slide; return its state dict (also written to ``slide_dir/state.json``)."""
+    from tmln.atomic import remove_stale_temporaries
     from tmln.cohort.state import clear_state, write_state
 
     t0 = time.monotonic()
     slide_dir = Path(job.slide_dir)
     slide_dir.mkdir(parents=True, exist_ok=True)
     clear_state(slide_dir)
+    remove_stale_temporaries(slide_dir)  # left by a worker killed mid-write
     base = {"slide_id": job.slide_id, "patient_id": job.patient_id, "slide_path": job.table_slide_path,
             "params_hash": job.params_hash, "params": job.params}
     try:

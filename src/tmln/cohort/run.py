@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
+from tmln.atomic import remove_stale_temporaries
 from tmln.cohort.job import SLIDE_OUTPUTS, SlideJob, node_provider, process_slide, tumour_provider
 from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
 from tmln.cohort.state import file_digest, file_identity, is_done, params_hash, read_state
@@ -191,6 +192,7 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
     out_dir = Path(out_dir)
     entries = read_slides_table(slides_csv, mpp=mpp)
     with run_lock(out_dir):
+        remove_stale_temporaries(out_dir)  # a killed earlier run's half-written tables
         return _run_locked(entries, slides_csv, out_dir, node_annotations=node_annotations,
                            tumour_annotations=tumour_annotations, node_model=node_model, tumour_model=tumour_model,
                            mln_rule=mln_rule, force=force, quiet=quiet, device=device, executor=executor, mpp=mpp,

@@ -320,16 +320,17 @@ class SlideDetections:
     @property
     def lesion_probs(self) -> np.ndarray:
         """Highest hit probability per non-ITC lesion (0 = missed)."""
-        keep = [i for i in range(len(self.region_probs)) if (i + 1) not in set(self.itc_labels)]
+        itc = set(self.itc_labels)
+        keep = [i for i in range(len(self.region_probs)) if (i + 1) not in itc]
         return self.region_probs[keep]
 
 
 def score_slide(slide_id: str, predictions, mask: EvaluationMask | None, path: str | Path | None = None) -> SlideDetections:
     """Classify one slide's predictions (DataFrame ``probability,x,y``) against its mask.
 
-    ``mask=None`` (or a mask without regions is *not* the same): ``None`` is a normal slide, where
-    every prediction is a false positive. A tumour slide whose regions are all ITC has 0 lesions;
-    its predictions outside regions are still false positives.
+    ``mask=None`` is a normal slide: every prediction is a false positive. On a tumour slide whose
+    regions are all ITC (0 lesions) hits on them are ignored and the rest are false positives.
+    ``path`` names the predictions file in errors.
     """
     import pandas as pd
 

@@ -226,6 +226,8 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
             length = math.exp(rng.uniform(math.log(min_len_um), math.log(max_len_um)))
             if i == 0:  # the first node is large-ish, so that macro deposits can occur
                 length = max(length, min(max_len_um, 3000.0 + rng.uniform(0, 2000.0)))
+                if touching:  # ... but leaves room for its touching partner
+                    length = min(length, max(min_len_um, 0.62 * max_len_um))
             rx, ry, ang = random_node(length)
             cx = rng.uniform(margin + rx, max(margin + rx + 1, W_um - margin - rx))
             cy = rng.uniform(margin + rx * 0.8, max(margin + rx + 1, H_um - margin - rx * 0.8))
@@ -290,7 +292,8 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
             merged = unary_union([to_px(d) for d in deps])
             import shapely
 
-            inside = _plain(shapely.intersection(merged, nodes[k], grid_size=GRID_PX))
+            # clip to the node shrunk by 1 px: the snap-rounded result then lies strictly inside it
+            inside = _plain(shapely.intersection(merged, nodes[k].buffer(-1.0), grid_size=GRID_PX))
             for comp in _polygons(inside):
                 if comp.area * mpp * mpp > 1.0:  # drop sub-µm² slivers
                     tumour.append(comp)
@@ -337,8 +340,9 @@ def _add_touching_partner(rng, nodes_um, inner, gap_um, touching_pairs, min_len_
     a = nodes_um[0]
     ca = a.centroid
     size_a = math.sqrt(a.area / math.pi) * 2
-    for _ in range(200):
-        length = rng.uniform(max(min_len_um, 0.4 * size_a), max(min_len_um, 0.9 * size_a) + 1)
+    for _ in range(400):
+        lo = min(max(min_len_um, 0.4 * size_a), 0.8 * size_a)
+        length = rng.uniform(lo, max(lo, 0.9 * size_a) + 1)
         aspect = rng.uniform(0.6, 0.95)
         rx, ry = length / 2, length / 2 * aspect
         theta = rng.uniform(0, 2 * np.pi)
