@@ -183,7 +183,7 @@ def write_asap_xml(path: str | Path, annotations: Sequence[Annotation]) -> None:
                          f'PartOfGroup={quoteattr(a.label or "None")} Color="#F4FA58">')
             lines.append("\t\t\t<Coordinates>")
             for j, (x, y) in enumerate(list(poly.exterior.coords)[:-1]):
-                lines.append(f'\t\t\t\t<Coordinate Order="{j}" X="{x:.6g}" Y="{y:.6g}" />')
+                lines.append(f'\t\t\t\t<Coordinate Order="{j}" X="{x:.10g}" Y="{y:.10g}" />')
             lines.append("\t\t\t</Coordinates>")
             lines.append("\t\t</Annotation>")
             k += 1

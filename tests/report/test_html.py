@@ -35,3 +35,18 @@ def test_self_contained_report_with_failures_and_sections(tmp_path):
     assert "0.1235" in html and "N1" in html and ">1e3<" in html  # ids are not formatted as numbers
     again = write_report(tmp_path, sections=[("Survival", "<p id='km'>KM plot</p>")]).read_text()
     assert again == html  # deterministic
+
+
+def test_large_cohorts_link_overlays_instead_of_embedding(tmp_path, monkeypatch):
+    import tmln.report.html as h
+
+    from tests.cohort.helpers import write_small_cohort
+    from tmln.cohort.run import run_cohort
+
+    slides, ann = write_small_cohort(tmp_path)
+    run_cohort(slides, tmp_path / "run", node_annotations=ann, tumour_annotations=ann, quiet=True)
+    embedded = h.render_report(tmp_path / "run")
+    assert "data:image/jpeg;base64," in embedded
+    monkeypatch.setattr(h, "EMBED_MAX_SLIDES", 1)
+    linked = h.render_report(tmp_path / "run")
+    assert "data:image/jpeg;base64," not in linked and 'src="slides/S1/overlay.png"' in linked

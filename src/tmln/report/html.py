@@ -1,7 +1,7 @@
 """``report.html``: one self-contained page built from a run directory.
 
 Cohort summary, per-patient table, per-slide table with overlay thumbnails (embedded as base64
-JPEG), failures with reasons, and optional extra sections given as ``(title, html)`` pairs (the
+JPEG up to ``EMBED_MAX_SLIDES`` slides, linked beyond), failures with reasons, and optional extra sections given as ``(title, html)`` pairs (the
 html fragment is trusted and inserted as is, e.g. survival plots from ``tmln.survival``).
 The page has inline CSS, no scripts and no external resources; it is deterministic (no
 timestamps), so a resumed run gives the same bytes as an uninterrupted one.
@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Sequence
 
 THUMB_MAX_PX = 480
+# Up to this many slides the overlays are embedded (one self-contained file); beyond it the page links
+# the overlay PNGs in slides/<slide_id>/ so that the report of a large cohort stays small.
+EMBED_MAX_SLIDES = 200
 TEXT_COLUMNS = {"patient_id", "slide_id", "slide_path", "status", "error", "n_stage", "category", "notes"}
 
 
@@ -34,6 +37,13 @@ def _thumb_data_uri(png_path: Path, max_px: int = THUMB_MAX_PX) -> str | None:
     if not ok:  # pragma: no cover
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def _overlay_src(run_dir: Path, slide_id: str, embed: bool) -> str | None:
+    png = run_dir / "slides" / slide_id / "overlay.png"
+    if embed:
+        return _thumb_data_uri(png)
+    return f"slides/{slide_id}/overlay.png" if png.is_file() else None
 
 
 def _read_csv(path: Path):
@@ -69,6 +79,7 @@ def render_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = ())
                               "n_micro", "n_macro", "node_area_mm2", "tumour_area_mm2",
                               "extranodal_tumour_area_mm2", "largest_deposit_mm") if c in slides.columns]
     slide_rows = []
+    embed = len(slides) <= EMBED_MAX_SLIDES
     for rec in slides.to_dict("records"):
         sid = rec.get("slide_id", "")
         slide_rows.append({
@@ -77,7 +88,7 @@ def render_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = ())
             "slide_id": sid,
             "error": rec.get("error", ""),
             "notes": rec.get("notes", ""),
-            "overlay": _thumb_data_uri(run_dir / "slides" / sid / "overlay.png") if rec.get("status") == "done" else None,
+            "overlay": _overlay_src(run_dir, sid, embed) if rec.get("status") == "done" else None,
         })
     env = Environment(loader=PackageLoader("tmln.report", "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
