@@ -242,14 +242,26 @@ class Slide:
         fy = mpp / self.mpp_y_required
         level = self.best_level(min(fx, fy))
         ds = self.level_downsamples[level]
-        # level-0 extent of the output, then level pixels to read
-        lw = max(1, int(math.ceil(w * fx / ds - 1e-9)))
-        lh = max(1, int(math.ceil(h * fy / ds - 1e-9)))
-        x0, y0 = int(math.floor(x)), int(math.floor(y))
-        raw = self.read_level((x0, y0), level, (lw, lh))
-        if raw.shape[1] == w and raw.shape[0] == h:
-            return raw
-        return resize_rgb(raw, (w, h))
+        sx, sy = fx / ds, fy / ds  # level px per output px
+        lx, ly = x / ds, y / ds  # top-left in level px (fractional)
+        ix, iy = int(math.floor(lx + 1e-9)), int(math.floor(ly + 1e-9))
+        exact = (abs(lx - ix) < 1e-6 and abs(ly - iy) < 1e-6
+                 and abs(sx - round(sx)) < 1e-6 and abs(sy - round(sy)) < 1e-6)
+        if exact:  # integral offset and factor: area averaging of whole level pixels
+            lw, lh = max(1, w * round(sx)), max(1, h * round(sy))
+            raw = self.read_level((round(ix * ds), round(iy * ds)), level, (lw, lh))
+            return raw if (lw, lh) == (w, h) else resize_rgb(raw, (w, h))
+        # general case: read the covering window, shrink it by the integral part k of the factor
+        # with area averaging on a k-grid anchored at the level origin (so that neighbouring reads
+        # agree), then map output pixel centres exactly (affine, bilinear)
+        k = max(1, int(math.floor(min(sx, sy) + 1e-9)))
+        ix, iy = ix // k * k, iy // k * k
+        lw = -(-(int(math.ceil(lx + w * sx - 1e-9)) + 1 - ix) // k) * k
+        lh = -(-(int(math.ceil(ly + h * sy - 1e-9)) + 1 - iy) // k) * k
+        raw = self.read_level((round(ix * ds), round(iy * ds)), level, (lw, lh))
+        if k > 1:
+            raw = resize_rgb(raw, (lw // k, lh // k))
+        return _affine_sample(raw, (sx / k, sy / k), ((lx - ix) / k, (ly - iy) / k), (w, h))
 
     def thumbnail(self, mpp: float, block: int = 1024) -> np.ndarray:
         """The whole slide at ``mpp`` µm/px, read block by block (never a whole level at once)."""
@@ -321,6 +333,19 @@ def resize_rgb(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     shrink = w <= img.shape[1] and h <= img.shape[0]
     interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     return cv2.resize(img, (int(w), int(h)), interpolation=interp)
+
+
+def _affine_sample(img: np.ndarray, scale: tuple[float, float], offset: tuple[float, float],
+                   size: tuple[int, int]) -> np.ndarray:
+    """Output pixel (u, v) takes ``img`` at ``offset + (u + 0.5) * scale - 0.5`` (pixel centres),
+    bilinear, edges replicated. ``size`` = (w, h)."""
+    import cv2
+
+    sx, sy = scale
+    ox, oy = offset
+    m = np.array([[sx, 0.0, ox + 0.5 * sx - 0.5], [0.0, sy, oy + 0.5 * sy - 0.5]], np.float64)
+    return cv2.warpAffine(img, m, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def iter_blocks(shape: tuple[int, int], block: int) -> Iterator[tuple[int, int, int, int]]:

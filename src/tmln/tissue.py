@@ -2,10 +2,12 @@
 
 Method (all thresholds are parameters of ``detect_tissue``):
 
-1. read the slide block-wise at ``mpp`` µm/px (``Slide.thumbnail``);
-2. reject pixels that are not H&E: pen ink and dirt, i.e. pixels where green is not the most absorbed
-   channel (``G >= R - pen_margin``: blue, green and black inks; H&E is pink to purple, so R > G
-   and B > G), and very dark pixels (``V < dark_value``: black ink, folds of debris);
+1. read the slide block-wise at ``mpp`` µm/px (``Slide.thumbnail``) and white-balance it on the
+   glass colour (scanner colour casts would otherwise look like saturation);
+2. reject coloured pixels that are not H&E: pen ink and dirt, i.e. saturated pixels where green is
+   not the most absorbed channel (``G >= R - pen_margin`` or ``G > B + 10``: blue, green inks; H&E
+   is pink to purple, so R > G and B > G), and very dark pixels (``V < dark_value``: black ink,
+   debris);
 3. Otsu threshold on HSV saturation over the remaining pixels, clamped to
    [``min_saturation``, ``max_saturation``] so that blank glass gives no tissue and a pen-heavy or very
    dark slide does not push the threshold above pale tissue;
@@ -167,13 +169,15 @@ def tissue_from_rgb(rgb: np.ndarray, params: dict | None = None) -> tuple[np.nda
     p = {**DEFAULTS, **(params or {})}
     mpp = float(p["mpp"])
     px_mm2 = mpp * mpp * 1e-6
+    rgb = white_balance(rgb)
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     sat, val = hsv[..., 1], hsv[..., 2]
     r, g = rgb[..., 0].astype(np.int16), rgb[..., 1].astype(np.int16)
     b = rgb[..., 2].astype(np.int16)
-    not_he = (g >= r - int(p["pen_margin"])) | (g > b + 10) | (val < int(p["dark_value"]))
-    # ink edges blend with glass/tissue: grow the rejected area by one pixel
-    not_he = cv2.dilate(not_he.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    coloured = sat > int(p["min_saturation"])  # grey/white glass is judged by saturation alone
+    not_he = (coloured & ((g >= r - int(p["pen_margin"])) | (g > b + 10))) | (val < int(p["dark_value"]))
+    # ink edges blend with glass/tissue: grow the rejected area by two pixels
+    not_he = cv2.dilate(not_he.view(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     cand = sat[~not_he]
     thr = None
     if cand.size and int(cand.max()) > int(cand.min()):
@@ -191,6 +195,21 @@ def tissue_from_rgb(rgb: np.ndarray, params: dict | None = None) -> tuple[np.nda
         mask &= ~not_he  # ink over tissue cannot be analysed either: never tissue
         mask = remove_small_objects(mask, max_size=max(1, int(p["min_area_mm2"] / px_mm2)))
     return mask.astype(bool), thr
+
+
+def white_balance(rgb: np.ndarray) -> np.ndarray:
+    """Divide out the glass colour (scanner colour cast), estimated as the median of the brightest
+    10 % of pixels when those are near-white (value > 180, saturation < 0.15); else unchanged."""
+    flat = rgb.reshape(-1, 3)
+    if flat.shape[0] < 16:
+        return rgb
+    v = flat.max(1)
+    bright = flat[v >= np.percentile(v, 90)]
+    bg = np.median(bright, axis=0)
+    if bg.max() <= 180 or (bg.max() - bg.min()) / bg.max() >= 0.15:
+        return rgb
+    gain = bg.max() / np.maximum(bg, 1.0)
+    return np.clip(rgb.astype(np.float32) * gain.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
 
 
 def _disk(radius_px: float):

@@ -14,7 +14,7 @@ from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS, deposit_category
 from tmln.phantom import make_cohort
 from tmln.phantom.truth import node_rows
 
-SIZE = (3.0, 2.5)
+SIZE = (2.5, 2.0)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +141,15 @@ def test_cli_equals_api(tmp_path):
     assert names == sorted(p.name for p in (tmp_path / "cli").iterdir())
     for n in names:
         assert (api.parent / n).read_bytes() == (tmp_path / "cli" / n).read_bytes(), n
+
+
+def test_workers_give_identical_files(tmp_path):
+    a = make_cohort(tmp_path / "one", patients=2, seed=5, size_mm=(1.2, 1.0))
+    b = make_cohort(tmp_path / "two", patients=2, seed=5, size_mm=(1.2, 1.0), workers=2)
+    names = sorted(p.name for p in a.parent.iterdir())
+    assert names == sorted(p.name for p in b.parent.iterdir())
+    for n in names:
+        assert (a.parent / n).read_bytes() == (b.parent / n).read_bytes(), n
 
 
 def test_cli_rejects_bad_arguments(tmp_path):

@@ -168,3 +168,41 @@ def test_tumour_geometry_exclusions():
     tum, ign = P.tumour_geometry(anns)
     assert tum.area == pytest.approx(100 * 100 - 100)
     assert ign.area == pytest.approx(100)
+
+
+def test_dataloader_workers_open_their_own_slides(slide_cohort):
+    import torch
+
+    csv, adir = slide_cohort
+    ps = P.collect_slides(csv, adir, mpp=1.0, patch_size=32, patches_per_class=4, seed=0)
+    ds = P.PatchDataset(ps, range(len(ps.records)), mpp=1.0, patch_size=32)
+    serial = torch.cat([x for x, _ in torch.utils.data.DataLoader(ds, batch_size=8)])
+    assert ds._slides  # the main process opened slides while reading serially
+    ds.close()
+    par = torch.cat([x for x, _ in torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2)])
+    assert torch.equal(serial, par)
+    assert not ds._slides  # workers used their own handles
+
+
+def test_real_camelyon_outlines_agree_with_patch_labels(shared_data):
+    """NCRF JSON outlines (real Camelyon16) -> tumour geometry; the real patches' labels agree."""
+    import pandas as pd
+    from shapely.geometry import box
+
+    from tmln.annotations import read_annotations
+
+    ann_dir, patches = shared_data / "camelyon16-annotations", shared_data / "camelyon16-patches"
+    if not (patches / "labels.csv").is_file() or not ann_dir.is_dir():
+        pytest.skip("Camelyon16 data absent")
+    labels = pd.read_csv(patches / "labels.csv")
+    checked = 0
+    for slide, rows in labels.groupby("camelyon16_slide"):
+        path = P.find_annotation(ann_dir, slide.replace("tumor", "Tumor"))
+        assert path is not None, slide
+        tumour, _ = P.tumour_geometry(read_annotations(path))
+        assert tumour.area > 0
+        for r in rows.itertuples():
+            frac = tumour.intersection(box(r.x_level0, r.y_level0, r.x_level0 + 256, r.y_level0 + 256)).area / 256**2
+            assert frac == pytest.approx(r.tumor_fraction_vs_ncrf_polygon_if_xy_is_topleft, abs=0.01)
+            checked += 1
+    assert checked == 89

@@ -178,9 +178,9 @@ def test_geometry_at_other_slide_resolution(tmp_path):
     assert a.shape == (10, 12) and a.mpp == pytest.approx(16.0) and a.scale == pytest.approx((64.0, 64.0))
     assert a.origin == (0.0, 0.0) and b.scale == pytest.approx((32.0, 32.0))
     assert np.abs(a.array - b.array).max() < 1e-5
-    # an even patch (64 px = 2 cells) is centred on a cell corner: the origin moves by half a map pixel
+    # an even patch (64 px = 2 cells) is centred on a cell corner: the map starts half a pixel earlier
     e = tumour_map(p_fine, (net, card(patch=64)), mask=None, num_workers=0, device="cpu", tile_size=320)
-    assert e.origin == pytest.approx((32.0, 32.0))
+    assert e.origin == pytest.approx((-32.0, -32.0)) and e.shape == (11, 13)
 
 
 def test_masks_are_respected(tmp_path):

@@ -21,7 +21,9 @@ import click
               help="Fraction of slides without any tumour.")
 @click.option("--stain", type=click.Choice(["normal", "pale", "dark", "none"]), default="normal", show_default=True,
               help="Stain variation: random per slide (normal), all pale, all dark, or the reference stain.")
-def command(out_dir, patients, slides_per_patient, seed, size_mm, mpp, fmt, no_mpp, negative_fraction, stain):
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes writing slides in parallel (output identical to --workers 1).")
+def command(out_dir, patients, slides_per_patient, seed, size_mm, mpp, fmt, no_mpp, negative_fraction, stain, workers):
     """Write phantom lymph-node slides, slides.csv, GeoJSON truth and truth tables into OUT_DIR.
 
     \b
@@ -35,5 +37,5 @@ def command(out_dir, patients, slides_per_patient, seed, size_mm, mpp, fmt, no_m
 
     csv = make_cohort(out_dir, patients=patients, slides_per_patient=slides_per_patient, seed=seed,
                       size_mm=tuple(size_mm), mpp=float(mpp), fmt=fmt, write_mpp=not no_mpp,
-                      negative_fraction=negative_fraction, stain=stain)
+                      negative_fraction=negative_fraction, stain=stain, workers=workers)
     click.echo(str(csv))

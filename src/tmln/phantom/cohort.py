@@ -82,6 +82,7 @@ def make_cohort(
     write_mpp: bool = True,
     negative_fraction: float = 0.25,
     stain: str = "normal",
+    workers: int = 1,
 ) -> Path:
     """Write a phantom cohort into ``out_dir``; returns the path of its ``slides.csv``.
 
@@ -90,12 +91,13 @@ def make_cohort(
     (``NODE_COLUMNS``), ``truth_patients.csv`` (``PATIENT_COLUMNS``; MLN rule ajcc).
     About ``negative_fraction`` of the slides hold no tumour (at least one when there are >= 2
     slides and the fraction is > 0); the first slide always has a pair of touching nodes.
+    ``workers`` > 1 writes slides in that many processes (same bytes as ``workers=1``).
     """
     import pandas as pd
 
     from tmln.atomic import write_csv
     from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
-    from tmln.phantom.truth import node_rows, patient_rows
+    from tmln.phantom.truth import patient_rows
 
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -106,7 +108,7 @@ def make_cohort(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = patients * slides_per_patient
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0])) 
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0]))
     n_neg = int(round(negative_fraction * n))
     if negative_fraction > 0 and n >= 2:
         n_neg = max(1, n_neg)
@@ -115,7 +117,7 @@ def make_cohort(
     negatives = set(rng.permutation(n)[:n_neg].tolist())
     ext = "svs" if fmt == "svs" else "tiff"
 
-    slide_rows, nodes, n_slides = [], [], {}
+    jobs, slide_rows, n_slides = [], [], {}
     k = 0
     for p in range(patients):
         pid = f"P{p + 1:03d}"
@@ -125,13 +127,28 @@ def make_cohort(
             slide_seed = int(np.random.SeedSequence([int(seed), p, s]).generate_state(1)[0])
             spec = SlideSpec(seed=slide_seed, size_mm=tuple(size_mm), mpp=float(mpp), negative=k in negatives,
                              touching_pair=True if k == 0 else None, stain=stain)
-            ph = make_slide(out / f"{sid}.{ext}", spec, fmt=fmt, write_mpp=write_mpp)
-            lay = ph.layout
-            nodes += node_rows(lay.nodes, lay.tumour, lay.mpp, lay.mpp, pid, sid)
+            jobs.append((out / f"{sid}.{ext}", spec, fmt, write_mpp, pid, sid))
             slide_rows.append({"slide_path": f"{sid}.{ext}", "patient_id": pid})
             k += 1
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as ex:
+            per_slide = list(ex.map(_slide_job, jobs))
+    else:
+        per_slide = [_slide_job(j) for j in jobs]
+    nodes = [row for rows in per_slide for row in rows]
     write_csv(out / "truth_nodes.csv", pd.DataFrame(nodes, columns=NODE_COLUMNS))
     write_csv(out / "truth_patients.csv", pd.DataFrame(patient_rows(nodes, n_slides), columns=PATIENT_COLUMNS))
     csv = out / "slides.csv"
     write_csv(csv, pd.DataFrame(slide_rows, columns=["slide_path", "patient_id"]))
     return csv
+
+
+def _slide_job(job) -> list[dict]:
+    """Write one cohort slide; returns its truth rows (a top-level function: picklable)."""
+    from tmln.phantom.truth import node_rows
+
+    path, spec, fmt, write_mpp, pid, sid = job
+    lay = make_slide(path, spec, fmt=fmt, write_mpp=write_mpp).layout
+    return node_rows(lay.nodes, lay.tumour, lay.mpp, lay.mpp, pid, sid)

@@ -36,6 +36,7 @@ class StainSpec:
     background: float = 242.0  # glass brightness (0-255)
     gamma: float = 1.0  # scanner tone curve
     cast: tuple[float, float, float] = (1.0, 1.0, 1.0)  # scanner colour balance per channel
+    blur_um: float = 0.0  # scanner focus: Gaussian sigma in µm
 
     @classmethod
     def preset(cls, name: str, rng: np.random.Generator | None = None) -> "StainSpec":
@@ -51,6 +52,7 @@ class StainSpec:
             background=float(rng.uniform(232, 248)),
             gamma=float(rng.uniform(0.9, 1.1)),
             cast=tuple(float(c) for c in rng.uniform(0.97, 1.03, 3)),
+            blur_um=float(rng.uniform(0.0, 0.35)),
         )
         if name == "normal":
             return base
@@ -180,8 +182,9 @@ def feret_diameter(geom) -> float:
 # ---------------------------------------------------------------------------- layout
 def make_layout(spec: SlideSpec) -> SlideLayout:
     """Draw the random layout for ``spec`` (deterministic in ``spec.seed``)."""
+    import shapely
     from shapely import affinity
-    from shapely.geometry import box
+    from shapely.geometry import Polygon, box
     from shapely.ops import unary_union
 
     rng = np.random.default_rng(np.random.SeedSequence([int(spec.seed), 0x7A11]))
@@ -192,8 +195,6 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
     to_px = lambda g: _snap(affinity.scale(g, 1.0 / mpp, 1.0 / mpp, origin=(0, 0)))  # noqa: E731
 
     if spec.blank:
-        from shapely.geometry import Polygon
-
         layout = SlideLayout(spec, width, height, mpp, [], [], [], [], Polygon(), [], stain)
         if spec.pen_marks:
             layout.pen = _pen_strokes(rng, W_um, H_um, mpp, None)
@@ -241,8 +242,6 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
     nodes = [to_px(p) for p in nodes_um]
     # the partner was cut by its neighbour in µm; cutting again on the px grid keeps them disjoint
     for a, b in touching_pairs:
-        import shapely
-
         cut = shapely.difference(nodes[b], nodes[a], grid_size=GRID_PX)
         nodes[b] = _plain(max(_polygons(cut), key=lambda g: g.area))
 
@@ -290,8 +289,6 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
                 targets[k] = "negative"
                 continue
             merged = unary_union([to_px(d) for d in deps])
-            import shapely
-
             # clip to the node shrunk by 1 px: the snap-rounded result then lies strictly inside it
             inside = _plain(shapely.intersection(merged, nodes[k].buffer(-1.0), grid_size=GRID_PX))
             for comp in _polygons(inside):
@@ -310,8 +307,6 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
     tissue_um = unary_union(fat_um).intersection(box(margin / 2, margin / 2, W_um - margin / 2, H_um - margin / 2))
     tissue_um = tissue_um.simplify(5.0)
     fat = to_px(tissue_um)
-    import shapely
-
     fat = _plain(shapely.difference(fat, unary_union(nodes), grid_size=GRID_PX)) if nodes else fat
 
     layout = SlideLayout(

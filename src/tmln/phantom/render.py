@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tmln.phantom.geometry import SlideLayout, _polygons
-from tmln.phantom.texture import CAPSULE, FAT, FOLLICLE, LYMPH, TUMOUR, TextureBank, compose
+from tmln.phantom.texture import CAPSULE_BY_ORIENTATION, FAT, FOLLICLE, LYMPH, TUMOUR, TextureBank, compose
 
 _SHIFT = 3  # cv2 fixed-point bits (1/8 px)
 
@@ -64,11 +64,22 @@ class SlideRenderer:
                 lab[tmp > 0] = cls
         caps = [c for c in self._caps if self._hits(c[1], X0 - c[2], Y0 - c[2], X1 + c[2], Y1 + c[2])]
         if caps:
+            # capsule band along each outline; each segment drawn with its direction (0/45/90/135
+            # degrees) so that the capsule fibres run along the node
             band = np.zeros((h, w), np.uint8)
             for poly, _, cap_px in caps:
                 thick = max(1, int(round(2 * cap_px / ds)))
-                cv2.polylines(band, [self._ring(poly.exterior.coords, ds, x0, y0)], True, 1, thick, cv2.LINE_8, _SHIFT)
-            lab[(band > 0) & (lab >= LYMPH)] = CAPSULE
+                ring = self._ring(poly.exterior.coords, ds, x0, y0)
+                d = np.diff(ring, axis=0).astype(np.float64)
+                octant = (np.round(np.degrees(np.arctan2(d[:, 1], d[:, 0])) / 45.0).astype(int) % 4) + 1
+                margin = (thick + 2) << _SHIFT
+                lo, hi = -margin, ((max(w, h) + 2) << _SHIFT) + margin
+                for (p, q), o in zip(zip(ring[:-1], ring[1:]), octant):
+                    if max(p[0], q[0]) < lo or min(p[0], q[0]) > hi or max(p[1], q[1]) < lo or min(p[1], q[1]) > hi:
+                        continue
+                    cv2.line(band, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), int(o), thick, cv2.LINE_8, _SHIFT)
+            sel = (band > 0) & (lab >= LYMPH)
+            lab[sel] = np.asarray(CAPSULE_BY_ORIENTATION, np.uint8)[band[sel] - 1]
         for poly, b in self._tumour:
             if self._hits(b, X0, Y0, X1, Y1):
                 tmp[:] = 0

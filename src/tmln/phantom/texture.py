@@ -25,8 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 # tissue class codes of the label raster
-GLASS, FAT, LYMPH, FOLLICLE, CAPSULE, TUMOUR = range(6)
-CLASS_NAMES = ("glass", "fat", "lymphoid", "follicle", "capsule", "tumour")
+GLASS, FAT, LYMPH, FOLLICLE, CAPSULE, TUMOUR, CAPSULE_45, CAPSULE_90, CAPSULE_135 = range(9)
+CLASS_NAMES = ("glass", "fat", "lymphoid", "follicle", "capsule", "tumour", "capsule-45", "capsule-90", "capsule-135")
+# capsule classes by fibre direction (0, 45, 90, 135 degrees): fibres run along the node outline
+CAPSULE_BY_ORIENTATION = (CAPSULE, CAPSULE_45, CAPSULE_90, CAPSULE_135)
 
 # Reference stain OD vectors (unit length; R, G, B), estimated from the Camelyon16 patches
 # (see docs/phantoms.md, "Calibration").
@@ -61,9 +63,12 @@ class ClassParams:
 PARAMS = {
     GLASS: ClassParams(0.0, 0.0, 0.0),
     FAT: ClassParams(0.0, 0.01, 0.0),
-    LYMPH: ClassParams(0.06, 0.15, 0.95),
+    LYMPH: ClassParams(0.09, 0.17, 0.95),
     FOLLICLE: ClassParams(0.05, 0.16, 0.70),
     CAPSULE: ClassParams(0.04, 0.22, 0.80),
+    CAPSULE_45: ClassParams(0.04, 0.22, 0.80),
+    CAPSULE_90: ClassParams(0.04, 0.22, 0.80),
+    CAPSULE_135: ClassParams(0.04, 0.22, 0.80),
     TUMOUR: ClassParams(0.06, 0.10, 0.55),
 }
 
@@ -95,6 +100,14 @@ class TextureBank:
         fields = _cached_fields(self.seed, self.mpp, self.period)
         lut = stain_lut(self.stain)
         self._rgb0 = {cls: class_rgb(cls, fields, self.stain, lut) for cls in range(len(CLASS_NAMES))}
+        blur = getattr(self.stain, "blur_um", 0.0) / self.mpp  # scanner focus, px
+        if blur > 0.1:
+            import cv2
+
+            for cls, rgb in self._rgb0.items():  # periodic blur: wrap-pad, blur, crop
+                pad = int(math.ceil(3 * blur)) + 1
+                big = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="wrap")
+                self._rgb0[cls] = np.ascontiguousarray(cv2.GaussianBlur(big, (0, 0), blur)[pad:-pad, pad:-pad])
 
     def _all_fields(self) -> dict[str, np.ndarray]:
         fields = self._make_fields()
@@ -203,6 +216,8 @@ class TextureBank:
         glands = self._jittered_grid(rng, 95.0 / mpp, 0.3)
         glands = glands[rng.random(len(glands)) < 0.65]
         lum_r = rng.uniform(8, 25, len(glands)) / mpp
+        lum_ax = rng.uniform(0.35, 0.9, len(glands))  # lumens: ellipses, slit-like to round
+        lum_ang = rng.uniform(0, 180, len(glands))
         keep = np.ones(n, bool)
         for (gx, gy), r in zip(glands, lum_r):
             d = np.hypot(*(np.mod(cells - [gx, gy] + P / 2, P) - P / 2).T)
@@ -226,14 +241,15 @@ class TextureBank:
         cyt[edge] = (cyt[edge] * 0.55).astype(np.uint8)
         allg, srcg = self._wrap_points(glands, m)
         for (x, y), k in zip(allg, srcg):
-            cv2.circle(cyt, (int((x + m) * 16), int((y + m) * 16)), int(lum_r[k] * 16), 0, -1, cv2.LINE_AA, 4)
+            cv2.ellipse(cyt, (int((x + m) * 16), int((y + m) * 16)), (int(lum_r[k] * 16), int(lum_r[k] * lum_ax[k] * 16)),
+                        float(lum_ang[k]), 0, 360, 0, -1, cv2.LINE_AA, 4)
         cyt = cv2.GaussianBlur(cyt, (0, 0), 0.6 / mpp)
         # nuclei: large, pleomorphic, vesicular (pale interior, dark rim, 1-2 nucleoli)
         a = rng.uniform(4.8, 7.8, n) / mpp
         b = a * rng.uniform(0.6, 0.95, n)
         ang = rng.uniform(0, 180, n)
         off = rng.normal(0, 1.5 / mpp, (n, 2))
-        inner = rng.integers(95, 175, n)
+        inner = rng.integers(60, 135, n)
         nuc = self._canvas(m)
         rim = max(1, int(round(0.8 / mpp)))
         rn = max(1, int(round(0.9 / mpp * 16)))
@@ -241,12 +257,13 @@ class TextureBank:
             c = (int((x + m + off[k, 0]) * 16), int((y + m + off[k, 1]) * 16))
             axes = (max(1, int(a[k] * 16)), max(1, int(b[k] * 16)))
             cv2.ellipse(nuc, c, axes, float(ang[k]), 0, 360, int(inner[k]), -1, cv2.LINE_AA, 4)
-            cv2.ellipse(nuc, c, axes, float(ang[k]), 0, 360, 185, rim, cv2.LINE_AA, 4)
+            cv2.ellipse(nuc, c, axes, float(ang[k]), 0, 360, 200, rim, cv2.LINE_AA, 4)
             cv2.circle(nuc, (c[0] + int(0.3 * b[k] * 16 * math.cos(ang[k])), c[1]), rn, 250, -1, cv2.LINE_AA, 4)
         # chromatin granularity inside the nuclei
-        grain = cv2.GaussianBlur(rng.integers(0, 255, nuc.shape, dtype=np.uint8), (0, 0), 0.35 / mpp)
+        grain = cv2.GaussianBlur(rng.integers(0, 255, nuc.shape, dtype=np.uint8), (0, 0), max(0.6, 0.5 / mpp))
         nuc = np.where(nuc > 0, np.clip(nuc.astype(np.int16) + (grain.astype(np.int16) - 128) * 3 // 2, 0, 255), 0)
-        return {"tnuc": self._warp(self._fold(nuc.astype(np.uint8), m), "tnuc", 1.2, 4.0), "tcyt": self._fold(cyt, m)}
+        return {"tnuc": self._warp(self._fold(nuc.astype(np.uint8), m), "tnuc", 0.6, 5.0),
+                "tcyt": self._warp(self._fold(cyt, m), "tcyt", 2.0, 6.0)}
 
     def _fat_field(self) -> np.ndarray:
         """Thin walls (0-255) between polygonal adipocytes (a periodic Voronoi diagram)."""
@@ -272,10 +289,18 @@ class TextureBank:
         return self._fold(walls, m)
 
     def _fibre_fields(self) -> dict[str, np.ndarray]:
-        """``fib``: wavy collagen fibres (E amount); ``fibnuc``: sparse spindle nuclei."""
+        """``fib``: wavy collagen fibres in all directions (E amount); ``fib0``..``fib3`` and
+        ``fibnuc0``..``fibnuc3``: fibres and spindle nuclei running at 0/45/90/135 degrees (±20)."""
+        out = {"fib": self._fibres("fib", None)}
+        for k in range(4):
+            out[f"fib{k}"] = self._fibres(f"fib{k}", k * np.pi / 4)
+            out[f"fibnuc{k}"] = self._spindles(f"fibnuc{k}", k * 45.0)
+        return out
+
+    def _fibres(self, name: str, direction: float | None) -> np.ndarray:
         import cv2
 
-        rng = self._rng("fibre")
+        rng = self._rng(name)
         mpp = self.mpp
         P = self.period
         m = int(math.ceil(130 / mpp))
@@ -283,7 +308,7 @@ class TextureBank:
         pts = rng.uniform(0, P, (n, 2))
         allp, src = self._wrap_points(pts, m)
         length = rng.uniform(20, 120, n) / mpp
-        ang = rng.uniform(0, np.pi, n)
+        ang = rng.uniform(0, np.pi, n) if direction is None else direction + rng.uniform(-0.35, 0.35, n)
         thick = np.maximum(1, np.round(rng.uniform(0.8, 2.5, n) / mpp)).astype(int)
         val = rng.integers(120, 256, n)
         fib = self._canvas(m)
@@ -292,15 +317,24 @@ class TextureBank:
             p0 = (int((x + m - dx) * 16), int((y + m - dy) * 16))
             p1 = (int((x + m + dx) * 16), int((y + m + dy) * 16))
             cv2.line(fib, p0, p1, int(val[k]), int(thick[k]), cv2.LINE_AA, 4)
+        return self._fold(fib, m)
+
+    def _spindles(self, name: str, direction_deg: float) -> np.ndarray:
+        import cv2
+
+        rng = self._rng(name)
+        mpp = self.mpp
+        P = self.period
+        m = int(math.ceil(20 / mpp))
         ns = int((P * mpp) ** 2 / 900)
         npts = rng.uniform(0, P, (ns, 2))
         alln, srcn = self._wrap_points(npts, m)
-        nang = rng.uniform(0, 180, ns)
+        nang = direction_deg + rng.uniform(-20, 20, ns)
         fn = self._canvas(m)
         for (x, y), k in zip(alln, srcn):
             cv2.ellipse(fn, (int((x + m) * 16), int((y + m) * 16)), (int(6 / mpp * 16), int(1.6 / mpp * 16)),
                         float(nang[k]), 0, 360, 230, -1, cv2.LINE_AA, 4)
-        return {"fib": self._fold(fib, m), "fibnuc": self._fold(fn, m)}
+        return self._fold(fn, m)
 
     def _smooth_noise(self, name: str, scale_um: float) -> np.ndarray:
         """Periodic Gaussian-filtered noise (0-255, mean 128, sd 40) with feature size ``scale_um``."""
@@ -420,22 +454,26 @@ def class_rgb(cls: int, F: dict, stain, lut: np.ndarray | None = None) -> np.nda
         keep = 1.0 - gap * (1.0 - ly)
         cH *= keep
         cE *= keep
-        cH += p.h_nuc * ly * (1.0 + 0.3 * blot) + 0.08 * fine * blot
-        cE += (0.35 * blot * fine - p.e_base * 0.5 * ly) * keep
+        cH += p.h_nuc * ly * (0.8 + 0.35 * fine + 0.3 * blot) + 0.08 * fine * blot  # chromatin texture
+        cE += (0.35 * blot * fine - p.e_base * 0.5 * ly + 0.07 * f32(F["fib"])) * keep  # + reticular fibres
     elif cls == FOLLICLE:
         fo = f32(F["foll"])
         cH += p.h_nuc * fo
         cE += 0.1 * blot - p.e_base * 0.5 * fo
-    elif cls == CAPSULE:
-        cH += p.h_nuc * f32(F["fibnuc"])
-        cE += 0.45 * f32(F["fib"]) + 0.1 * blot
+    elif cls in CAPSULE_BY_ORIENTATION:
+        k = CAPSULE_BY_ORIENTATION.index(cls)
+        cH += p.h_nuc * f32(F[f"fibnuc{k}"])
+        cE += 0.45 * f32(F[f"fib{k}"]) + 0.1 * blot
     elif cls == FAT:
         wall = f32(F["fat"])
         cE += 0.40 * wall
         cH += 0.06 * wall
     elif cls == TUMOUR:
         cyt = f32(F["tcyt"])
-        cH += p.h_base * (cyt - 1.0) + p.h_nuc * f32(F["tnuc"])
+        tn = f32(F["tnuc"])
+        # a sparse lymphocytic infiltrate in patches (~25 % of the area), between the tumour nuclei
+        infil = np.clip((blot - 0.08) * 6.0, 0, 1) * (tn == 0) * f32(F["lymph"])
+        cH += p.h_base * (cyt - 1.0) + p.h_nuc * tn + PARAMS[LYMPH].h_nuc * infil
         cE += 0.36 * cyt * (0.7 + 0.6 * fine + 0.4 * blot) - 0.08
     # scanner noise: a small random dye amount on top (also dithers the quantisation)
     cE += F["noise_f"]

@@ -271,30 +271,13 @@ def tumour_geometry(annotations) -> tuple[object, object]:
     return tumour, (unary_union(ign) if ign else None)
 
 
-def tissue_mask_from_thumbnail(rgb: np.ndarray) -> np.ndarray:
-    """Tissue (True) on an RGB thumbnail: ``tmln.tissue`` when available, else a saturation/brightness
-    threshold (Otsu on saturation, at least 0.07) with small holes and specks removed."""
-    try:
-        from tmln.tissue import tissue_mask_from_rgb  # type: ignore[attr-defined]
+def tissue_mask_from_thumbnail(rgb: np.ndarray, mpp: float) -> np.ndarray:
+    """Tissue (True) on an RGB thumbnail at ``mpp`` µm/px, with ``tmln.tissue``'s detector (pen
+    marks and glass rejected, morphological clean-up scaled to µm)."""
+    from tmln.tissue import tissue_from_rgb
 
-        return np.asarray(tissue_mask_from_rgb(rgb), dtype=bool)
-    except (ImportError, AttributeError):
-        pass
-    import cv2
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
-    hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
-    sat = hsv[..., 1].astype(np.float64) / 255.0
-    val = hsv[..., 2].astype(np.float64) / 255.0
-    try:
-        t = max(0.07, float(threshold_otsu(sat))) if sat.max() > sat.min() else 0.07
-    except ValueError:
-        t = 0.07
-    mask = (sat > t) & (val > 0.15)
-    mask = ndimage.binary_opening(mask, iterations=1)
-    mask = ndimage.binary_fill_holes(mask)
-    return mask
+    mask, _ = tissue_from_rgb(np.ascontiguousarray(rgb), {"mpp": float(mpp)})
+    return np.asarray(mask, dtype=bool)
 
 
 def collect_slides(slides_csv: str | Path, annotations_dir: str | Path, mpp: float, patch_size: int, *,
@@ -382,7 +365,7 @@ def _sample_slide(src: SlideSource, idx: int, ann_path: Path, mpp: float, patch_
         W0, H0 = s.dimensions
     h, w = thumb.shape[:2]
     scale = (mask_mpp / mx, mask_mpp / my)  # level-0 px per mask px
-    tissue = tissue_mask_from_thumbnail(thumb)
+    tissue = tissue_mask_from_thumbnail(thumb, mask_mpp)
     tum = rasterize([tumour], (h, w), scale) > 0 if tumour is not None and not tumour.is_empty else np.zeros((h, w), bool)
     ign = rasterize([ignore], (h, w), scale) > 0 if ignore is not None and not ignore.is_empty else np.zeros((h, w), bool)
     win = max(1, int(round(patch_um / mask_mpp)))

@@ -142,17 +142,18 @@ class _Plan:
     f: tuple[float, float]  # level-0 px per model px (x, y)
     shape: tuple[int, int]  # output map (h, w)
     origin_model: float  # model px of the map's top-left corner (x and y)
-    tile: int  # model px of a tile edge (dense: read size; grid: read size)
-    kept: int  # output cells per tile edge
+    tile: tuple[int, int]  # (h, w) model px read per tile
+    kept: tuple[int, int]  # (rows, cols) of output cells each tile contributes
     margin: tuple[int, int] = (0, 0)  # dense: cells dropped before / after
     pool: int = 1  # dense: k (cells per patch edge)
-    pool_lo: int = 0  # dense: a = (k - 1) // 2
+    pool_lo: int = 0  # dense: a = k // 2
     tiles: list = field(default_factory=list)  # (row0, col0) in the tile's own index space
 
 
-def _map_shape(slide, model_mpp: float, stride: int) -> tuple[int, int]:
-    wm = slide.width * slide.mpp_x / model_mpp
-    hm = slide.height * slide.mpp_y / model_mpp
+def _map_shape(slide, model_mpp: float, stride: int, origin: float = 0.0) -> tuple[int, int]:
+    """Output pixels covering the slide from ``origin`` (model px, <= 0)."""
+    wm = slide.width * slide.mpp_x / model_mpp - origin
+    hm = slide.height * slide.mpp_y / model_mpp - origin
     return max(1, math.ceil(hm / stride - 1e-9)), max(1, math.ceil(wm / stride - 1e-9))
 
 
@@ -168,12 +169,13 @@ def _any_in_window(roi: np.ndarray, before: int, after: int) -> np.ndarray:
     return e
 
 
-def _tiles_over(need: np.ndarray, kept: int) -> list[tuple[int, int]]:
+def _tiles_over(need: np.ndarray, kept: tuple[int, int]) -> list[tuple[int, int]]:
     out = []
     h, w = need.shape
-    for r0 in range(0, h, kept):
-        for c0 in range(0, w, kept):
-            if need[r0 : r0 + kept, c0 : c0 + kept].any():
+    kr, kc = kept
+    for r0 in range(0, h, kr):
+        for c0 in range(0, w, kc):
+            if need[r0 : r0 + kr, c0 : c0 + kc].any():
                 out.append((r0, c0))
     return out
 
@@ -244,7 +246,7 @@ def _resample_mask(tmask, tmpp, slide, shape, stride_level0, origin_level0) -> n
 class _TileReader:
     """Map-style dataset of tiles: item i -> (i, uint8 (T, T, 3) tensor, read seconds)."""
 
-    def __init__(self, slide, locations, size: int, mpp: float, transform):
+    def __init__(self, slide, locations, size: tuple[int, int], mpp: float, transform):
         self.slide = slide
         self.locations = locations  # level-0 px (x, y) of each tile's top-left corner
         self.size = size
@@ -258,7 +260,7 @@ class _TileReader:
         import torch
 
         t0 = time.perf_counter()
-        rgb = self.slide.read(self.locations[i], (self.size, self.size), mpp=self.mpp)
+        rgb = self.slide.read(self.locations[i], (self.size[1], self.size[0]), mpp=self.mpp)
         rgb = self.transform.stain(rgb)
         return i, torch.from_numpy(np.ascontiguousarray(rgb)), time.perf_counter() - t0
 
@@ -378,7 +380,7 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     timing["total_s"] = time.perf_counter() - t_start
     info = {
         "method": plan.method, "stride_px": plan.stride, "patch_size": card.patch_size, "model_mpp": card.mpp,
-        "tile_size": plan.tile, "margin_cells": list(plan.margin), "pool_cells": plan.pool,
+        "tile_size": list(plan.tile), "margin_cells": list(plan.margin), "pool_cells": plan.pool,
         "mask": mask or "none", "slide": str(slide.path), "device": str(dev), "architecture": card.architecture,
         "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
         "slide_size_px": [slide.width, slide.height], "tiles": len(plan.tiles),
@@ -429,13 +431,16 @@ def _plan_dense(slide, card, dense, tile_size: int) -> _Plan:
     s = dense.stride
     lo, hi = dense.rf.margins()
     k = card.patch_size // s
-    a = (k - 1) // 2
+    a = k // 2
     cells = max(int(tile_size) // s, lo + hi + 1)
-    shape = _map_shape(slide, card.mpp, s)
-    # map pixel c = patch over cells [c - a, c - a + k): its centre is s * (c - a + k / 2)
+    # map pixel c = patch over cells [c - a, c - a + k): its centre is s * (c - a + k / 2), the pixel's
+    # centre when the map starts at origin s * (k / 2 - a - 1 / 2): 0 for odd k, -s / 2 for even k
     origin = s * (k / 2 - a - 0.5)
-    return _Plan("dense", s, (card.mpp / slide.mpp_x, card.mpp / slide.mpp_y), shape, origin, cells * s,
-                 cells - lo - hi, (lo, hi), k, a)
+    shape = _map_shape(slide, card.mpp, s, origin)
+    # no tile larger than the slide needs (extended grid + margins)
+    cy, cx = (min(cells, n + k - 1 + lo + hi) for n in shape)
+    return _Plan("dense", s, (card.mpp / slide.mpp_x, card.mpp / slide.mpp_y), shape, origin, (cy * s, cx * s),
+                 (cy - lo - hi, cx - lo - hi), (lo, hi), k, a)
 
 
 def _plan_grid(slide, card, grid_stride, tile_size: int) -> _Plan:
@@ -443,7 +448,9 @@ def _plan_grid(slide, card, grid_stride, tile_size: int) -> _Plan:
     s = int(grid_stride or max(1, p // 2))
     shape = _map_shape(slide, card.mpp, s)
     kept = max(1, (int(tile_size) - p) // s + 1)
-    return _Plan("grid", s, (card.mpp / slide.mpp_x, card.mpp / slide.mpp_y), shape, 0.0, s * (kept - 1) + p, kept)
+    ky, kx = min(kept, shape[0]), min(kept, shape[1])
+    return _Plan("grid", s, (card.mpp / slide.mpp_x, card.mpp / slide.mpp_y), shape, 0.0,
+                 (s * (ky - 1) + p, s * (kx - 1) + p), (ky, kx))
 
 
 def _progress(total, enabled):
@@ -478,11 +485,12 @@ def _run_dense(slide, card, dense, plan, roi, transform, dev, amp_dtype, batch_s
         x = transform.normalise(x).contiguous(memory_format=cl)
         with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             y = dense(x)
-        y = y[:, :, lo : lo + plan.kept, lo : lo + plan.kept].float().cpu().numpy()
+        kr, kc = plan.kept
+        y = y[:, :, lo : lo + kr, lo : lo + kc].float().cpu().numpy()
         for (i, _, _), out in zip(batch, y):
             r0, c0 = plan.tiles[i]
-            hh = min(plan.kept, logits.shape[1] - r0)
-            ww = min(plan.kept, logits.shape[2] - c0)
+            hh = min(kr, logits.shape[1] - r0)
+            ww = min(kc, logits.shape[2] - c0)
             logits[:, r0 : r0 + hh, c0 : c0 + ww] = out[:, :hh, :ww]
         timing["compute_s"] += time.perf_counter() - t0
         if bar is not None:
@@ -536,9 +544,10 @@ def tumour_index(card) -> int:
 def _run_grid(slide, card, module, plan, roi, transform, dev, amp_dtype, batch_size, workers, timing, progress):
     import torch
 
-    s, p, kept = plan.stride, int(card.patch_size), plan.kept
+    s, p = plan.stride, int(card.patch_size)
+    kr, kc = plan.kept
     h, w = plan.shape
-    plan.tiles = _tiles_over(roi, kept)
+    plan.tiles = _tiles_over(roi, plan.kept)
     fx, fy = plan.f
     # output pixel c: patch centred at s * (c + 0.5) model px -> top-left s * c + s / 2 - p / 2
     off = s / 2 - p / 2
@@ -568,7 +577,7 @@ def _run_grid(slide, card, module, plan, roi, transform, dev, amp_dtype, batch_s
         timing["wait_s"] += time.perf_counter() - t_wait
         timing["read_s"] += rs
         r0, c0 = plan.tiles[i]
-        sub = roi[r0 : r0 + kept, c0 : c0 + kept]
+        sub = roi[r0 : r0 + kr, c0 : c0 + kc]
         for dr, dc in zip(*np.nonzero(sub)):
             pend_x.append(tile[dr * s : dr * s + p, dc * s : dc * s + p])
             pend_rc.append((r0 + dr, c0 + dc))

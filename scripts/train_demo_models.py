@@ -1,0 +1,147 @@
+"""Train the bundled demo models ``demo-nodes`` and ``demo-tumour`` on phantom slides.
+
+    make demo-models          # = .venv/bin/python scripts/train_demo_models.py
+    .venv/bin/python scripts/train_demo_models.py --only tumour --work /tmp/demo-train
+
+Both models are trained on one phantom cohort of TRAINING seeds (``tmln.phantom.make_cohort``,
+seed ``TRAIN_SEED``; the demo and ``benchmarks/demo_accuracy.py`` use other seeds, see
+``tmln.demo``), with the ordinary training API (``tmln.train.nodes.train_nodes``,
+``tmln.train.tumour.train_tumour``), then copied (weights + card, nothing else) into
+``src/tmln/models/bundled/<name>/``, the card amended to say plainly that the model was trained on
+phantoms and is not for diagnosis. CPU-only and deterministic for a given seed; each model trains in
+about 10-15 minutes on 2 shared CPU cores.
+
+- ``demo-nodes``: U-Net (``tu-mobilenetv3_small_100`` encoder, decoder 48-32-16-8-8), 8 µm/px, tile 256 px,
+  classes node + node core (touching nodes split).
+- ``demo-tumour``: PP-LCNet 0.5x (``lcnet_050``, timm), 24 px patches at 2 µm/px (48 µm), run on a
+  12 px (24 µm) grid over the nodes: coarse enough that whole-slide inference takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = REPO / "src" / "tmln" / "models" / "bundled"
+
+TRAIN_SEED = 1000  # make_cohort seed of the training cohort (never used by the demo or the benchmark)
+TRAIN_PATIENTS = 10
+SLIDE_SIZE_MM = (8.0, 6.0)
+SLIDE_MPP = 0.5
+# a light decoder: at full resolution it dominates the cost of whole-slide inference on a CPU
+NODE_DECODER = (48, 32, 16, 8, 8)
+
+INTENDED_USE = (
+    "Demonstration and testing only. Trained on procedurally generated phantom slides (tmln.phantom), "
+    "never on real tissue: it will not work on real H&E slides. NOT FOR DIAGNOSIS or any clinical or "
+    "research conclusion; train your own model on your own annotations (tmln train)."
+)
+
+
+def make_training_cohort(work: Path, patients: int, seed: int) -> Path:
+    from tmln.phantom import make_cohort
+
+    csv = work / "cohort" / "slides.csv"
+    if not csv.is_file():
+        t = time.time()
+        make_cohort(csv.parent, patients=patients, slides_per_patient=1, seed=seed, size_mm=SLIDE_SIZE_MM,
+                    mpp=SLIDE_MPP, negative_fraction=0.2)
+        print(f"phantom training cohort: {patients} slides in {time.time() - t:.0f} s -> {csv.parent}", flush=True)
+    return csv
+
+
+def bundle(model_dir: Path, name: str, cohort_note: dict) -> Path:
+    """Copy weights + an amended card into the package's bundled models (nothing else)."""
+    from tmln.models.card import load_state_dict, read_card, save_model_dir
+
+    card = read_card(model_dir)
+    card.intended_use = INTENDED_USE
+    training = dict(card.training)
+    # absolute paths of a scratch folder mean nothing to a reader: keep the recipe instead
+    for k in ("slides_table", "annotations"):
+        training.pop(k, None)
+    training["phantom_training_cohort"] = cohort_note
+    training["recipe"] = "scripts/train_demo_models.py (make demo-models)"
+    card.training = training
+    card.params = {**card.params, "name": name}
+    dest = BUNDLED / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    save_model_dir(dest, load_state_dict(model_dir), card)
+    size = (dest / "model.safetensors").stat().st_size / 1e6
+    print(f"bundled {name}: {dest} ({size:.1f} MB)", flush=True)
+    return dest
+
+
+def train_nodes_model(csv: Path, work: Path, args) -> Path:
+    from tmln.train.nodes import train_nodes
+
+    out = work / "demo-nodes"
+    t = time.time()
+    card = train_nodes(out, slides=csv, annotations=csv.parent, epochs=args.node_epochs, mpp=8.0, tile_size=256,
+                       crop_size=128, encoder="tu-mobilenetv3_small_100", decoder_channels=list(NODE_DECODER),
+                       batch_size=8, samples_per_epoch=args.node_samples, seed=args.seed, device="cpu",
+                       resume=True, quiet=False)
+    print(f"demo-nodes trained in {(time.time() - t) / 60:.1f} min; validation {json.dumps(card.metrics.get('validation'))}",
+          flush=True)
+    return out
+
+
+def train_tumour_model(csv: Path, work: Path, args) -> Path:
+    from tmln.train.tumour import train_tumour
+
+    out = work / "demo-tumour"
+    t = time.time()
+    card = train_tumour(out, slides=csv, annotations=csv.parent, epochs=args.tumour_epochs, mpp=2.0, patch_size=24,
+                        arch="lcnet_050", batch_size=64, lr=2e-3, seed=args.seed, device="cpu",
+                        patches_per_class=args.tumour_patches, hard_negative=True, resume=True, quiet=False)
+    print(f"demo-tumour trained in {(time.time() - t) / 60:.1f} min; metrics {json.dumps(card.metrics)}", flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=str(REPO / "build" / "demo-models"), help="scratch folder (cohort, checkpoints)")
+    ap.add_argument("--only", choices=("nodes", "tumour"), help="train one model only")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (weights init, sampling)")
+    ap.add_argument("--cohort-seed", type=int, default=TRAIN_SEED)
+    ap.add_argument("--patients", type=int, default=TRAIN_PATIENTS)
+    ap.add_argument("--node-epochs", type=int, default=6)
+    ap.add_argument("--node-samples", type=int, default=128, help="training crops per epoch")
+    ap.add_argument("--tumour-epochs", type=int, default=12)
+    ap.add_argument("--tumour-patches", type=int, default=200, help="patches per class per slide")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-bundle", action="store_true", help="train only; do not copy into the package")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    csv = make_training_cohort(work, args.patients, args.cohort_seed)
+    note = {"generator": "tmln.phantom.make_cohort", "seed": args.cohort_seed, "patients": args.patients,
+            "slides_per_patient": 1, "size_mm": list(SLIDE_SIZE_MM), "slide_mpp": SLIDE_MPP,
+            "negative_fraction": 0.2, "real_tissue": False}
+    if args.only in (None, "tumour"):
+        d = train_tumour_model(csv, work, args)
+        if not args.no_bundle:
+            bundle(d, "demo-tumour", note)
+    if args.only in (None, "nodes"):
+        d = train_nodes_model(csv, work, args)
+        if not args.no_bundle:
+            bundle(d, "demo-nodes", note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Node training data: targets from outlines, shared-border band, patient split, random crops."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tmln.train.node_data import (
+    NodeCropDataset, NodeSlide, crop, load_node_slide, load_node_slides, node_targets, shared_border_band,
+    split_by_patient,
+)
+
+
+def two_touching_squares():
+    lab = np.zeros((40, 60), np.int32)
+    lab[10:30, 10:30] = 1
+    lab[10:30, 30:50] = 2
+    return lab
+
+
+def test_shared_border_band_only_where_nodes_touch():
+    lab = two_touching_squares()
+    band = shared_border_band(lab, 3)
+    cols = np.nonzero(band.any(axis=0))[0]
+    assert cols.min() == 27 and cols.max() == 32  # 3 px each side of the shared border
+    assert not band[:, :27].any() and not band[:, 33:].any()
+    assert not shared_border_band(np.where(lab == 2, 0, lab), 3).any()  # a lone node has no band
+
+
+def test_node_targets_channels():
+    lab = two_touching_squares()
+    t = node_targets(lab, 8.0, 24.0)  # 24 µm = 3 px
+    assert t.shape == (2, 40, 60) and t.dtype == np.uint8
+    assert t[0].sum() == 800 and t[1].sum() == 800 - 6 * 20
+    assert node_targets(lab, 8.0, None).shape == (1, 40, 60)
+
+
+def test_split_by_patient_never_shares_a_patient():
+    items = [SimpleNamespace(patient_id=f"P{i // 2}", slide_id=f"S{i}") for i in range(10)]
+    train, val = split_by_patient(items, 0.25, seed=1)
+    assert {i.patient_id for i in train}.isdisjoint({i.patient_id for i in val})
+    assert len(train) + len(val) == 10 and len({i.patient_id for i in val}) == 1
+    one = [SimpleNamespace(patient_id="P", slide_id="S")]
+    assert split_by_patient(one, 0.25) == (one, [])
+    assert split_by_patient(items, 0.25, seed=1) == (train, val)  # deterministic
+
+
+def test_crop_pads():
+    a = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    c = crop(a, -1, 2, 3, 99)
+    assert c.tolist() == [[99, 99, 99], [2, 3, 99], [6, 7, 99]]
+
+
+def make_node_slide():
+    lab = two_touching_squares()
+    img = np.full((40, 60, 3), 240, np.uint8)
+    img[lab > 0] = (120, 60, 160)
+    return NodeSlide("S", "P", "S.tiff", 8.0, img, lab, node_targets(lab, 8.0, 16.0), 2, "S.geojson")
+
+
+def test_crops_are_deterministic_and_hold_both_classes():
+    ds = NodeCropDataset([make_node_slide()], tile_size=32, samples_per_epoch=40, seed=3)
+    img, tgt = ds[5]
+    assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and tgt.shape == (2, 32, 32)
+    img2, tgt2 = ds[5]
+    assert np.array_equal(img, img2) and np.array_equal(tgt, tgt2)
+    ds.set_epoch(1)
+    assert not np.array_equal(ds[5][0], img) or not np.array_equal(ds[6][0], ds[6][0] * 0)
+    mixed = sum(0 < t[0].mean() < 1 for _, t in (ds[i] for i in range(len(ds))))
+    assert mixed >= len(ds) // 2  # boundary-centred crops hold node and background
+    # the image matches the target (node pixels purple, background glass)
+    for i in range(10):
+        im, t = ds[i]
+        assert np.all(im[t[0] > 0][:, 1] == 60)
+
+
+def test_load_node_slide_from_phantom(tmp_path):
+    from tmln.phantom import make_cohort
+
+    csv = make_cohort(tmp_path / "c", patients=2, seed=4, size_mm=(3.0, 2.5), mpp=2.0)
+    items = load_node_slides(csv, tmp_path / "c", mpp=8.0)
+    assert [s.patient_id for s in items] == ["P001", "P002"]
+    s = items[0]
+    assert s.image.shape == (312, 375, 3) and s.instances.shape == (312, 375)
+    assert s.instances.max() == s.n_nodes >= 2  # the first phantom slide has a touching pair
+    assert s.target[1].sum() < s.target[0].sum()  # cores exclude the shared border
+    import pandas as pd
+
+    truth = pd.read_csv(tmp_path / "c" / "truth_nodes.csv")
+    area = truth[truth["slide_id"] == s.slide_id]["area_mm2"].sum()
+    assert s.node_area_mm2 == pytest.approx(area, rel=0.03)
+
+
+def test_missing_annotation_is_an_error(tmp_path):
+    from tmln.errors import AnnotationError
+    from tmln.phantom import make_cohort
+
+    csv = make_cohort(tmp_path / "c", patients=1, seed=4, size_mm=(3.0, 2.5), mpp=2.0)
+    with pytest.raises(AnnotationError, match="no node annotation"):
+        load_node_slides(csv, tmp_path)
+    with pytest.raises(Exception):
+        load_node_slide(tmp_path / "c" / "P001_S01.tiff", tmp_path / "c" / "missing.geojson")

@@ -1,0 +1,122 @@
+"""Training the node U-Net end to end on a tiny phantom cohort: a valid model directory, resume,
+settings check on resume, bad input, the CLI, and DDP with two gloo processes (torchrun)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tmln.models.card import read_card
+
+TINY = dict(epochs=1, mpp=8.0, tile_size=64, crop_size=64, encoder="tu-mobilenetv3_small_050", encoder_depth=3,
+            decoder_channels=[16, 8, 8], batch_size=4, samples_per_epoch=8, device="cpu", overlap=16, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from tmln.phantom import make_cohort
+
+    d = tmp_path_factory.mktemp("node-cohort")
+    return make_cohort(d, patients=2, seed=7, size_mm=(3.0, 2.5), mpp=2.0), d
+
+
+def test_train_writes_a_valid_model_dir_and_resumes(tmp_path, cohort):
+    from tmln.models.unet import load_unet
+    from tmln.train.nodes import train_nodes
+
+    slides, ann = cohort
+    card = train_nodes(tmp_path / "m", slides=slides, annotations=ann, **TINY)
+    assert card.task == "node-segmentation" and card.architecture == "unet:tu-mobilenetv3_small_050"
+    assert card.classes == ["node", "node_core"] and card.mpp == 8.0 and card.patch_size == 64
+    for k in ("min_node_area_mm2", "split_touching", "min_distance_um", "neck_ratio", "overlap", "border_um"):
+        assert k in card.params
+    assert card.training["data"]["train"]["patients"] == 1 and card.training["data"]["validation"]["patients"] == 1
+    assert set(card.training["data"]["train"]["slide_ids"]).isdisjoint(card.training["data"]["validation"]["slide_ids"])
+    v = card.metrics["validation"]
+    assert 0 <= v["dice"] <= 1 and v["n_truth"] > 0 and "instance_recall" in v
+    net, card2 = load_unet(tmp_path / "m", device="cpu")
+    assert card2 == read_card(tmp_path / "m") and card2.metrics == card.metrics
+    # resume: a second call with more epochs continues at epoch 2
+    card3 = train_nodes(tmp_path / "m", slides=slides, annotations=ann, **{**TINY, "epochs": 2})
+    rows = list(csv.DictReader(open(tmp_path / "m" / "train" / "train_log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert card3.training["epochs"] == 2
+    # resuming with other settings is refused
+    from tmln.errors import TmlnError
+
+    with pytest.raises(TmlnError, match="other settings"):
+        train_nodes(tmp_path / "m", slides=slides, annotations=ann, **{**TINY, "epochs": 3, "tile_size": 96,
+                                                                         "crop_size": 96})
+
+
+def test_semantic_only_model(tmp_path, cohort):
+    from tmln.train.nodes import train_nodes
+
+    slides, ann = cohort
+    card = train_nodes(tmp_path / "s", slides=slides, annotations=ann, instance_target=False, **TINY)
+    assert card.classes == ["node"] and card.params["border_um"] is None
+
+
+def test_bad_settings(tmp_path, cohort):
+    from tmln.errors import TmlnError
+    from tmln.train.nodes import train_nodes
+
+    slides, ann = cohort
+    with pytest.raises(TmlnError, match="multiple of 8"):
+        train_nodes(tmp_path / "x", slides=slides, annotations=ann, **{**TINY, "tile_size": 60, "crop_size": 60})
+    with pytest.raises(TmlnError, match="no node annotation"):
+        train_nodes(tmp_path / "x", slides=slides, annotations=tmp_path, **TINY)
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(k, None)
+    return env
+
+
+ARGS = ["--epochs", "1", "--mpp", "8", "--tile-size", "64", "--encoder", "tu-mobilenetv3_small_050",
+        "--encoder-depth", "3", "--decoder-channels", "16,8,8", "--batch-size", "4", "--samples-per-epoch", "8",
+        "--device", "cpu", "--quiet"]
+
+
+def test_cli(tmp_path, cohort):
+    from click.testing import CliRunner
+
+    from tmln.cli import main
+
+    slides, ann = cohort
+    r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "m"), "--slides", str(slides),
+                                  "--annotations", str(ann), *ARGS])
+    assert r.exit_code == 0, r.output
+    assert read_card(tmp_path / "m").training["epochs"] == 1
+    r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "m2"), "--slides", str(slides),
+                                  "--annotations", str(ann), "--decoder-channels", "a,b"])
+    assert r.exit_code != 0 and "comma-separated" in r.output
+    r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "m3"), "--slides", str(tmp_path / "no.csv"),
+                                  "--annotations", str(ann), *ARGS])
+    assert r.exit_code == 2 and "slides table not found" in r.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes(tmp_path, cohort):
+    import socket
+
+    slides, ann = cohort
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "tmln", "train", "nodes", "--out", str(tmp_path / "ddp"),
+           "--slides", str(slides), "--annotations", str(ann), *ARGS]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    card = read_card(tmp_path / "ddp")
+    assert card.training["world_size"] == 2
+    assert card.metrics["validation"]["n_truth"] > 0  # validation counts summed over both ranks
+    rows = list(csv.DictReader(open(tmp_path / "ddp" / "train" / "train_log.csv")))
+    assert len(rows) == 1  # written by rank 0 only
