@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tmln-installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo demo-models test install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/tmln demo --out demo-run
+
+# retrain the bundled demo models (src/tmln/models/bundled/demo-*) on phantoms: ~30 min on 2 CPU cores
+demo-models: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) scripts/train_demo_models.py
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q

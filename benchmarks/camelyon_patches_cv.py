@@ -181,9 +181,9 @@ def main() -> None:
         "- It shows that the whole training path works on real H&E: RGBA PNGs composited on white, resampled "
         "from 0.243 to the model's µm/px, grouped by source slide (no slide on both sides of a fold), trained, "
         "and scored by `predict-patches` from the model directory alone.",
-        "- The pooled AUC is carried largely by the two one-class slides (all-tumour tumor_001 scored high, "
-        "all-normal tumor_004 scored low), i.e. by differences *between* slides; the within-slide AUCs above "
-        "are the stricter reading and are much weaker (tumor_064 has only 4 tumour patches).",
+        "- The pooled AUC is partly carried by the two one-class slides (all-tumour tumor_001, all-normal "
+        "tumor_004): ranking them apart only needs slide-level differences. The within-slide AUCs above are the "
+        "stricter reading (and tumor_064 has only 4 tumour patches).",
         "- It is **not** an estimate of clinical or Camelyon16-level performance: 89 patches from only 4 slides "
         "(one slide contributes only tumour, one only normal), so the pooled AUC mixes within-slide ranking with "
         "between-slide stain and scanner differences, and its bootstrap CI (over patches, not slides) is too "

@@ -13,8 +13,8 @@ about 10-15 minutes on 2 shared CPU cores.
 
 - ``demo-nodes``: U-Net (``tu-mobilenetv3_small_100`` encoder, decoder 48-32-16-8-8), 8 µm/px, tile 256 px,
   classes node + node core (touching nodes split).
-- ``demo-tumour``: PP-LCNet 0.5x (``lcnet_050``, timm), 24 px patches at 2 µm/px (48 µm), run on a
-  12 px (24 µm) grid over the nodes: coarse enough that whole-slide inference takes seconds.
+- ``demo-tumour``: PP-LCNet 0.5x (``lcnet_050``, timm), 16 px patches at 4 µm/px (64 µm), run on an
+  8 px (32 µm) grid over the nodes: coarse enough that whole-slide inference takes seconds.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ SLIDE_SIZE_MM = (8.0, 6.0)
 SLIDE_MPP = 0.5
 # a light decoder: at full resolution it dominates the cost of whole-slide inference on a CPU
 NODE_DECODER = (48, 32, 16, 8, 8)
+# the tumour classifier reads 16 px patches at 4 µm/px (64 µm): phantom tumour (pink, large nuclei,
+# lumens) is plain at that scale, and the 8 px (32 µm) grid over the nodes costs ~5k patches per slide
+TUMOUR_MPP = 4.0
+TUMOUR_PATCH = 16
 
 INTENDED_USE = (
     "Demonstration and testing only. Trained on procedurally generated phantom slides (tmln.phantom), "
@@ -99,8 +103,8 @@ def train_tumour_model(csv: Path, work: Path, args) -> Path:
 
     out = work / "demo-tumour"
     t = time.time()
-    card = train_tumour(out, slides=csv, annotations=csv.parent, epochs=args.tumour_epochs, mpp=2.0, patch_size=24,
-                        arch="lcnet_050", batch_size=64, lr=2e-3, seed=args.seed, device="cpu",
+    card = train_tumour(out, slides=csv, annotations=csv.parent, epochs=args.tumour_epochs, mpp=TUMOUR_MPP,
+                        patch_size=TUMOUR_PATCH, arch="lcnet_050", batch_size=128, lr=2e-3, seed=args.seed, device="cpu",
                         patches_per_class=args.tumour_patches, hard_negative=True, resume=True, quiet=False)
     print(f"demo-tumour trained in {(time.time() - t) / 60:.1f} min; metrics {json.dumps(card.metrics)}", flush=True)
     return out
@@ -115,7 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--patients", type=int, default=TRAIN_PATIENTS)
     ap.add_argument("--node-epochs", type=int, default=6)
     ap.add_argument("--node-samples", type=int, default=128, help="training crops per epoch")
-    ap.add_argument("--tumour-epochs", type=int, default=12)
+    ap.add_argument("--tumour-epochs", type=int, default=10)
     ap.add_argument("--tumour-patches", type=int, default=200, help="patches per class per slide")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-bundle", action="store_true", help="train only; do not copy into the package")

@@ -11,6 +11,14 @@ from PIL import Image
 from tmln.errors import TmlnError
 from tmln.tumour.predict_patches import predict_patches
 
+from .helpers import make_model_dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A random-weight resnet18 tumour classifier at 0.5 µm/px, 64 px."""
+    return make_model_dir(tmp_path_factory.mktemp("model") / "rn18", mpp=0.5, patch=64)
+
 
 def _folder(root: Path, size: int = 64) -> Path:
     rng = np.random.default_rng(0)

@@ -45,7 +45,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-        if torch.backends.cudnn.is_available():
+        if torch.cuda.is_available():
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
     return torch.Generator().manual_seed(seed)

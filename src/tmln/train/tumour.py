@@ -91,19 +91,13 @@ def train_tumour(
     try:
         # ---- data (rank 0 collects, everyone receives the same records)
         pool_factor = 4 if hard_negative else 1
-        patch_set = None
-        if ctx.is_main:
-            try:
-                if patches is not None:
-                    patch_set = P.collect_patch_folder(patches, groups_csv=groups, source_mpp=patches_mpp)
-                else:
-                    patch_set = P.collect_slides(slides, annotations, mpp, patch_size, patches_per_class=patches_per_class,
-                                                 negative_pool_factor=pool_factor, seed=seed)
-            except TmlnError as err:  # every rank must learn about bad input, not wait forever
-                patch_set = err
-        patch_set = common.broadcast_object(patch_set)
-        if isinstance(patch_set, TmlnError):
-            raise patch_set
+        if patches is not None:
+            patch_set = _on_main(ctx, common, lambda: P.collect_patch_folder(patches, groups_csv=groups,
+                                                                             source_mpp=patches_mpp))
+        else:
+            patch_set = _on_main(ctx, common, lambda: P.collect_slides(
+                slides, annotations, mpp, patch_size, patches_per_class=patches_per_class,
+                negative_pool_factor=pool_factor, seed=seed))
         main_idx, reserve_idx = P.split_reserve(patch_set.records)
         labels_all = patch_set.labels()
         groups_all = patch_set.groups()
@@ -116,10 +110,7 @@ def train_tumour(
         # ---- stain reference
         stain_ref = None
         if macenko:
-            stain_ref = None
-            if ctx.is_main:
-                stain_ref = _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed)
-            stain_ref = common.broadcast_object(stain_ref)
+            stain_ref = _on_main(ctx, common, lambda: _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed))
 
         config = {"arch": arch, "mpp": float(mpp), "patch_size": int(patch_size), "macenko": bool(macenko),
                   "source": str(patches if patches is not None else slides)}
@@ -291,6 +282,21 @@ def train_tumour(
 
 
 # ---------------------------------------------------------------------------- helpers
+def _on_main(ctx, common, fn):
+    """Run ``fn`` on rank 0 and broadcast its result; a ``TmlnError`` there is raised on every rank
+    (so bad input ends all processes instead of leaving them waiting)."""
+    out = None
+    if ctx.is_main:
+        try:
+            out = fn()
+        except TmlnError as err:
+            out = err
+    out = common.broadcast_object(out)
+    if isinstance(out, TmlnError):
+        raise out
+    return out
+
+
 def _norm_mean():
     from tmln.models.card import IMAGENET_MEAN
 
@@ -404,16 +410,23 @@ def _mine_hard_negatives(model, patch_set, train_idx, reserve_idx, mpp, patch_si
 
 def _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed) -> dict:
     from tmln.train import patches as P
-    from tmln.train.stain import estimate, reference_from_images
+    from tmln.train.stain import StainEstimationError, estimate, reference_from_images
 
     if isinstance(macenko, (str, Path)) and not isinstance(macenko, bool):
-        return estimate(P.read_image(macenko))
+        try:
+            return estimate(P.read_image(macenko))
+        except StainEstimationError as err:
+            raise TmlnError(f"cannot estimate a Macenko reference from this image ({err.message})", macenko) from None
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(train_idx), min(64, len(train_idx)), replace=False)
     ds = P.PatchDataset(patch_set, np.asarray(train_idx)[pick], mpp, patch_size, train=False, stain=None)
     imgs = [ds.read(i) for i in range(len(ds))]
     ds.close()
-    return reference_from_images(imgs, seed=seed)
+    try:
+        return reference_from_images(imgs, seed=seed)
+    except StainEstimationError as err:
+        raise TmlnError(f"cannot estimate a Macenko reference from the training patches ({err.message}); "
+                        "give --macenko-reference IMAGE or train without --macenko") from None
 
 
 def _load_init(model, path) -> str:

@@ -244,14 +244,36 @@ def _resample_mask(tmask, tmpp, slide, shape, stride_level0, origin_level0) -> n
 
 # ---------------------------------------------------------------------------- reading
 class _TileReader:
-    """Map-style dataset of tiles: item i -> (i, uint8 (T, T, 3) tensor, read seconds)."""
+    """Map-style dataset of tiles: item i -> (i, uint8 (h, w, 3) tensor, read seconds).
+
+    Holds the slide's path (and µm/px override), not an open handle: each process opens its own
+    ``Slide`` on first use, so a reader process never touches a handle inherited from its parent.
+    """
 
     def __init__(self, slide, locations, size: tuple[int, int], mpp: float, transform):
-        self.slide = slide
+        self.slide_state = slide.__getstate__()
         self.locations = locations  # level-0 px (x, y) of each tile's top-left corner
         self.size = size
         self.mpp = mpp
         self.transform = transform
+        self._slide = None
+        self._pid = None
+
+    def _open(self):
+        import os
+
+        from tmln.slide import Slide
+
+        if self._slide is None or self._pid != os.getpid():
+            self._slide = Slide.__new__(Slide)
+            self._slide.__setstate__(self.slide_state)
+            self._pid = os.getpid()
+        return self._slide
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_slide"] = d["_pid"] = None
+        return d
 
     def __len__(self):
         return len(self.locations)
@@ -260,7 +282,7 @@ class _TileReader:
         import torch
 
         t0 = time.perf_counter()
-        rgb = self.slide.read(self.locations[i], (self.size[1], self.size[0]), mpp=self.mpp)
+        rgb = self._open().read(self.locations[i], (self.size[1], self.size[0]), mpp=self.mpp)
         rgb = self.transform.stain(rgb)
         return i, torch.from_numpy(np.ascontiguousarray(rgb)), time.perf_counter() - t0
 
@@ -282,8 +304,16 @@ def _loader(dataset, num_workers: int, pin: bool):
         dataset, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin,
         worker_init_fn=_worker_init if num_workers else None,
         prefetch_factor=2 if num_workers else None, persistent_workers=False,
-        multiprocessing_context="spawn" if num_workers and torch.cuda.is_initialized() else None,
+        multiprocessing_context=_mp_context() if num_workers else None,
     )
+
+
+def _mp_context():
+    """Reader processes: ``fork`` where available (no re-import of the caller's main module; each
+    reader opens its own slide handle), else the platform default."""
+    import multiprocessing as mp
+
+    return "fork" if "fork" in mp.get_all_start_methods() else None
 
 
 def default_workers() -> int:

@@ -1,0 +1,401 @@
+"""Tumour-map engine throughput and memory, side by side in one run (ratios, not absolute promises).
+
+Same model for everything: ResNet-18 (random weights) with a model card at 0.5 µm/px, patch 224.
+Phantom slides at 0.25 µm/px (``tmln.phantom.make_slide``, cached in --work).
+
+(a) tissue mm²/s over the same 1 x 1 mm of tissue:
+    - original method (Wang et al. 2021), faithfully: one 768 x 768 px read at 0.5 µm/px per output
+      point on an 80 µm lattice, the 3 x 3 grid of 224 px crops classified, the centre one kept;
+    - tmln grid method at the same 80 µm output spacing (the same centre crops, read once per tile);
+    - tmln dense method (fully convolutional, 16 µm output spacing: 25x more output points).
+    Runs alternate (engine, original, ...) so that load from other processes hits both alike.
+(b) reader only: the dense engine's tiles read through the same DataLoader, no model.
+(c) peak RSS (process tree, sampled every 50 ms, plus ru_maxrss) in fresh subprocesses: tissue
+    detection over the whole slide, then the engine over 5 boxes of 0.5 x 0.5 mm spread over the
+    slide (so compute stays bounded while every whole-slide structure is built).
+(d) end to end on a 60k x 40k px slide at 0.25 µm/px (15 x 10 mm), mapping its lymph nodes (31.8 %
+    of the slide; ``regions_from_model`` with the truth node outlines, as ``tmln analyze`` does):
+    open, plan, read, classify, stitch, write the map, threshold to polygons.
+
+Run: .venv/bin/python benchmarks/tumour_engine.py --work /tmp/tmln-bench --out benchmarks/results/tumour_engine.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+SLIDES = {  # name -> (size_mm, seed); 0.25 µm/px
+    "p5mm": ((5.0, 5.0), 0),  # 20k x 20k px
+    "p15x10mm": ((15.0, 10.0), 0),  # 60k x 40k px
+    "p25mm": ((25.0, 25.0), 0),  # 100k x 100k px (only with --large)
+}
+ORIGINAL_REGION = 768
+ORIGINAL_STRIDE_UM = 80.0
+CROP = 224
+
+
+def model_dir(work: Path) -> Path:
+    import torch
+
+    from tmln.models.card import ModelCard, save_model_dir
+    from tmln.models.classifier import build_classifier
+
+    d = work / "resnet18-random"
+    if not (d / "model_card.json").is_file():
+        torch.manual_seed(0)
+        card = ModelCard(task="tumour-classifier", architecture="resnet18", mpp=0.5, patch_size=224,
+                         classes=["normal", "tumour"], threshold=0.5)
+        save_model_dir(d, build_classifier("resnet18").state_dict(), card)
+    return d
+
+
+def slide_path(work: Path, name: str) -> Path:
+    from tmln.phantom import SlideSpec, make_slide
+
+    p = work / f"{name}.tiff"
+    if not p.is_file():
+        size, seed = SLIDES[name]
+        t = time.perf_counter()
+        make_slide(p, SlideSpec(seed=seed, size_mm=size, mpp=0.25))
+        print(f"generated {p.name} in {time.perf_counter() - t:.0f} s", flush=True)
+    return p
+
+
+def node_polygons(path: Path) -> list:
+    from tmln.annotations import read_annotations
+
+    return [a.geometry for a in read_annotations(path.with_suffix(".nodes.geojson"))]
+
+
+def tissue_box(slide, size_um: float = 1000.0):
+    """A size_um square fully inside tissue (level-0 px), found on the tissue mask."""
+    from scipy import ndimage
+    from shapely.geometry import box
+
+    from tmln.tissue import detect_tissue
+
+    tm = detect_tissue(slide)
+    half = int(np.ceil(size_um / tm.mpp / 2))
+    dist = ndimage.distance_transform_cdt(tm.mask, metric="chessboard")
+    r, c = np.unravel_index(np.argmax(dist >= half + 1), dist.shape)
+    if dist[r, c] < half + 1:
+        raise SystemExit("no tissue square of that size")
+    cx, cy = (c + 0.5) * tm.mpp / slide.mpp_x, (r + 0.5) * tm.mpp / slide.mpp_y
+    h = size_um / 2 / slide.mpp_x
+    return box(cx - h, cy - h, cx + h, cy + h), tm
+
+
+# ---------------------------------------------------------------------------- (a) original method
+def original_method(slide, module, card, points_px, device):
+    """Wang et al. 2021 as published: per output point read 768 px at the model µm/px, classify the
+    3 x 3 grid of 224 px crops (batch of 9), keep the centre crop's probability."""
+    import torch
+
+    from tmln.models.classifier import input_transform
+
+    tf = input_transform(card)
+    f = card.mpp / slide.mpp_x
+    off = [(ORIGINAL_REGION - 3 * CROP) // 2 + CROP * i for i in range(3)]
+    out = []
+    for x, y in points_px:  # centre of the output point, level-0 px
+        loc = (x - ORIGINAL_REGION / 2 * f, y - ORIGINAL_REGION / 2 * f)
+        region = slide.read(loc, (ORIGINAL_REGION, ORIGINAL_REGION), mpp=card.mpp)
+        crops = np.stack([region[oy : oy + CROP, ox : ox + CROP] for oy in off for ox in off])
+        with torch.inference_mode():
+            x9 = tf.normalise(torch.from_numpy(crops)).to(device)
+            p = torch.sigmoid(module(x9)[:, 0])
+        out.append(float(p[4]))
+    return out
+
+
+def lattice_points(poly, stride_px, n_max):
+    x0, y0, x1, y1 = poly.bounds
+    xs = np.arange(x0 + stride_px / 2, x1, stride_px)
+    ys = np.arange(y0 + stride_px / 2, y1, stride_px)
+    pts = [(x, y) for y in ys for x in xs]
+    return pts[:n_max]
+
+
+def read_only(slide, card, module, poly, workers):
+    """The dense engine's tile plan, read through the same DataLoader, without the model."""
+    from tmln.models.classifier import input_transform
+    from tmln.tumour import engine as E
+    from tmln.tumour.dense import dense_form
+
+    dense = dense_form(module)
+    plan = E._plan_dense(slide, card, dense, E.DEFAULT_TILE_CPU)
+    f = plan.f
+    roi = E.roi_cells(slide, plan.shape, (plan.stride * f[0], plan.stride * f[1]),
+                      (plan.origin_model * f[0], plan.origin_model * f[1]), "nodes", [poly])
+    need = E._any_in_window(roi, plan.pool_lo, plan.pool - 1 - plan.pool_lo)
+    tiles = E._tiles_over(need, plan.kept)
+    lo = plan.margin[0]
+    s, a = plan.stride, plan.pool_lo
+    locs = [((c0 - a - lo) * s * f[0], (r0 - a - lo) * s * f[1]) for r0, c0 in tiles]
+    data = E._TileReader(slide, locs, plan.tile, card.mpp, input_transform(card))
+    t = time.perf_counter()
+    n = 0
+    for _, tile, _ in E._loader(data, workers, False):
+        n += tile.numel()
+    return time.perf_counter() - t, len(tiles), float(roi.sum()) * (s * card.mpp / 1000) ** 2
+
+
+def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points: int) -> dict:
+    import torch
+
+    from tmln.models.classifier import load_classifier
+    from tmln.slide import Slide
+    from tmln.tumour import tumour_map
+
+    slide = Slide(slide_path(work, "p5mm"))
+    poly, _ = tissue_box(slide, 1000.0)
+    module, card = load_classifier(model, device="cpu")
+    stride_px = ORIGINAL_STRIDE_UM / slide.mpp_x
+    pts = lattice_points(poly, stride_px, n_points)
+    res = {"dense": [], "grid80": [], "original": [], "reader": []}
+    roi = {}
+    for rep in range(reps):
+        t = time.perf_counter()
+        pm = tumour_map(slide, (module, card), mask="nodes", node_polygons=[poly], num_workers=workers, device="cpu")
+        res["dense"].append(time.perf_counter() - t)
+        roi["dense"] = pm.info["roi_mm2"]
+        t = time.perf_counter()
+        original_method(slide, module, card, pts, torch.device("cpu"))
+        res["original"].append(time.perf_counter() - t)
+        roi["original"] = len(pts) * (ORIGINAL_STRIDE_UM / 1000) ** 2
+        t = time.perf_counter()
+        g = tumour_map(slide, (module, card), mask="nodes", node_polygons=[poly], method="grid",
+                       grid_stride=int(round(ORIGINAL_STRIDE_UM / card.mpp)), num_workers=workers, device="cpu")
+        res["grid80"].append(time.perf_counter() - t)
+        roi["grid80"] = g.info["roi_mm2"]
+        dt, ntiles, mm2 = read_only(slide, card, module, poly, workers)
+        res["reader"].append(dt)
+        roi["reader"] = mm2
+        print(f"rep {rep}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in res.items()), flush=True)
+    out = {}
+    for k, v in res.items():
+        med = statistics.median(v)
+        out[k] = {"seconds": med, "mm2": roi[k], "mm2_per_s": roi[k] / med, "runs": v}
+    out["dense_timing"] = pm.info["timing"]
+    out["dense_tiles"] = pm.info["tiles"]
+    out["dense_tile_size"] = pm.info["tile_size"]
+    out["points_original"] = len(pts)
+    return out
+
+
+# ---------------------------------------------------------------------------- (c) memory
+def rss_child(slide_file: str, model: str, workers: int) -> None:
+    """Run in a subprocess: whole-slide tissue detection + the engine over 5 boxes; print JSON."""
+    import psutil
+
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():
+        me = psutil.Process()
+        while not stop.is_set():
+            try:
+                procs = [me] + me.children(recursive=True)
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    import resource
+
+    from shapely.geometry import box
+
+    from tmln.slide import Slide
+    from tmln.tissue import detect_tissue
+    from tmln.tumour import tumour_map
+
+    t = time.perf_counter()
+    slide = Slide(slide_file)
+    tm = detect_tissue(slide)
+    w_um, h_um = slide.width * slide.mpp_x, slide.height * slide.mpp_y
+    keep = np.zeros_like(tm.mask)
+    for fx, fy in ((0.25, 0.25), (0.75, 0.25), (0.5, 0.5), (0.25, 0.75), (0.75, 0.75)):
+        x0, y0 = int((fx * w_um - 250) / tm.mpp), int((fy * h_um - 250) / tm.mpp)
+        n = int(500 / tm.mpp)
+        keep[y0 : y0 + n, x0 : x0 + n] = True
+    _ = box
+    pm = tumour_map(slide, model, mask="tissue", tissue=(tm.mask & keep, tm.mpp), num_workers=workers, device="cpu")
+    stop.set()
+    th.join()
+    ru_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ru_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(json.dumps({"peak_tree_bytes": peak[0], "ru_self_bytes": ru_self, "ru_children_bytes": ru_children,
+                      "seconds": time.perf_counter() - t, "map_shape": list(pm.shape), "tiles": pm.info["tiles"],
+                      "slide_px": [slide.width, slide.height], "roi_mm2": pm.info["roi_mm2"]}))
+
+
+def bench_rss(work: Path, model: Path, names: list[str], workers: int) -> dict:
+    out = {}
+    for name in names:
+        p = slide_path(work, name)
+        r = subprocess.run([sys.executable, __file__, "--rss-child", str(p), "--model", str(model),
+                            "--workers", str(workers)], capture_output=True, text=True, check=True)
+        out[name] = json.loads(r.stdout.strip().splitlines()[-1])
+        print(name, out[name], flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------- (d) end to end
+def e2e_child(slide_file: str, model: str, workers: int, out_dir: str) -> None:
+    t0 = time.perf_counter()
+    from tmln.slide import Slide
+    from tmln.tumour import regions_from_map, tumour_map
+
+    slide = Slide(slide_file)
+    nodes = node_polygons(Path(slide_file))
+    t1 = time.perf_counter()
+    pm = tumour_map(slide, model, mask="nodes", node_polygons=nodes, out_dir=out_dir, num_workers=workers,
+                    device="cpu")
+    t2 = time.perf_counter()
+    regions = regions_from_map(pm, node_polygons=nodes)
+    t3 = time.perf_counter()
+    print(json.dumps({"total_s": t3 - t0, "imports_open_s": t1 - t0, "map_s": t2 - t1, "regions_s": t3 - t2,
+                      "timing": pm.info["timing"], "tiles": pm.info["tiles"], "tile_size": pm.info["tile_size"],
+                      "roi_mm2": pm.info["roi_mm2"], "regions": len(regions), "map_shape": list(pm.shape),
+                      "slide_px": [slide.width, slide.height]}))
+
+
+def bench_e2e(work: Path, model: Path, workers: int) -> dict:
+    p = slide_path(work, "p15x10mm")
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    r = subprocess.run([sys.executable, __file__, "--e2e-child", str(p), "--model", str(model), "--workers",
+                        str(workers), "--map-out", str(work / "e2e_map")], capture_output=True, text=True,
+                       check=True, env=env)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    print("e2e", res, flush=True)
+    return res
+
+
+# ---------------------------------------------------------------------------- report
+def machine() -> str:
+    try:
+        import torch
+
+        tv = torch.__version__
+        threads = torch.get_num_threads()
+    except Exception:  # pragma: no cover
+        tv, threads = "?", "?"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return (f"{cpu}, {os.cpu_count()} CPUs visible, torch {tv} ({threads} threads), Python {platform.python_version()}; "
+            f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (shared machine)")
+
+
+def report(args, thr, rss, e2e) -> str:
+    lines = ["# Tumour-map engine benchmark", "",
+             f"Command: `{' '.join(['.venv/bin/python'] + sys.argv)}`  ",
+             f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             "Model: ResNet-18, random weights, card at 0.5 µm/px, patch 224 px; phantom slides at 0.25 µm/px "
+             "(`tmln.phantom.make_slide`, seed 0). CPU only.", ""]
+    if thr:
+        d, o, g, r = thr["dense"], thr["original"], thr["grid80"], thr["reader"]
+        lines += ["## (a) throughput over the same tissue, and (b) the reader alone", "",
+                  f"Same 1 x 1 mm tissue square of the 5 x 5 mm phantom; {args.workers} reader process(es); "
+                  f"median of {args.reps} alternating runs. The original method ran on the first "
+                  f"{thr['points_original']} points of its 80 µm lattice over that square.", "",
+                  "| method | output spacing | tissue mm² | seconds | tissue mm²/s | vs original |",
+                  "|---|---|---|---|---|---|"]
+        base = o["mm2_per_s"]
+        for name, row, sp in (("original (768 px read per point, 3x3 crops, centre kept)", o, "80 µm"),
+                              ("tmln grid (same centre crops, tiles read once)", g, "80 µm"),
+                              ("tmln dense (fully convolutional)", d, "16 µm"),
+                              ("reader only (dense tile plan, no model)", r, "-")):
+            lines.append(f"| {name} | {sp} | {row['mm2']:.3f} | {row['seconds']:.2f} | {row['mm2_per_s']:.4f} | "
+                         f"{row['mm2_per_s'] / base:.1f}x |")
+        tm = thr["dense_timing"]
+        lines += ["", f"Dense run breakdown (last run): total {tm['total_s']:.1f} s, model {tm['compute_s']:.1f} s, "
+                  f"waiting for tiles {tm['wait_s']:.1f} s, tile reads (summed over readers) {tm['read_s']:.1f} s; "
+                  f"{thr['dense_tiles']} tiles of {thr['dense_tile_size']} model px.",
+                  f"Engine / reader-only throughput: {d['mm2_per_s'] / r['mm2_per_s']:.2f} "
+                  "(1.0 would mean the engine runs at the decode limit).", ""]
+    if rss:
+        lines += ["## (c) peak memory", "",
+                  "Fresh subprocess per slide: whole-slide tissue detection, then the engine over 5 boxes of "
+                  "0.5 x 0.5 mm spread over the slide (whole-slide arrays are all built; compute stays bounded).", "",
+                  "| slide | px | peak RSS, process tree | ru_maxrss self | ru_maxrss largest child | seconds |",
+                  "|---|---|---|---|---|---|"]
+        first = None
+        for name, r in rss.items():
+            gb = r["peak_tree_bytes"] / 1e9
+            first = first or gb
+            lines.append(f"| {name} | {r['slide_px'][0]} x {r['slide_px'][1]} | {gb:.2f} GB ({gb / first:.2f}x) | "
+                         f"{r['ru_self_bytes'] / 1e9:.2f} GB | {r['ru_children_bytes'] / 1e9:.2f} GB | "
+                         f"{r['seconds']:.0f} |")
+        lines.append("")
+    if e2e:
+        t = e2e["timing"]
+        lines += ["## (d) end to end, 60k x 40k px at 0.25 µm/px, nodes only", "",
+                  f"{e2e['roi_mm2']:.1f} mm² mapped (the lymph nodes, 31.8 % of the slide), {e2e['tiles']} tiles of "
+                  f"{e2e['tile_size']} model px, OMP_NUM_THREADS=2, {args.workers} reader process(es).", "",
+                  "| stage | seconds |", "|---|---|",
+                  f"| imports, open slide, read node outlines | {e2e['imports_open_s']:.1f} |",
+                  f"| tumour map (plan, read, classify, stitch, write) | {e2e['map_s']:.1f} |",
+                  f"| - model forward passes | {t['compute_s']:.1f} |",
+                  f"| - waiting for tiles | {t['wait_s']:.1f} |",
+                  f"| - tile reads, summed over readers (overlaps the model) | {t['read_s']:.1f} |",
+                  f"| threshold + polygons clipped to nodes | {e2e['regions_s']:.1f} |",
+                  f"| **total** | **{e2e['total_s']:.1f}** |", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default="/tmp/tmln-bench")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--points", type=int, default=25, help="original-method output points timed")
+    ap.add_argument("--only", default="abcd", help="which parts to run (letters a-d; b runs with a)")
+    ap.add_argument("--large", action="store_true", help="also the 100k x 100k px slide in (c)")
+    ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--e2e-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--map-out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        return rss_child(args.rss_child, args.model, args.workers)
+    if args.e2e_child:
+        return e2e_child(args.e2e_child, args.model, args.workers, args.map_out)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model = model_dir(work)
+    thr = bench_throughput(work, model, args.workers, args.reps, args.points) if "a" in args.only else None
+    rss = None
+    if "c" in args.only:
+        rss = bench_rss(work, model, ["p5mm", "p15x10mm"] + (["p25mm"] if args.large else []), args.workers)
+    e2e = bench_e2e(work, model, args.workers) if "d" in args.only else None
+    text = report(args, thr, rss, e2e)
+    print(text)
+    if args.out:
+        from tmln.atomic import write_text
+
+        write_text(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
