@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--samples-per-epoch", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--encoder", default="tu-mobilenetv3_small_100")
     ap.add_argument("--decoder-channels", default="64,48,32,24,16")
     ap.add_argument("--tile-size", type=int, default=256, help="inference tile, px")
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     card = train_nodes(model_dir, slides=train_csv, annotations=train_csv.parent, epochs=args.epochs,
                        tile_size=args.tile_size, crop_size=args.crop_size, encoder=args.encoder,
                        decoder_channels=[int(c) for c in args.decoder_channels.split(",")],
-                       batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch, seed=0, device="cpu")
+                       batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch, seed=0, device="cpu")
     t_train = card.training.get("train_seconds", time.time() - t1)
 
     results = []
@@ -135,9 +136,10 @@ def main(argv=None) -> int:
         f"{args.train_slide_mpp} µm/px); patient-level split, validation on {card.metrics.get('validation_on')}.",
         f"- Model: `{card.architecture}`, decoder {card.params['unet']['decoder_channels']}, classes {card.classes}, "
         f"{card.mpp} µm/px, tile {card.patch_size} px; {params:,} parameters, `model.safetensors` {size_mb:.1f} MB.",
-        f"- Training: {args.epochs} epochs x {args.samples_per_epoch} crops of {args.crop_size} px, batch {args.batch_size}: "
+        f"- Training: {args.epochs} epochs x {args.samples_per_epoch} crops of {args.crop_size} px, batch {args.batch_size}, "
+        f"AdamW lr {args.lr:g}: "
         f"**{t_train / 60:.1f} min** (phantom generation {t_data:.0f} s, not included); best epoch "
-        f"{card.metrics.get('best_epoch')}.",
+        f"{card.metrics.get('best_epoch')} (by validation Dice + instance F1).",
         f"- Inference (node-map, whole slides at {card.mpp} µm/px incl. reading + post-processing): "
         f"{infer_s / max(1, sum(len(r[1]) for r in results)):.1f} s per slide.",
         "",

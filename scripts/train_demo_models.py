@@ -98,14 +98,81 @@ def train_nodes_model(csv: Path, work: Path, args) -> Path:
     return out
 
 
+def extract_tumour_patches(csv: Path, dest: Path, per_slide: int, seed: int) -> Path:
+    """Patch folder (``tumor/``, ``normal/``) of ``TUMOUR_PATCH + 4`` px images at ``TUMOUR_MPP`` µm/px.
+
+    Each slide is read once at the model's µm/px (the pixels the tumour map later sees); patch
+    centres are drawn from the phantom's truth: tumour patches at least half tumour, normal patches
+    touching no tumour and at least half tissue, half of them inside the nodes (lymphoid tissue,
+    follicles, capsule: the look-alikes the map must reject inside nodes), half anywhere (fat).
+    File names ``<slide_id>_<k>.png`` give the patient-level groups of the split.
+    """
+    import cv2
+    import numpy as np
+    import pandas as pd
+    from scipy import ndimage
+
+    from tmln.annotations import read_annotations
+    from tmln.regions import rasterize
+    from tmln.slide import Slide
+    from tmln.train.patches import tissue_mask_from_thumbnail
+
+    if (dest / "done").is_file():
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    size = TUMOUR_PATCH + 4  # the trainer crops TUMOUR_PATCH at random (+-2 px jitter)
+    half = TUMOUR_PATCH // 2
+    rng = np.random.default_rng(seed)
+    table = pd.read_csv(csv)
+    for rel in table["slide_path"]:
+        sid = Path(rel).stem
+        with Slide(csv.parent / rel) as s:
+            img = s.thumbnail(TUMOUR_MPP)
+            scale = (TUMOUR_MPP / s.mpp_x, TUMOUR_MPP / s.mpp_y)
+        h, w = img.shape[:2]
+        tum_polys = [a.geometry for a in read_annotations(csv.parent / f"{sid}.tumour.geojson")]
+        node_polys = [a.geometry for a in read_annotations(csv.parent / f"{sid}.nodes.geojson")]
+        tum = rasterize(tum_polys, (h, w), scale) > 0 if tum_polys else np.zeros((h, w), bool)
+        nodes = rasterize(node_polys, (h, w), scale) > 0
+        tissue = tissue_mask_from_thumbnail(img, TUMOUR_MPP) | nodes
+        win = TUMOUR_PATCH
+        tum_frac = ndimage.uniform_filter(tum.astype(np.float32), win, mode="constant")
+        tis_frac = ndimage.uniform_filter(tissue.astype(np.float32), win, mode="constant")
+        touch = ndimage.maximum_filter(tum, win + 2, mode="constant")
+        inside = np.zeros((h, w), bool)
+        inside[size:h - size, size:w - size] = True
+        cands = {
+            "tumor": inside & tum & (tum_frac >= 0.5),
+            "normal_node": inside & nodes & ~touch,
+            "normal_any": inside & ~touch & (tis_frac >= 0.5),
+        }
+        TAGS = {"tumor": "t", "normal_node": "n", "normal_any": "a"}
+        want = {"tumor": per_slide, "normal_node": per_slide // 2, "normal_any": per_slide // 2}
+        for kind, cand in cands.items():
+            ys, xs = np.nonzero(cand)
+            if ys.size == 0:
+                continue
+            pick = rng.choice(ys.size, min(want[kind], ys.size), replace=False)
+            folder = dest / ("tumor" if kind == "tumor" else "normal")
+            folder.mkdir(parents=True, exist_ok=True)
+            for k, j in enumerate(pick):
+                y0, x0 = ys[j] - half - 2, xs[j] - half - 2
+                patch = img[y0:y0 + size, x0:x0 + size]
+                cv2.imwrite(str(folder / f"{sid}_{TAGS[kind]}{k:05d}.png"), np.ascontiguousarray(patch[..., ::-1]))
+    (dest / "done").write_text("ok\n")
+    return dest
+
+
 def train_tumour_model(csv: Path, work: Path, args) -> Path:
     from tmln.train.tumour import train_tumour
 
+    patches = extract_tumour_patches(csv, work / "tumour-patches", args.tumour_patches, args.seed)
     out = work / "demo-tumour"
     t = time.time()
-    card = train_tumour(out, slides=csv, annotations=csv.parent, epochs=args.tumour_epochs, mpp=TUMOUR_MPP,
-                        patch_size=TUMOUR_PATCH, arch="lcnet_050", batch_size=128, lr=2e-3, seed=args.seed, device="cpu",
-                        patches_per_class=args.tumour_patches, hard_negative=True, resume=True, quiet=False)
+    card = train_tumour(out, patches=patches, patches_mpp=TUMOUR_MPP, epochs=args.tumour_epochs, mpp=TUMOUR_MPP,
+                        patch_size=TUMOUR_PATCH, arch="lcnet_050", batch_size=128, lr=1e-3, seed=args.seed,
+                        device="cpu", resume=True, quiet=False)
     print(f"demo-tumour trained in {(time.time() - t) / 60:.1f} min; metrics {json.dumps(card.metrics)}", flush=True)
     return out
 
@@ -119,8 +186,8 @@ def main(argv=None) -> int:
     ap.add_argument("--patients", type=int, default=TRAIN_PATIENTS)
     ap.add_argument("--node-epochs", type=int, default=6)
     ap.add_argument("--node-samples", type=int, default=128, help="training crops per epoch")
-    ap.add_argument("--tumour-epochs", type=int, default=10)
-    ap.add_argument("--tumour-patches", type=int, default=200, help="patches per class per slide")
+    ap.add_argument("--tumour-epochs", type=int, default=8)
+    ap.add_argument("--tumour-patches", type=int, default=600, help="tumour patches per slide (as many normal)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-bundle", action="store_true", help="train only; do not copy into the package")
     args = ap.parse_args(argv)

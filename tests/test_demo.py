@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tmln.cli import main
-from tmln.demo import FollowUpModel, compare_with_truth, make_demo_cohort, simulate_follow_up
+from tmln.demo import FollowUpModel, compare_with_truth, simulate_follow_up
 
 SMALL_MM = "3.5,3"  # small phantom slides keep the end-to-end tests to seconds
 
@@ -48,14 +48,26 @@ def test_follow_up_rejects_bad_input():
 
 
 # ---------------------------------------------------------------------------- cohort
-def test_demo_cohort_has_the_planned_true_stages(tmp_path):
-    csv = make_demo_cohort(tmp_path, patients=2, seed=3, size_mm=(3.5, 3.0), stages=("N1", "N0"))
-    truth = pd.read_csv(tmp_path / "truth_patients.csv")
-    assert truth["n_stage"].tolist() == ["N1", "N0"]
-    slides = pd.read_csv(csv)
-    assert slides.groupby("patient_id").size().between(1, 3).all()
-    assert all((tmp_path / p).is_file() for p in slides["slide_path"])
-    assert json.loads((tmp_path / "cohort.json").read_text())["seed"] == 3
+def test_demo_patients_have_the_planned_true_stages():
+    """Slide seeds are drawn until each patient's truth has its planned stage (layouts only: fast)."""
+    from tmln.demo import _patient_specs, _stage_plan
+    from tmln.measure.staging import n_stage
+    from tmln.phantom import make_layout
+    from tmln.phantom.truth import node_rows
+
+    plan = _stage_plan(4, seed=3, stages=("N1", "N0", "N2", "N3a"))
+    assert [t for t, _ in plan] == ["N1", "N0", "N2", "N3a"]
+    assert all(1 <= k <= 3 for _, k in plan) and plan[2][1] >= 2 and plan[3][1] == 3
+    for p, (target, k) in enumerate(plan):
+        specs = _patient_specs(p, target, k, 3, (6.0, 4.5), 0.5)
+        assert len(specs) == k
+        n_mln = 0
+        for spec in specs:
+            lay = make_layout(spec)
+            n_mln += sum(r["metastatic"] for r in node_rows(lay.nodes, lay.tumour, lay.mpp, lay.mpp, "p", "s"))
+        assert n_stage(n_mln) == target
+    assert [s.seed for s in _patient_specs(0, "N1", 2, 3, (6.0, 4.5), 0.5)] == \
+        [s.seed for s in _patient_specs(0, "N1", 2, 3, (6.0, 4.5), 0.5)]  # deterministic
 
 
 def test_compare_with_truth():

@@ -72,11 +72,17 @@ def test_streamed_slide_equals_in_memory(tmp_path, monkeypatch):
 
     from tmln.models.card import ModelCard
     from tmln.models.unet import build_unet
-    from tmln.phantom import SlideSpec, make_slide
+    import tifffile
+
     from tmln.slide import Slide
 
-    ph = make_slide(tmp_path / "s.tiff", SlideSpec(seed=3, size_mm=(3.0, 2.5), mpp=8.0))
-    with Slide(ph.path) as s:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (312, 375, 3), dtype=np.uint8)
+    img[100:200, 100:250] = (120, 60, 160)
+    path = tmp_path / "s.tiff"
+    tifffile.imwrite(path, img, tile=(64, 64), photometric="rgb", resolution=(1e4 / 8.0, 1e4 / 8.0),
+                     resolutionunit="CENTIMETER")
+    with Slide(path) as s:
         whole = s.thumbnail(8.0)
         assert infer.slide_shape(s, 8.0) == whole.shape[:2] == (312, 375)
         a = predict_tiled(array_reader(whole), whole.shape[:2], red_channel, 64, 16)

@@ -4,7 +4,8 @@
 trains ``smp.Unet`` (``encoder_weights=None``) on random crops with flips/90° rotations, colour and
 HED stain jitter (``tmln.train.augment``), loss = BCE + soft Dice on logits, AdamW with a cosine
 schedule. After each epoch the validation slides are segmented whole with the same tiled inference
-as ``tmln node-map`` and the pixel Dice of the node channel picks the best checkpoint.
+and post-processing as ``tmln node-map``; the best checkpoint maximises pixel Dice of the node
+channel + instance F1 at IoU >= 0.5 (a model that fuses touching nodes is not the best one).
 
 Runs single-process, or under ``torchrun --nproc_per_node N -m tmln train nodes ...`` with DDP
 (NCCL on GPUs, gloo on CPU; crops are sharded by index, validation slides by rank). AMP and
@@ -59,16 +60,14 @@ def evaluate_slides(net, card, slides, device, instances: bool = False, overlap:
 
     Under DDP each rank takes every world-size-th slide; counts are summed over ranks."""
     from tmln.evaluate.segmentation import match_instances
-    from tmln.nodes.infer import DEFAULT_OVERLAP, NodeSegmenter
+    from tmln.nodes.infer import NodeSegmenter
     from tmln.train.common import all_reduce_sum, shard_indices
 
     was_training = net.training
     net.eval()
     seg = NodeSegmenter((net, card), batch_size=batch_size)
     if overlap is not None:
-        seg.overlap = int(overlap)
-    else:
-        seg.overlap = int(card.params.get("overlap", DEFAULT_OVERLAP))
+        seg.overlap = min(int(overlap), seg.tile // 2)
     tp = fp = fn = 0
     inst = np.zeros(4)  # tp, n_truth, n_pred, split/merge errors
     per_slide = []
@@ -94,7 +93,8 @@ def evaluate_slides(net, card, slides, device, instances: bool = False, overlap:
            "iou": tp / (tp + fp + fn) if (tp + fp + fn) else 1.0}
     if instances:
         itp, nt, npred, errs = tot[3:]
-        out.update(instance_precision=itp / npred if npred else None, instance_recall=itp / nt if nt else None,
+        out.update(tp=int(itp), instance_precision=itp / npred if npred else None,
+                   instance_recall=itp / nt if nt else None,
                    n_truth=int(nt), n_pred=int(npred), count_error=int(npred - nt), split_merge_errors=int(errs))
     out["per_slide"] = per_slide
     return out
@@ -247,16 +247,20 @@ def train_nodes(
                 losses.append(float(loss.detach()))
             scheduler.step()
             train_loss = all_reduce_mean(float(np.mean(losses)) if losses else float("nan"))
-            val = evaluate_slides(unwrap(model), card, val_items, ctx.device, overlap=overlap, batch_size=batch_size)
-            improved = best.update(val["dice"], epoch + 1, model)
+            val = evaluate_slides(unwrap(model), card, val_items, ctx.device, instances=True, overlap=overlap,
+                                  batch_size=batch_size)
+            f1 = 2 * val["tp"] / (val["n_truth"] + val["n_pred"]) if val["n_truth"] + val["n_pred"] else 1.0
+            score = val["dice"] + f1  # pixel Dice and instance F1 (touching nodes must come apart)
+            improved = best.update(score, epoch + 1, model)
             save_checkpoint(state_path, model, optimizer, scheduler, epoch + 1, best.best,
                             extra={"config": config, "amp": scaler.state_dict(), "best_epoch": best.best_epoch})
             logger.log({"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_dice": round(val["dice"], 6),
-                        "val_iou": round(val["iou"], 6), "lr": optimizer.param_groups[0]["lr"],
+                        "val_iou": round(val["iou"], 6), "val_instance_f1": round(f1, 6),
+                        "val_score": round(score, 6), "lr": optimizer.param_groups[0]["lr"],
                         "seconds": round(time.time() - t0, 2)})
             if is_main_process() and not quiet:
-                log.info("epoch %d/%d loss %.4f val Dice %.4f%s (%.1f s)", epoch + 1, epochs, train_loss,
-                         val["dice"], " *" if improved else "", time.time() - t0)
+                log.info("epoch %d/%d loss %.4f val Dice %.4f instance F1 %.3f%s (%.1f s)", epoch + 1, epochs,
+                         train_loss, val["dice"], f1, " *" if improved else "", time.time() - t0)
             barrier()
         logger.close()
 
@@ -269,6 +273,7 @@ def train_nodes(
         per_slide = final.pop("per_slide")
         card.metrics = {"validation": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in final.items()},
                         "validation_on": validation_note, "best_epoch": best.best_epoch,
+                        "selection": "best validation node Dice + instance F1 (IoU >= 0.5)",
                         "per_slide": per_slide if is_main_process() else []}
         card.training = {
             "data": data_summary(train_items, [] if validation_note.startswith("training") else val_items),

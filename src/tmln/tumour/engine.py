@@ -288,12 +288,10 @@ class _TileReader:
 
 
 def _worker_init(_):
-    try:
-        import cv2
+    import torch
 
-        cv2.setNumThreads(1)
-    except Exception:  # pragma: no cover
-        pass
+    torch.set_num_threads(1)  # a reader decodes; the model's threads stay with the main process
+    # (no cv2.setNumThreads here: after a fork it can deadlock on the parent's thread pool)
 
 
 def _loader(dataset, num_workers: int, pin: bool):
