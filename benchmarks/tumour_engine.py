@@ -151,7 +151,7 @@ def read_only(slide, card, module, poly, workers):
     return time.perf_counter() - t, len(tiles), float(roi.sum()) * (s * card.mpp / 1000) ** 2
 
 
-def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points: int) -> dict:
+def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points: int, bf16: bool = False) -> dict:
     import torch
 
     from tmln.models.classifier import load_classifier
@@ -164,6 +164,8 @@ def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points:
     stride_px = ORIGINAL_STRIDE_UM / slide.mpp_x
     pts = lattice_points(poly, stride_px, n_points)
     res = {"dense": [], "grid80": [], "original": [], "reader": []}
+    if bf16:
+        res["dense_bf16"] = []
     roi = {}
     for rep in range(reps):
         t = time.perf_counter()
@@ -179,6 +181,13 @@ def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points:
                        grid_stride=int(round(ORIGINAL_STRIDE_UM / card.mpp)), num_workers=workers, device="cpu")
         res["grid80"].append(time.perf_counter() - t)
         roi["grid80"] = g.info["roi_mm2"]
+        if bf16:
+            t = time.perf_counter()
+            b = tumour_map(slide, (module, card), mask="nodes", node_polygons=[poly], num_workers=workers,
+                           device="cpu", precision="bf16")
+            res["dense_bf16"].append(time.perf_counter() - t)
+            roi["dense_bf16"] = b.info["roi_mm2"]
+            out_bf16_diff = float(np.nanmax(np.abs(b.array - pm.array)))
         dt, ntiles, mm2 = read_only(slide, card, module, poly, workers)
         res["reader"].append(dt)
         roi["reader"] = mm2
@@ -191,6 +200,8 @@ def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points:
     out["dense_tiles"] = pm.info["tiles"]
     out["dense_tile_size"] = pm.info["tile_size"]
     out["points_original"] = len(pts)
+    if bf16:
+        out["bf16_max_abs_diff"] = out_bf16_diff
     return out
 
 
@@ -324,6 +335,8 @@ def report(args, thr, rss, e2e) -> str:
         for name, row, sp in (("original (768 px read per point, 3x3 crops, centre kept)", o, "80 µm"),
                               ("tmln grid (same centre crops, tiles read once)", g, "80 µm"),
                               ("tmln dense (fully convolutional)", d, "16 µm"),
+                              *([("tmln dense, --precision bf16", thr["dense_bf16"], "16 µm")]
+                                if "dense_bf16" in thr else []),
                               ("reader only (dense tile plan, no model)", r, "-")):
             lines.append(f"| {name} | {sp} | {row['mm2']:.3f} | {row['seconds']:.2f} | {row['mm2_per_s']:.4f} | "
                          f"{row['mm2_per_s'] / base:.1f}x |")
@@ -333,6 +346,8 @@ def report(args, thr, rss, e2e) -> str:
                   f"{thr['dense_tiles']} tiles of {thr['dense_tile_size']} model px.",
                   f"Engine / reader-only throughput: {d['mm2_per_s'] / r['mm2_per_s']:.2f} "
                   "(1.0 would mean the engine runs at the decode limit).", ""]
+        if "bf16_max_abs_diff" in thr:
+            lines += [f"bf16 vs float32 dense map: max |dP| = {thr['bf16_max_abs_diff']:.4f}.", ""]
     if rss:
         lines += ["## (c) peak memory", "",
                   "Fresh subprocess per slide: whole-slide tissue detection, then the engine over 5 boxes of "
@@ -372,6 +387,7 @@ def main():
     ap.add_argument("--points", type=int, default=25, help="original-method output points timed")
     ap.add_argument("--only", default="abcd", help="which parts to run (letters a-d; b runs with a)")
     ap.add_argument("--large", action="store_true", help="also the 100k x 100k px slide in (c)")
+    ap.add_argument("--bf16", action="store_true", help="also the dense engine in bfloat16 in (a)")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--e2e-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
@@ -384,7 +400,7 @@ def main():
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     model = model_dir(work)
-    thr = bench_throughput(work, model, args.workers, args.reps, args.points) if "a" in args.only else None
+    thr = bench_throughput(work, model, args.workers, args.reps, args.points, args.bf16) if "a" in args.only else None
     rss = None
     if "c" in args.only:
         rss = bench_rss(work, model, ["p5mm", "p15x10mm"] + (["p25mm"] if args.large else []), args.workers)

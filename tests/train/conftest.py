@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from train_synth import make_patch_folder, make_slide, write_geojson_tumour
+from .train_synth import make_patch_folder, make_slide, write_geojson_tumour
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from PIL import Image
 from tmln.errors import AnnotationError, SlideError, TmlnError
 from tmln.train import patches as P
 
-from train_synth import NORMAL_RGB, TUMOUR_RGB, make_patch_folder
+from .train_synth import NORMAL_RGB, make_patch_folder
 
 
 def test_collect_patch_folder_groups_and_labels(patch_folder):
@@ -150,7 +150,7 @@ def test_missing_annotation_and_missing_slide(slide_cohort, tmp_path):
 
 
 def test_annotation_outside_slide(slide_cohort):
-    from train_synth import write_geojson_tumour
+    from .train_synth import write_geojson_tumour
 
     csv, adir = slide_cohort
     write_geojson_tumour(adir / "S0.geojson", [[900, 900], [5000, 900], [5000, 5000]])

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from tmln.models.card import load_state_dict, read_card
 from tmln.train import common
 from tmln.train.tumour import train_tumour, youden_threshold
 
-from train_synth import make_patch_folder
+from .train_synth import make_patch_folder
 
 TINY = dict(epochs=2, patch_size=32, batch_size=8, device="cpu", val_fraction=0.5, quiet=True)
 
@@ -40,7 +39,7 @@ def test_trains_separable_patches_and_writes_model_dir(patch_folder, tmp_path):
     from tmln.models.classifier import load_classifier, predict_proba
 
     module, c = load_classifier(tmp_path / "m", "cpu")
-    from train_synth import NORMAL_RGB, TUMOUR_RGB
+    from .train_synth import NORMAL_RGB, TUMOUR_RGB
 
     batch = torch.tensor(np.array([np.full((32, 32, 3), TUMOUR_RGB), np.full((32, 32, 3), NORMAL_RGB)]), dtype=torch.uint8)
     p = predict_proba(module, batch, card=c)

@@ -37,6 +37,8 @@ def _channels(ctx, param, value):
               help="Decoder widths, one per encoder stage (default 256,128,64,32,16), e.g. 64,48,32,24,16 for a small model.")
 @click.option("--tile-size", type=click.IntRange(min=32), default=256, show_default=True,
               help="Training crop and inference tile size, px (a multiple of 2**encoder-depth).")
+@click.option("--overlap", type=click.IntRange(min=0), default=None,
+              help="Inference tile overlap, px (default: tile size / 4, at most 64; stored in the card).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate.")
 @click.option("--samples-per-epoch", type=click.IntRange(min=1), default=None,
@@ -54,7 +56,7 @@ def _channels(ctx, param, value):
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/train_state.pt exists.")
 @device_option
 @quiet_option
-def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decoder_channels, tile_size, batch_size, lr,
+def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decoder_channels, tile_size, overlap, batch_size, lr,
             samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, workers, no_resume,
             device, quiet):
     """Train the lymph-node segmentation U-Net on slides with node outlines.
@@ -75,7 +77,7 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
     if not quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     card = train_nodes(
-        out, slides=slides, annotations=annotations, epochs=epochs, mpp=mpp, tile_size=tile_size, encoder=encoder,
+        out, slides=slides, annotations=annotations, epochs=epochs, mpp=mpp, tile_size=tile_size, overlap=overlap, encoder=encoder,
         encoder_depth=encoder_depth, decoder_channels=decoder_channels, batch_size=batch_size, lr=lr, seed=seed,
         device=device, resume=not no_resume, val_fraction=val_fraction, samples_per_epoch=samples_per_epoch,
         instance_target=not no_instance_target, border_um=border_um, params={"min_node_area_mm2": min_node_area},

@@ -126,7 +126,7 @@ def train_nodes(
     samples_per_epoch: int | None = None,
     instance_target: bool = True,
     border_um: float = 24.0,
-    overlap: int = 64,
+    overlap: int | None = None,
     threshold: float = 0.5,
     params: dict | None = None,
     augment: dict | None = None,
@@ -172,7 +172,9 @@ def train_nodes(
         for name, v in (("tile size", tile_size), ("crop size", crop_size)):
             if v % multiple:
                 raise TmlnError(f"{name} {v} must be a multiple of {multiple} (2 ** encoder depth)")
-        if not 0 <= overlap < tile_size // 2 + 1:
+        if overlap is None:
+            overlap = min(64, tile_size // 4)
+        if not 0 <= overlap <= tile_size // 2:
             raise TmlnError(f"overlap {overlap} must be in [0, tile_size / 2]")
         config = _config(mpp=float(mpp), tile_size=int(tile_size), crop_size=crop_size, encoder=encoder,
                          encoder_depth=arch_params["encoder_depth"], decoder_channels=arch_params["decoder_channels"],
@@ -218,7 +220,7 @@ def train_nodes(
             best.best_epoch = state.get("extra", {}).get("best_epoch")
             if is_main_process() and not quiet:
                 log.info("resuming from epoch %d (best val Dice %s)", start_epoch, best.best)
-        logger = CSVLogger(work / LOG_NAME, start_epoch=start_epoch, tensorboard=False)
+        logger = CSVLogger(work / LOG_NAME, start_epoch=start_epoch + 1, tensorboard=False)  # 1-based epochs
         augmenter = Augmenter(**(augment or {}))
         from torch.utils.data import DataLoader
 

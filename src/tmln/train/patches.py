@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tmln.errors import AnnotationError, InputTableError, SlideError, TmlnError
+from tmln.errors import AnnotationError, InputTableError, TmlnError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 CLASS_FOLDERS = {"tumor": 1, "tumour": 1, "positive": 1, "normal": 0, "negative": 0}
