@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +94,10 @@ def main(argv=None) -> int:
                        tile_size=args.tile_size, crop_size=args.crop_size, encoder=args.encoder,
                        decoder_channels=[int(c) for c in args.decoder_channels.split(",")],
                        batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch, seed=0, device="cpu")
-    t_train = card.training.get("train_seconds", time.time() - t1)
+    import csv as _csv
+
+    with open(model_dir / "train" / "train_log.csv", newline="") as fh:  # survives a resumed run
+        t_train = sum(float(r["seconds"]) for r in _csv.DictReader(fh))
 
     results = []
     infer_s = 0.0
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
         f"{card.mpp} µm/px, tile {card.patch_size} px; {params:,} parameters, `model.safetensors` {size_mb:.1f} MB.",
         f"- Training: {args.epochs} epochs x {args.samples_per_epoch} crops of {args.crop_size} px, batch {args.batch_size}, "
         f"AdamW lr {args.lr:g}: "
-        f"**{t_train / 60:.1f} min** (phantom generation {t_data:.0f} s, not included); best epoch "
+        f"**{t_train / 60:.1f} min** (sum of epoch times incl. validation; phantom generation {t_data:.0f} s, not included); best epoch "
         f"{card.metrics.get('best_epoch')} (by validation Dice + instance F1).",
         f"- Inference (node-map, whole slides at {card.mpp} µm/px incl. reading + post-processing): "
         f"{infer_s / max(1, sum(len(r[1]) for r in results)):.1f} s per slide.",

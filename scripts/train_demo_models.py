@@ -33,6 +33,11 @@ BUNDLED = REPO / "src" / "tmln" / "models" / "bundled"
 
 TRAIN_SEED = 1000  # make_cohort seed of the training cohort (never used by the demo or the benchmark)
 TRAIN_PATIENTS = 10
+# the tumour classifier also sees many small tumour-bearing slides: each phantom slide has its own
+# stain, and stain variety (not the amount of tumour) is what makes it generalise to new slides
+STAIN_SEED = 1001
+STAIN_SLIDES = 24
+STAIN_SIZE_MM = (4.0, 3.0)
 SLIDE_SIZE_MM = (8.0, 6.0)
 SLIDE_MPP = 0.5
 # a light decoder: at full resolution it dominates the cost of whole-slide inference on a CPU
@@ -49,14 +54,15 @@ INTENDED_USE = (
 )
 
 
-def make_training_cohort(work: Path, patients: int, seed: int) -> Path:
+def make_training_cohort(work: Path, patients: int, seed: int, name: str = "cohort", size_mm=SLIDE_SIZE_MM,
+                         negative_fraction: float = 0.2) -> Path:
     from tmln.phantom import make_cohort
 
-    csv = work / "cohort" / "slides.csv"
+    csv = work / name / "slides.csv"
     if not csv.is_file():
         t = time.time()
-        make_cohort(csv.parent, patients=patients, slides_per_patient=1, seed=seed, size_mm=SLIDE_SIZE_MM,
-                    mpp=SLIDE_MPP, negative_fraction=0.2)
+        make_cohort(csv.parent, patients=patients, slides_per_patient=1, seed=seed, size_mm=size_mm,
+                    mpp=SLIDE_MPP, negative_fraction=negative_fraction)
         print(f"phantom training cohort: {patients} slides in {time.time() - t:.0f} s -> {csv.parent}", flush=True)
     return csv
 
@@ -98,14 +104,14 @@ def train_nodes_model(csv: Path, work: Path, args) -> Path:
     return out
 
 
-def extract_tumour_patches(csv: Path, dest: Path, per_slide: int, seed: int) -> Path:
+def extract_tumour_patches(csvs: list[Path], dest: Path, per_slide: int, seed: int) -> Path:
     """Patch folder (``tumor/``, ``normal/``) of ``TUMOUR_PATCH + 4`` px images at ``TUMOUR_MPP`` µm/px.
 
     Each slide is read once at the model's µm/px (the pixels the tumour map later sees); patch
     centres are drawn from the phantom's truth: tumour patches at least half tumour, normal patches
     touching no tumour and at least half tissue, half of them inside the nodes (lymphoid tissue,
     follicles, capsule: the look-alikes the map must reject inside nodes), half anywhere (fat).
-    File names ``<slide_id>_<k>.png`` give the patient-level groups of the split.
+    File names ``<cohort>-<slide_id>_<k>.png`` give the groups of the split (by slide = by patient).
     """
     import cv2
     import numpy as np
@@ -124,15 +130,16 @@ def extract_tumour_patches(csv: Path, dest: Path, per_slide: int, seed: int) -> 
     size = TUMOUR_PATCH + 4  # the trainer crops TUMOUR_PATCH at random (+-2 px jitter)
     half = TUMOUR_PATCH // 2
     rng = np.random.default_rng(seed)
-    table = pd.read_csv(csv)
-    for rel in table["slide_path"]:
-        sid = Path(rel).stem
+    items = [(csv, rel) for csv in csvs for rel in pd.read_csv(csv)["slide_path"]]
+    for csv, rel in items:
+        sid = f"{csv.parent.name}-{Path(rel).stem}"
         with Slide(csv.parent / rel) as s:
             img = s.thumbnail(TUMOUR_MPP)
             scale = (TUMOUR_MPP / s.mpp_x, TUMOUR_MPP / s.mpp_y)
         h, w = img.shape[:2]
-        tum_polys = [a.geometry for a in read_annotations(csv.parent / f"{sid}.tumour.geojson")]
-        node_polys = [a.geometry for a in read_annotations(csv.parent / f"{sid}.nodes.geojson")]
+        stem = csv.parent / Path(rel).stem
+        tum_polys = [a.geometry for a in read_annotations(f"{stem}.tumour.geojson")]
+        node_polys = [a.geometry for a in read_annotations(f"{stem}.nodes.geojson")]
         tum = rasterize(tum_polys, (h, w), scale) > 0 if tum_polys else np.zeros((h, w), bool)
         nodes = rasterize(node_polys, (h, w), scale) > 0
         tissue = tissue_mask_from_thumbnail(img, TUMOUR_MPP) | nodes
@@ -147,19 +154,18 @@ def extract_tumour_patches(csv: Path, dest: Path, per_slide: int, seed: int) -> 
             "normal_node": inside & nodes & ~touch,
             "normal_any": inside & ~touch & (tis_frac >= 0.5),
         }
-        TAGS = {"tumor": "t", "normal_node": "n", "normal_any": "a"}
         want = {"tumor": per_slide, "normal_node": per_slide // 2, "normal_any": per_slide // 2}
         for kind, cand in cands.items():
             ys, xs = np.nonzero(cand)
             if ys.size == 0:
                 continue
             pick = rng.choice(ys.size, min(want[kind], ys.size), replace=False)
-            folder = dest / ("tumor" if kind == "tumor" else "normal")
+            folder = dest / ("tumor" if kind == "tumor" else f"normal/{kind[7:]}")
             folder.mkdir(parents=True, exist_ok=True)
             for k, j in enumerate(pick):
                 y0, x0 = ys[j] - half - 2, xs[j] - half - 2
                 patch = img[y0:y0 + size, x0:x0 + size]
-                cv2.imwrite(str(folder / f"{sid}_{TAGS[kind]}{k:05d}.png"), np.ascontiguousarray(patch[..., ::-1]))
+                cv2.imwrite(str(folder / f"{sid}_{k:05d}.png"), np.ascontiguousarray(patch[..., ::-1]))
     (dest / "done").write_text("ok\n")
     return dest
 
@@ -167,7 +173,9 @@ def extract_tumour_patches(csv: Path, dest: Path, per_slide: int, seed: int) -> 
 def train_tumour_model(csv: Path, work: Path, args) -> Path:
     from tmln.train.tumour import train_tumour
 
-    patches = extract_tumour_patches(csv, work / "tumour-patches", args.tumour_patches, args.seed)
+    stain_csv = make_training_cohort(work, STAIN_SLIDES, STAIN_SEED, name="stain-cohort", size_mm=STAIN_SIZE_MM,
+                                     negative_fraction=0.0)
+    patches = extract_tumour_patches([csv, stain_csv], work / "tumour-patches", args.tumour_patches, args.seed)
     out = work / "demo-tumour"
     t = time.time()
     card = train_tumour(out, patches=patches, patches_mpp=TUMOUR_MPP, epochs=args.tumour_epochs, mpp=TUMOUR_MPP,
@@ -186,8 +194,8 @@ def main(argv=None) -> int:
     ap.add_argument("--patients", type=int, default=TRAIN_PATIENTS)
     ap.add_argument("--node-epochs", type=int, default=6)
     ap.add_argument("--node-samples", type=int, default=128, help="training crops per epoch")
-    ap.add_argument("--tumour-epochs", type=int, default=8)
-    ap.add_argument("--tumour-patches", type=int, default=600, help="tumour patches per slide (as many normal)")
+    ap.add_argument("--tumour-epochs", type=int, default=5)
+    ap.add_argument("--tumour-patches", type=int, default=300, help="tumour patches per slide (as many normal)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-bundle", action="store_true", help="train only; do not copy into the package")
     args = ap.parse_args(argv)
@@ -203,10 +211,15 @@ def main(argv=None) -> int:
     note = {"generator": "tmln.phantom.make_cohort", "seed": args.cohort_seed, "patients": args.patients,
             "slides_per_patient": 1, "size_mm": list(SLIDE_SIZE_MM), "slide_mpp": SLIDE_MPP,
             "negative_fraction": 0.2, "real_tissue": False}
+    tumour_note = {**note, "extra_cohort": {"generator": "tmln.phantom.make_cohort", "seed": STAIN_SEED,
+                                            "patients": STAIN_SLIDES, "size_mm": list(STAIN_SIZE_MM),
+                                            "negative_fraction": 0.0,
+                                            "why": "stain variety: every phantom slide has its own stain"},
+                   "patches": "16 px at 4 µm/px from the truth outlines (scripts/train_demo_models.py)"}
     if args.only in (None, "tumour"):
         d = train_tumour_model(csv, work, args)
         if not args.no_bundle:
-            bundle(d, "demo-tumour", note)
+            bundle(d, "demo-tumour", tumour_note)
     if args.only in (None, "nodes"):
         d = train_nodes_model(csv, work, args)
         if not args.no_bundle:

@@ -1,4 +1,4 @@
-"""Training the node U-Net end to end on a tiny phantom cohort: a valid model directory, resume,
+"""Training the node U-Net end to end on a tiny synthetic cohort: a valid model directory, resume,
 settings check on resume, bad input, the CLI, and DDP with two gloo processes (torchrun)."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ TINY = dict(epochs=1, mpp=8.0, tile_size=64, crop_size=64, encoder="tu-mobilenet
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from tmln.phantom import make_cohort
+    from .node_synth import make_node_cohort
 
     d = tmp_path_factory.mktemp("node-cohort")
-    return make_cohort(d, patients=2, seed=7, size_mm=(3.0, 2.5), mpp=2.0), d
+    return make_node_cohort(d), d
 
 
 def test_train_writes_a_valid_model_dir_and_resumes(tmp_path, cohort):

@@ -3,13 +3,15 @@
 N stage counts nodes, so two nodes that touch on the slide must become two instances. Splitting is
 a marker-controlled watershed (scikit-image) inside the node mask:
 
-* markers from the model's ``node_core`` channel when it has one (the node minus a thin band along
-  borders shared with another node: the network sees the two capsules), else
-* markers from the distance transform: ``peak_local_max`` of the (lightly smoothed) Euclidean
-  distance to the background, at least ``min_distance_um`` apart. Two distance-based regions are
-  merged again when the neck between them is wide: the largest distance on their common border is
-  at least ``neck_ratio`` times the smaller of their two peak distances (an elongated or bean-shaped
-  node has a flat distance ridge, two touching round nodes a narrow waist).
+* by shape: markers are ``peak_local_max`` of the (lightly smoothed) Euclidean distance to the
+  background, at least ``min_distance_um`` apart; two resulting regions are merged again when the
+  neck between them is wide: the largest distance on their common border is at least
+  ``neck_ratio`` times the smaller of their two peak distances (an elongated or bean-shaped node
+  has a flat distance ridge, two touching round nodes a waist);
+* by the model, when it has a ``node_core`` channel (the node minus a thin band along borders
+  shared with another node: the network sees the two capsules): one marker per core.
+
+A boundary found by either cue is kept (the two partitions are intersected).
 
 All lengths are in µm and converted with the mask's µm/px, so the parameters do not depend on the
 resolution the model runs at. Labels are int32, 0 = background, 1..n in (top, left) order of their
@@ -41,7 +43,7 @@ class InstanceParams:
     fill_holes: bool = True
     split_touching: bool = True
     min_distance_um: float = 150.0
-    neck_ratio: float = 0.7
+    neck_ratio: float = 0.8
     smooth_um: float = 8.0
     min_core_area_mm2: float = 0.02
 
@@ -238,22 +240,24 @@ def split_touching(mask: np.ndarray, mpp: float, core: np.ndarray | None = None,
     mask = np.asarray(mask, bool)
     if not p.split_touching or not mask.any():
         return ndi.label(mask)[0].astype(np.int32)
-    dist = ndi.distance_transform_edt(mask)
+    markers, dist_s = distance_markers(mask, mpp, p.min_distance_um, p.smooth_um)
+    labels = watershed(-dist_s, markers, mask=mask)
+    labels = merge_wide_necks(labels, dist_s, p.neck_ratio)
     if core is not None:
         core_mask = np.asarray(core, bool) & mask
-        markers, n = ndi.label(core_mask)
-        markers = remove_small(markers, _px_area(p.min_core_area_mm2, mpp))
+        cmarkers, _ = ndi.label(core_mask)
+        cmarkers = remove_small(cmarkers, _px_area(p.min_core_area_mm2, mpp))
         # regions of the mask without any core marker keep their own component label
         comps, nc = ndi.label(mask)
         have = np.zeros(nc + 1, bool)
-        have[comps[markers > 0]] = True
-        extra = np.where(~have[comps] & mask, comps + int(markers.max()), 0)
-        markers = np.where(markers > 0, markers, extra).astype(np.int32)
-        labels = watershed(-dist, markers, mask=mask)
-    else:
-        markers, dist_s = distance_markers(mask, mpp, p.min_distance_um, p.smooth_um)
-        labels = watershed(-dist_s, markers, mask=mask)
-        labels = merge_wide_necks(labels, dist_s, p.neck_ratio)
+        have[comps[cmarkers > 0]] = True
+        extra = np.where(~have[comps] & mask, comps + int(cmarkers.max()), 0)
+        cmarkers = np.where(cmarkers > 0, cmarkers, extra).astype(np.int32)
+        by_core = watershed(-dist_s, cmarkers, mask=mask)
+        # a node boundary from either cue is kept: intersect the two partitions
+        pair = labels.astype(np.int64) * (int(by_core.max()) + 1) + by_core
+        _, inv = np.unique(pair.ravel(), return_inverse=True)
+        labels = np.where(mask, inv.reshape(mask.shape), 0)
     return labels.astype(np.int32)
 
 

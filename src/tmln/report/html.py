@@ -2,7 +2,7 @@
 
 Cohort summary, per-patient table, per-slide table with overlay thumbnails (embedded as base64
 JPEG up to ``EMBED_MAX_SLIDES`` slides, linked beyond), failures with reasons, and optional extra sections given as ``(title, html)`` pairs (the
-html fragment is trusted and inserted as is, e.g. survival plots from ``tmln.survival``).
+html fragment is trusted and inserted as is, e.g. survival plots from ``tmln.survival``; an empty title adds no heading).
 The page has inline CSS, no scripts and no external resources; it is deterministic (no
 timestamps), so a resumed run gives the same bytes as an uninterrupted one.
 """

@@ -10,8 +10,9 @@ are rasterised on the same grid (pixel centres inside). Targets, one uint8 chann
   shared with another node, so the network learns where touching nodes separate; at inference the
   cores are the watershed markers.
 
-Random square crops (``NodeCropDataset``) centred half of the time on a node boundary (foreground
-and background in one crop), a quarter on a node pixel and a quarter anywhere; crops reaching past
+Random square crops (``NodeCropDataset``): a quarter centred on a border shared by touching nodes
+(where the slide has one), the others half on a node boundary (foreground and background in one
+crop), a quarter on a node pixel and a quarter anywhere; crops reaching past
 the slide are padded with white glass and background target. Train/validation split is by patient.
 """
 
@@ -45,6 +46,7 @@ class NodeSlide:
     annotation: str
     _boundary: np.ndarray | None = field(default=None, repr=False)
     _foreground: np.ndarray | None = field(default=None, repr=False)
+    _shared: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def node_area_mm2(self) -> float:
@@ -56,6 +58,13 @@ class NodeSlide:
 
             self._boundary = np.argwhere(find_boundaries(self.instances > 0, mode="inner"))
         return self._boundary
+
+    def shared_border_pixels(self) -> np.ndarray:
+        """Pixels of the band along borders shared by touching nodes (node but not core)."""
+        if self._shared is None:
+            t = self.target
+            self._shared = np.argwhere((t[0] > 0) & (t[1] == 0)) if t.shape[0] > 1 else np.zeros((0, 2), int)
+        return self._shared
 
     def foreground_pixels(self) -> np.ndarray:
         if self._foreground is None:
@@ -172,14 +181,14 @@ class NodeCropDataset:
     """
 
     def __init__(self, slides: list[NodeSlide], tile_size: int = 256, samples_per_epoch: int | None = None,
-                 seed: int = 0, p_boundary: float = 0.5, p_foreground: float = 0.25):
+                 seed: int = 0, p_boundary: float = 0.5, p_foreground: float = 0.25, p_shared: float = 0.25):
         if not slides:
             raise ValueError("no training slides")
         self.slides = slides
         self.tile = int(tile_size)
         self.seed = int(seed)
         self.epoch = 0
-        self.p_boundary, self.p_foreground = p_boundary, p_foreground
+        self.p_boundary, self.p_foreground, self.p_shared = p_boundary, p_foreground, p_shared
         areas = np.array([s.image.shape[0] * s.image.shape[1] for s in slides], float)
         self.weights = areas / areas.sum()
         if samples_per_epoch is None:
@@ -198,7 +207,9 @@ class NodeCropDataset:
         H, W = s.image.shape[:2]
         u = rng.random()
         pool = None
-        if u < self.p_boundary:
+        if rng.random() < self.p_shared and len(s.shared_border_pixels()):
+            pool = s.shared_border_pixels()
+        elif u < self.p_boundary:
             pool = s.boundary_pixels()
         elif u < self.p_boundary + self.p_foreground:
             pool = s.foreground_pixels()
