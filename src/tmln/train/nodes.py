@@ -231,7 +231,7 @@ def train_nodes(
             best.best = state.get("best_metric")
             best.best_epoch = state.get("extra", {}).get("best_epoch")
             if is_main_process() and not quiet:
-                log.info("resuming from epoch %d (best val Dice %s)", start_epoch, best.best)
+                log.info("resuming from epoch %d (best validation Dice + instance F1: %s)", start_epoch, best.best)
         logger = CSVLogger(work / LOG_NAME, start_epoch=start_epoch + 1, tensorboard=False)  # 1-based epochs
         augmenter = Augmenter(**(augment or {}))
         from torch.utils.data import DataLoader
