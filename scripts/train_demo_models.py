@@ -113,8 +113,9 @@ def extract_tumour_patches(csvs: list[Path], dest: Path, per_slide: int, seed: i
 
     Each slide is read once at the model's µm/px (the pixels the tumour map later sees); patch
     centres are drawn from the phantom's truth: tumour patches at least half tumour, normal patches
-    touching no tumour and at least half tissue, half of them inside the nodes (lymphoid tissue,
-    follicles, capsule: the look-alikes the map must reject inside nodes), half anywhere (fat).
+    touching no tumour: a third inside the nodes (lymphoid tissue, follicles), a third on node
+    borders (capsule, the seam between touching nodes: the look-alikes the map must reject), a third
+    anywhere on tissue.
     File names ``<cohort>-<slide_id>_<k>.png`` give the groups of the split (by slide = by patient).
     """
     import cv2
@@ -153,12 +154,18 @@ def extract_tumour_patches(csvs: list[Path], dest: Path, per_slide: int, seed: i
         touch = ndimage.maximum_filter(tum, win + 2, mode="constant")
         inside = np.zeros((h, w), bool)
         inside[size:h - size, size:w - size] = True
+        # node capsules (pink fibres) and the borders between touching nodes look most like tumour
+        edge = ndimage.binary_dilation(nodes, iterations=3) & ~ndimage.binary_erosion(nodes, iterations=6)
+        labels = rasterize(node_polys, (h, w), scale, values=list(range(1, len(node_polys) + 1)))
+        edge |= ndimage.morphological_gradient(labels, size=5) > 0
         cands = {
             "tumor": inside & tum & (tum_frac >= 0.5),
             "normal_node": inside & nodes & ~touch,
+            "normal_edge": inside & edge & ~touch,
             "normal_any": inside & ~touch & (tis_frac >= 0.5),
         }
-        want = {"tumor": per_slide, "normal_node": per_slide // 2, "normal_any": per_slide // 2}
+        want = {"tumor": per_slide, "normal_node": per_slide // 3, "normal_edge": per_slide // 3,
+                "normal_any": per_slide // 3}
         for kind, cand in cands.items():
             ys, xs = np.nonzero(cand)
             if ys.size == 0:
