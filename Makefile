@@ -27,7 +27,8 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	@echo "Each benchmark states its own command in benchmarks/results/*.md; run the one you need, then:"
+	$(PY) benchmarks/assemble.py
 
 clean:
 	rm -rf demo-run .pytest_cache

@@ -207,9 +207,17 @@ def _survival(table, out_dir: Path, seed: int) -> tuple[dict | None, str, list[s
     if n < 3 or events < 1:
         why = f"{n} patients with {events} events: too few for a survival analysis"
         return None, _note_html(why), [why]
+    import warnings
+
     try:
-        res = run_survival(table, "time_months", "event", marker="t_mln", covariates=(), cutpoint="median",
-                           out_dir=out_dir, seed=seed, bootstrap=100, time_unit="months")
+        with warnings.catch_warnings(record=True) as caught:
+            # eight patients: Cox fits in bootstrap resamples may separate (overflow in exp)
+            warnings.simplefilter("always", RuntimeWarning)
+            res = run_survival(table, "time_months", "event", marker="t_mln", covariates=(), cutpoint="median",
+                               out_dir=out_dir, seed=seed, bootstrap=100, time_unit="months")
+        if any(issubclass(w.category, RuntimeWarning) for w in caught):
+            notes.append("numerical warnings in some bootstrap Cox fits (near-separation with so few patients): "
+                         "treat the confidence intervals as rough")
     except Exception as exc:  # a demo never dies of a statistic that cannot be fitted on 8 patients
         why = f"survival analysis not possible on this cohort ({type(exc).__name__}: {exc})"
         return None, _note_html(why), [why]

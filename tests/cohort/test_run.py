@@ -168,8 +168,11 @@ def test_model_providers_missing_and_present(small_cohort, tmp_path, monkeypatch
         calls.append((slide.path.name, model, device))
         return [box(100, 100, 1000, 800)]
 
-    def tumour_from_model(slide, model, node_polygons=None, out_dir=None, device="auto"):
+    thresholds = []
+
+    def tumour_from_model(slide, model, node_polygons=None, out_dir=None, device="auto", threshold=None):
         assert node_polygons and out_dir
+        thresholds.append(threshold)
         return [box(100, 100, 700, 700)]  # 300 µm side: micro
 
     fake_nodes = types.ModuleType("tmln.nodes")
@@ -180,6 +183,10 @@ def test_model_providers_missing_and_present(small_cohort, tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "tmln.tumour", fake_tumour)
     s = run_cohort(slides, tmp_path / "m", node_model="n1", tumour_model="t1", quiet=True, device="cpu")
     assert s.exit_code == 0 and len(calls) == 3 and calls[0][1:] == ("n1", "cpu")
+    assert thresholds == [None] * 3  # the card's own threshold
+    s = run_cohort(slides, tmp_path / "m", node_model="n1", tumour_model="t1", quiet=True, device="cpu",
+                   tumour_threshold=0.8)
+    assert s.n_processed == 3 and thresholds[3:] == [0.8] * 3  # a new threshold redoes every slide
     sl = read(tmp_path / "m", "slides.csv")
     assert sl["nodes_source"].tolist() == ["model:n1"] * 3
     assert read(tmp_path / "m", "patients.csv")["n_stage"].tolist() == ["N1", "N1"]

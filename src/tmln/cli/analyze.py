@@ -19,6 +19,8 @@ from tmln.cli.options import device_option, force_option, mpp_option, out_dir_op
               help="Folder of tumour outlines: <slide>.tumour.geojson|.geojson|.json|.xml. No file = no tumour.")
 @click.option("--node-model", default=None, help="Node segmentation model (bundled name or model directory).")
 @click.option("--tumour-model", default=None, help="Tumour classifier model (bundled name or model directory).")
+@click.option("--tumour-threshold", type=click.FloatRange(0, 1), default=None,
+              help="P(tumour) threshold for --tumour-model regions (default: the model card's threshold).")
 @click.option("--mln-rule", type=click.Choice(["ajcc", "any"]), default="ajcc", show_default=True,
               help="Metastatic node: ajcc = micro or macro metastasis; any = any tumour (Wang et al. 2021).")
 @force_option
@@ -33,7 +35,7 @@ from tmln.cli.options import device_option, force_option, mpp_option, out_dir_op
               help="Dask resources each slide task asks for, e.g. GPU=1 (workers declare them: dask worker --resources GPU=1).")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
               help="With Dask: times a slide is retried after its worker died, before it is reported failed.")
-def command(slides, out, node_annotations, tumour_annotations, node_model, tumour_model, mln_rule, force, quiet,
+def command(slides, out, node_annotations, tumour_annotations, node_model, tumour_model, tumour_threshold, mln_rule, force, quiet,
             device, mpp, workers, scheduler, resources, retries):
     """Measure lymph-node metastasis per node, slide and patient (N stage, T/MLN).
 
@@ -65,7 +67,8 @@ def command(slides, out, node_annotations, tumour_annotations, node_model, tumou
                                 retries=retries)
     with executor as ex:
         summary = run_cohort(slides, out, node_annotations=node_annotations, tumour_annotations=tumour_annotations,
-                             node_model=node_model, tumour_model=tumour_model, mln_rule=mln_rule, force=force,
+                             node_model=node_model, tumour_model=tumour_model, tumour_threshold=tumour_threshold,
+                             mln_rule=mln_rule, force=force,
                              quiet=quiet, device=device, mpp=mpp, executor=ex)
     if not quiet or summary.failures:
         click.echo(f"{summary.n_slides} slides: {summary.n_done} measured ({summary.n_reused} from an earlier run), "

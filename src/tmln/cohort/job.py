@@ -38,6 +38,7 @@ class SlideJob:
     tumour_annotation_error: str | None = None
     node_model: str | None = None
     tumour_model: str | None = None
+    tumour_threshold: float | None = None  # overrides the tumour model card's threshold
     mln_rule: str = "ajcc"
     device: str = "auto"
     overlay_max_px: int = 1500
@@ -101,7 +102,7 @@ def slide_regions(job: SlideJob, slide):
             regions.notes.append("the node annotation file holds no node polygon")
     if job.tumour_model:
         raw = tumour_provider()(slide, job.tumour_model, node_polygons=regions.nodes, out_dir=job.slide_dir,
-                                device=job.device)
+                                device=job.device, threshold=job.tumour_threshold)
         regions.tumour, notes = valid_polygons(raw, "tumour")
         regions.notes += notes
         regions.tumour_source = f"model:{job.tumour_model}"

@@ -1,0 +1,45 @@
+"""Assemble BENCHMARKS.md from the per-area results in benchmarks/results/*.md.
+
+Each results file is written by its benchmark script and starts with the command that reproduces it.
+Usage: .venv/bin/python benchmarks/assemble.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = [
+    ("Tumour map engine (issue 4)", "tumour_engine.md"),
+    ("Tumour classifier on real Camelyon16 patches (issue 4)", "tumour_training.md"),
+    ("Lymph-node U-Net on phantoms (issue 5)", "nodes.md"),
+    ("Bundled demo models, end to end (issue 8)", "demo_models.md"),
+    ("Demo run time (issue 8)", "demo.md"),
+    ("Survival statistics calibration (issue 6)", "survival.md"),
+    ("Evaluation metrics (issue 7)", "evaluate.md"),
+    ("Measurement core (issue 3)", "measure.md"),
+    ("Phantom generator memory (issue 2)", "phantom.md"),
+    ("Phantom calibration against real patches (issue 2)", "phantom_calibration.md"),
+]
+
+
+def main() -> None:
+    summary = (HERE / "summary.md").read_text(encoding="utf-8")
+    parts = [summary.rstrip() + "\n"]
+    seen = set()
+    for title, name in ORDER:
+        p = HERE / "results" / name
+        if p.is_file():
+            seen.add(name)
+            body = p.read_text(encoding="utf-8").strip()
+            body = "\n".join(("###" + line[1:]) if line.startswith("# ") else line for line in body.splitlines())
+            parts.append(f"\n## {title}\n\n_Source: `benchmarks/results/{name}`_\n\n{body}\n")
+    for p in sorted((HERE / "results").glob("*.md")):
+        if p.name not in seen:
+            parts.append(f"\n## {p.stem}\n\n{p.read_text(encoding='utf-8').strip()}\n")
+    (HERE.parent / "BENCHMARKS.md").write_text("".join(parts), encoding="utf-8")
+    print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
