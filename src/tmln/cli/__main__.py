@@ -1,3 +1,0 @@
-from tmln.cli import main
-
-main(prog_name="tmln")
