@@ -199,6 +199,7 @@ def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points:
     out["dense_timing"] = pm.info["timing"]
     out["dense_tiles"] = pm.info["tiles"]
     out["dense_tile_size"] = pm.info["tile_size"]
+    out["dense_model_mpx"] = pm.info.get("model_mpx")
     out["points_original"] = len(pts)
     if bf16:
         out["bf16_max_abs_diff"] = out_bf16_diff
@@ -280,6 +281,7 @@ def e2e_child(slide_file: str, model: str, workers: int, out_dir: str) -> None:
     t3 = time.perf_counter()
     print(json.dumps({"total_s": t3 - t0, "imports_open_s": t1 - t0, "map_s": t2 - t1, "regions_s": t3 - t2,
                       "timing": pm.info["timing"], "tiles": pm.info["tiles"], "tile_size": pm.info["tile_size"],
+                      "model_mpx": pm.info.get("model_mpx"),
                       "roi_mm2": pm.info["roi_mm2"], "regions": len(regions), "map_shape": list(pm.shape),
                       "slide_px": [slide.width, slide.height]}))
 
@@ -343,7 +345,8 @@ def report(args, thr, rss, e2e) -> str:
         tm = thr["dense_timing"]
         lines += ["", f"Dense run breakdown (last run): total {tm['total_s']:.1f} s, model {tm['compute_s']:.1f} s, "
                   f"waiting for tiles {tm['wait_s']:.1f} s, tile reads (summed over readers) {tm['read_s']:.1f} s; "
-                  f"{thr['dense_tiles']} tiles of {thr['dense_tile_size']} model px.",
+                  f"{thr['dense_tiles']} tiles of up to {thr['dense_tile_size']} model px (trimmed to the tissue), "
+                  f"{thr['dense_model_mpx']:.1f} Mpx through the model.",
                   f"Engine / reader-only throughput: {d['mm2_per_s'] / r['mm2_per_s']:.2f} "
                   "(1.0 would mean the engine runs at the decode limit).", ""]
         if "bf16_max_abs_diff" in thr:
@@ -365,8 +368,8 @@ def report(args, thr, rss, e2e) -> str:
     if e2e:
         t = e2e["timing"]
         lines += ["## (d) end to end, 60k x 40k px at 0.25 µm/px, nodes only", "",
-                  f"{e2e['roi_mm2']:.1f} mm² mapped (the lymph nodes, 31.8 % of the slide), {e2e['tiles']} tiles of "
-                  f"{e2e['tile_size']} model px, OMP_NUM_THREADS=2, {args.workers} reader process(es).", "",
+                  f"{e2e['roi_mm2']:.1f} mm² mapped (the lymph nodes, 31.8 % of the slide), {e2e['tiles']} tiles of up to "
+                  f"{e2e['tile_size']} model px ({e2e['model_mpx']:.0f} Mpx through the model), OMP_NUM_THREADS=2, {args.workers} reader process(es).", "",
                   "| stage | seconds |", "|---|---|",
                   f"| imports, open slide, read node outlines | {e2e['imports_open_s']:.1f} |",
                   f"| tumour map (plan, read, classify, stitch, write) | {e2e['map_s']:.1f} |",

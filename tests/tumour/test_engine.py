@@ -233,3 +233,17 @@ def test_missing_mpp_is_an_error(tmp_path):
     tifffile.imwrite(p, texture(64, 64), photometric="rgb", tile=(64, 64), metadata=None)
     with pytest.raises(MissingMppError):
         tumour_map(p, (small_resnet(), card(patch=64)), mask=None, num_workers=0, device="cpu")
+
+
+def test_tiles_are_trimmed_to_the_cells_they_produce():
+    from tmln.tumour.engine import _tiles_over, _trim_tiles
+
+    need = np.zeros((10, 10), bool)
+    need[2:4, 3:5] = True  # inside the first 6x6 block
+    need[7, 9] = True  # one cell in the last block
+    tiles = _trim_tiles(need, _tiles_over(need, (6, 6)), (6, 6))
+    assert tiles == [(2, 3, 2, 2), (7, 9, 1, 1)]
+    covered = np.zeros_like(need)
+    for r0, c0, nr, nc in tiles:
+        covered[r0 : r0 + nr, c0 : c0 + nc] = True
+    assert covered[need].all()

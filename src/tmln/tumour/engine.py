@@ -180,6 +180,25 @@ def _tiles_over(need: np.ndarray, kept: tuple[int, int]) -> list[tuple[int, int]
     return out
 
 
+def _model_mpx(plan) -> float:
+    """Megapixels (at the model's µm/px) the network ran on: tiles are trimmed (dense) or fixed (grid)."""
+    if plan.method == "dense":
+        lo, hi = plan.margin
+        return sum((nr + lo + hi) * (nc + lo + hi) for _, _, nr, nc in plan.tiles) * plan.stride ** 2 / 1e6
+    return len(plan.tiles) * plan.tile[0] * plan.tile[1] / 1e6
+
+
+def _trim_tiles(need: np.ndarray, tiles: list[tuple[int, int]], kept: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """(r0, c0, rows, cols) per tile: the bounding box of the needed cells inside its kept block."""
+    out = []
+    kr, kc = kept
+    for r0, c0 in tiles:
+        sub = need[r0 : r0 + kr, c0 : c0 + kc]
+        rows, cols = np.flatnonzero(sub.any(1)), np.flatnonzero(sub.any(0))
+        out.append((r0 + int(rows[0]), c0 + int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)))
+    return out
+
+
 # ---------------------------------------------------------------------------- region of interest
 def roi_cells(slide, shape, stride_level0: tuple[float, float], origin_level0: tuple[float, float],
               mask: str | None = "tissue", node_polygons: Sequence | None = None,
@@ -250,10 +269,10 @@ class _TileReader:
     ``Slide`` on first use, so a reader process never touches a handle inherited from its parent.
     """
 
-    def __init__(self, slide, locations, size: tuple[int, int], mpp: float, transform):
+    def __init__(self, slide, locations, size, mpp: float, transform):
         self.slide_state = slide.__getstate__()
         self.locations = locations  # level-0 px (x, y) of each tile's top-left corner
-        self.size = size
+        self.size = size  # (h, w) model px for every tile, or a list with one (h, w) per tile
         self.mpp = mpp
         self.transform = transform
         self._slide = None
@@ -282,7 +301,8 @@ class _TileReader:
         import torch
 
         t0 = time.perf_counter()
-        rgb = self._open().read(self.locations[i], (self.size[1], self.size[0]), mpp=self.mpp)
+        h, w = self.size[i] if isinstance(self.size, list) else self.size
+        rgb = self._open().read(self.locations[i], (w, h), mpp=self.mpp)
         rgb = self.transform.stain(rgb)
         return i, torch.from_numpy(np.ascontiguousarray(rgb)), time.perf_counter() - t0
 
@@ -412,6 +432,7 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         "mask": mask or "none", "slide": str(slide.path), "device": str(dev), "architecture": card.architecture,
         "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
         "slide_size_px": [slide.width, slide.height], "tiles": len(plan.tiles),
+        "model_mpx": _model_mpx(plan),
         "roi_mm2": float(roi.sum()) * (plan.stride * card.mpp / 1000) ** 2, "timing": timing,
     }
     pm = ProbabilityMap(prob, plan.stride * card.mpp, origin_l0, (mppx, mppy), model_name, float(card.threshold), info)
@@ -495,13 +516,17 @@ def _run_dense(slide, card, dense, plan, roi, transform, dev, amp_dtype, batch_s
     k, a = plan.pool, plan.pool_lo
     lo, hi = plan.margin
     need = _any_in_window(roi, a, k - 1 - a)  # extended cells: ext j <-> cell j - a
-    plan.tiles = _tiles_over(need, plan.kept)
+    # each tile of the fixed lattice is trimmed to the bounding box of the cells it must produce, so
+    # tiles straddling the edge of irregular tissue read and compute only what is needed
+    plan.tiles = _trim_tiles(need, _tiles_over(need, plan.kept), plan.kept)
     n_out = dense.head.out_channels
     logits = np.full((n_out,) + need.shape, np.nan, np.float32)
     s, fx, fy = plan.stride, plan.f[0], plan.f[1]
-    # tile (r0, c0) keeps ext cells [r0, r0 + kept); it reads model px from s * (c0 - a - lo)
-    locs = [((c0 - a - lo) * s * fx, (r0 - a - lo) * s * fy) for r0, c0 in plan.tiles]
-    data = _TileReader(slide, locs, plan.tile, card.mpp, transform)
+    # tile (r0, c0, nr, nc) keeps ext cells [r0, r0 + nr) x [c0, c0 + nc); it reads model px from
+    # s * (c0 - a - lo), (nr + lo + hi) x (nc + lo + hi) cells
+    locs = [((c0 - a - lo) * s * fx, (r0 - a - lo) * s * fy) for r0, c0, _, _ in plan.tiles]
+    sizes = [((nr + lo + hi) * s, (nc + lo + hi) * s) for _, _, nr, nc in plan.tiles]
+    data = _TileReader(slide, locs, sizes, card.mpp, transform)
     cl = torch.channels_last
     dense = dense.to(memory_format=cl)
     bar = _progress(len(locs), progress)
@@ -513,13 +538,10 @@ def _run_dense(slide, card, dense, plan, roi, transform, dev, amp_dtype, batch_s
         x = transform.normalise(x).contiguous(memory_format=cl)
         with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             y = dense(x)
-        kr, kc = plan.kept
-        y = y[:, :, lo : lo + kr, lo : lo + kc].float().cpu().numpy()
+        y = y.float().cpu().numpy()
         for (i, _, _), out in zip(batch, y):
-            r0, c0 = plan.tiles[i]
-            hh = min(kr, logits.shape[1] - r0)
-            ww = min(kc, logits.shape[2] - c0)
-            logits[:, r0 : r0 + hh, c0 : c0 + ww] = out[:, :hh, :ww]
+            r0, c0, nr, nc = plan.tiles[i]
+            logits[:, r0 : r0 + nr, c0 : c0 + nc] = out[:, lo : lo + nr, lo : lo + nc]
         timing["compute_s"] += time.perf_counter() - t0
         if bar is not None:
             bar.update(len(batch))
@@ -529,6 +551,8 @@ def _run_dense(slide, card, dense, plan, roi, transform, dev, amp_dtype, batch_s
     for item in _loader(data, workers, dev.type == "cuda"):
         timing["wait_s"] += time.perf_counter() - t_wait
         timing["read_s"] += item[2]
+        if batch and batch[0][1].shape != item[1].shape:  # a batch holds tiles of one size
+            flush()
         batch.append(item)
         if len(batch) >= batch_size:
             flush()
