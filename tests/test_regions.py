@@ -112,3 +112,15 @@ def test_diagonal_pixels_give_valid_separate_parts(connectivity):
     assert g.is_valid and g.area == pytest.approx(2)
     polys = polygons_from_mask(m > 0, 1, 1, 1, connectivity=connectivity)
     assert len(polys) == 2 and all(p.is_valid for p in polys)
+
+
+def test_polygon_parts_flattens_any_geometry():
+    from shapely.geometry import GeometryCollection, LineString, MultiPolygon, Point, Polygon, box
+
+    from tmln.regions import polygon_parts
+
+    a, b, c = box(0, 0, 1, 1), box(2, 2, 3, 3), box(5, 5, 6, 6)
+    nested = GeometryCollection([MultiPolygon([a, b]), LineString([(0, 0), (1, 1)]), Point(9, 9),
+                                 GeometryCollection([c, Polygon()])])
+    assert [p.bounds for p in polygon_parts(nested)] == [a.bounds, b.bounds, c.bounds]
+    assert polygon_parts(None) == [] and polygon_parts(Polygon()) == [] and polygon_parts(a) == [a]

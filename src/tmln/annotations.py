@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tmln.errors import AnnotationError
+from tmln.regions import polygon_parts
 
 # Camelyon16 ASAP groups: `_0`, `_1`, `Tumor` are tumour, `_2` and `Exclusion` are excluded.
 CAMELYON_TUMOUR_GROUPS = {"_0", "_1", "tumor", "tumour", "metastases"}
@@ -178,7 +179,7 @@ def write_asap_xml(path: str | Path, annotations: Sequence[Annotation]) -> None:
     lines = ['<?xml version="1.0"?>', "<ASAP_Annotations>", "\t<Annotations>"]
     k = 0
     for a in annotations:
-        for poly in _polygons(a.geometry):
+        for poly in polygon_parts(a.geometry):
             lines.append(f'\t\t<Annotation Name={quoteattr(a.name or f"Annotation {k}")} Type="Polygon" '
                          f'PartOfGroup={quoteattr(a.label or "None")} Color="#F4FA58">')
             lines.append("\t\t\t<Coordinates>")
@@ -225,7 +226,7 @@ def validate_polygon(geom, path: Path | str, what: str):
     import shapely
     from shapely.geometry import MultiPolygon, Polygon
 
-    coords_ok = all(math.isfinite(c) for p in _polygons(geom) for c in _flat_coords(p))
+    coords_ok = all(math.isfinite(c) for p in polygon_parts(geom) for c in _flat_coords(p))
     if not coords_ok:
         raise AnnotationError(f"{what}: non-finite coordinates", path)
     if geom.is_empty:
@@ -240,13 +241,13 @@ def validate_polygon(geom, path: Path | str, what: str):
     # make_valid may return a GeometryCollection with stray lines: keep the polygonal parts
     parts = []
     for g in polys:
-        parts += list(_polygons(g))
+        parts += list(polygon_parts(g))
     if not parts:
         raise AnnotationError(f"{what}: invalid polygon ({reason}) with no polygonal repair", path)
     repaired = parts[0] if len(parts) == 1 else MultiPolygon(parts)
     # An unambiguous repair: a figure-eight/bow-tie keeps all its lobes; a duplicated or collinear
     # vertex changes nothing. Reject repairs that lose substantial area relative to the shell.
-    shell_area = sum(Polygon(p.exterior).buffer(0).area for p in _polygons(geom))
+    shell_area = sum(Polygon(p.exterior).buffer(0).area for p in polygon_parts(geom))
     if repaired.area <= 0 or (shell_area > 0 and repaired.area < 0.5 * shell_area):
         raise AnnotationError(f"{what}: invalid polygon ({reason}); repair would be ambiguous", path)
     return repaired, f"repaired invalid polygon ({reason})"
@@ -263,14 +264,6 @@ def check_inside(annotations: Iterable[Annotation], slide_size: tuple[int, int],
                 f"(bounds {x0:.0f},{y0:.0f}-{x1:.0f},{y1:.0f}; slide is {w}x{h} px)".replace("  ", " "),
                 path,
             )
-
-
-def _polygons(geom):
-    if geom.geom_type == "Polygon":
-        return [geom]
-    if geom.geom_type == "MultiPolygon":
-        return list(geom.geoms)
-    return [g for g in getattr(geom, "geoms", []) if g.geom_type == "Polygon"]
 
 
 def _flat_coords(poly):

@@ -53,7 +53,7 @@ def node_polygons_from_annotations(annotations: Sequence) -> tuple[list, list[st
         if label.lower() in NODE_EXCLUDED_CLASSES:
             skipped[label] = skipped.get(label, 0) + 1
             continue
-        polys += _parts(a.geometry)
+        polys += polygon_parts(a.geometry)
         if a.note:
             notes.append(f"node {a.name or label or len(polys)}: {a.note}")
     for label, n in sorted(skipped.items()):
@@ -78,7 +78,7 @@ def tumour_polygons_from_annotations(annotations: Sequence) -> tuple[list, list[
         chosen = list(annotations)
     polys = []
     for a in chosen:
-        polys += _parts(a.geometry)
+        polys += polygon_parts(a.geometry)
         if a.note:
             notes.append(f"tumour {a.name or len(polys)}: {a.note}")
     return polys, notes
@@ -97,7 +97,7 @@ def valid_polygons(geoms: Iterable, what: str = "region") -> tuple[list, list[st
         if not g.is_valid:
             g = shapely.make_valid(g)
             repaired += 1
-        parts = [p for p in _parts(g) if p.area > 0]
+        parts = [p for p in polygon_parts(g) if p.area > 0]
         dropped += not parts
         out += parts
     notes = []
@@ -108,12 +108,16 @@ def valid_polygons(geoms: Iterable, what: str = "region") -> tuple[list, list[st
     return out, notes
 
 
-def _parts(geom) -> list:
+def polygon_parts(geom) -> list:
+    """The non-empty Polygons of any shapely geometry (Polygon, MultiPolygon, nested
+    GeometryCollections; lines and points dropped; None or empty -> [])."""
+    if geom is None or geom.is_empty:
+        return []
     if geom.geom_type == "Polygon":
         return [geom]
     out = []
-    for g in getattr(geom, "geoms", []):  # MultiPolygon, GeometryCollection (lines, points dropped)
-        out += _parts(g)
+    for g in getattr(geom, "geoms", []):
+        out += polygon_parts(g)
     return out
 
 
@@ -169,7 +173,7 @@ def polygons_from_labels(labels: np.ndarray, mpp_raster, mpp_x: float, mpp_y: fl
         g = parts[0] if len(parts) == 1 else unary_union(parts)
         if not g.is_valid or g.geom_type not in ("Polygon", "MultiPolygon"):
             g = shapely.make_valid(g)
-            polys = _parts(g)
+            polys = polygon_parts(g)
             g = polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
         out.append(g)
     return out
@@ -186,7 +190,7 @@ def polygons_from_mask(mask: np.ndarray, mpp_raster, mpp_x: float, mpp_y: float,
     if not geoms:
         return []
     merged = unary_union(geoms)
-    polys = _parts(merged)
+    polys = polygon_parts(merged)
     return sorted(polys, key=lambda p: (p.bounds[1], p.bounds[0]))
 
 

@@ -20,6 +20,11 @@ class AmbiguousAnnotation(Exception):
     pass
 
 
+def candidate_names(slide_id: str, kind: str) -> list[str]:
+    """File names looked for, kind-specific first: ``S1.tumour.geojson`` ... ``S1.geojson``, ``S1.json``, ``S1.xml``."""
+    return [f"{slide_id}{infix}{suf}" for infix in (*KIND_INFIXES[kind], "") for suf in GENERIC_SUFFIXES]
+
+
 def find_annotation(folder: str | Path, slide_id: str, kind: str) -> Path | None:
     """The annotation file of ``slide_id`` (kind ``"nodes"`` or ``"tumour"``) in ``folder``, or None.
 

@@ -37,6 +37,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from tmln.errors import InputTableError, TmlnError
+from tmln.regions import polygon_parts
 
 FROC_FPS_PER_SLIDE = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_LEVEL = 5
@@ -116,7 +117,7 @@ def rasterise_truth(annotations: Iterable, width: int, height: int, level: int =
             target, keep_tiny = excluded, False
         else:
             continue
-        for poly in _polygons(ann.geometry):
+        for poly in polygon_parts(ann.geometry):
             _fill_polygon(poly, target, d, keep_tiny)
     return tumour & ~excluded
 
@@ -130,12 +131,6 @@ def _fill_polygon(poly, target: np.ndarray, d: float, keep_tiny: bool) -> None:
         r, c = int(math.floor(p.y / d)), int(math.floor(p.x / d))
         if 0 <= r < target.shape[0] and 0 <= c < target.shape[1]:
             target[r, c] = True
-
-
-def _polygons(geom):
-    if geom.geom_type == "Polygon":
-        return [geom]
-    return [g for g in getattr(geom, "geoms", []) if g.geom_type == "Polygon"]
 
 
 def evaluation_mask(tumour: np.ndarray, mpp: float, level: int = DEFAULT_LEVEL) -> EvaluationMask:

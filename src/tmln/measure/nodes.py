@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tmln.measure.staging import NODE_COLUMNS, deposit_category, is_metastatic
+from tmln.regions import polygon_parts
 
 UM2_PER_MM2 = 1e6
 UM_PER_MM = 1e3
@@ -100,23 +101,12 @@ def max_feret_mm(geom, mpp_x: float, mpp_y: float) -> float:
     return float(pdist(pts).max()) / UM_PER_MM
 
 
-def _polygon_parts(geom) -> list:
-    if geom is None or geom.is_empty:
-        return []
-    if geom.geom_type == "Polygon":
-        return [geom]
-    out = []
-    for g in getattr(geom, "geoms", []):  # MultiPolygon, GeometryCollection (lines/points dropped)
-        out += _polygon_parts(g)
-    return out
-
-
 def _clean(geom):
     """Keep only polygonal parts above sliver size (boolean ops can leave lines, points, slivers)."""
     from shapely.geometry import MultiPolygon
     from shapely.ops import unary_union
 
-    parts = [p for p in _polygon_parts(geom) if not is_sliver(p)]
+    parts = [p for p in polygon_parts(geom) if not is_sliver(p)]
     if not parts:
         return MultiPolygon()
     return parts[0] if len(parts) == 1 else unary_union(parts)
@@ -182,7 +172,7 @@ def measure_slide(nodes: list, tumour: list, mpp_x: float, mpp_y: float, *, pati
     rows, deposits = [], []
     for node_id, g in enumerate(keyed, start=1):
         inside = _clean(g.intersection(tumour_union)) if not tumour_union.is_empty else MultiPolygon()
-        parts = _polygon_parts(inside)
+        parts = polygon_parts(inside)
         dep_sizes = []
         for p in parts:
             d = max_feret_mm(p, mpp_x, mpp_y)

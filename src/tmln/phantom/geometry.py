@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, asdict
 
 import numpy as np
 
+from tmln.regions import polygon_parts
+
 GRID_PX = 0.125  # snapping grid in level-0 px (exact in 3 decimals)
 
 # deposit greatest-dimension ranges (mm) per target category, away from the 0.2 / 2 mm thresholds
@@ -156,14 +158,6 @@ def _plain(geom):
     return shapely.from_wkb(shapely.to_wkb(geom))
 
 
-def _polygons(geom) -> list:
-    if geom is None or geom.is_empty:
-        return []
-    if geom.geom_type == "Polygon":
-        return [geom]
-    return [g for g in getattr(geom, "geoms", []) if g.geom_type == "Polygon" and not g.is_empty]
-
-
 def feret_diameter(geom) -> float:
     """Maximum Feret diameter (greatest distance between two points) of a geometry, its units."""
     hull = geom.convex_hull
@@ -243,7 +237,7 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
     # the partner was cut by its neighbour in µm; cutting again on the px grid keeps them disjoint
     for a, b in touching_pairs:
         cut = shapely.difference(nodes[b], nodes[a], grid_size=GRID_PX)
-        nodes[b] = _plain(max(_polygons(cut), key=lambda g: g.area))
+        nodes[b] = _plain(max(polygon_parts(cut), key=lambda g: g.area))
 
     # stable node order: by centroid (y, x)
     order = sorted(range(len(nodes)), key=lambda k: (nodes[k].centroid.y, nodes[k].centroid.x))
@@ -267,7 +261,7 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
             f = _star_polygon(rng, cx, cy, r, r * rng.uniform(0.7, 1.0), rng.uniform(0, np.pi), 0.1, 4, 48)
             f = f.intersection(core)
             if not f.is_empty and f.area > 0:
-                follicles += _polygons(to_px(f))
+                follicles += polygon_parts(to_px(f))
 
     # tumour deposits
     negative = spec.negative if spec.negative is not None else bool(rng.random() < 0.25)
@@ -291,7 +285,7 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
             merged = unary_union([to_px(d) for d in deps])
             # clip to the node shrunk by 1 px: the snap-rounded result then lies strictly inside it
             inside = _plain(shapely.intersection(merged, nodes[k].buffer(-1.0), grid_size=GRID_PX))
-            for comp in _polygons(inside):
+            for comp in polygon_parts(inside):
                 if comp.area * mpp * mpp > 1.0:  # drop sub-µm² slivers
                     tumour.append(comp)
                     tumour_node.append(k)
@@ -351,7 +345,7 @@ def _add_touching_partner(rng, nodes_um, inner, gap_um, touching_pairs, min_len_
         cx, cy = ca.x + d * math.cos(theta), ca.y + d * math.sin(theta)
         b = _star_polygon(rng, cx, cy, rx, ry, theta + np.pi / 2, roughness=rng.uniform(0.03, 0.08))
         b = b.difference(a)
-        parts = _polygons(b)
+        parts = polygon_parts(b)
         if not parts:
             continue
         b = max(parts, key=lambda g: g.area)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tmln.phantom.geometry import SlideLayout, _polygons
+from tmln.phantom.geometry import SlideLayout
+from tmln.regions import polygon_parts
 from tmln.phantom.texture import CAPSULE_BY_ORIENTATION, FAT, FOLLICLE, LYMPH, TUMOUR, TextureBank, compose
 
 _SHIFT = 3  # cv2 fixed-point bits (1/8 px)
@@ -21,7 +22,7 @@ class SlideRenderer:
         self.bank = TextureBank(layout.spec.seed, layout.mpp, layout.stain, period_px=period_px, tile=tile)
         # (class, polygon, bounds) in drawing order: later classes paint over earlier ones
         items = []
-        for p in _polygons(layout.fat):
+        for p in polygon_parts(layout.fat):
             items.append((FAT, p))
         for p in layout.nodes:
             items.append((LYMPH, p))

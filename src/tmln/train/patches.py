@@ -29,12 +29,12 @@ from typing import Sequence
 
 import numpy as np
 
+from tmln.cohort.lookup import candidate_names
 from tmln.errors import AnnotationError, InputTableError, TmlnError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 CLASS_FOLDERS = {"tumor": 1, "tumour": 1, "positive": 1, "normal": 0, "negative": 0}
 CLASSES = ["normal", "tumour"]
-ANNOTATION_SUFFIXES = (".xml", ".geojson", ".json", ".tumour.geojson", ".tumor.geojson")
 IGNORE_LABELS = {"ignore", "ignored"}
 _GROUP_PATH_COLUMNS = ("path", "file", "filename", "image")
 _GROUP_COLUMNS = ("group", "patient_id", "patient", "slide_id", "slide", "camelyon16_slide")
@@ -238,13 +238,15 @@ def _read_groups(path: str | Path, root: Path, group_column: str | None = None) 
 
 # ---------------------------------------------------------------------------- slides + annotations
 def find_annotation(folder: str | Path, slide_id: str) -> Path | None:
-    """``<slide_id>.xml|.geojson|.json|.tumour.geojson`` in ``folder`` (first found), else None."""
-    folder = Path(folder)
-    for suf in ANNOTATION_SUFFIXES:
-        p = folder / f"{slide_id}{suf}"
-        if p.is_file():
-            return p
-    return None
+    """The tumour annotation of ``slide_id`` in ``folder``, by the rules ``tmln analyze`` uses
+    (``tmln.cohort.lookup``: ``<id>.tumour.*`` first, then one generic ``<id>.geojson|.json|.xml``)."""
+    from tmln.cohort.lookup import AmbiguousAnnotation
+    from tmln.cohort.lookup import find_annotation as lookup
+
+    try:
+        return lookup(folder, slide_id, "tumour")
+    except AmbiguousAnnotation as exc:
+        raise AnnotationError(str(exc), folder) from None
 
 
 def tumour_geometry(annotations) -> tuple[object, object]:
@@ -307,7 +309,7 @@ def collect_slides(slides_csv: str | Path, annotations_dir: str | Path, mpp: flo
         ann_path = find_annotation(annotations_dir, e.slide_id)
         if ann_path is None:
             raise AnnotationError(
-                f"no annotation for slide {e.slide_id!r} (looked for {', '.join(e.slide_id + s for s in ANNOTATION_SUFFIXES)}; "
+                f"no annotation for slide {e.slide_id!r} (looked for {', '.join(candidate_names(e.slide_id, 'tumour'))}; "
                 "give a tumour-free slide an empty GeoJSON FeatureCollection)", annotations_dir)
         idx = len(sources)
         sources.append(SlideSource(str(e.path), e.slide_id, e.patient_id, e.mpp))
@@ -318,7 +320,7 @@ def collect_slides(slides_csv: str | Path, annotations_dir: str | Path, mpp: flo
         if note:
             notes.append(note)
     stray = sorted({p.name for p in annotations_dir.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and not any(p.name == i + s for i in ids for s in ANNOTATION_SUFFIXES)})
+                    and not any(p.name in candidate_names(i, "tumour") for i in ids)})
     if stray:
         notes.append(f"{len(stray)} file(s) in the annotation folder match no slide of the table: {', '.join(stray[:5])}"
                      + (" ..." if len(stray) > 5 else ""))

@@ -352,11 +352,11 @@ def youden_threshold(labels, scores) -> float:
 
 
 def threshold_metrics(labels, scores, threshold: float) -> dict:
-    y = np.asarray(labels) == 1
-    pred = np.asarray(scores) >= threshold
-    tp, tn = int((pred & y).sum()), int((~pred & ~y).sum())
-    return {"sensitivity": tp / y.sum() if y.sum() else float("nan"),
-            "specificity": tn / (~y).sum() if (~y).sum() else float("nan")}
+    """Validation sensitivity and specificity at the card's threshold (``tmln.evaluate.auc``)."""
+    from tmln.evaluate.auc import threshold_metrics as metrics
+
+    m = metrics(labels, scores, threshold)
+    return {"sensitivity": m["sensitivity"], "specificity": m["specificity"]}
 
 
 def _predict(module, dataset, ctx, mean, std, batch_size, num_workers, common, indices=None):

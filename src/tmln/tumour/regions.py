@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tmln.regions import polygon_parts
 from tmln.tumour.engine import ProbabilityMap
 
 
@@ -46,19 +47,11 @@ def regions_from_map(pm: ProbabilityMap, threshold: float | None = None, node_po
         clipped = []
         for p in polys:
             g = p.intersection(nodes)
-            clipped += _polygon_parts(g)
+            clipped += polygon_parts(g)
         polys = clipped
     px_um2 = pm.slide_mpp[0] * pm.slide_mpp[1]
     polys = [p for p in polys if p.area > 0 and p.area * px_um2 >= min_area_um2]
     return sorted(polys, key=lambda p: (p.bounds[1], p.bounds[0]))
-
-
-def _polygon_parts(g) -> list:
-    if g.is_empty:
-        return []
-    if g.geom_type == "Polygon":
-        return [g]
-    return [q for q in getattr(g, "geoms", []) for q in _polygon_parts(q)]
 
 
 def regions_from_model(slide, model, node_polygons=None, out_dir=None, device="auto", threshold=None) -> list:
