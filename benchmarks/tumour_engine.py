@@ -60,14 +60,17 @@ def model_dir(work: Path) -> Path:
     return d
 
 
+COMPRESSION = "jpeg"  # phantom tiles; --phantom-compression zlib where imagecodecs is missing
+
+
 def slide_path(work: Path, name: str) -> Path:
     from tmln.phantom import SlideSpec, make_slide
 
-    p = work / f"{name}.tiff"
+    p = work / (f"{name}.tiff" if COMPRESSION == "jpeg" else f"{name}-{COMPRESSION}.tiff")
     if not p.is_file():
         size, seed = SLIDES[name]
         t = time.perf_counter()
-        make_slide(p, SlideSpec(seed=seed, size_mm=size, mpp=0.25))
+        make_slide(p, SlideSpec(seed=seed, size_mm=size, mpp=0.25), compression=COMPRESSION)
         print(f"generated {p.name} in {time.perf_counter() - t:.0f} s", flush=True)
     return p
 
@@ -127,31 +130,36 @@ def lattice_points(poly, stride_px, n_max):
     return pts[:n_max]
 
 
-def read_only(slide, card, module, poly, workers):
-    """The dense engine's tile plan, read through the same DataLoader, without the model."""
+def read_only(slide, card, module, poly, workers, cuda: bool = False):
+    """The streamed engine's reads (segments cut into bands), through the same DataLoader, no model."""
     from tmln.models.classifier import input_transform
     from tmln.tumour import engine as E
     from tmln.tumour.dense import dense_form
 
-    dense = dense_form(module)
-    plan = E._plan_dense(slide, card, dense, E.DEFAULT_TILE_CPU)
+    plan = E._plan_dense(slide, card, dense_form(module), E.STRIP_WIDTH_CUDA if cuda else E.STRIP_WIDTH_CPU)
     f = plan.f
     roi = E.roi_cells(slide, plan.shape, (plan.stride * f[0], plan.stride * f[1]),
                       (plan.origin_model * f[0], plan.origin_model * f[1]), "nodes", [poly])
-    need = E._any_in_window(roi, plan.pool_lo, plan.pool - 1 - plan.pool_lo)
-    tiles = E._tiles_over(need, plan.kept)
-    lo = plan.margin[0]
-    s, a = plan.stride, plan.pool_lo
-    locs = [((c0 - a - lo) * s * f[0], (r0 - a - lo) * s * f[1]) for r0, c0 in tiles]
-    data = E._TileReader(slide, locs, plan.tile, card.mpp, input_transform(card))
+    _, locs, sizes, _ = E.stream_reads(plan, roi, E.BAND_PX)
+    data = E._TileReader(slide, locs, sizes, card.mpp, input_transform(card))
     t = time.perf_counter()
     n = 0
-    for _, tile, _ in E._loader(data, workers, False):
+    for _, tile, _ in E._loader(data, E.default_workers(cuda) if workers is None else workers, False):
         n += tile.numel()
-    return time.perf_counter() - t, len(tiles), float(roi.sum()) * (s * card.mpp / 1000) ** 2
+    return time.perf_counter() - t, len(plan.tiles), float(roi.sum()) * (plan.stride * card.mpp / 1000) ** 2
 
 
-def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points: int, bf16: bool = False) -> dict:
+# (label, tumour_map keyword arguments) of the engine variants timed in (a), in run order
+VARIANTS = {
+    "stream": {"precision": "fp32"},
+    "stream_bf16": {"precision": "bf16"},
+    "tiles": {"method": "dense", "precision": "fp32"},
+    "tiles_bf16": {"method": "dense", "precision": "bf16"},
+}
+
+
+def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points: int, bf16: bool = False,
+                     side_mm: float = 1500.0, device: str = "cpu") -> dict:
     import torch
 
     from tmln.models.classifier import load_classifier
@@ -159,50 +167,48 @@ def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points:
     from tmln.tumour import tumour_map
 
     slide = Slide(slide_path(work, "p5mm"))
-    poly, _ = tissue_box(slide, 1500.0)
-    module, card = load_classifier(model, device="cpu")
+    poly, _ = tissue_box(slide, side_mm)
+    module, card = load_classifier(model, device=device)
+    dev = torch.device(device)
     stride_px = ORIGINAL_STRIDE_UM / slide.mpp_x
     pts = lattice_points(poly, stride_px, n_points)
-    res = {"dense": [], "grid80": [], "original": [], "reader": []}
-    if bf16:
-        res["dense_bf16"] = []
-    roi = {}
+    variants = {k: v for k, v in VARIANTS.items() if bf16 or "bf16" not in k}
+    res = {k: [] for k in ["original", "grid80", *variants, "reader"]}
+    roi, maps, info = {}, {}, {}
     for rep in range(reps):
-        t = time.perf_counter()
-        pm = tumour_map(slide, (module, card), mask="nodes", node_polygons=[poly], num_workers=workers, device="cpu")
-        res["dense"].append(time.perf_counter() - t)
-        roi["dense"] = pm.info["roi_mm2"]
-        t = time.perf_counter()
-        original_method(slide, module, card, pts, torch.device("cpu"))
-        res["original"].append(time.perf_counter() - t)
-        roi["original"] = len(pts) * (ORIGINAL_STRIDE_UM / 1000) ** 2
+        for name, kw in variants.items():
+            t = time.perf_counter()
+            pm = tumour_map(slide, (module, card), mask="nodes", node_polygons=[poly], num_workers=workers,
+                            device=device, **kw)
+            res[name].append(time.perf_counter() - t)
+            roi[name], maps[name], info[name] = pm.info["roi_mm2"], pm.array, pm.info
+            if name == "stream":  # the original between engine runs: load from other processes hits both
+                t = time.perf_counter()
+                original_method(slide, module, card, pts, dev)
+                res["original"].append(time.perf_counter() - t)
+                roi["original"] = len(pts) * (ORIGINAL_STRIDE_UM / 1000) ** 2
         t = time.perf_counter()
         g = tumour_map(slide, (module, card), mask="nodes", node_polygons=[poly], method="grid",
-                       grid_stride=int(round(ORIGINAL_STRIDE_UM / card.mpp)), num_workers=workers, device="cpu")
+                       grid_stride=int(round(ORIGINAL_STRIDE_UM / card.mpp)), num_workers=workers, device=device)
         res["grid80"].append(time.perf_counter() - t)
         roi["grid80"] = g.info["roi_mm2"]
-        if bf16:
-            t = time.perf_counter()
-            b = tumour_map(slide, (module, card), mask="nodes", node_polygons=[poly], num_workers=workers,
-                           device="cpu", precision="bf16")
-            res["dense_bf16"].append(time.perf_counter() - t)
-            roi["dense_bf16"] = b.info["roi_mm2"]
-            out_bf16_diff = float(np.nanmax(np.abs(b.array - pm.array)))
-        dt, ntiles, mm2 = read_only(slide, card, module, poly, workers)
+        dt, ntiles, mm2 = read_only(slide, card, module, poly, workers, dev.type == "cuda")
         res["reader"].append(dt)
         roi["reader"] = mm2
         print(f"rep {rep}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in res.items()), flush=True)
-    out = {}
+    out = {"variants": {}}
     for k, v in res.items():
         med = statistics.median(v)
         out[k] = {"seconds": med, "mm2": roi[k], "mm2_per_s": roi[k] / med, "runs": v}
-    out["dense_timing"] = pm.info["timing"]
-    out["dense_tiles"] = pm.info["tiles"]
-    out["dense_tile_size"] = pm.info["tile_size"]
-    out["dense_model_mpx"] = pm.info.get("model_mpx")
+        if k in info:
+            out[k].update(model_mpx=info[k]["model_mpx"], tiles=info[k]["tiles"], tile_size=info[k]["tile_size"],
+                          timing=info[k]["timing"], method=info[k]["method"])
+    out["side_um"] = side_mm
+    out["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
     out["points_original"] = len(pts)
+    out["stream_vs_tiles_max_abs_diff"] = float(np.nanmax(np.abs(maps["stream"] - maps["tiles"])))
     if bf16:
-        out["bf16_max_abs_diff"] = out_bf16_diff
+        out["bf16_max_abs_diff"] = float(np.nanmax(np.abs(maps["stream_bf16"] - maps["stream"])))
     return out
 
 
@@ -259,14 +265,15 @@ def bench_rss(work: Path, model: Path, names: list[str], workers: int) -> dict:
     for name in names:
         p = slide_path(work, name)
         r = subprocess.run([sys.executable, __file__, "--rss-child", str(p), "--model", str(model),
-                            "--workers", str(workers)], capture_output=True, text=True, check=True)
+                            *_workers_arg(workers)], capture_output=True, text=True, check=True)
         out[name] = json.loads(r.stdout.strip().splitlines()[-1])
         print(name, out[name], flush=True)
     return out
 
 
 # ---------------------------------------------------------------------------- (d) end to end
-def e2e_child(slide_file: str, model: str, workers: int, out_dir: str) -> None:
+def e2e_child(slide_file: str, model: str, workers: int, out_dir: str, device: str = "cpu",
+              precision: str = "fp32") -> None:
     t0 = time.perf_counter()
     from tmln.slide import Slide
     from tmln.tumour import regions_from_map, tumour_map
@@ -275,23 +282,28 @@ def e2e_child(slide_file: str, model: str, workers: int, out_dir: str) -> None:
     nodes = node_polygons(Path(slide_file))
     t1 = time.perf_counter()
     pm = tumour_map(slide, model, mask="nodes", node_polygons=nodes, out_dir=out_dir, num_workers=workers,
-                    device="cpu")
+                    device=device, precision=precision)
     t2 = time.perf_counter()
     regions = regions_from_map(pm, node_polygons=nodes)
     t3 = time.perf_counter()
     print(json.dumps({"total_s": t3 - t0, "imports_open_s": t1 - t0, "map_s": t2 - t1, "regions_s": t3 - t2,
                       "timing": pm.info["timing"], "tiles": pm.info["tiles"], "tile_size": pm.info["tile_size"],
-                      "model_mpx": pm.info.get("model_mpx"),
+                      "model_mpx": pm.info.get("model_mpx"), "precision": pm.info["precision"],
+                      "method": pm.info["method"], "device": pm.info["device"],
                       "roi_mm2": pm.info["roi_mm2"], "regions": len(regions), "map_shape": list(pm.shape),
                       "slide_px": [slide.width, slide.height]}))
 
 
-def bench_e2e(work: Path, model: Path, workers: int) -> dict:
+def _workers_arg(workers) -> list[str]:
+    return [] if workers is None else ["--workers", str(workers)]
+
+
+def bench_e2e(work: Path, model: Path, workers: int, device: str = "cpu", precision: str = "fp32") -> dict:
     p = slide_path(work, "p15x10mm")
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    r = subprocess.run([sys.executable, __file__, "--e2e-child", str(p), "--model", str(model), "--workers",
-                        str(workers), "--map-out", str(work / "e2e_map")], capture_output=True, text=True,
-                       check=True, env=env)
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    r = subprocess.run([sys.executable, __file__, "--e2e-child", str(p), "--model", str(model),
+                        *_workers_arg(workers), "--map-out", str(work / "e2e_map"), "--device", device,
+                        "--precision", precision], capture_output=True, text=True, check=True, env=env)
     res = json.loads(r.stdout.strip().splitlines()[-1])
     print("e2e", res, flush=True)
     return res
@@ -319,57 +331,82 @@ def machine() -> str:
             f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (shared machine)")
 
 
+def _workers_text(workers, cuda: bool) -> str:
+    from tmln.tumour.engine import default_workers
+
+    n = default_workers(cuda) if workers is None else workers
+    return f"{n} reader process(es)" + (" (the engine's default)" if workers is None else "") + \
+        (" (reading in the model's process, in turn)" if n == 0 else "")
+
+
 def report(args, thr, rss, e2e) -> str:
     lines = ["# Tumour-map engine benchmark", "",
              f"Command: `{' '.join(['.venv/bin/python'] + sys.argv)}`  ",
              f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
              "Model: ResNet-18, random weights, card at 0.5 µm/px, patch 224 px; phantom slides at 0.25 µm/px "
-             "(`tmln.phantom.make_slide`, seed 0). CPU only.", ""]
+             "(`tmln.phantom.make_slide`, seed 0).", ""]
     if thr:
-        d, o, g, r = thr["dense"], thr["original"], thr["grid80"], thr["reader"]
+        o, r = thr["original"], thr["reader"]
+        side = thr["side_um"] / 1000
         lines += ["## (a) throughput over the same tissue, and (b) the reader alone", "",
-                  f"Same 1.5 x 1.5 mm tissue square of the 5 x 5 mm phantom; {args.workers} reader process(es); "
-                  f"median of {args.reps} alternating runs. The original method ran on the first "
-                  f"{thr['points_original']} points of its 80 µm lattice over that square.", "",
-                  "| method | output spacing | tissue mm² | seconds | tissue mm²/s | vs original |",
-                  "|---|---|---|---|---|---|"]
+                  f"Same {side:g} x {side:g} mm tissue square of the 5 x 5 mm phantom; device {thr['device']}; "
+                  f"{_workers_text(args.workers, thr['device'] != 'CPU')}; median of {args.reps} run(s), the original timed between "
+                  f"the engine's runs. The original method ran on the first {thr['points_original']} points of its "
+                  "80 µm lattice over that square (its cost per point does not depend on the region).", "",
+                  "| method | output spacing | tissue mm² | model Mpx / tissue mm² | seconds | tissue mm²/s | vs original |",
+                  "|---|---|---|---|---|---|---|"]
         base = o["mm2_per_s"]
-        for name, row, sp in (("original (768 px read per point, 3x3 crops, centre kept)", o, "80 µm"),
-                              ("tmln grid (same centre crops, tiles read once)", g, "80 µm"),
-                              ("tmln dense (fully convolutional)", d, "16 µm"),
-                              *([("tmln dense, --precision bf16", thr["dense_bf16"], "16 µm")]
-                                if "dense_bf16" in thr else []),
-                              ("reader only (dense tile plan, no model)", r, "-")):
-            lines.append(f"| {name} | {sp} | {row['mm2']:.3f} | {row['seconds']:.2f} | {row['mm2_per_s']:.4f} | "
-                         f"{row['mm2_per_s'] / base:.1f}x |")
-        tm = thr["dense_timing"]
-        lines += ["", f"Dense run breakdown (last run): total {tm['total_s']:.1f} s, model {tm['compute_s']:.1f} s, "
-                  f"waiting for tiles {tm['wait_s']:.1f} s, tile reads (summed over readers) {tm['read_s']:.1f} s; "
-                  f"{thr['dense_tiles']} tiles of up to {thr['dense_tile_size']} model px (trimmed to the tissue), "
-                  f"{thr['dense_model_mpx']:.1f} Mpx through the model.",
-                  f"Engine / reader-only throughput: {d['mm2_per_s'] / r['mm2_per_s']:.2f} "
-                  "(1.0 would mean the engine runs at the decode limit).", ""]
+        names = {"original": ("original (768 px read per point, 3x3 crops of 224, centre kept)", "80 µm"),
+                 "grid80": ("tmln grid (the same centre crops, tiles read once)", "80 µm"),
+                 "tiles": ("tmln dense, tiles (fully convolutional, margins per tile)", "16 µm"),
+                 "tiles_bf16": ("tmln dense, tiles, bf16", "16 µm"),
+                 "stream": ("**tmln stream** (fully convolutional, strips streamed band by band; default)", "16 µm"),
+                 "stream_bf16": ("**tmln stream, bf16** (`--precision bf16`)", "16 µm"),
+                 "reader": ("reader only (the stream's bands, no model)", "-")}
+        per_point = 9 * CROP * CROP / 1e6 / (ORIGINAL_STRIDE_UM / 1000) ** 2
+        for key, (label, sp) in names.items():
+            if key not in thr:
+                continue
+            row = thr[key]
+            mpx = row["model_mpx"] / row["mm2"] if "model_mpx" in row else (per_point if key == "original" else None)
+            lines.append(f"| {label} | {sp} | {row['mm2']:.3f} | {'-' if mpx is None else f'{mpx:.1f}'} | "
+                         f"{row['seconds']:.2f} | {row['mm2_per_s']:.4f} | {row['mm2_per_s'] / base:.1f}x |")
+        st = thr["stream"]
+        tm = st["timing"]
+        lines += ["", f"Stream run breakdown (last run): total {tm['total_s']:.1f} s, model {tm['compute_s']:.1f} s, "
+                  f"waiting for bands {tm['wait_s']:.1f} s, band reads (summed over readers) {tm['read_s']:.1f} s; "
+                  f"{st['tiles']} segment(s), strips up to {st['tile_size'][1]} model px wide, "
+                  f"{st['model_mpx']:.1f} Mpx through the model (tiles: {thr['tiles']['model_mpx']:.1f} Mpx in "
+                  f"{thr['tiles']['tiles']} tiles of up to {thr['tiles']['tile_size']} px).",
+                  f"Engine (stream) / reader-only throughput: {st['mm2_per_s'] / r['mm2_per_s']:.2f} "
+                  "(1.0 would mean the engine runs at the decode limit).",
+                  f"Stream vs tiles map: max |dP| = {thr['stream_vs_tiles_max_abs_diff']:.1e}."]
         if "bf16_max_abs_diff" in thr:
-            lines += [f"bf16 vs float32 dense map: max |dP| = {thr['bf16_max_abs_diff']:.4f}.", ""]
+            lines += [f"bf16 vs float32 stream map: max |dP| = {thr['bf16_max_abs_diff']:.4f}."]
+        lines.append("")
     if rss:
         lines += ["## (c) peak memory", "",
                   "Fresh subprocess per slide: whole-slide tissue detection, then the engine over 5 boxes of "
                   "0.5 x 0.5 mm spread over the slide (whole-slide arrays are all built; compute stays bounded).", "",
-                  "| slide | px | peak RSS, process tree | ru_maxrss self | ru_maxrss largest child | seconds |",
-                  "|---|---|---|---|---|---|"]
+                  "Peak RSS of the process tree is sampled every 50 ms. (`ru_maxrss` of the subprocess itself "
+                  "is not reported: Linux carries the parent's peak across fork and exec, so it shows the "
+                  "benchmark's own RSS.)", "",
+                  "| slide | px | peak RSS, process tree | ru_maxrss largest child process | seconds |",
+                  "|---|---|---|---|---|"]
         first = None
         for name, r in rss.items():
             gb = r["peak_tree_bytes"] / 1e9
             first = first or gb
             lines.append(f"| {name} | {r['slide_px'][0]} x {r['slide_px'][1]} | {gb:.2f} GB ({gb / first:.2f}x) | "
-                         f"{r['ru_self_bytes'] / 1e9:.2f} GB | {r['ru_children_bytes'] / 1e9:.2f} GB | "
-                         f"{r['seconds']:.0f} |")
+                         f"{r['ru_children_bytes'] / 1e9:.2f} GB | {r['seconds']:.0f} |")
         lines.append("")
     if e2e:
         t = e2e["timing"]
         lines += ["## (d) end to end, 60k x 40k px at 0.25 µm/px, nodes only", "",
-                  f"{e2e['roi_mm2']:.1f} mm² mapped (the lymph nodes, 31.8 % of the slide), {e2e['tiles']} tiles of up to "
-                  f"{e2e['tile_size']} model px ({e2e['model_mpx']:.0f} Mpx through the model), OMP_NUM_THREADS=2, {args.workers} reader process(es).", "",
+                  f"{e2e['roi_mm2']:.1f} mm² mapped (the lymph nodes, 31.8 % of the slide), {e2e['tiles']} tiles/segments of up to "
+                  f"{e2e['tile_size']} model px ({e2e['model_mpx']:.0f} Mpx through the model), method {e2e['method']}, "
+                  f"{e2e['precision']} on {e2e['device']}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}, "
+                  f"{_workers_text(args.workers, e2e['device'] != 'cpu')}.", "",
                   "| stage | seconds |", "|---|---|",
                   f"| imports, open slide, read node outlines | {e2e['imports_open_s']:.1f} |",
                   f"| tumour map (plan, read, classify, stitch, write) | {e2e['map_s']:.1f} |",
@@ -378,6 +415,11 @@ def report(args, thr, rss, e2e) -> str:
                   f"| - tile reads, summed over readers (overlaps the model) | {t['read_s']:.1f} |",
                   f"| threshold + polygons clipped to nodes | {e2e['regions_s']:.1f} |",
                   f"| **total** | **{e2e['total_s']:.1f}** |", ""]
+        if thr:
+            rate = e2e["roi_mm2"] / e2e["map_s"]
+            lines += [f"Whole-slide rate: {rate:.3f} node mm²/s = **{rate / thr['original']['mm2_per_s']:.1f}x** the "
+                      f"original method's rate in (a) ({e2e['model_mpx'] / e2e['roi_mm2']:.1f} model Mpx per node mm²; "
+                      f"precision {e2e.get('precision', 'float32')}).", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -385,29 +427,37 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="/tmp/tmln-bench")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=None, help="reader processes (default: the engine's)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--points", type=int, default=25, help="original-method output points timed")
     ap.add_argument("--only", default="abcd", help="which parts to run (letters a-d; b runs with a)")
     ap.add_argument("--large", action="store_true", help="also the 100k x 100k px slide in (c)")
-    ap.add_argument("--bf16", action="store_true", help="also the dense engine in bfloat16 in (a)")
+    ap.add_argument("--bf16", action="store_true", help="also the engine in bfloat16 in (a)")
+    ap.add_argument("--side-um", type=float, default=1500.0, help="edge of the tissue square in (a), µm")
+    ap.add_argument("--device", default="cpu", help="(a) and (d) on this device (cpu, cuda)")
+    ap.add_argument("--precision", default="fp32", help="(d) precision (fp32, bf16, auto)")
+    ap.add_argument("--phantom-compression", default="jpeg", choices=["jpeg", "zlib"],
+                    help="phantom slide tiles (zlib where imagecodecs is missing)")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--e2e-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--map-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global COMPRESSION
+    COMPRESSION = args.phantom_compression
     if args.rss_child:
         return rss_child(args.rss_child, args.model, args.workers)
     if args.e2e_child:
-        return e2e_child(args.e2e_child, args.model, args.workers, args.map_out)
+        return e2e_child(args.e2e_child, args.model, args.workers, args.map_out, args.device, args.precision)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     model = model_dir(work)
-    thr = bench_throughput(work, model, args.workers, args.reps, args.points, args.bf16) if "a" in args.only else None
+    thr = (bench_throughput(work, model, args.workers, args.reps, args.points, args.bf16, args.side_um, args.device)
+           if "a" in args.only else None)
     rss = None
     if "c" in args.only:
         rss = bench_rss(work, model, ["p5mm", "p15x10mm"] + (["p25mm"] if args.large else []), args.workers)
-    e2e = bench_e2e(work, model, args.workers) if "d" in args.only else None
+    e2e = bench_e2e(work, model, args.workers, args.device, args.precision) if "d" in args.only else None
     text = report(args, thr, rss, e2e)
     print(text)
     if args.out:

@@ -317,10 +317,10 @@ def rgba_to_rgb_white(rgba: np.ndarray) -> np.ndarray:
     """Composite RGBA (straight alpha) over white -> RGB uint8."""
     if rgba.ndim == 3 and rgba.shape[2] == 3:
         return np.ascontiguousarray(rgba)
+    if rgba[..., 3].min() == 255:  # opaque (the usual case): no arithmetic
+        return np.ascontiguousarray(rgba[..., :3])
     rgb = rgba[..., :3].astype(np.uint16)
     a = rgba[..., 3:4].astype(np.uint16)
-    if np.all(a == 255):
-        return np.ascontiguousarray(rgba[..., :3])
     out = (rgb * a + 255 * (255 - a) + 127) // 255
     return out.astype(np.uint8)
 

@@ -83,3 +83,20 @@ def test_no_partial_output_on_failure(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         make_slide(tmp_path / "x.tiff", SlideSpec(seed=1, size_mm=(1.0, 1.0)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lossless_zlib_variant_has_the_jpeg_content(tmp_path):
+    """compression='zlib': OpenSlide reads it, same geometry, pixels within JPEG error of the default;
+    SVS stays JPEG (Aperio) and an unknown compression is refused."""
+    spec = SlideSpec(seed=3, size_mm=(1.0, 0.75))
+    j = make_slide(tmp_path / "j.tiff", spec, geojson=False)
+    z = make_slide(tmp_path / "z.tiff", spec, geojson=False, compression="zlib")
+    with Slide(j.path) as a, Slide(z.path) as b:
+        assert a.dimensions == b.dimensions and a.mpp_x == b.mpp_x
+        pa, pb = a.read((0, 0), a.dimensions), b.read((0, 0), b.dimensions)
+        assert np.abs(pa.astype(int) - pb.astype(int)).mean() < 4.0
+        assert not np.array_equal(pa, pb)  # the lossless file is not the JPEG one
+    with pytest.raises(ValueError, match="compression"):
+        make_slide(tmp_path / "s.svs", spec, geojson=False, compression="zlib")
+    with pytest.raises(ValueError, match="compression"):
+        make_slide(tmp_path / "x.tiff", spec, geojson=False, compression="lzma")

@@ -70,13 +70,15 @@ def test_receptive_field_of_resnet18():
     assert rf.margins() == (7, 6)  # cells 217 px left / 218 px right of their centre pixel
 
 
-def test_tiling_is_exact_and_matches_whole_slide_reference(tmp_path):
-    """No seams: maps from three tile sizes are identical, and equal the dense form applied to the
-    whole slide at once (so coordinates, margins, stitching and pooling are right). Tol 1e-5."""
+@pytest.mark.parametrize("method", ["stream", "dense"])
+def test_tiling_is_exact_and_matches_whole_slide_reference(tmp_path, method):
+    """No seams: maps from three tile (dense) or strip (stream) widths are identical, and equal the
+    dense form applied to the whole slide at once (so coordinates, margins, stitching and pooling
+    are right). Tol 1e-5."""
     img = texture(360, 400, seed=1)
     path = write_slide(tmp_path / "s.tif", img, 0.5)
     net, c = small_resnet(), card(patch=96)  # k = 3
-    maps = [tumour_map(path, (net, c), mask=None, tile_size=t, num_workers=0, device="cpu").array
+    maps = [tumour_map(path, (net, c), mask=None, tile_size=t, num_workers=0, device="cpu", method=method).array
             for t in (320, 480, 2048)]
     assert maps[0].shape == (12, 13)
     assert np.abs(maps[0] - maps[1]).max() < 1e-5 and np.abs(maps[0] - maps[2]).max() < 1e-5
@@ -84,14 +86,30 @@ def test_tiling_is_exact_and_matches_whole_slide_reference(tmp_path):
     assert np.abs(maps[0] - ref).max() < 1e-5
 
 
-def test_constant_slide_gives_constant_map(tmp_path):
+def test_streaming_equals_tiles_and_pays_the_margin_once(tmp_path):
+    """The streamed engine gives the tiled engine's map (tol 1e-5) through far fewer model pixels:
+    one segment instead of many tiles each recomputing its margins."""
+    img = texture(640, 576, seed=4)
+    path = write_slide(tmp_path / "t.tif", img, 0.5)
+    net, c = small_resnet(), card(patch=96)
+    tiled = tumour_map(path, (net, c), mask=None, tile_size=320, num_workers=0, device="cpu", method="dense")
+    streamed = tumour_map(path, (net, c), mask=None, tile_size=2048, num_workers=0, device="cpu")
+    assert streamed.info["method"] == "stream" and tiled.info["method"] == "dense"
+    assert np.abs(streamed.array - tiled.array).max() < 1e-5
+    assert streamed.info["tiles"] == 1 and tiled.info["tiles"] >= 16
+    assert streamed.info["model_mpx"] < 0.5 * tiled.info["model_mpx"]
+
+
+@pytest.mark.parametrize("method", ["stream", "dense"])
+def test_constant_slide_gives_constant_map(tmp_path, method):
     """A constant-colour slide: every output pixel whose receptive field lies inside the slide has the
-    same value, across many tile borders (tile = 10 cells, 3 kept)."""
+    same value, across many tile / strip borders (10 cells wide, 3 kept)."""
     img = np.zeros((512, 512, 3), np.uint8)
     img[:] = (200, 120, 170)
     path = write_slide(tmp_path / "c.tif", img, 0.5)
-    pm = tumour_map(path, (small_resnet(), card(patch=96)), mask=None, tile_size=320, num_workers=0, device="cpu")
-    assert pm.info["tiles"] >= 9
+    pm = tumour_map(path, (small_resnet(), card(patch=96)), mask=None, tile_size=320, num_workers=0, device="cpu",
+                    method=method)
+    assert pm.info["tiles"] >= (9 if method == "dense" else 6)
     inner = pm.array[5:-5, 5:-5]  # 5 cells: receptive field (195 px) + pooling window clear of the slide edge
     assert inner.size >= 36 and np.ptp(inner) < 1e-6
     assert np.ptp(pm.array) > 1e-4  # the edges do differ (white beyond the slide): the check can fail
@@ -197,7 +215,7 @@ def test_masks_are_respected(tmp_path):
     assert rows.min() == 60 // 32 and rows.max() == 179 // 32 and cols.min() == 40 // 32 and cols.max() == 199 // 32
     assert inside.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
     assert np.abs(pm.array[inside] - full.array[inside]).max() < 1e-5
-    assert pm.info["tiles"] < full.info["tiles"]
+    assert pm.info["model_mpx"] < full.info["model_mpx"]
     # a tissue mask (here given directly: 8 µm/px, tissue in the lower-right quarter)
     tmask = np.zeros((30, 30), bool)
     tmask[15:, 15:] = True
@@ -217,7 +235,7 @@ def test_outputs_written_and_deterministic_with_workers(tmp_path):
     assert np.array_equal(a.array, b.array)  # reader processes change nothing
     side = json.loads((tmp_path / "out" / "tumour_map.json").read_text())
     assert side["mpp"] == 16.0 and side["origin_px"] == [0.0, 0.0] and side["shape"] == [8, 8]
-    assert side["threshold"] == 0.5 and side["method"] == "dense"
+    assert side["threshold"] == 0.5 and side["method"] == "stream"
     assert (tmp_path / "out" / "tumour_map.png").read_bytes()[:4] == b"\x89PNG"
     back = ProbabilityMap.load(tmp_path / "out")
     assert np.array_equal(back.array, a.array) and back.mpp == a.mpp
@@ -235,6 +253,27 @@ def test_missing_mpp_is_an_error(tmp_path):
         tumour_map(p, (small_resnet(), card(patch=64)), mask=None, num_workers=0, device="cpu")
 
 
+def test_strips_cover_needed_cells_with_segments():
+    """Streaming segments: column runs cut into equal strips at most ``cols`` wide, rows split where
+    the gap exceeds the margin, columns trimmed per segment; together they cover every needed cell."""
+    from tmln.tumour.engine import _strips
+
+    need = np.zeros((40, 30), bool)
+    need[2:6, 3:7] = True
+    need[9:12, 4:6] = True  # 3 rows below: joined (gap <= 5)
+    need[30:33, 1:3] = True  # far below: a segment of its own
+    need[5, 9:15] = True  # columns 1..14 form one run of 14 columns -> two strips, [1, 8) and [8, 15)
+    need[0, 25] = True  # 10 columns away: a run of its own
+    segs = _strips(need, 10, 5)
+    assert segs == [(2, 3, 10, 4), (30, 1, 3, 2), (5, 9, 1, 6), (0, 25, 1, 1)]
+    covered = np.zeros_like(need)
+    for r0, c0, nr, nc in segs:
+        assert nc <= 10
+        covered[r0 : r0 + nr, c0 : c0 + nc] = True
+    assert covered[need].all()
+    assert _strips(np.zeros((4, 4), bool), 10, 5) == []
+
+
 def test_tiles_are_trimmed_to_the_cells_they_produce():
     from tmln.tumour.engine import _tiles_over, _trim_tiles
 
@@ -247,3 +286,14 @@ def test_tiles_are_trimmed_to_the_cells_they_produce():
     for r0, c0, nr, nc in tiles:
         covered[r0 : r0 + nr, c0 : c0 + nc] = True
     assert covered[need].all()
+
+
+def test_default_reader_processes(monkeypatch):
+    """No reader processes on small CPUs (they would compete with the model), some on CUDA hosts."""
+    import os
+
+    from tmln.tumour.engine import default_workers
+
+    for cores, cpu, cuda in ((2, 0, 1), (4, 0, 2), (16, 4, 8), (64, 4, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
+        assert (default_workers(False), default_workers(True)) == (cpu, cuda)

@@ -20,13 +20,18 @@ from tmln.cli.options import device_option, mpp_option, out_dir_option, quiet_op
               help="P(tumour) threshold for tumour.geojson (default: the model card's).")
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Tiles per forward pass (patches for the grid method). Default: 1 tile on CPU, 2 on CUDA.")
+              help="Tiles per forward pass for --method dense, patches for grid (default 1 tile on CPU, 2 on "
+                   "CUDA; 64 patches). The streamed default runs one strip at a time.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Reader processes (default: half the CPUs, at most 4; 0 = read in the main process).")
+              help="Reader processes (default: none on CPUs of up to 4 cores, where they would compete with the "
+                   "model; on CUDA half the CPUs, at most 8; 0 = read in the main process).")
 @click.option("--tile-size", type=click.IntRange(min=64), default=None,
-              help="Tile edge in model px (default 2048 on CPU, 4096 on CUDA); larger wastes less on overlap.")
-@click.option("--method", type=click.Choice(["auto", "dense", "grid"]), default="auto", show_default=True,
-              help="dense = fully convolutional (ResNet/DenseNet/MobileNetV2); grid = one patch per output pixel.")
+              help="Strip width (stream; default 4096 on CPU, 8192 on CUDA) or tile edge (dense; 2048 / 4096) in "
+                   "model px; wider wastes less on the receptive-field margin.")
+@click.option("--method", type=click.Choice(["auto", "stream", "dense", "grid"]), default="auto", show_default=True,
+              help="stream = fully convolutional over strips streamed band by band (ResNet/DenseNet/MobileNetV2); "
+                   "dense = the same in overlapping tiles; grid = one patch per output pixel (any architecture). "
+                   "auto = the first that applies.")
 @click.option("--grid-stride", type=click.IntRange(min=1), default=None,
               help="Output stride in model px for --method grid (default: patch size / 2).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,

@@ -37,12 +37,14 @@ def make_slide(
     quality: int = 85,
     level_factor: int = 4,
     geojson: bool = True,
+    compression: str = "jpeg",
 ) -> PhantomSlide:
     """Write one phantom slide to ``path`` (+ ``<stem>.nodes.geojson`` / ``<stem>.tumour.geojson``).
 
     spec : a ``SlideSpec`` or just a seed (defaults otherwise: 8 x 6 mm at 0.5 µm/px).
     fmt : ``tiff`` or ``svs``; default from the suffix of ``path`` (``.svs`` -> svs).
     write_mpp : False writes no µm/px at all (for testing the missing-mpp paths).
+    compression : ``jpeg`` (default, as scanners write) or ``zlib`` (lossless; generic TIFF only).
     """
     from tmln.annotations import feature, write_geojson
     from tmln.atomic import atomic_path
@@ -60,7 +62,7 @@ def make_slide(
     desc = f"tmln phantom slide; seed={spec.seed}" + (f"; mpp={spec.mpp:g}" if write_mpp else "")
     with atomic_path(path) as tmp:
         write_pyramid(tmp, layout.width, layout.height, renderer.tile, spec.mpp if write_mpp else None, fmt=fmt,
-                      tile=tile, quality=quality, factor=level_factor, description=desc)
+                      tile=tile, quality=quality, factor=level_factor, description=desc, compression=compression)
     stem = path.with_suffix("")
     nodes_p = Path(f"{stem}.nodes.geojson")
     tum_p = Path(f"{stem}.tumour.geojson")

@@ -46,21 +46,26 @@ def write_pyramid(
     factor: int = 4,
     min_size: int = 1000,
     description: str = "",
+    compression: str = "jpeg",
 ) -> list[tuple[int, int, int]]:
     """Write a pyramid to ``path`` (the caller makes it atomic). Returns the level sizes.
 
     mpp : level-0 µm/px written as TIFF resolution (pixels per cm) and, for SVS, as ``MPP =``;
         ``None`` writes no physical size at all.
     fmt : ``tiff`` (generic tiled TIFF) or ``svs`` (Aperio-style).
+    compression : ``jpeg`` (``quality``; what scanners write, needs imagecodecs) or ``zlib``
+        (lossless deflate; tifffile alone can write it; generic TIFF only).
     """
     import tifffile
 
     if fmt not in ("tiff", "svs"):
         raise ValueError(f"fmt must be 'tiff' or 'svs', got {fmt!r}")
+    if compression not in ("jpeg", "zlib") or (fmt == "svs" and compression != "jpeg"):
+        raise ValueError(f"compression must be 'jpeg' (or 'zlib' for fmt='tiff'), got {compression!r}")
     levels = level_sizes(width, height, factor, min_size)
     bigtiff = width * height * 3 * 1.34 > 3.5e9
-    common = dict(dtype=np.uint8, photometric="rgb", compression="jpeg", compressionargs={"level": int(quality)},
-                  metadata=None)
+    common = dict(dtype=np.uint8, photometric="rgb", compression=compression, metadata=None,
+                  compressionargs={"level": int(quality)} if compression == "jpeg" else None)
 
     def res(ds):
         if mpp is None:

@@ -1,28 +1,34 @@
 """Dense tumour probability maps over whole slides.
 
-Two ways to run a patch classifier over a slide, chosen automatically:
+Three ways to run a patch classifier over a slide, the first that applies chosen automatically:
 
-``dense`` (ResNet / DenseNet / MobileNetV2; see ``tmln.tumour.dense``)
-    The slide (its region of interest) is covered by large tiles read at the model's µm/px. The
-    classifier runs fully convolutionally on each tile: feature extractor, then the linear head as
-    a 1×1 convolution, giving one *cell logit* per ``stride`` px (32 px = 16 µm for a ResNet at
-    0.5 µm/px). Tiles overlap by the receptive-field margin and only cells whose receptive field
-    lies wholly inside their tile are kept, so every kept cell equals the cell computed on the
-    whole slide at once: no seams, whatever the tile size. The cell logits are stitched into one
-    map at the output stride, and each output pixel is the mean of the ``k × k`` cell logits under
-    the ``patch_size`` patch centred on it (``k = patch_size / stride``; 7 for 224 px) — the patch
+``stream`` (ResNet / DenseNet / MobileNetV2; see ``tmln.tumour.dense`` and ``tmln.tumour.stream``)
+    The classifier runs fully convolutionally: feature extractor, then the linear head as a 1×1
+    convolution, giving one *cell logit* per ``stride`` px (32 px = 16 µm for a ResNet at
+    0.5 µm/px). The region of interest is cut into column strips (default 4096 model px wide on
+    CPU); each strip's run of needed rows is one *segment*, read in bands of ``BAND_PX`` rows and
+    streamed through the network layer by layer, every layer computing each of its rows once. The
+    receptive-field margin (cells whose receptive field would leave the segment are dropped) is
+    paid once per segment edge, so the model sees about 1.3–1.7 px per tissue px instead of the
+    original method's 17.6. Each output pixel is the mean of the ``k × k`` cell logits under the
+    ``patch_size`` patch centred on it (``k = patch_size / stride``; 7 for 224 px) — the patch
     classifier's logit up to border effects (see ``docs/tumour-inference.md``) — then sigmoid.
+
+``dense`` (the same architectures)
+    The same computation in large overlapping tiles, each keeping the cells whose receptive
+    field lies wholly inside it (margins recomputed per tile). Used for models with a Macenko
+    stain step (estimated per image read) and on request; gives the same map as ``stream``.
 
 ``grid`` (any architecture)
     One patch per output pixel on a stride grid (default ``patch_size / 2``), cropped from large
     tiles read once (no redundant reads: neighbouring patches share the tile's pixels).
 
-Coordinates first, pixels later: the tile list is computed from the region-of-interest mask at
-the output stride; a ``DataLoader`` whose workers each open their own ``Slide`` (it pickles by
-path) reads the tiles. Memory is bounded whatever the slide size: the only whole-slide arrays are
-at the output stride (a 100k × 100k px slide at 0.25 µm/px gives a 1563² map at 16 µm/px).
-Runs on CUDA when available (AMP, channels-last), else CPU; results do not depend on tile size,
-worker count or timing (tiles are written by index).
+Coordinates first, pixels later: the tile / band list is computed from the region-of-interest
+mask at the output stride; a ``DataLoader`` whose workers each open their own ``Slide`` (it
+pickles by path) reads them (on small CPUs the main process reads, in turn). Memory is bounded
+whatever the slide size: the only whole-slide arrays are at the output stride (a 100k × 100k px
+slide at 0.25 µm/px gives a 1563² map at 16 µm/px). Runs on CUDA when available (AMP,
+channels-last), else CPU; results do not depend on tile or strip size, worker count or timing.
 """
 
 from __future__ import annotations
@@ -43,9 +49,16 @@ SIDECAR_NAME = "tumour_map.json"
 PREVIEW_NAME = "tumour_map.png"
 MASKS = ("tissue", "nodes", None)
 
+METHODS = ("auto", "stream", "dense", "grid")
 # default tile edge in model px (dense mode): large tiles waste less on the receptive-field margin
 DEFAULT_TILE_CPU = 2048
 DEFAULT_TILE_CUDA = 4096
+# streaming: strip width in model px, band height read per step, output rows (cells) per step
+STRIP_WIDTH_CPU = 4096
+STRIP_WIDTH_CUDA = 8192
+BAND_PX = 512
+CHUNK_CPU = 4
+CHUNK_CUDA = 32
 
 
 @dataclass
@@ -147,6 +160,7 @@ class _Plan:
     margin: tuple[int, int] = (0, 0)  # dense: cells dropped before / after
     pool: int = 1  # dense: k (cells per patch edge)
     pool_lo: int = 0  # dense: a = k // 2
+    outputs: int = 1  # dense: network outputs (logit channels)
     tiles: list = field(default_factory=list)  # (row0, col0) in the tile's own index space
 
 
@@ -182,10 +196,41 @@ def _tiles_over(need: np.ndarray, kept: tuple[int, int]) -> list[tuple[int, int]
 
 def _model_mpx(plan) -> float:
     """Megapixels (at the model's µm/px) the network ran on: tiles are trimmed (dense) or fixed (grid)."""
-    if plan.method == "dense":
+    if plan.method in ("dense", "stream"):
         lo, hi = plan.margin
         return sum((nr + lo + hi) * (nc + lo + hi) for _, _, nr, nc in plan.tiles) * plan.stride ** 2 / 1e6
     return len(plan.tiles) * plan.tile[0] * plan.tile[1] / 1e6
+
+
+def _runs(idx: np.ndarray, gap: int) -> list[tuple[int, int]]:
+    """[first, last] of the runs in sorted indices ``idx``, runs more than ``gap`` apart kept apart."""
+    cut = np.flatnonzero(np.diff(idx) > gap)
+    return [(int(a), int(b)) for a, b in zip(np.r_[idx[0], idx[cut + 1]], np.r_[idx[cut], idx[-1]])]
+
+
+def _strips(need: np.ndarray, cols: int, gap: int) -> list[tuple[int, int, int, int]]:
+    """(r0, c0, rows, cols) segments for streaming.
+
+    Needed columns are grouped into runs (runs more than ``gap`` apart stay apart: a gap costs its
+    columns, a new strip costs ``gap`` columns of margin); each run is cut into the fewest strips
+    at most ``cols`` wide, of equal width. In each strip, the rows holding needed cells are grouped
+    the same way, and each row run, trimmed to the columns it needs, is one segment."""
+    out = []
+    idx = np.flatnonzero(need.any(0))
+    if not idx.size:
+        return out
+    for a, b in _runs(idx, gap):
+        n = -(-(b - a + 1) // cols)
+        edges = np.linspace(a, b + 1, n + 1).round().astype(int)
+        for c0, c1 in zip(edges[:-1], edges[1:]):
+            band = need[:, c0:c1]
+            rows = np.flatnonzero(band.any(1))
+            if not rows.size:
+                continue
+            for r0, r1 in _runs(rows, gap):
+                cc = np.flatnonzero(band[r0 : r1 + 1].any(0))
+                out.append((r0, int(c0 + cc[0]), r1 - r0 + 1, int(cc[-1] - cc[0] + 1)))
+    return out
 
 
 def _trim_tiles(need: np.ndarray, tiles: list[tuple[int, int]], kept: tuple[int, int]) -> list[tuple[int, int, int, int]]:
@@ -334,11 +379,17 @@ def _mp_context():
     return "fork" if "fork" in mp.get_all_start_methods() else None
 
 
-def default_workers() -> int:
+def default_workers(cuda: bool = False) -> int:
+    """Reader processes by default. On CUDA, half the CPUs (at most 8): the GPU waits on decoding.
+    On CPU the model already uses every core, so a reader process only competes with it: none up
+    to 4 cores (reading in turn is faster there: measured 4.3 s vs 5.0 s on 2 cores,
+    benchmarks/results/tumour_engine.md), then a quarter of the cores (at most 4)."""
     import os
 
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, n // 2))
+    if cuda:
+        return max(1, min(8, n // 2))
+    return 0 if n <= 4 else min(4, n // 4)
 
 
 # ---------------------------------------------------------------------------- the engine
@@ -356,11 +407,13 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     out_dir : when given, writes ``tumour_map.npy`` + ``tumour_map.json`` + ``tumour_map.png``.
     device : ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ...
     batch_size : tiles per forward pass (dense; default 1 on CPU, 2 on CUDA) or patches (grid;
-        default 64).
-    num_workers : DataLoader reader processes (default: half the CPUs, at most 4; 0 = read in
-        this process).
-    tile_size : tile edge in model px (dense; default 2048 on CPU, 4096 on CUDA).
-    method : ``"auto"`` (dense where the architecture allows, else grid), ``"dense"`` or ``"grid"``.
+        default 64); stream runs one strip at a time.
+    num_workers : DataLoader reader processes (default ``default_workers``: none on a CPU of up to
+        4 cores, where readers would compete with the model; 0 = read in this process).
+    tile_size : strip width (stream; default 4096 on CPU, 8192 on CUDA) or tile edge (dense;
+        2048 / 4096), model px.
+    method : ``"auto"`` (stream, else dense, else grid: the first the model allows), ``"stream"``,
+        ``"dense"`` or ``"grid"``.
     grid_stride : output stride in model px for the grid method (default ``patch_size // 2``).
     precision : ``"auto"`` (float16/bfloat16 autocast on CUDA, float32 on CPU), ``"fp32"``, ``"bf16"``.
     tissue : optional precomputed tissue mask (``TissueMask`` or ``(bool array, µm/px)``) for
@@ -390,23 +443,30 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     mppx, mppy = slide.mpp_x, slide.mpp_y
     f = (card.mpp / mppx, card.mpp / mppy)
     cuda = dev.type == "cuda"
-    workers = default_workers() if num_workers is None else max(0, int(num_workers))
+    workers = default_workers(cuda) if num_workers is None else max(0, int(num_workers))
     amp_dtype = _amp_dtype(precision, dev)
 
     from tmln.tumour.dense import dense_form
 
-    dense = None
-    if method in ("auto", "dense"):
+    dense = streamed = None
+    if method not in METHODS:
+        raise TmlnError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method in ("auto", "stream", "dense"):
         dense = dense_form(module)
         if dense is not None and card.patch_size % dense.stride:
             dense = None  # the patch is not a whole number of cells
-        if dense is None and method == "dense":
+        if dense is None and method != "auto":
             raise TmlnError(f"architecture {card.architecture!r} (patch {card.patch_size} px) has no exact "
                             "fully convolutional form; use method='grid'")
-    elif method != "grid":
-        raise TmlnError(f"method must be 'auto', 'dense' or 'grid', got {method!r}")
+    if dense is not None and method in ("auto", "stream"):
+        streamed, why = _streamable(dense.to(dev), transform)
+        if streamed is None and method == "stream":
+            raise TmlnError(f"architecture {card.architecture!r} cannot be streamed ({why}); use method='dense'")
 
-    if dense is not None:
+    if streamed is not None:
+        plan = _plan_dense(slide, card, dense, tile_size or (STRIP_WIDTH_CUDA if cuda else STRIP_WIDTH_CPU))
+        plan.method = "stream"
+    elif dense is not None:
         plan = _plan_dense(slide, card, dense, tile_size or (DEFAULT_TILE_CUDA if cuda else DEFAULT_TILE_CPU))
     else:
         plan = _plan_grid(slide, card, grid_stride, tile_size or (DEFAULT_TILE_CUDA if cuda else DEFAULT_TILE_CPU))
@@ -416,7 +476,12 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
 
     timing = {"read_s": 0.0, "compute_s": 0.0, "wait_s": 0.0}
     with _deterministic(cuda), torch.inference_mode():
-        if dense is not None:
+        if streamed is not None:
+            plan.outputs = dense.head.out_channels
+            logits = _run_streamed(slide, card, streamed, plan, roi, transform, dev, amp_dtype, workers, timing,
+                                   progress, band_px=BAND_PX, chunk=CHUNK_CUDA if cuda else CHUNK_CPU)
+            prob = _pool_and_activate(logits, plan.pool, card)
+        elif dense is not None:
             logits = _run_dense(slide, card, dense.to(dev), plan, roi, transform, dev, amp_dtype,
                                 batch_size or (2 if cuda else 1), workers, timing, progress)
             prob = _pool_and_activate(logits, plan.pool, card)
@@ -439,6 +504,26 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     if out_dir is not None:
         pm.save(out_dir)
     return pm
+
+
+def _streamable(dense, transform):
+    """(``StreamedNet``, "") when the dense form can be row-streamed exactly, else (None, reason).
+
+    Not with a Macenko stain step: it estimates the stain per image read, so bands would be
+    normalised differently from tiles."""
+    from tmln.tumour.stream import NotStreamable, StreamedNet
+
+    if transform.has_stain:
+        return None, "Macenko normalisation is estimated per tile"
+    import copy
+
+    try:
+        # the check compares values, so it runs on a float32 CPU copy (no TF32 / cuDNN algorithm noise)
+        StreamedNet(copy.deepcopy(dense).cpu().float()).check()
+        net = StreamedNet(dense)
+    except NotStreamable as e:
+        return None, str(e)
+    return net, ""
 
 
 def _amp_dtype(precision: str, dev):
@@ -559,6 +644,74 @@ def _run_dense(slide, card, dense, plan, roi, transform, dev, amp_dtype, batch_s
         t_wait = time.perf_counter()
     if batch:
         flush()
+    if bar is not None:
+        bar.close()
+    return logits
+
+
+def stream_reads(plan, roi: np.ndarray, band_px: int):
+    """Plan the streamed reads: sets ``plan.tiles`` to the segments and returns (needed extended
+    cells, band locations in level-0 px, band (h, w) in model px, segment of each band)."""
+    k, a = plan.pool, plan.pool_lo
+    lo, hi = plan.margin
+    need = _any_in_window(roi, a, k - 1 - a)
+    plan.tiles = _strips(need, plan.kept[1], lo + hi)
+    s, fx, fy = plan.stride, plan.f[0], plan.f[1]
+    locs, sizes, owner = [], [], []
+    for t, (r0, c0, nr, nc) in enumerate(plan.tiles):
+        x0, y0 = (c0 - a - lo) * s, (r0 - a - lo) * s  # model px of the segment's top-left corner
+        height, width = (nr + lo + hi) * s, (nc + lo + hi) * s
+        for b0 in range(0, height, band_px):
+            locs.append((x0 * fx, (y0 + b0) * fy))
+            sizes.append((min(band_px, height - b0), width))
+            owner.append(t)
+    return need, locs, sizes, owner
+
+
+def _run_streamed(slide, card, streamed, plan, roi, transform, dev, amp_dtype, workers, timing, progress,
+                  band_px: int, chunk: int):
+    """Dense cell logits, each segment (a column strip's run of needed rows) streamed band by band
+    through the network (``tmln.tumour.stream``): the receptive-field margin is paid once per
+    segment edge, not once per tile edge."""
+    import torch
+
+    lo, hi = plan.margin
+    need, locs, sizes, owner = stream_reads(plan, roi, band_px)
+    logits = np.full((plan.outputs,) + need.shape, np.nan, np.float32)
+    s = plan.stride
+    data = _TileReader(slide, locs, sizes, card.mpp, transform)
+    cl = torch.channels_last
+    bar = _progress(len(plan.tiles), progress)
+    items = iter(_loader(data, workers, dev.type == "cuda"))
+
+    def bands(t):
+        while True:
+            t_wait = time.perf_counter()
+            try:
+                i, band, rs = next(items)
+            except StopIteration:
+                return
+            timing["wait_s"] += time.perf_counter() - t_wait
+            timing["read_s"] += rs
+            assert owner[i] == t, "bands arrive in segment order"
+            x = band[None].to(dev, non_blocking=True)
+            yield transform.normalise(x).contiguous(memory_format=cl)
+
+    with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        for t, (r0, c0, nr, nc) in enumerate(plan.tiles):
+            t0, w0 = time.perf_counter(), timing["wait_s"]
+            height, width = (nr + lo + hi) * s, (nc + lo + hi) * s
+            for r, y in streamed.run(bands(t), height, width, chunk=chunk):
+                # output rows r .. r + len: keep segment rows [lo, lo + nr), columns [lo, lo + nc)
+                q0, q1 = max(r, lo), min(r + y.shape[2], lo + nr)
+                if q1 > q0:
+                    rows = y[0, :, q0 - r : q1 - r, lo : lo + nc].float().cpu().numpy()
+                    logits[:, r0 + q0 - lo : r0 + q1 - lo, c0 : c0 + nc] = rows
+            timing["compute_s"] += time.perf_counter() - t0 - (timing["wait_s"] - w0)
+            if bar is not None:
+                bar.update(1)
+    for _ in items:  # pragma: no cover - every band was consumed; this ends the reader processes
+        raise AssertionError("unread bands left")  # (an unfinished DataLoader waits ~5 s to shut down)
     if bar is not None:
         bar.close()
     return logits

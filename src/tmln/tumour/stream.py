@@ -1,0 +1,299 @@
+"""Row-streaming execution of a fully convolutional network over a tall strip.
+
+A strip of ``H × W`` px (``H`` as tall as the tissue needs) is fed to the network in horizontal
+bands, and every layer computes each of its output rows exactly once, keeping only the few rows
+its consumers still need (the kernel overlap). The result equals running the network on the whole
+strip at once (same arithmetic, up to float rounding), but memory is that of a few bands and the
+receptive-field margin is paid once per strip edge instead of once per tile edge: with tiles, each
+tile recomputes ``lo + hi`` cells of margin on every side (13 cells of 32 px for a ResNet-18, 40 %
+of a 2048 px tile); a streamed strip pays it only at its own top, bottom, left and right.
+
+The network is traced with ``torch.fx``. Nodes are either *windowed* (``Conv2d``, ``MaxPool2d``,
+``AvgPool2d``: output row ``o`` reads input rows ``o·s − p … o·s − p + k − 1``; zero (or −∞ for max
+pooling) rows stand in for the padding beyond the strip's top and bottom) or *row-wise* (anything
+else whose output rows equal its input rows: activations, additions, concatenations, 1×1 heads
+with no stride…). ``StreamedNet.check`` verifies this classification against real forward passes
+at two heights, so a network the executor cannot reproduce is refused (the engine then tiles).
+In-place operations are made out-of-place (buffers are shared between consumers).
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import fx, nn
+from torch.nn import functional as F
+
+_INPLACE_FUNCS = {operator.iadd: operator.add, operator.imul: operator.mul, operator.isub: operator.sub,
+                  torch.relu_: torch.relu}
+
+
+class NotStreamable(Exception):
+    """The network has an operation the row-streaming executor cannot reproduce exactly."""
+
+
+@dataclass
+class _Node:
+    name: str
+    kind: str  # "input" | "window" | "point" | "output"
+    inputs: list  # indices of tensor inputs
+    fn: Callable | None = None
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    k: int = 1  # rows: kernel (effective, dilation included), stride, padding
+    s: int = 1
+    p: int = 0
+    pad_value: float = 0.0
+    consumers: list = field(default_factory=list)
+
+
+class StreamedNet:
+    """A traced, out-of-place copy of ``module`` that can run on a strip band by band.
+
+    ``run(bands, height, width)`` yields ``(first_row, rows)`` blocks of the network's output for
+    a strip ``height`` px tall and ``width`` px wide whose input arrives as a sequence of float
+    ``(1, C, h_i, width)`` bands (top to bottom, summing to ``height``).
+    """
+
+    def __init__(self, module: nn.Module):
+        module = copy.deepcopy(module).eval()
+        for m in module.modules():
+            if hasattr(m, "inplace"):
+                m.inplace = False
+        try:
+            gm = fx.symbolic_trace(module)
+        except Exception as e:  # pragma: no cover - untraceable network
+            raise NotStreamable(f"cannot trace: {e}") from e
+        self.gm = gm
+        mods = dict(gm.named_modules())
+        index: dict = {}
+        self.nodes: list[_Node] = []
+        for node in gm.graph.nodes:
+            ins = [index[a] for a in node.all_input_nodes]
+            if node.op == "placeholder":
+                if self.nodes:
+                    raise NotStreamable("more than one input")
+                n = _Node(node.name, "input", [])
+            elif node.op == "output":
+                if len(ins) != 1:
+                    raise NotStreamable("more than one output")
+                n = _Node(node.name, "output", ins)
+            elif node.op == "call_module" and isinstance(mods[node.target], (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+                n = _window(node.name, mods[node.target], ins)
+            else:
+                n = _Node(node.name, "point", ins, *_pointwise(node, mods))
+            if node.op not in ("placeholder", "output"):
+                n.args = node.args
+                n.kwargs = dict(node.kwargs)
+            index[node] = len(self.nodes)
+            self.nodes.append(n)
+        for i, n in enumerate(self.nodes):
+            for j in n.inputs:
+                self.nodes[j].consumers.append(i)
+        self._arg_index = index
+
+    # ------------------------------------------------------------------ geometry
+    def heights(self, height: int) -> list[int]:
+        """Output rows of every node for an input ``height`` rows tall (the formula the executor
+        relies on; ``check`` compares it with real forward passes)."""
+        hs: list[int] = []
+        for n in self.nodes:
+            if n.kind == "input":
+                hs.append(height)
+            elif n.kind == "window":
+                hs.append((hs[n.inputs[0]] + 2 * n.p - n.k) // n.s + 1)
+            else:
+                h = {hs[j] for j in n.inputs}
+                hs.append(h.pop() if len(h) == 1 else -1)  # -1: no single input height (refused)
+        return hs
+
+    def check(self, width: int = 96, heights: tuple[int, ...] = (160, 231), channels: int = 3) -> None:
+        """Raise ``NotStreamable`` unless streamed output equals the whole forward pass on random
+        inputs of two heights (shape formula and values)."""
+        g = torch.Generator().manual_seed(0)
+        p = next(self.gm.parameters(), None)
+        dev = p.device if p is not None else torch.device("cpu")
+        for h in heights:
+            x = torch.randn(1, channels, h, width, generator=g).to(dev)
+            with torch.no_grad():
+                full, shapes = self._forward_shapes(x)
+                if len(shapes) != len(self.nodes) or any(
+                        f is None or s != f for s, f, n in zip(self.heights(h), shapes, self.nodes) if n.kind != "output"):
+                    raise NotStreamable("layer heights differ from the streaming formula")
+                bands = [x[:, :, i : i + 37] for i in range(0, h, 37)]
+                try:
+                    out = torch.cat([rows for _, rows in self.run(iter(bands), h, width, chunk=1)], 2)
+                except (NotStreamable, ValueError, RuntimeError, TypeError, IndexError) as e:
+                    raise NotStreamable(f"streaming failed: {e}") from e
+            if out.shape != full.shape or not torch.allclose(out, full, rtol=1e-4, atol=1e-4 * float(full.abs().max()) + 1e-6):
+                raise NotStreamable("streamed output differs from the whole forward pass")
+
+    def _forward_shapes(self, x):
+        shapes: list = []
+
+        class Rec(fx.Interpreter):
+            def run_node(self_, node):
+                r = super().run_node(node)
+                shapes.append(r.shape[2] if isinstance(r, torch.Tensor) and r.dim() == 4 else None)
+                return r
+
+        out = Rec(self.gm).run(x)
+        return out, shapes
+
+    # ------------------------------------------------------------------ execution
+    def run(self, bands: Iterator[torch.Tensor], height: int, width: int, chunk: int = 4) -> Iterator:
+        """Yield ``(first_row, (1, C, rows, W_out) tensor)`` of the output, ``chunk`` rows at a time."""
+        nodes = self.nodes
+        hs = self.heights(height)
+        if min(hs) <= 0:
+            raise ValueError(f"strip of {height} rows is too short for this network")
+        buf: list = [None] * len(nodes)  # tensor of rows [start, end)
+        start = [0] * len(nodes)
+        end = [0] * len(nodes)
+        out_i = len(nodes) - 1
+        src = nodes[out_i].inputs[0]
+
+        def rows(j, a, b):
+            return buf[j][:, :, a - start[j] : b - start[j]]
+
+        def evict(j):
+            keep = min((_first_needed(nodes[c], end[c]) for c in nodes[j].consumers if c != out_i), default=end[j])
+            keep = max(start[j], min(keep, end[j]))
+            if keep > start[j]:
+                buf[j] = buf[j][:, :, keep - start[j] :]
+                start[j] = keep
+
+        def append(j, y):
+            buf[j] = y if buf[j] is None or buf[j].shape[2] == 0 else torch.cat([buf[j], y], 2)
+            end[j] += y.shape[2]
+
+        def ensure(j, b):
+            b = min(b, hs[j])
+            if end[j] >= b:
+                return
+            n = nodes[j]
+            a = end[j]
+            if n.kind == "input":
+                while end[j] < b:
+                    band = next(bands)
+                    if band.shape[3] != width:
+                        raise ValueError(f"band width {band.shape[3]} != strip width {width}")
+                    append(j, band)
+                return
+            if n.kind == "window":
+                i = n.inputs[0]
+                lo, hi = a * n.s - n.p, (b - 1) * n.s - n.p + n.k
+                ensure(i, hi)
+                x = rows(i, max(lo, 0), min(hi, hs[i]))
+                top, bottom = max(0, -lo), max(0, hi - hs[i])
+                if top or bottom:
+                    x = _pad_rows(x, top, bottom, n.pad_value)
+                y = n.fn(x)
+            else:
+                for i in n.inputs:
+                    ensure(i, b)
+                sl = {i: rows(i, a, b) for i in n.inputs}
+                args = fx.node.map_arg(n.args, lambda nd: sl[self._arg_index[nd]])
+                kwargs = fx.node.map_arg(n.kwargs, lambda nd: sl[self._arg_index[nd]])
+                y = n.fn(*args, **kwargs)
+            if y.shape[2] != b - a:  # pragma: no cover - guarded by check()
+                raise NotStreamable(f"{n.name}: produced {y.shape[2]} rows, expected {b - a}")
+            append(j, y)
+            for i in n.inputs:
+                evict(i)
+
+        h_out = hs[src]
+        for r in range(0, h_out, chunk):
+            b = min(h_out, r + chunk)
+            ensure(src, b)
+            yield r, rows(src, r, b)
+            start_keep = b
+            buf[src] = buf[src][:, :, start_keep - start[src] :]
+            start[src] = start_keep
+            evict(src)
+
+
+def _first_needed(consumer: _Node, next_row: int) -> int:
+    """The first input row ``consumer`` can still ask for once it has produced ``next_row`` rows."""
+    if consumer.kind == "window":
+        return max(0, next_row * consumer.s - consumer.p)
+    return next_row
+
+
+def _pad_rows(x, top: int, bottom: int, value: float):
+    parts = []
+    if top:
+        parts.append(x.new_full((x.shape[0], x.shape[1], top, x.shape[3]), value))
+    parts.append(x)
+    if bottom:
+        parts.append(x.new_full((x.shape[0], x.shape[1], bottom, x.shape[3]), value))
+    y = torch.cat(parts, 2)
+    return y.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) else y
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _window(name: str, m: nn.Module, ins: list) -> _Node:
+    """A windowed layer: rows handled by the executor, columns padded by the layer itself."""
+    k, s = _pair(m.kernel_size), _pair(m.stride)
+    d = _pair(getattr(m, "dilation", 1)) if not isinstance(m, nn.AvgPool2d) else (1, 1)
+    p = getattr(m, "padding", 0)
+    if isinstance(p, str):
+        raise NotStreamable(f"{name}: padding={p!r}")
+    p = _pair(p)
+    if getattr(m, "ceil_mode", False):
+        raise NotStreamable(f"{name}: ceil_mode")
+    if isinstance(m, nn.Conv2d):
+        if m.padding_mode != "zeros":
+            raise NotStreamable(f"{name}: padding_mode={m.padding_mode}")
+        w, bias, groups = m.weight, m.bias, m.groups
+
+        def fn(x):
+            return F.conv2d(x, w, bias, s, (0, p[1]), d, groups)
+
+        value = 0.0
+    elif isinstance(m, nn.MaxPool2d):
+        def fn(x):
+            return F.max_pool2d(x, k, s, (0, p[1]), d)
+
+        value = float("-inf")
+    else:
+        if p[0] and not m.count_include_pad:
+            raise NotStreamable(f"{name}: count_include_pad=False")
+        if m.divisor_override is not None:
+            raise NotStreamable(f"{name}: divisor_override")
+
+        def fn(x):
+            return F.avg_pool2d(x, k, s, (0, p[1]), count_include_pad=m.count_include_pad)
+
+        value = 0.0
+    return _Node(name, "window", ins, fn, k=d[0] * (k[0] - 1) + 1, s=s[0], p=p[0], pad_value=value)
+
+
+def _pointwise(node, mods) -> tuple:
+    """(fn,) for a row-wise node: a module, function or method call applied to row slices."""
+    if node.op == "call_module":
+        m = mods[node.target]
+        if isinstance(m, (nn.Linear, nn.Flatten, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            raise NotStreamable(f"{node.name}: {type(m).__name__} mixes rows")
+        return (m,)
+    if node.op == "call_function":
+        return (_INPLACE_FUNCS.get(node.target, node.target),)
+    if node.op == "call_method":
+        name = node.target
+        if name.endswith("_") and not name.startswith("_"):
+            name = name[:-1]  # in-place method -> out-of-place
+
+        def fn(obj, *a, **kw):
+            return getattr(obj, name)(*a, **kw)
+
+        return (fn,)
+    if node.op == "get_attr":  # pragma: no cover - constants inside the network
+        raise NotStreamable(f"{node.name}: parameter used as a value")
+    raise NotStreamable(f"{node.name}: {node.op}")  # pragma: no cover
