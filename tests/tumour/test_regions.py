@@ -11,8 +11,8 @@ from tmln.tumour import ProbabilityMap, regions_from_map, regions_from_model, tu
 from .helpers import make_model_dir, texture, write_slide
 
 
-def _map(arr, mpp=16.0, slide_mpp=0.25, origin=(0.0, 0.0), threshold=0.5):
-    return ProbabilityMap(np.asarray(arr, np.float32), mpp, origin, (slide_mpp, slide_mpp), "m", threshold)
+def _map(arr, mpp=16.0, slide_mpp=0.25, origin=(0.0, 0.0), threshold=0.5, info=None):
+    return ProbabilityMap(np.asarray(arr, np.float32), mpp, origin, (slide_mpp, slide_mpp), "m", threshold, info or {})
 
 
 def test_squares_become_polygons_of_exact_level0_area():
@@ -54,6 +54,55 @@ def test_regions_clipped_to_nodes_and_min_area():
     assert len(both) == 2
     # the single pixel is 8 x 8 µm = 64 µm²
     assert len(regions_from_map(pm, min_area_um2=65.0)) == 1
+
+
+def test_clipping_slivers_at_a_shared_node_border_are_dropped():
+    """A deposit effacing node B whose last pixel row straddles the border with touching node A by a
+    quarter of a map pixel: node A gets nothing (the strip is narrower than half a pixel), node B
+    keeps the deposit; a one-pixel deposit inside node A survives, and so does a part wider than half
+    a pixel. 16 level-0 px per map pixel."""
+    arr = np.zeros((12, 12), np.float32)
+    arr[4:10, 2:10] = 1.0  # rows 4..9: level-0 y 64..160
+    arr[1, 1] = 1.0  # one pixel inside A: y 16..32, x 16..32
+    pm = _map(arr, mpp=8.0, slide_mpp=0.5)
+    node_a, node_b = box(0, 0, 192, 68), box(0, 68, 192, 192)  # shared border at y = 68: a 4 px strip in A
+    polys = regions_from_map(pm, node_polygons=[node_a, node_b])
+    inside_a = sum(p.intersection(node_a).area for p in polys)
+    assert inside_a == pytest.approx(16 * 16)  # only the one-pixel deposit
+    assert sum(p.intersection(node_b).area for p in polys) == pytest.approx(92 * 128)
+    # at a node's outer edge (no neighbour): a strip narrower than half a pixel (4 of 16 level-0 px)
+    # is dropped, a wider one (10 px) kept
+    assert sum(p.area for p in regions_from_map(pm, node_polygons=[box(0, 40, 192, 68)])) == 0
+    kept = regions_from_map(pm, node_polygons=[box(0, 40, 192, 74)])
+    assert sum(p.area for p in kept) == pytest.approx(10 * 128)
+
+
+def test_bleed_of_a_deposit_across_a_shared_border_stays_with_its_node():
+    """A deposit effacing node B spreads into touching node A within the map's localisation (one map
+    pixel + half a patch): A gets nothing. The same strip when A holds the larger part, tumour
+    reaching deeper into A, and an isolated deposit of A at the border are all kept."""
+    arr = np.zeros((12, 12), np.float32)
+    arr[3:10, 2:10] = 1.0  # y 48..160 level-0 px (16 per map pixel)
+    no_patch = _map(arr, mpp=8.0, slide_mpp=0.5)  # localisation = one map pixel = 16 level-0 px
+    patch = _map(arr, mpp=8.0, slide_mpp=0.5, info={"patch_size": 8, "model_mpp": 2.0})  # + 4 µm = 8 px
+    node_a, node_b = box(0, 0, 192, 64), box(0, 64, 192, 192)  # 16 px of the deposit inside A
+    for pm in (no_patch, patch):
+        polys = regions_from_map(pm, node_polygons=[node_a, node_b])
+        assert sum(p.intersection(node_a).area for p in polys) == 0
+        assert sum(p.intersection(node_b).area for p in polys) == pytest.approx(96 * 128)
+    # 24 px inside A: beyond one pixel, within one pixel + half a patch
+    a24, b24 = box(0, 0, 192, 72), box(0, 72, 192, 192)
+    assert sum(p.intersection(a24).area for p in regions_from_map(no_patch, node_polygons=[a24, b24])) == \
+        pytest.approx(24 * 128)
+    assert sum(p.intersection(a24).area for p in regions_from_map(patch, node_polygons=[a24, b24])) == 0
+    # the larger part in A: B's part is the spread, A keeps its deposit whole
+    flipped = regions_from_map(no_patch, node_polygons=[box(0, 0, 192, 144), box(0, 144, 192, 192)])
+    assert sum(p.area for p in flipped) == pytest.approx(96 * 128)
+    # an isolated one-row deposit of A at the border, B free of tumour: kept
+    arr2 = np.zeros((12, 12), np.float32)
+    arr2[3, 2:10] = 1.0
+    lone = regions_from_map(_map(arr2, mpp=8.0, slide_mpp=0.5), node_polygons=[node_a, node_b])
+    assert sum(p.area for p in lone) == pytest.approx(16 * 128)
 
 
 def test_anisotropic_slide_pixels():

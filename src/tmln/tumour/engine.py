@@ -92,7 +92,7 @@ class ProbabilityMap:
 
     def sidecar(self) -> dict:
         keys = ("method", "stride_px", "patch_size", "model_mpp", "tile_size", "margin_cells", "pool_cells",
-                "mask", "slide", "device", "precision", "architecture", "slide_size_px")
+                "mask", "slide", "device", "precision", "architecture", "slide_size_px", "tiles", "model_mpx")
         return {
             "format": 1,
             "array": MAP_NAME,
