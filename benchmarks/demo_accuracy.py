@@ -108,7 +108,8 @@ def main(argv=None) -> int:
     nc, tc = read_card(args.node_model), read_card(args.tumour_model)
     processed = [t for t in timings if t[2]]
     per_slide = sum(t[3] for t in processed) / max(1, sum(t[2] for t in processed))
-    cmd = ("OMP_NUM_THREADS=2 .venv/bin/python benchmarks/demo_accuracy.py --seeds " + " ".join(map(str, args.seeds))
+    cmd = (f"OMP_NUM_THREADS={args.threads} .venv/bin/python benchmarks/demo_accuracy.py --seeds "
+           + " ".join(map(str, args.seeds)) + (f" --threads {args.threads}" if args.threads != 2 else "")
            + (f" --patients {args.patients}" if args.patients != 8 else "")
            + (f" --slide-mm {size[0]:g} {size[1]:g}" if args.slide_mm else ""))
     lines = [

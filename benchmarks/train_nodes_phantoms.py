@@ -4,7 +4,7 @@ Reports pixel Dice, instance precision/recall (IoU >= 0.5), count error, split/m
 touching node pairs came out as two correctly matched instances, and the training time, and writes
 ``benchmarks/results/nodes.md``.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/train_nodes_phantoms.py --work /tmp/nodes-bench
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_nodes_phantoms.py --work /tmp/nodes-bench --threads 1
 
 The trained model directory stays in ``WORK/model`` (candidate for the bundled ``demo-nodes``).
 """
@@ -56,13 +56,13 @@ def main(argv=None) -> int:
     ap.add_argument("--train-patients", type=int, default=8)
     ap.add_argument("--train-seed", type=int, default=11)
     ap.add_argument("--train-slide-mpp", type=float, default=1.0)
-    ap.add_argument("--test-seeds", type=int, nargs="+", default=[101, 202])
+    ap.add_argument("--test-seeds", type=int, nargs="+", default=[101, 202, 303, 404])
     ap.add_argument("--test-patients", type=int, default=4)
     ap.add_argument("--test-slide-mpp", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--samples-per-epoch", type=int, default=96)
+    ap.add_argument("--samples-per-epoch", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--encoder", default="tu-mobilenetv3_small_100")
     ap.add_argument("--decoder-channels", default="64,48,32,24,16")
     ap.add_argument("--tile-size", type=int, default=256, help="inference tile, px")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tmln.nodes.instances import (
-    InstanceParams, fill_holes, instances_from_mask, merge_fragments, relabel_sequential, remove_small, split_touching,
+    InstanceParams, border_stats, fill_holes, instances_from_mask, keeps_border, merge_enclosed, merge_fragments,
+    relabel_sequential, remove_small, split_touching,
 )
 
 MPP = 8.0  # µm/px
@@ -60,6 +61,66 @@ def test_learned_cores_without_markers_keep_their_component():
     core = discs([(100, 100)], 30)  # the second node has no core pixel at all
     lab = instances_from_mask(m, MPP, core=core)
     assert lab.max() == 2
+
+
+def test_core_probabilities_with_a_slight_waist_split_and_noise_does_not():
+    """Two nodes with a wide neck (waist ratio ~0.9: the shape alone keeps one node): a learned band of
+    moderate confidence splits them along it; the same weak band without a waist (one convex node)
+    does not, nor do blotchy holes in the core probability of one node."""
+    m = discs([(150, 175), (150, 225)], 50)  # centres 50 px apart, radius 50
+    assert instances_from_mask(m, MPP).max() == 1
+    core = np.where(m, 0.9, 0.0).astype(np.float32)
+    core[:, 197:203] = 0.35  # a faint band along the shared border (probability of core 0.35)
+    lab = instances_from_mask(m, MPP, core=core)
+    assert lab.max() == 2 and (lab > 0).sum() == m.sum()
+    assert set(np.unique(lab[:, :195])) - {0} == {1} and set(np.unique(lab[:, 205:])) - {0} == {2}
+    # the same faint band across one round node (no waist) is not a border
+    one = discs([(150, 200)], 70)
+    core1 = np.where(one, 0.9, 0.0).astype(np.float32)
+    core1[:, 197:203] = 0.35
+    assert instances_from_mask(one, MPP, core=core1).max() == 1
+    # an under-trained core channel: low-probability blotches (and islands inside them) in one node
+    rng = np.random.default_rng(0)
+    blotch = np.where(one, 0.9, 0.0).astype(np.float32)
+    yy, xx = np.mgrid[:300, :400]
+    for _ in range(6):
+        cy, cx = rng.integers(110, 190), rng.integers(160, 240)
+        blotch[(yy - cy) ** 2 + (xx - cx) ** 2 < 18 ** 2] = 0.2
+    blotch[(yy - 150) ** 2 + (xx - 175) ** 2 < 35 ** 2] = 0.2  # a large one (tumour the model finds odd) ...
+    blotch[(yy - 150) ** 2 + (xx - 175) ** 2 < 14 ** 2] = 0.9  # ... with an island of core inside
+    assert instances_from_mask(one, MPP, core=blotch).max() == 1
+
+
+def test_enclosed_regions_join_their_longest_neighbour():
+    lab = np.zeros((40, 60), np.int32)
+    lab[5:35, 5:30], lab[5:35, 30:55] = 1, 2
+    lab[15:25, 20:28] = 3  # inside 1 (touches 2 nowhere)
+    lab[14:26, 27:36] = 4  # straddles 1 and 2 (and 3): the longest border is with 2
+    out = merge_enclosed(lab)
+    assert out.max() == 2
+    assert np.all(out[lab == 1] == out[10, 10]) and np.all(out[lab == 2] == out[10, 50])
+    assert np.all(out[15:25, 20:27] == out[10, 10]) and np.all(out[lab == 4] == out[10, 50])
+
+
+def test_keeps_border_rules():
+    p = InstanceParams(neck_ratio=0.85, core_gap_min=0.45, core_neck_ratio=0.95, core_gap_strong=0.8)
+    assert keeps_border(0.80, 0.0, p)  # a clear waist: shape alone
+    assert not keeps_border(0.90, 0.0, p)  # slight waist, no learned band
+    assert keeps_border(0.90, 0.5, p)  # slight waist + learned band
+    assert not keeps_border(1.00, 0.5, p)  # learned band but no waist at all
+    assert keeps_border(1.00, 0.85, p)  # a strong learned band alone
+
+
+def test_border_stats_counts_saddle_and_gap():
+    lab = np.zeros((4, 6), np.int32)
+    lab[:, :3], lab[:, 3:] = 1, 2
+    dist = np.tile(np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), (4, 1))
+    dist[2, 2] = 9.0
+    gap = np.full((4, 6), 0.5)
+    st = border_stats(lab, dist, gap)
+    assert list(st) == [(1, 2)]
+    n, saddle, gsum = st[(1, 2)]
+    assert n == 4 and saddle == 4.0 and gsum == pytest.approx(2.0)  # min(9, 4) on row 2
 
 
 def test_min_area_in_mm2():

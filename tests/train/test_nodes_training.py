@@ -40,11 +40,20 @@ def test_train_writes_a_valid_model_dir_and_resumes(tmp_path, cohort):
     assert 0 <= v["dice"] <= 1 and v["n_truth"] > 0 and "instance_recall" in v
     net, card2 = load_unet(tmp_path / "m", device="cpu")
     assert card2 == read_card(tmp_path / "m") and card2.metrics == card.metrics
-    # resume: a second call with more epochs continues at epoch 2
+    # resume: a second call with more epochs continues at epoch 2; the card's training time counts
+    # the first run's epoch (made to look like 1000 s here), not only the resumed run's
+    log_path = tmp_path / "m" / "train" / "train_log.csv"
+    first = list(csv.DictReader(open(log_path)))
+    first[0]["seconds"] = "1000"
+    with open(log_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(first[0]))
+        w.writeheader()
+        w.writerows(first)
     card3 = train_nodes(tmp_path / "m", slides=slides, annotations=ann, **{**TINY, "epochs": 2})
     rows = list(csv.DictReader(open(tmp_path / "m" / "train" / "train_log.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert card3.training["epochs"] == 2
+    assert 1000 <= card3.training["train_seconds"] < 1000 + 600
     # resuming with other settings is refused
     from tmln.errors import TmlnError
 

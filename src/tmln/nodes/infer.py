@@ -237,7 +237,9 @@ class NodeSegmenter:
             p = InstanceParams.from_dict({**p.to_dict(), "split_touching": bool(split_touching)})
         thr = float(self.card.threshold)
         mask = prob[0] >= thr
-        core = prob[1] >= thr if prob.shape[0] > 1 and "node_core" in self.card.classes else None
+        # the core channel goes in as probabilities: the splitter weighs how strongly the model
+        # separates two regions, not only whether it does (tmln.nodes.instances)
+        core = prob[self.card.classes.index("node_core")] if "node_core" in self.card.classes else None
         return instances_from_mask(mask, self.mpp, core=core, params=p)
 
     def node_map(self, slide, split_touching: bool | None = None, progress=None) -> NodeMap:

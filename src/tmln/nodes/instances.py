@@ -1,17 +1,23 @@
 """Node instances from a node mask: hole filling, touching-node splitting, minimum area.
 
 N stage counts nodes, so two nodes that touch on the slide must become two instances. Splitting is
-a marker-controlled watershed (scikit-image) inside the node mask:
+a marker-controlled watershed (scikit-image) inside the node mask, then a merge of the regions it
+over-produced, decided per common border from two cues:
 
-* by shape: markers are ``peak_local_max`` of the (lightly smoothed) Euclidean distance to the
-  background, at least ``min_distance_um`` apart; two resulting regions are merged again when the
-  neck between them is wide: the largest distance on their common border is at least
-  ``neck_ratio`` times the smaller of their two peak distances (an elongated or bean-shaped node
-  has a flat distance ridge, two touching round nodes a waist);
-* by the model, when it has a ``node_core`` channel (the node minus a thin band along borders
-  shared with another node: the network sees the two capsules): one marker per core.
+* shape: the Euclidean distance to the background (lightly smoothed) has a *waist* on the border
+  between two touching round nodes: its largest value on the border (the saddle) is smaller than
+  the smaller of the two regions' peaks. ``r = saddle / min(peaks)`` is ~1 for any cut through one
+  convex node and < 1 for two nodes;
+* the model, when it has a ``node_core`` channel (the node minus a thin band along borders shared
+  with another node: the network sees the two capsules). Regions are grown from the peaks of the
+  distance to the edge of the (smoothed, thresholded) cores, so borders run along the learned band,
+  and ``gap`` = mean of ``1 - core probability`` along a border measures how much the band supports it.
 
-A boundary found by either cue is kept (the two partitions are intersected).
+A border is kept (two instances) when ``r < neck_ratio`` (a clear waist: the shape alone), or when
+``gap >= core_gap_min`` and ``r < core_neck_ratio`` (the learned band and at least a slight waist),
+or when ``gap >= core_gap_strong`` (the band alone); otherwise the two regions merge, widest necks
+first. The waist requirement makes a noisy core channel (short training, unfamiliar stain) harmless:
+holes in the cores inside one convex node never split it.
 
 All lengths are in µm and converted with the mask's µm/px, so the parameters do not depend on the
 resolution the model runs at. Labels are int32, 0 = background, 1..n in (top, left) order of their
@@ -33,19 +39,25 @@ class InstanceParams:
     min_node_area_mm2 : instances smaller than this are dropped (fragments are merged first).
     fill_holes : fill holes inside nodes (tumour or sinus that the model missed inside a node).
     split_touching : split touching nodes into instances (False: one instance per connected region).
-    min_distance_um : distance-transform markers are at least this far apart.
-    neck_ratio : merge two distance-based regions when border distance >= ratio * min(peaks).
-    smooth_um : Gaussian sigma applied to the distance map before finding peaks.
-    min_core_area_mm2 : learned core markers smaller than this are ignored.
+    min_distance_um : watershed markers (distance peaks) are at least this far apart.
+    neck_ratio : keep a border on shape alone when saddle / min(peaks) is below this.
+    smooth_um : Gaussian sigma applied to the distance maps and the core probability.
+    core_threshold : core probability at or above which a pixel belongs to a learned core.
+    core_gap_min : mean ``1 - core probability`` along a border for the learned cue to count ...
+    core_neck_ratio : ... together with saddle / min(peaks) below this (a slight waist).
+    core_gap_strong : mean ``1 - core probability`` along a border that keeps it whatever the shape.
     """
 
     min_node_area_mm2: float = 0.05
     fill_holes: bool = True
     split_touching: bool = True
     min_distance_um: float = 150.0
-    neck_ratio: float = 0.8
+    neck_ratio: float = 0.85
     smooth_um: float = 8.0
-    min_core_area_mm2: float = 0.02
+    core_threshold: float = 0.5
+    core_gap_min: float = 0.45
+    core_neck_ratio: float = 0.95
+    core_gap_strong: float = 0.9
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "InstanceParams":
@@ -155,84 +167,138 @@ def _adjacent_pairs(labels: np.ndarray) -> dict:
     return res
 
 
-def distance_markers(mask: np.ndarray, mpp: float, min_distance_um: float = 150.0, smooth_um: float = 8.0):
-    """Markers (labels) at the peaks of the smoothed distance transform; returns (markers, distance).
+def _smooth(a: np.ndarray, sigma_px: float) -> np.ndarray:
+    return ndi.gaussian_filter(a, sigma_px) if sigma_px > 0 else a
 
-    Every connected component gets at least one marker (its distance maximum)."""
+
+def border_stats(labels: np.ndarray, dist: np.ndarray, gap: np.ndarray) -> dict:
+    """{(a, b): (n, saddle, gap_sum)} for 4-adjacent instances a < b: the number of neighbour pixel
+    pairs on their common border, the largest ``min(dist)`` over those pairs, and the sum of their
+    mean ``gap``."""
+    lo_, hi_, sad_, gap_ = [], [], [], []
+    for s1, s2 in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+                   ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+        a, b = labels[s1], labels[s2]
+        m = (a != b) & (a > 0) & (b > 0)
+        lo_.append(np.minimum(a[m], b[m]))
+        hi_.append(np.maximum(a[m], b[m]))
+        sad_.append(np.minimum(dist[s1][m], dist[s2][m]))
+        gap_.append(0.5 * (gap[s1][m] + gap[s2][m]))
+    lo, hi = np.concatenate(lo_).astype(np.int64), np.concatenate(hi_).astype(np.int64)
+    if lo.size == 0:
+        return {}
+    base = int(labels.max()) + 1
+    keys, inv = np.unique(lo * base + hi, return_inverse=True)
+    n = np.bincount(inv)
+    gsum = np.bincount(inv, weights=np.concatenate(gap_))
+    saddle = np.full(len(keys), -np.inf)
+    np.maximum.at(saddle, inv, np.concatenate(sad_))
+    return {(int(k // base), int(k % base)): (int(c), float(sd), float(g))
+            for k, c, sd, g in zip(keys, n, saddle, gsum)}
+
+
+def keeps_border(r: float, gap: float, p: "InstanceParams") -> bool:
+    """Whether a border with waist ratio ``r`` (saddle / min(peaks)) and mean learned gap ``gap``
+    separates two nodes (see the module docstring)."""
+    return r < p.neck_ratio or (gap >= p.core_gap_min and r < p.core_neck_ratio) or gap >= p.core_gap_strong
+
+
+def merge_regions(labels: np.ndarray, dist: np.ndarray, gap: np.ndarray, p: "InstanceParams",
+                  max_passes: int = 20) -> np.ndarray:
+    """Merge adjacent regions whose common border ``keeps_border`` rejects, widest necks first
+    (union-find, peaks updated as regions merge); passes repeat on the merged regions (whose borders
+    are the union of their parts') until nothing merges. Then nodes do not nest: a region that does
+    not reach the background joins the neighbour with which it shares the longest border."""
+    labels = relabel_sequential(labels)
+    for _ in range(max_passes):
+        n = int(labels.max())
+        if n < 2:
+            break
+        peak = np.asarray(ndi.maximum(dist, labels, np.arange(n + 1)), float)
+        stats = border_stats(labels, dist, gap)
+        parent = np.arange(n + 1)
+        top = peak.copy()
+
+        def find(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        order = sorted(stats.items(), key=lambda kv: -kv[1][1] / max(1e-9, min(peak[kv[0][0]], peak[kv[0][1]])))
+        merged = False
+        for (a, b), (count, saddle, gsum) in order:
+            ra, rb = find(a), find(b)
+            if ra == rb:
+                continue
+            if not keeps_border(saddle / max(1e-9, min(top[ra], top[rb])), gsum / count, p):
+                parent[rb] = ra
+                top[ra] = max(top[ra], top[rb])
+                merged = True
+        if not merged:
+            break
+        lut = np.array([find(i) for i in range(n + 1)])
+        labels = relabel_sequential(lut[labels])
+    return merge_enclosed(labels)
+
+
+def merge_enclosed(labels: np.ndarray) -> np.ndarray:
+    """Regions with no pixel next to the background or the image edge join the neighbour with which
+    they share the longest border (repeated until none is left); labels 1..n."""
+    labels = np.asarray(labels)
+    for _ in range(int(labels.max())):
+        n = int(labels.max())
+        if n < 2:
+            break
+        edge = ndi.binary_dilation(np.pad(labels == 0, 1, constant_values=True))[1:-1, 1:-1]
+        outer = np.bincount(labels[edge & (labels > 0)], minlength=n + 1)
+        enclosed = [k for k in range(1, n + 1) if outer[k] == 0]
+        if not enclosed:
+            break
+        pairs = _adjacent_pairs(labels)
+        k = enclosed[0]
+        border = {(b if a == k else a): c for (a, b), c in pairs.items() if k in (a, b)}
+        if not border:
+            break
+        target = max(border, key=lambda t: (border[t], -t))
+        labels = relabel_sequential(np.where(labels == k, target, labels))
+    return labels
+
+
+def seed_markers(seed_mask: np.ndarray, seed_dist: np.ndarray, mask: np.ndarray, mask_dist: np.ndarray,
+                 min_distance_px: int) -> np.ndarray:
+    """Watershed markers: peaks of ``seed_dist`` at least ``min_distance_px`` apart in each component
+    of ``seed_mask`` (every component gets at least its maximum), plus one marker at the distance
+    maximum of every component of ``mask`` that holds no seed."""
     from skimage.feature import peak_local_max
 
-    mask = np.asarray(mask, bool)
-    dist = ndi.distance_transform_edt(mask)
-    if smooth_um > 0:
-        dist_s = ndi.gaussian_filter(dist, sigma=smooth_um / mpp) * mask
-    else:
-        dist_s = dist
-    comps, n = ndi.label(mask)
-    md = max(1, int(round(min_distance_um / mpp)))
-    peaks = peak_local_max(dist_s, min_distance=md, labels=comps, exclude_border=False)
+    comps, n = ndi.label(seed_mask)
+    peaks = peak_local_max(seed_dist, min_distance=max(1, int(min_distance_px)), labels=comps,
+                           exclude_border=False) if n else np.zeros((0, 2), int)
     markers = np.zeros(mask.shape, np.int32)
-    for i, (r, c) in enumerate(peaks, start=1):
-        markers[r, c] = i
-    # components without a peak (tiny or flat): one marker at their distance maximum
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+    nxt = len(peaks) + 1
     have = np.zeros(n + 1, bool)
     have[comps[markers > 0]] = True
-    nxt = len(peaks) + 1
     for k in np.nonzero(~have[1:])[0] + 1:
-        idx = ndi.maximum_position(dist_s, comps, k)
-        markers[idx] = nxt
+        markers[ndi.maximum_position(seed_dist, comps, k)] = nxt
         nxt += 1
-    return markers, dist_s
-
-
-def merge_wide_necks(labels: np.ndarray, dist: np.ndarray, neck_ratio: float) -> np.ndarray:
-    """Merge touching regions whose common border is not a waist (see module docstring)."""
-    labels = np.asarray(labels)
-    if labels.max() < 2 or neck_ratio <= 0:
-        return labels.copy()
-    peak = ndi.maximum(dist, labels, np.arange(labels.max() + 1))
-    peak = np.asarray(peak, float)
-    saddle: dict = {}
-    for a, b, da, db in (
-        (labels[:, :-1], labels[:, 1:], dist[:, :-1], dist[:, 1:]),
-        (labels[:-1, :], labels[1:, :], dist[:-1, :], dist[1:, :]),
-    ):
-        m = (a != b) & (a > 0) & (b > 0)
-        if not m.any():
-            continue
-        lo, hi = np.minimum(a[m], b[m]), np.maximum(a[m], b[m])
-        v = np.minimum(da[m], db[m])
-        for x, y, s in zip(lo.tolist(), hi.tolist(), v.tolist()):
-            if s > saddle.get((x, y), -1.0):
-                saddle[(x, y)] = s
-    parent = list(range(int(labels.max()) + 1))
-    top = peak.copy()
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    # widest necks first (relative to the smaller region), union-find with updated peaks
-    order = sorted(saddle.items(), key=lambda kv: -kv[1] / max(1e-9, min(peak[kv[0][0]], peak[kv[0][1]])))
-    for (x, y), s in order:
-        rx, ry = find(x), find(y)
-        if rx == ry:
-            continue
-        if s >= neck_ratio * min(top[rx], top[ry]):
-            parent[ry] = rx
-            top[rx] = max(top[rx], top[ry])
-    lut = np.array([find(i) for i in range(len(parent))], np.int32)
-    return lut[labels]
+    mc, nm = ndi.label(mask)
+    have = np.zeros(nm + 1, bool)
+    have[mc[markers > 0]] = True
+    for k in np.nonzero(~have[1:])[0] + 1:
+        markers[ndi.maximum_position(mask_dist, mc, k)] = nxt
+        nxt += 1
+    return markers
 
 
 def split_touching(mask: np.ndarray, mpp: float, core: np.ndarray | None = None,
                    params: InstanceParams | None = None) -> np.ndarray:
-    """Binary node mask at ``mpp`` µm/px -> instance labels (touching nodes split by watershed).
+    """Binary node mask at ``mpp`` µm/px -> instance labels (touching nodes split, see module docstring).
 
-    core : optional binary map of node cores (learned markers); without it the markers come from
-        the distance transform. With ``params.split_touching = False`` the result is the labelled
-        connected components.
+    core : optional node-core map from the model on the same grid: probabilities in [0, 1] (float) or
+        a binary mask. Without it the shape alone decides. With ``params.split_touching = False`` the
+        result is the labelled connected components.
     """
     from skimage.segmentation import watershed
 
@@ -240,25 +306,20 @@ def split_touching(mask: np.ndarray, mpp: float, core: np.ndarray | None = None,
     mask = np.asarray(mask, bool)
     if not p.split_touching or not mask.any():
         return ndi.label(mask)[0].astype(np.int32)
-    markers, dist_s = distance_markers(mask, mpp, p.min_distance_um, p.smooth_um)
-    labels = watershed(-dist_s, markers, mask=mask)
-    labels = merge_wide_necks(labels, dist_s, p.neck_ratio)
-    if core is not None:
-        core_mask = np.asarray(core, bool) & mask
-        cmarkers, _ = ndi.label(core_mask)
-        cmarkers = remove_small(cmarkers, _px_area(p.min_core_area_mm2, mpp))
-        # regions of the mask without any core marker keep their own component label
-        comps, nc = ndi.label(mask)
-        have = np.zeros(nc + 1, bool)
-        have[comps[cmarkers > 0]] = True
-        extra = np.where(~have[comps] & mask, comps + int(cmarkers.max()), 0)
-        cmarkers = np.where(cmarkers > 0, cmarkers, extra).astype(np.int32)
-        by_core = watershed(-dist_s, cmarkers, mask=mask)
-        # a node boundary from either cue is kept: intersect the two partitions
-        pair = labels.astype(np.int64) * (int(by_core.max()) + 1) + by_core
-        _, inv = np.unique(pair.ravel(), return_inverse=True)
-        labels = np.where(mask, inv.reshape(mask.shape), 0)
-    return labels.astype(np.int32)
+    sigma = p.smooth_um / mpp
+    mask_dist = _smooth(ndi.distance_transform_edt(mask), sigma) * mask
+    if core is None:
+        cores, gap = mask, np.zeros(mask.shape, np.float32)
+    else:
+        prob = _smooth(np.asarray(core, np.float32), sigma)
+        cores = mask & (prob >= p.core_threshold)
+        gap = np.where(mask, 1.0 - np.clip(prob, 0.0, 1.0), 0.0)
+    core_dist = _smooth(ndi.distance_transform_edt(cores), sigma) * cores
+    markers = seed_markers(cores, core_dist, mask, mask_dist, round(p.min_distance_um / mpp))
+    # flood from the core peaks; pixels outside the cores (the learned band) join the nearest core
+    surface = np.where(cores, -core_dist, ndi.distance_transform_edt(~cores))
+    labels = watershed(surface, markers, mask=mask)
+    return merge_regions(labels, mask_dist, gap, p).astype(np.int32)
 
 
 def instances_from_mask(mask: np.ndarray, mpp: float, core: np.ndarray | None = None,

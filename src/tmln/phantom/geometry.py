@@ -247,6 +247,7 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
     touching_pairs = [tuple(sorted((remap[a], remap[b]))) for a, b in touching_pairs]
 
     capsule_um = [float(rng.uniform(15, 45)) for _ in nodes]
+    shared = shared_capsules(nodes, touching_pairs, [c / mpp for c in capsule_um])
 
     # follicles (rendering only)
     follicles = []
@@ -283,8 +284,12 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
                 targets[k] = "negative"
                 continue
             merged = unary_union([to_px(d) for d in deps])
-            # clip to the node shrunk by 1 px: the snap-rounded result then lies strictly inside it
-            inside = _plain(shapely.intersection(merged, nodes[k].buffer(-1.0), grid_size=GRID_PX))
+            # clip to the node shrunk by 1 px: the snap-rounded result then lies strictly inside it;
+            # along a border shared with a touching node both capsules stay visible (see shared_capsules)
+            room = nodes[k].buffer(-1.0)
+            if k in shared:
+                room = shapely.difference(room, shared[k], grid_size=GRID_PX)
+            inside = _plain(shapely.intersection(merged, room, grid_size=GRID_PX))
             for comp in polygon_parts(inside):
                 if comp.area * mpp * mpp > 1.0:  # drop sub-µm² slivers
                     tumour.append(comp)
@@ -311,6 +316,27 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
     if spec.pen_marks:
         layout.pen = _pen_strokes(rng, W_um, H_um, mpp, tissue_um)
     return layout
+
+
+def shared_capsules(nodes: list, touching_pairs: list, capsule_px: list) -> dict:
+    """{node index: area (level-0 px) that its tumour must leave free}: the capsule band along each
+    border shared with a touching node.
+
+    The renderer draws every node's capsule as a band of half-width ``capsule_px`` on each side of its
+    outline, so along a shared border the visible capsule is ``max`` of the two capsules on both sides.
+    Tumour is painted over capsule; without this rule a deposit reaching the shared border would erase
+    the only visible boundary between two touching nodes, which real nodes (each in its own capsule)
+    never show, and no segmentation could split them.
+    """
+    from shapely.ops import unary_union
+
+    out: dict = {}
+    for a, b in touching_pairs:
+        cap = max(capsule_px[a], capsule_px[b])
+        for k, other in ((a, b), (b, a)):
+            band = nodes[other].buffer(cap + 1.0, quad_segs=4)
+            out[k] = band if k not in out else unary_union([out[k], band])
+    return out
 
 
 def _min_width(poly) -> float:

@@ -233,6 +233,8 @@ def train_nodes(
             if is_main_process() and not quiet:
                 log.info("resuming from epoch %d (best validation Dice + instance F1: %s)", start_epoch, best.best)
         logger = CSVLogger(work / LOG_NAME, start_epoch=start_epoch + 1, tensorboard=False)  # 1-based epochs
+        # epochs of earlier (resumed) runs count in the card's training time
+        earlier_seconds = sum(float(r.get("seconds") or 0) for r in logger.rows)
         augmenter = Augmenter(**(augment or {}))
         from torch.utils.data import DataLoader
 
@@ -298,7 +300,8 @@ def train_nodes(
             "augmentation": {"flips": augmenter.flips, "rot90": augmenter.rot90, "colour": augmenter.colour,
                              "hed": augmenter.hed},
             "world_size": ctx.world_size, "device": str(ctx.device.type),
-            "parameters": count_parameters(model), "train_seconds": round(time.time() - t_start, 1),
+            "parameters": count_parameters(model),
+            "train_seconds": round(earlier_seconds + time.time() - t_start, 1),  # incl. resumed runs' epochs
             "split": "by patient", "validation": validation_note,
         }
         if is_main_process():
