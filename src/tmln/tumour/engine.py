@@ -160,7 +160,6 @@ class _Plan:
     margin: tuple[int, int] = (0, 0)  # dense: cells dropped before / after
     pool: int = 1  # dense: k (cells per patch edge)
     pool_lo: int = 0  # dense: a = k // 2
-    outputs: int = 1  # dense: network outputs (logit channels)
     tiles: list = field(default_factory=list)  # (row0, col0) in the tile's own index space
 
 
@@ -477,9 +476,9 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     timing = {"read_s": 0.0, "compute_s": 0.0, "wait_s": 0.0}
     with _deterministic(cuda), torch.inference_mode():
         if streamed is not None:
-            plan.outputs = dense.head.out_channels
-            logits = _run_streamed(slide, card, streamed, plan, roi, transform, dev, amp_dtype, workers, timing,
-                                   progress, band_px=BAND_PX, chunk=CHUNK_CUDA if cuda else CHUNK_CPU)
+            logits = _run_streamed(slide, card, streamed, dense.head.out_channels, plan, roi, transform, dev,
+                                   amp_dtype, workers, timing, progress, band_px=BAND_PX,
+                                   chunk=CHUNK_CUDA if cuda else CHUNK_CPU)
             prob = _pool_and_activate(logits, plan.pool, card)
         elif dense is not None:
             logits = _run_dense(slide, card, dense.to(dev), plan, roi, transform, dev, amp_dtype,
@@ -668,8 +667,8 @@ def stream_reads(plan, roi: np.ndarray, band_px: int):
     return need, locs, sizes, owner
 
 
-def _run_streamed(slide, card, streamed, plan, roi, transform, dev, amp_dtype, workers, timing, progress,
-                  band_px: int, chunk: int):
+def _run_streamed(slide, card, streamed, n_out: int, plan, roi, transform, dev, amp_dtype, workers, timing,
+                  progress, band_px: int, chunk: int):
     """Dense cell logits, each segment (a column strip's run of needed rows) streamed band by band
     through the network (``tmln.tumour.stream``): the receptive-field margin is paid once per
     segment edge, not once per tile edge."""
@@ -677,7 +676,7 @@ def _run_streamed(slide, card, streamed, plan, roi, transform, dev, amp_dtype, w
 
     lo, hi = plan.margin
     need, locs, sizes, owner = stream_reads(plan, roi, band_px)
-    logits = np.full((plan.outputs,) + need.shape, np.nan, np.float32)
+    logits = np.full((n_out,) + need.shape, np.nan, np.float32)
     s = plan.stride
     data = _TileReader(slide, locs, sizes, card.mpp, transform)
     cl = torch.channels_last
