@@ -14,3 +14,19 @@ def select_device(device: str | None = "auto"):
 
         raise TmlnError(f"device {device!r} requested but CUDA is not available")
     return dev
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` runs bfloat16 arithmetic natively: CUDA with bf16 support, or a CPU with
+    AVX512-BF16 or AMX (elsewhere bf16 is emulated and slower than float32)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:  # private but long-standing helpers (torch >= 2.1); absent means "do not assume"
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False

@@ -40,9 +40,13 @@ class Slide:
     path : slide file (any OpenSlide format).
     mpp : optional µm/px override at level 0 (a float, or an (x, y) pair). Takes precedence over
         everything in the file.
+    direct : decode the tiles of plain tiled TIFFs (generic TIFF, Aperio SVS) with tifffile, each
+        level checked against OpenSlide's pixels on first use (``tmln.tiff_tiles``); ``False``
+        reads everything through OpenSlide.
     """
 
-    def __init__(self, path: str | os.PathLike, mpp: float | tuple[float, float] | None = None):
+    def __init__(self, path: str | os.PathLike, mpp: float | tuple[float, float] | None = None,
+                 direct: bool = True):
         self.path = Path(path)
         if not self.path.exists():
             raise SlideError("no such file", self.path)
@@ -59,6 +63,12 @@ class Slide:
             raise SlideError(f"cannot open slide ({exc})", self.path) from None
         self.properties = dict(self._osr.properties)
         self.mpp_x, self.mpp_y, self.mpp_source = self._find_mpp(mpp)
+        self._direct = direct
+        self._tiles = None
+        if direct:
+            from tmln.tiff_tiles import TiffTiles
+
+            self._tiles = TiffTiles.open(self.path, self._osr, self.vendor)
 
     # ------------------------------------------------------------------ metadata
     def _find_mpp(self, override):
@@ -210,11 +220,19 @@ class Slide:
         if w <= 0 or h <= 0:
             raise ValueError(f"size must be positive, got {size}")
         try:
+            if self._tiles is not None:
+                out = self._tiles.read((int(location[0]), int(location[1])), int(level), (w, h))
+                if out is not None:
+                    return out
             region = self._osr.read_region((int(location[0]), int(location[1])), int(level), (w, h))
         except Exception as exc:
             raise SlideError(f"cannot read region at {tuple(location)} level {level} ({exc})", self.path) from None
         rgba = np.asarray(region)
         return rgba_to_rgb_white(rgba)
+
+    def reader(self, level: int = 0) -> str:
+        """Which decoder reads ``level``: ``"tifffile"`` (direct tiles) or ``"openslide"``."""
+        return "tifffile" if self._tiles is not None and self._tiles.direct(level) else "openslide"
 
     def read(
         self,
@@ -286,6 +304,9 @@ class Slide:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
+        if getattr(self, "_tiles", None) is not None:
+            self._tiles.close()
+            self._tiles = None
         if getattr(self, "_osr", None) is not None:
             self._osr.close()
             self._osr = None
@@ -302,10 +323,11 @@ class Slide:
 
     # pickling (Dask, DataLoader workers): reopen by path
     def __getstate__(self):
-        return {"path": str(self.path), "mpp": (self.mpp_x, self.mpp_y) if self.mpp_source == "override" else None}
+        return {"path": str(self.path), "mpp": (self.mpp_x, self.mpp_y) if self.mpp_source == "override" else None,
+                "direct": self._direct}
 
     def __setstate__(self, state):
-        self.__init__(state["path"], mpp=state["mpp"])
+        self.__init__(state["path"], mpp=state["mpp"], direct=state.get("direct", True))
 
 
 def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:

@@ -170,9 +170,13 @@ def test_model_providers_missing_and_present(small_cohort, tmp_path, monkeypatch
 
     thresholds = []
 
-    def tumour_from_model(slide, model, node_polygons=None, out_dir=None, device="auto", threshold=None):
+    precisions = []
+
+    def tumour_from_model(slide, model, node_polygons=None, out_dir=None, device="auto", threshold=None,
+                          precision="auto"):
         assert node_polygons and out_dir
         thresholds.append(threshold)
+        precisions.append(precision)
         return [box(100, 100, 700, 700)]  # 300 µm side: micro
 
     fake_nodes = types.ModuleType("tmln.nodes")
@@ -187,6 +191,10 @@ def test_model_providers_missing_and_present(small_cohort, tmp_path, monkeypatch
     s = run_cohort(slides, tmp_path / "m", node_model="n1", tumour_model="t1", quiet=True, device="cpu",
                    tumour_threshold=0.8)
     assert s.n_processed == 3 and thresholds[3:] == [0.8] * 3  # a new threshold redoes every slide
+    assert precisions == ["auto"] * 6
+    s = run_cohort(slides, tmp_path / "m", node_model="n1", tumour_model="t1", quiet=True, device="cpu",
+                   tumour_threshold=0.8, tumour_precision="fp32")
+    assert s.n_processed == 3 and precisions[6:] == ["fp32"] * 3  # a chosen precision redoes them too
     sl = read(tmp_path / "m", "slides.csv")
     assert sl["nodes_source"].tolist() == ["model:n1"] * 3
     assert read(tmp_path / "m", "patients.csv")["n_stage"].tolist() == ["N1", "N1"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 from shapely.geometry import box
 
+from tmln.errors import TmlnError
 from tmln.models.classifier import build_classifier
 from tmln.slide import Slide
 from tmln.tumour.dense import dense_form, receptive_field
@@ -78,7 +79,7 @@ def test_tiling_is_exact_and_matches_whole_slide_reference(tmp_path, method):
     img = texture(360, 400, seed=1)
     path = write_slide(tmp_path / "s.tif", img, 0.5)
     net, c = small_resnet(), card(patch=96)  # k = 3
-    maps = [tumour_map(path, (net, c), mask=None, tile_size=t, num_workers=0, device="cpu", method=method).array
+    maps = [tumour_map(path, (net, c), mask=None, tile_size=t, num_workers=0, device="cpu", method=method, precision="fp32").array
             for t in (320, 480, 2048)]
     assert maps[0].shape == (12, 13)
     assert np.abs(maps[0] - maps[1]).max() < 1e-5 and np.abs(maps[0] - maps[2]).max() < 1e-5
@@ -92,8 +93,9 @@ def test_streaming_equals_tiles_and_pays_the_margin_once(tmp_path):
     img = texture(640, 576, seed=4)
     path = write_slide(tmp_path / "t.tif", img, 0.5)
     net, c = small_resnet(), card(patch=96)
-    tiled = tumour_map(path, (net, c), mask=None, tile_size=320, num_workers=0, device="cpu", method="dense")
-    streamed = tumour_map(path, (net, c), mask=None, tile_size=2048, num_workers=0, device="cpu")
+    tiled = tumour_map(path, (net, c), mask=None, tile_size=320, num_workers=0, device="cpu", method="dense",
+                       precision="fp32")
+    streamed = tumour_map(path, (net, c), mask=None, tile_size=2048, num_workers=0, device="cpu", precision="fp32")
     assert streamed.info["method"] == "stream" and tiled.info["method"] == "dense"
     assert np.abs(streamed.array - tiled.array).max() < 1e-5
     assert streamed.info["tiles"] == 1 and tiled.info["tiles"] >= 16
@@ -108,7 +110,7 @@ def test_constant_slide_gives_constant_map(tmp_path, method):
     img[:] = (200, 120, 170)
     path = write_slide(tmp_path / "c.tif", img, 0.5)
     pm = tumour_map(path, (small_resnet(), card(patch=96)), mask=None, tile_size=320, num_workers=0, device="cpu",
-                    method=method)
+                    method=method, precision="fp32")
     assert pm.info["tiles"] >= (9 if method == "dense" else 6)
     inner = pm.array[5:-5, 5:-5]  # 5 cells: receptive field (195 px) + pooling window clear of the slide edge
     assert inner.size >= 36 and np.ptp(inner) < 1e-6
@@ -151,9 +153,9 @@ def test_dense_agrees_with_patchwise_classification(tmp_path):
     path = write_slide(tmp_path / "two.tif", img, 0.5)
     net, c = _probe_model(tum[:224, :224], nor[:224, :224]), card(patch=224)
     band = [box(0, 4 * 32, 384, 8 * 32)]  # output rows 4..7, all columns: the grid method is costly
-    d = tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu").array[4:8]
+    d = tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu", precision="fp32").array[4:8]
     g = tumour_map(path, (net, c), mask="nodes", node_polygons=band, method="grid", grid_stride=32, num_workers=0,
-                   device="cpu").array[4:8]
+                   device="cpu", precision="fp32").array[4:8]
     assert d.shape == g.shape == (4, 12) and not np.isnan(g).any()
     diff = np.abs(d - g)
     print(f"mean |dP| {diff.mean():.3f}, label agreement {((d >= 0.5) == (g >= 0.5)).mean():.3f}, "
@@ -169,7 +171,7 @@ def test_grid_pixel_is_patch_classifier_at_its_centre(tmp_path):
     img = texture(300, 300, seed=4)
     path = write_slide(tmp_path / "g.tif", img, 0.5)
     net, c = small_resnet(), card(patch=64)
-    pm = tumour_map(path, (net, c), mask=None, method="grid", grid_stride=40, num_workers=0, device="cpu")
+    pm = tumour_map(path, (net, c), mask=None, method="grid", grid_stride=40, num_workers=0, device="cpu", precision="fp32")
     assert pm.shape == (8, 8) and pm.origin == (0.0, 0.0) and pm.mpp == pytest.approx(20.0)
     canvas = np.full((300 + 128, 300 + 128, 3), 255, np.uint8)
     canvas[64:364, 64:364] = img
@@ -191,13 +193,13 @@ def test_geometry_at_other_slide_resolution(tmp_path):
     p_fine = write_slide(tmp_path / "fine.tif", fine, 0.25)
     p_coarse = write_slide(tmp_path / "coarse.tif", img, 0.5)
     net, c = small_resnet(), card(patch=96)
-    a = tumour_map(p_fine, (net, c), mask=None, num_workers=0, device="cpu", tile_size=320)
-    b = tumour_map(p_coarse, (net, c), mask=None, num_workers=0, device="cpu", tile_size=320)
+    a = tumour_map(p_fine, (net, c), mask=None, num_workers=0, device="cpu", precision="fp32", tile_size=320)
+    b = tumour_map(p_coarse, (net, c), mask=None, num_workers=0, device="cpu", precision="fp32", tile_size=320)
     assert a.shape == (10, 12) and a.mpp == pytest.approx(16.0) and a.scale == pytest.approx((64.0, 64.0))
     assert a.origin == (0.0, 0.0) and b.scale == pytest.approx((32.0, 32.0))
     assert np.abs(a.array - b.array).max() < 1e-5
     # an even patch (64 px = 2 cells) is centred on a cell corner: the map starts half a pixel earlier
-    e = tumour_map(p_fine, (net, card(patch=64)), mask=None, num_workers=0, device="cpu", tile_size=320)
+    e = tumour_map(p_fine, (net, card(patch=64)), mask=None, num_workers=0, device="cpu", precision="fp32", tile_size=320)
     assert e.origin == pytest.approx((-32.0, -32.0)) and e.shape == (11, 13)
 
 
@@ -207,9 +209,9 @@ def test_masks_are_respected(tmp_path):
     img = texture(480, 480, seed=6)
     path = write_slide(tmp_path / "m.tif", img, 0.5)
     net, c = small_resnet(), card(patch=96)
-    full = tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu", tile_size=320)
+    full = tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu", precision="fp32", tile_size=320)
     node = box(40, 60, 200, 180)  # level-0 px
-    pm = tumour_map(path, (net, c), mask="nodes", node_polygons=[node], num_workers=0, device="cpu", tile_size=320)
+    pm = tumour_map(path, (net, c), mask="nodes", node_polygons=[node], num_workers=0, device="cpu", precision="fp32", tile_size=320)
     inside = ~np.isnan(pm.array)
     rows, cols = np.nonzero(inside)
     assert rows.min() == 60 // 32 and rows.max() == 179 // 32 and cols.min() == 40 // 32 and cols.max() == 199 // 32
@@ -219,19 +221,19 @@ def test_masks_are_respected(tmp_path):
     # a tissue mask (here given directly: 8 µm/px, tissue in the lower-right quarter)
     tmask = np.zeros((30, 30), bool)
     tmask[15:, 15:] = True
-    tm = tumour_map(path, (net, c), mask="tissue", tissue=(tmask, 8.0), num_workers=0, device="cpu", tile_size=320)
+    tm = tumour_map(path, (net, c), mask="tissue", tissue=(tmask, 8.0), num_workers=0, device="cpu", precision="fp32", tile_size=320)
     assert np.isnan(tm.array[:6, :]).all() and np.isnan(tm.array[:, :6]).all()
     assert not np.isnan(tm.array[9:, 9:]).any()
     with pytest.raises(Exception, match="node polygons"):
-        tumour_map(path, (net, c), mask="nodes", num_workers=0, device="cpu")
+        tumour_map(path, (net, c), mask="nodes", num_workers=0, device="cpu", precision="fp32")
 
 
 def test_outputs_written_and_deterministic_with_workers(tmp_path):
     img = texture(256, 256, seed=7)
     path = write_slide(tmp_path / "w.tif", img, 0.5)
     net, c = small_resnet(), card(patch=96)
-    a = tumour_map(path, (net, c), mask=None, out_dir=tmp_path / "out", num_workers=0, device="cpu", tile_size=256)
-    b = tumour_map(Slide(path), (net, c), mask=None, num_workers=1, device="cpu", tile_size=256)
+    a = tumour_map(path, (net, c), mask=None, out_dir=tmp_path / "out", num_workers=0, device="cpu", precision="fp32", tile_size=256)
+    b = tumour_map(Slide(path), (net, c), mask=None, num_workers=1, device="cpu", precision="fp32", tile_size=256)
     assert np.array_equal(a.array, b.array)  # reader processes change nothing
     side = json.loads((tmp_path / "out" / "tumour_map.json").read_text())
     assert side["mpp"] == 16.0 and side["origin_px"] == [0.0, 0.0] and side["shape"] == [8, 8]
@@ -250,7 +252,7 @@ def test_missing_mpp_is_an_error(tmp_path):
     p = tmp_path / "nompp.tif"
     tifffile.imwrite(p, texture(64, 64), photometric="rgb", tile=(64, 64), metadata=None)
     with pytest.raises(MissingMppError):
-        tumour_map(p, (small_resnet(), card(patch=64)), mask=None, num_workers=0, device="cpu")
+        tumour_map(p, (small_resnet(), card(patch=64)), mask=None, num_workers=0, device="cpu", precision="fp32")
 
 
 def test_strips_cover_needed_cells_with_segments():
@@ -297,3 +299,42 @@ def test_default_reader_processes(monkeypatch):
     for cores, cpu, cuda in ((2, 0, 1), (4, 0, 2), (16, 4, 8), (64, 4, 8)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
         assert (default_workers(False), default_workers(True)) == (cpu, cuda)
+
+
+def test_auto_precision_follows_native_bf16(monkeypatch):
+    """auto = bf16 where the device runs it natively, fp16 on older CUDA, float32 on other CPUs."""
+    import torch
+
+    import tmln.device
+    from tmln.tumour.engine import _amp_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native, on_cpu, on_cuda in ((True, torch.bfloat16, torch.bfloat16), (False, None, torch.float16)):
+        monkeypatch.setattr(tmln.device, "native_bf16", lambda _dev, v=native: v)
+        assert (_amp_dtype("auto", cpu), _amp_dtype("auto", cuda)) == (on_cpu, on_cuda)
+    assert _amp_dtype("fp32", cuda) is None and _amp_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(TmlnError, match="precision"):
+        _amp_dtype("int8", cpu)
+
+
+def test_bf16_map_is_close_to_float32_and_recorded(tmp_path):
+    path = write_slide(tmp_path / "s.tif", texture(400, 300, seed=4), 1.0)
+    net, c = small_resnet(), card(patch=64)
+    a = tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu", precision="fp32")
+    b = tumour_map(path, (net, c), mask=None, out_dir=tmp_path / "o", num_workers=0, device="cpu", precision="bf16")
+    assert a.info["precision"] == "float32" and b.info["precision"] == "bfloat16"
+    assert 0 < np.abs(a.array - b.array).max() < 0.02  # bf16 really ran, and stays close
+    assert ProbabilityMap.load(tmp_path / "o").info["precision"] == "bfloat16"
+
+
+def test_network_the_streamer_refuses_falls_back_to_tiles(tmp_path):
+    """ceil_mode pooling mixes rows in a way the row executor cannot reproduce: method="stream" says
+    so, method="auto" tiles instead (and still gives the dense map)."""
+    path = write_slide(tmp_path / "s.tif", texture(256, 192, seed=6), 1.0)
+    net, c = small_resnet(), card(patch=64)
+    net.maxpool = torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+    with pytest.raises(TmlnError, match="stream.*ceil_mode"):
+        tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu", method="stream", precision="fp32")
+    auto = tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu", precision="fp32")
+    tiles = tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu", method="dense", precision="fp32")
+    assert auto.info["method"] == "dense" and np.array_equal(auto.array, tiles.array)

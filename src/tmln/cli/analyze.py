@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from tmln.cli.options import device_option, force_option, mpp_option, out_dir_option, quiet_option
+from tmln.cli.options import device_option, force_option, mpp_option, out_dir_option, precision_option, quiet_option
 
 
 @click.command("analyze")
@@ -26,6 +26,7 @@ from tmln.cli.options import device_option, force_option, mpp_option, out_dir_op
 @force_option
 @quiet_option
 @device_option
+@precision_option
 @mpp_option
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Run slides on a local Dask cluster of this many worker processes (one thread each).")
@@ -36,7 +37,7 @@ from tmln.cli.options import device_option, force_option, mpp_option, out_dir_op
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
               help="With Dask: times a slide is retried after its worker died, before it is reported failed.")
 def command(slides, out, node_annotations, tumour_annotations, node_model, tumour_model, tumour_threshold, mln_rule, force, quiet,
-            device, mpp, workers, scheduler, resources, retries):
+            device, precision, mpp, workers, scheduler, resources, retries):
     """Measure lymph-node metastasis per node, slide and patient (N stage, T/MLN).
 
     Writes RUN/nodes.csv, slides.csv, patients.csv, summary.json, report.html and
@@ -69,7 +70,7 @@ def command(slides, out, node_annotations, tumour_annotations, node_model, tumou
         summary = run_cohort(slides, out, node_annotations=node_annotations, tumour_annotations=tumour_annotations,
                              node_model=node_model, tumour_model=tumour_model, tumour_threshold=tumour_threshold,
                              mln_rule=mln_rule, force=force,
-                             quiet=quiet, device=device, mpp=mpp, executor=ex)
+                             quiet=quiet, device=device, mpp=mpp, executor=ex, tumour_precision=precision)
     if not quiet or summary.failures:
         click.echo(f"{summary.n_slides} slides: {summary.n_done} measured ({summary.n_reused} from an earlier run), "
                    f"{summary.n_failed} failed; {summary.n_patients_staged} of {summary.n_patients} patients staged; "

@@ -18,6 +18,14 @@ device_option = click.option(
     show_default=True,
     help="torch device: auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...",
 )
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="Tumour classifier arithmetic. auto = bf16 where the device runs it natively (CUDA with bf16, "
+    "CPUs with AVX512-BF16 or AMX), fp16 on older CUDA, else fp32; fp32 gives the same maps on every machine.",
+)
 out_dir_option = click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder (created if missing)."
 )

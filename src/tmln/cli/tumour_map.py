@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from tmln.cli.options import device_option, mpp_option, out_dir_option, quiet_option
+from tmln.cli.options import device_option, mpp_option, out_dir_option, precision_option, quiet_option
 
 
 @click.command("tumour-map")
@@ -34,8 +34,7 @@ from tmln.cli.options import device_option, mpp_option, out_dir_option, quiet_op
                    "auto = the first that applies.")
 @click.option("--grid-stride", type=click.IntRange(min=1), default=None,
               help="Output stride in model px for --method grid (default: patch size / 2).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-              help="auto = AMP on CUDA, float32 on CPU.")
+@precision_option
 @mpp_option
 @quiet_option
 def command(slide, model, out, mask, node_annotations, threshold, device, batch_size, workers, tile_size, method,

@@ -39,6 +39,7 @@ class SlideJob:
     node_model: str | None = None
     tumour_model: str | None = None
     tumour_threshold: float | None = None  # overrides the tumour model card's threshold
+    tumour_precision: str = "auto"  # tumour classifier arithmetic (tmln.tumour.tumour_map)
     mln_rule: str = "ajcc"
     device: str = "auto"
     overlay_max_px: int = 1500
@@ -102,7 +103,7 @@ def slide_regions(job: SlideJob, slide):
             regions.notes.append("the node annotation file holds no node polygon")
     if job.tumour_model:
         raw = tumour_provider()(slide, job.tumour_model, node_polygons=regions.nodes, out_dir=job.slide_dir,
-                                device=job.device, threshold=job.tumour_threshold)
+                                device=job.device, threshold=job.tumour_threshold, precision=job.tumour_precision)
         regions.tumour, notes = valid_polygons(raw, "tumour")
         regions.notes += notes
         regions.tumour_source = f"model:{job.tumour_model}"

@@ -110,12 +110,12 @@ def _check_sources(node_annotations, tumour_annotations, node_model, tumour_mode
 
 def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour_annotations=None,
               node_model=None, tumour_model=None, mln_rule="ajcc", device="auto", overlay_max_px=1500,
-              tumour_threshold=None) -> SlideJob:
+              tumour_threshold=None, tumour_precision="auto") -> SlideJob:
     """The job of one table row: annotation lookup and the parameters that decide whether it is done."""
     job = SlideJob(slide_id=entry.slide_id, patient_id=entry.patient_id, slide_path=str(entry.path),
                    table_slide_path=entry.slide_path, slide_dir=str(out_dir / "slides" / entry.slide_id),
                    mpp=entry.mpp, node_model=node_model, tumour_model=tumour_model, tumour_threshold=tumour_threshold,
-                   mln_rule=mln_rule,
+                   tumour_precision=tumour_precision, mln_rule=mln_rule,
                    device=device, overlay_max_px=overlay_max_px)
     if node_annotations:
         try:
@@ -143,7 +143,9 @@ def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour
         "nodes": ({"model": _model_identity(node_model)} if node_model else
                   {"annotation": job.node_annotation, "sha256": file_digest(job.node_annotation),
                    "error": job.node_annotation_error}),
-        "tumour": ({"model": _model_identity(tumour_model), "threshold": tumour_threshold} if tumour_model else
+        # precision joins the identity only when chosen (runs made before the option stay finished)
+        "tumour": ({"model": _model_identity(tumour_model), "threshold": tumour_threshold,
+                    **({"precision": tumour_precision} if tumour_precision != "auto" else {})} if tumour_model else
                    {"annotation": job.tumour_annotation, "sha256": file_digest(job.tumour_annotation),
                     "error": job.tumour_annotation_error}),
     }
@@ -176,7 +178,7 @@ def _slide_is_finished(job: SlideJob) -> bool:
 
 def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations=None, node_model=None,
                tumour_model=None, tumour_threshold: float | None = None, mln_rule: str = "ajcc",
-               force: bool = False, quiet: bool = False,
+               force: bool = False, quiet: bool = False, tumour_precision: str = "auto",
                device: str = "auto", executor: Executor | None = None, mpp: float | None = None,
                overlay_max_px: int = 1500, report_sections: Sequence[tuple[str, str]] = ()) -> RunSummary:
     """Measure a cohort. Returns a :class:`RunSummary`; ``summary.exit_code`` is non-zero if anything failed.
@@ -186,6 +188,7 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
     node_annotations / tumour_annotations : folders with per-slide annotation files.
     node_model / tumour_model : model names or directories (need ``tmln.nodes`` / ``tmln.tumour``).
     tumour_threshold : P(tumour) threshold overriding the tumour model card's (None = the card's).
+    tumour_precision : tumour classifier arithmetic, as ``tmln.tumour.tumour_map``'s ``precision``.
     mln_rule : ``ajcc`` (micro/macro metastatic) or ``any`` (any tumour).
     force : redo slides that are already finished. mpp : µm/px for rows without an ``mpp`` cell.
     executor : object with ``map(process_slide, jobs)``; default serial in this process.
@@ -199,17 +202,20 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
         remove_stale_temporaries(out_dir)  # a killed earlier run's half-written tables
         return _run_locked(entries, slides_csv, out_dir, node_annotations=node_annotations,
                            tumour_annotations=tumour_annotations, node_model=node_model, tumour_model=tumour_model,
-                           tumour_threshold=tumour_threshold, mln_rule=mln_rule, force=force, quiet=quiet, device=device, executor=executor, mpp=mpp,
+                           tumour_threshold=tumour_threshold, tumour_precision=tumour_precision, mln_rule=mln_rule,
+                           force=force, quiet=quiet, device=device, executor=executor, mpp=mpp,
                            overlay_max_px=overlay_max_px, report_sections=report_sections)
 
 
 def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_annotations, node_model,
-                tumour_model, tumour_threshold, mln_rule, force, quiet, device, executor, mpp, overlay_max_px,
+                tumour_model, tumour_threshold, tumour_precision, mln_rule, force, quiet, device, executor, mpp,
+                overlay_max_px,
                 report_sections) -> RunSummary:
     from tqdm import tqdm
 
     kw = dict(node_annotations=node_annotations, tumour_annotations=tumour_annotations, node_model=node_model,
-              tumour_model=tumour_model, tumour_threshold=tumour_threshold, mln_rule=mln_rule, device=device,
+              tumour_model=tumour_model, tumour_threshold=tumour_threshold, tumour_precision=tumour_precision,
+              mln_rule=mln_rule, device=device,
               overlay_max_px=overlay_max_px)
     jobs = {e.row: build_job(e, out_dir, **kw) for e in entries if e.error is None}
     todo = [j for j in jobs.values() if force or not _slide_is_finished(j)]
@@ -227,6 +233,7 @@ def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_
         "node_model": node_model,
         "tumour_model": tumour_model,
         "tumour_threshold": tumour_threshold,
+        "tumour_precision": tumour_precision,
         "mln_rule": mln_rule,
         "mpp": mpp,
         "nodes_from": f"model {node_model}" if node_model else "annotations",

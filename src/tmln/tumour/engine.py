@@ -414,7 +414,9 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     method : ``"auto"`` (stream, else dense, else grid: the first the model allows), ``"stream"``,
         ``"dense"`` or ``"grid"``.
     grid_stride : output stride in model px for the grid method (default ``patch_size // 2``).
-    precision : ``"auto"`` (float16/bfloat16 autocast on CUDA, float32 on CPU), ``"fp32"``, ``"bf16"``.
+    precision : ``"auto"``: bfloat16 autocast where the device runs it natively (CUDA with bf16, CPUs
+        with AVX512-BF16 or AMX), float16 on older CUDA, float32 on other CPUs; or ``"fp32"`` (the
+        same results on every machine), ``"bf16"``, ``"fp16"``.
     tissue : optional precomputed tissue mask (``TissueMask`` or ``(bool array, µm/px)``) for
         ``mask="tissue"``.
     """
@@ -536,9 +538,11 @@ def _amp_dtype(precision: str, dev):
         return torch.float16
     if precision != "auto":
         raise TmlnError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")
-    if dev.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+    from tmln.device import native_bf16
+
+    if native_bf16(dev):
+        return torch.bfloat16
+    return torch.float16 if dev.type == "cuda" else None
 
 
 class _deterministic:

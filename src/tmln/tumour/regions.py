@@ -91,7 +91,8 @@ def _bleeds_from_neighbour(i: int, q, parts: list, nodes: list, band: float) -> 
     return False
 
 
-def regions_from_model(slide, model, node_polygons=None, out_dir=None, device="auto", threshold=None) -> list:
+def regions_from_model(slide, model, node_polygons=None, out_dir=None, device="auto", threshold=None,
+                       precision="auto") -> list:
     """Tumour regions of a slide from a tumour classifier (the engine behind ``tmln analyze
     --tumour-model``).
 
@@ -99,12 +100,12 @@ def regions_from_model(slide, model, node_polygons=None, out_dir=None, device="a
     node_polygons : level-0 px; when given the map is computed over the nodes only and regions are
         clipped to them, else over the tissue.
     out_dir : when given, the map is written there (``tumour_map.npy/.json/.png``).
-    threshold : overrides the model card's threshold.
+    threshold : overrides the model card's threshold. precision : as ``tumour_map``'s.
     Returns a list of shapely Polygons in level-0 px.
     """
     from tmln.tumour.engine import tumour_map
 
     mask = "nodes" if node_polygons is not None else "tissue"
     pm = tumour_map(slide, model, mask=mask, node_polygons=node_polygons,
-                    out_dir=Path(out_dir) if out_dir is not None else None, device=device)
+                    out_dir=Path(out_dir) if out_dir is not None else None, device=device, precision=precision)
     return regions_from_map(pm, threshold=threshold, node_polygons=node_polygons)
