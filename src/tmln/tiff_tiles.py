@@ -2,7 +2,7 @@
 
 OpenSlide composes every region through its tile cache and cairo painting; on this project's
 benchmark machine that runs at about 60 level-0 Mpx/s on one core, while decoding the same
-TIFF tiles with tifffile + imagecodecs runs at 500–700 Mpx/s (benchmarks/results/slide_read.md).
+TIFF tiles with tifffile + imagecodecs runs at 250–650 Mpx/s (benchmarks/results/slide_read.md).
 For formats whose levels are a plain grid of tiles (OpenSlide vendors ``generic-tiff`` and
 ``aperio``), :class:`TiffTiles` reads a level's tiles straight from the file.
 
