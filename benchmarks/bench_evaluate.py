@@ -14,6 +14,7 @@ import platform
 import time
 
 import numpy as np
+from common import cpu_name, emit
 from shapely.geometry import Polygon
 
 
@@ -121,12 +122,7 @@ def main():
     rows.append((f"evaluation mask 100k x 220k px, 20 lesions ({m.n_lesions} lesions, {len(m.itc)} ITC)",
                  f"{dt:.2f} s", "-", "-"))
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     lines = ["# Evaluation benchmarks", "",
              "Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_evaluate.py --out benchmarks/results/evaluate.md`",
              f"Machine: {cpu}, 1 thread, Python {platform.python_version()} (shared 2-core box: ratios matter, "
@@ -136,12 +132,7 @@ def main():
     lines += ["", "Reference = `skimage.draw.polygon` (pixel-centre rule, identical output), a "
               "`sklearn.metrics.roc_auc_score` / `cohen_kappa_score` loop (identical values, tested) and scipy `distance_transform_edt` + "
               "`binary_fill_holes` as in the official code (identical mask, asserted)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        from tmln.atomic import write_text
-
-        write_text(args.out, text)
+    emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import cpu_name, emit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,16 +65,6 @@ def timed(path, direct, kind, locs):
             else:
                 outs.append(s.read(loc, (1024, 1024), mpp=2 * s.mpp))
         return time.perf_counter() - t, outs, s.reader(0)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main():
@@ -123,12 +114,7 @@ def main():
     for name, kind, n, a, b, r, worst, reader in rows:
         what = "level 0, 2048²" if kind == "level0" else "2x µm/px, 1024² out"
         lines.append(f"| {name} | {what} | {n} | {a:.0f} | {b:.0f} | **{r:.1f}x** | {worst} | {reader} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        from tmln.atomic import write_text
-
-        write_text(args.out, text)
+    emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from common import emit
 
 from tmln.survival import cox
 from tmln.survival.cutpoint import maxstat
@@ -121,12 +122,7 @@ def main() -> None:
         f"({args.reps} repetitions, {t3 - t2:.0f} s; nominal 0.05, Monte Carlo SE ≈ {np.sqrt(0.05 * 0.95 / args.reps):.3f}.)",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        from tmln.atomic import write_text
-
-        write_text(args.out, text)
+    emit("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import cpu_name, emit
 
 SLIDES = {  # name -> (size_mm, seed); 0.25 µm/px
     "p5mm": ((5.0, 5.0), 0),  # 20k x 20k px
@@ -327,14 +328,7 @@ def machine() -> str:
         threads = torch.get_num_threads()
     except Exception:  # pragma: no cover
         tv, threads = "?", "?"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     load = os.getloadavg()
     return (f"{cpu}, {os.cpu_count()} CPUs visible, torch {tv} ({threads} threads), Python {platform.python_version()}; "
             f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (shared machine)")
@@ -481,12 +475,7 @@ def main():
         rss = bench_rss(work, model, ["p5mm", "p15x10mm"] + (["p25mm"] if args.large else []), args.workers)
     e2e = ([bench_e2e(work, model, args.workers, args.device, p) for p in args.precision.split(",")]
            if "d" in args.only else None)
-    text = report(args, thr, rss, e2e)
-    print(text)
-    if args.out:
-        from tmln.atomic import write_text
-
-        write_text(args.out, text)
+    emit(report(args, thr, rss, e2e), args.out)
 
 
 if __name__ == "__main__":

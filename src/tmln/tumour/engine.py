@@ -545,6 +545,13 @@ def _amp_dtype(precision: str, dev):
     return torch.float16 if dev.type == "cuda" else None
 
 
+def _autocast(dev, amp_dtype):
+    """Autocast to ``amp_dtype`` on ``dev``; a no-op context for float32 (``amp_dtype`` None)."""
+    import torch
+
+    return torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
+
 class _deterministic:
     """cuDNN in deterministic mode for the duration (restored afterwards)."""
 
@@ -624,7 +631,7 @@ def _run_dense(slide, card, dense, plan, roi, transform, dev, amp_dtype, batch_s
         t0 = time.perf_counter()
         x = torch.stack([b[1] for b in batch]).to(dev, non_blocking=True)
         x = transform.normalise(x).contiguous(memory_format=cl)
-        with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with _autocast(dev, amp_dtype):
             y = dense(x)
         y = y.float().cpu().numpy()
         for (i, _, _), out in zip(batch, y):
@@ -700,7 +707,7 @@ def _run_streamed(slide, card, streamed, n_out: int, plan, roi, transform, dev, 
             x = band[None].to(dev, non_blocking=True)
             yield transform.normalise(x).contiguous(memory_format=cl)
 
-    with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+    with _autocast(dev, amp_dtype):
         for t, (r0, c0, nr, nc) in enumerate(plan.tiles):
             t0, w0 = time.perf_counter(), timing["wait_s"]
             height, width = (nr + lo + hi) * s, (nc + lo + hi) * s
@@ -771,7 +778,7 @@ def _run_grid(slide, card, module, plan, roi, transform, dev, amp_dtype, batch_s
         t0 = time.perf_counter()
         x = torch.stack(pend_x).to(dev, non_blocking=True)
         x = transform.normalise(x).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with _autocast(dev, amp_dtype):
             y = module(x)
         pr = _activate(y.float().T, card).cpu().numpy()
         for (r, c), v in zip(pend_rc, pr):
