@@ -30,9 +30,10 @@ def test_cmu_metadata(cmu_slide):
         assert s.mpp == pytest.approx(0.499, abs=1e-3)
         assert s.mpp_source == "openslide"
         assert s.objective_power == 20
+        assert s.info()["readers"] == ["tifffile"]
         info = s.info()
     for key in ("path", "vendor", "width", "height", "level_count", "level_dimensions", "level_downsamples",
-                "mpp_x", "mpp_y", "objective_power"):
+                "mpp_x", "mpp_y", "objective_power", "readers"):
         assert key in info
 
 

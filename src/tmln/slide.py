@@ -199,6 +199,7 @@ class Slide:
             "mpp_y": self.mpp_y,
             "mpp_source": self.mpp_source,
             "objective_power": self.objective_power,
+            "readers": [self.reader(level) for level in range(self.level_count)],
         }
 
     # ------------------------------------------------------------------ reading

@@ -257,3 +257,24 @@ def test_real_svs_slide(cmu_slide, tmp_path):
     assert n["area_mm2"][0] == pytest.approx((1000 * 0.499) ** 2 / 1e6, rel=1e-3)
     assert n["category"][0] == "micro"
     assert read(tmp_path / "run", "slides.csv")["mpp_x"][0] == pytest.approx(0.499)
+
+
+def test_cli_passes_precision_and_device_on(small_cohort, tmp_path, monkeypatch):
+    import tmln.cohort.run
+
+    seen = {}
+
+    def fake_run_cohort(slides, out, **kw):
+        seen.update(kw)
+        return run_cohort(slides, out, **{k: v for k, v in kw.items() if k != "tumour_precision"})
+
+    monkeypatch.setattr(tmln.cohort.run, "run_cohort", fake_run_cohort)
+    slides, ann = small_cohort
+    args = ["analyze", "--slides", str(slides), "--out", str(tmp_path / "r"), "--node-annotations", str(ann),
+            "--tumour-annotations", str(ann), "-q", "--device", "cpu"]
+    r = CliRunner().invoke(main, args + ["--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    assert seen["tumour_precision"] == "fp32" and seen["device"] == "cpu"
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and seen["tumour_precision"] == "auto"
+    assert CliRunner().invoke(main, args + ["--precision", "int8"]).exit_code == 2
