@@ -77,6 +77,16 @@ def test_level_that_disagrees_stays_with_openslide(phantom, monkeypatch):
     assert np.array_equal(fast.read_level((64, 32), 0, (300, 200)), ref.read_level((64, 32), 0, (300, 200)))
 
 
+def test_level_tifffile_cannot_decode_stays_with_openslide(phantom, monkeypatch):
+    def cannot(self, page, level, index):  # e.g. JPEG tiles where imagecodecs is not installed
+        raise ValueError("decoding needs imagecodecs")
+
+    monkeypatch.setattr(TiffTiles, "_tile", cannot)
+    with Slide(phantom) as s, Slide(phantom, direct=False) as ref:
+        assert s.reader(0) == "openslide"
+        assert np.array_equal(s.read_level((10, 20), 0, (64, 48)), ref.read_level((10, 20), 0, (64, 48)))
+
+
 def test_other_vendors_and_opt_out_use_openslide(phantom):
     with Slide(phantom, direct=False) as s:
         assert s.reader(0) == "openslide"

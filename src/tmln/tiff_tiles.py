@@ -41,7 +41,8 @@ class TiffTiles:
 
         self._tf = tifffile.TiffFile(str(path))
         self._osr = osr
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # file position and cache
+        self._check_lock = threading.Lock()  # first-use checks (no read of a level before its check ends)
         self._cache: OrderedDict = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = int(cache_bytes)
@@ -69,15 +70,14 @@ class TiffTiles:
 
     def direct(self, level: int) -> bool:
         """Whether ``level`` is read here (checked against OpenSlide on the first call)."""
-        page = self._pages.get(level)
-        if page is None:
-            return False
         if level not in self._checked:
-            self._checked.add(level)
-            if not self._agrees(level, page):
-                self._pages[level] = None
-                return False
-        return True
+            with self._check_lock:
+                if level not in self._checked:
+                    page = self._pages.get(level)
+                    if page is not None and not self._agrees(level, page):
+                        self._pages[level] = None
+                    self._checked.add(level)
+        return self._pages.get(level) is not None
 
     def read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray | None:
         """RGB uint8 (h, w, 3) of ``size`` = (w, h) level px at ``location`` (level-0 px), or
@@ -142,14 +142,14 @@ class TiffTiles:
         return tile
 
     def _agrees(self, level: int, page) -> bool:
-        """Decode the stored tile nearest the level's centre here and through OpenSlide."""
+        """Decode the level's largest stored tile (the most detail: tissue rather than glass) here and
+        through OpenSlide."""
         from tmln.slide import rgba_to_rgb_white
 
         counts = np.asarray(page.databytecounts)
-        stored = np.flatnonzero(counts > 0)
-        if stored.size == 0:
+        if not counts.size or counts.max() == 0:
             return False
-        index = int(stored[np.argmin(np.abs(stored - counts.size // 2))])
+        index = int(np.argmax(counts))
         tw, tl = page.tilewidth, page.tilelength
         across = -(-page.imagewidth // tw)
         ty, tx = divmod(index, across)
