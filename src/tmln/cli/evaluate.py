@@ -1,4 +1,4 @@
-"""``tmln evaluate {froc,slides,patches,nodes,staging}``: compare predictions with a reference."""
+"""``tmln evaluate {froc,slides,patches,nodes,staging,maps}``: compare predictions with a reference."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from tmln.cli import LazyGroup
         "patches": "evaluate_patches",
         "nodes": "evaluate_nodes",
         "staging": "evaluate_staging",
+        "maps": "evaluate_maps",
     },
 )
 def command():
-    """Evaluate models: Camelyon16 FROC, slide/patch AUC, node Dice and detection, N-stage agreement."""
+    """Evaluate models: Camelyon16 FROC, slide/patch AUC, node Dice and detection, N-stage agreement,
+    tumour-map threshold calibration."""
