@@ -12,6 +12,7 @@ HERE = Path(__file__).resolve().parent
 ORDER = [
     ("Tumour map engine (issue 4)", "tumour_engine.md"),
     ("Slide reading: direct tile decoding vs OpenSlide (issue 4)", "slide_read.md"),
+    ("Tumour-map threshold calibration (issue 4)", "tumour_calibration.md"),
     ("Tumour classifier on real Camelyon16 patches (issue 4)", "tumour_training.md"),
     ("Lymph-node U-Net on phantoms (issue 5)", "nodes.md"),
     ("Bundled demo models, end to end (issue 8)", "demo_models.md"),
