@@ -115,6 +115,14 @@ def test_cli_lists_failed_slides_and_refuses_no_tumour(cohort, tmp_path):
     assert "pixel AUC" in r.output and "1 slide(s) failed" in r.output
     slides = pd.read_csv(tmp_path / "cal" / "slides.csv")
     assert slides.set_index("slide_id").loc["missing", "status"] == "failed"
+    # two generic outline files for one slide: that slide fails with the reason, the others go on
+    (ann / "S1.geojson").write_bytes((ann / "S1.tumour.geojson").read_bytes())
+    (ann / "S1.tumour.geojson").rename(ann / "S1.json")
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "amb"), "-q"])
+    assert r.exit_code == 1, r.output
+    failed = pd.read_csv(tmp_path / "amb" / "slides.csv").set_index("slide_id")
+    assert failed.loc["S1", "status"] == "failed" and "several tumour annotation files" in failed.loc["S1", "error"]
+    assert failed.loc["S0", "status"] == "done"
     empty = tmp_path / "empty"
     empty.mkdir()
     for f in ann.glob("*.nodes.geojson"):

@@ -74,7 +74,7 @@ class RunSummary:
         return not self.failures
 
 
-def _model_identity(name: str) -> dict:
+def model_identity(name: str) -> dict:
     """Model name plus a digest of its card and weights (when resolvable), so retrained models redo slides."""
     ident: dict = {"name": str(name)}
     try:
@@ -140,11 +140,11 @@ def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour
         "mpp": entry.mpp,
         "mln_rule": mln_rule,
         "overlay_max_px": overlay_max_px,
-        "nodes": ({"model": _model_identity(node_model)} if node_model else
+        "nodes": ({"model": model_identity(node_model)} if node_model else
                   {"annotation": job.node_annotation, "sha256": file_digest(job.node_annotation),
                    "error": job.node_annotation_error}),
         # precision joins the identity only when chosen (runs made before the option stay finished)
-        "tumour": ({"model": _model_identity(tumour_model), "threshold": tumour_threshold,
+        "tumour": ({"model": model_identity(tumour_model), "threshold": tumour_threshold,
                     **({"precision": tumour_precision} if tumour_precision != "auto" else {})} if tumour_model else
                    {"annotation": job.tumour_annotation, "sha256": file_digest(job.tumour_annotation),
                     "error": job.tumour_annotation_error}),

@@ -127,6 +127,7 @@ def calibrate_threshold(slides_csv, tumour_annotations, model, out_dir, *, node_
     from tqdm import tqdm
 
     from tmln.atomic import write_csv, write_json
+    from tmln.cohort.lookup import AmbiguousAnnotation
     from tmln.cohort.table import read_slides_table
     from tmln.models.card import read_card, resolve_model_dir
 
@@ -147,7 +148,7 @@ def calibrate_threshold(slides_csv, tumour_annotations, model, out_dir, *, node_
         try:
             sp = _slide(e, model_dir, tumour_annotations, node_annotations, out / "maps" / e.slide_id,
                         device, precision)
-        except TmlnError as exc:
+        except (TmlnError, AmbiguousAnnotation) as exc:
             rows.append({"slide_id": e.slide_id, "status": "failed", "error": str(exc)})
             continue
         done.append(sp)
@@ -162,7 +163,8 @@ def calibrate_threshold(slides_csv, tumour_annotations, model, out_dir, *, node_
         raise TmlnError("the tumour outlines cover no mapped pixel: nothing to calibrate against",
                         tumour_annotations)
     metrics = sweep(tumour, normal)
-    k = choose(metrics, rule)
+    best = {r: choose(metrics, r) for r in RULES}
+    k = best[rule]
     k_card = min(max(int(math.ceil(card.threshold * BINS - 1e-9)), 0), BINS - 1)
     chosen = k / BINS
     by_id = {s.slide_id: s for s in done}
@@ -180,7 +182,7 @@ def calibrate_threshold(slides_csv, tumour_annotations, model, out_dir, *, node_
         "pixel_auc": binned_auc(tumour, normal),
         "rule": rule, "chosen_threshold": chosen, "at_chosen": _at(metrics, k),
         "card_threshold": card.threshold, "at_card": _at(metrics, k_card),
-        "best": {r: {"threshold": choose(metrics, r) / BINS, **_at(metrics, choose(metrics, r))} for r in RULES},
+        "best": {r: {"threshold": kr / BINS, **_at(metrics, kr)} for r, kr in best.items()},
         "bins": BINS,
     }
     grid = np.arange(0, BINS, BINS // 100)
@@ -223,8 +225,8 @@ def write_calibrated_model(model_dir, card, dest, result: dict) -> Path:
 def _slide(entry, model_dir, tumour_annotations, node_annotations, map_dir: Path, device, precision) -> SlidePixels:
     from tmln.annotations import CAMELYON_EXCLUSION_GROUPS, read_annotations
     from tmln.cohort.lookup import find_annotation
+    from tmln.cohort.run import model_identity
     from tmln.cohort.state import file_digest, file_identity
-    from tmln.models.card import CARD_NAME, WEIGHTS_NAME
     from tmln.regions import node_polygons_from_annotations, polygon_parts, tumour_polygons_from_annotations
     from tmln.slide import Slide
     from tmln.tumour.engine import ProbabilityMap, tumour_map
@@ -242,8 +244,7 @@ def _slide(entry, model_dir, tumour_annotations, node_annotations, map_dir: Path
             if node_file is None:
                 raise TmlnError(f"no node annotation for slide {entry.slide_id!r} in {node_annotations}")
             nodes, _ = node_polygons_from_annotations(read_annotations(node_file, slide_size=size))
-        params = {"model": str(model_dir), "card_sha256": file_digest(Path(model_dir) / CARD_NAME),
-                  "weights": file_identity(Path(model_dir) / WEIGHTS_NAME),
+        params = {"model": model_identity(str(model_dir)),
                   "slide": {"path": str(entry.path), **(file_identity(entry.path) or {})}, "mpp": entry.mpp,
                   "mask": "nodes" if nodes is not None else "tissue", "nodes_sha256": file_digest(node_file),
                   "precision": precision, "device": str(device)}
