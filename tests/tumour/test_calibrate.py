@@ -14,7 +14,7 @@ from tmln.annotations import feature, write_geojson
 from tmln.cli import main
 from tmln.errors import TmlnError
 from tmln.evaluate.auc import roc_auc
-from tmln.tumour.calibrate import BINS, binned_auc, calibrate_threshold, choose, sweep, truth_on_map
+from tmln.tumour.calibrate import BINS, binned_auc, calibrate_threshold, choose, slide_pixels, sweep, truth_on_map
 from tmln.tumour.engine import ProbabilityMap
 
 from .helpers import make_model_dir, texture, write_slide
@@ -51,6 +51,10 @@ def test_truth_on_map_uses_pixel_centres():
     ex = np.zeros((4, 5), bool)
     ex[2:4, 3:5] = True
     assert np.array_equal(excluded, ex)
+    # exclusion carves non-tumour out of tumour (as the FROC truth does): those pixels count as normal
+    pm.array[:] = 0.9
+    sp = slide_pixels("S", pm, [box(10, 20, 20, 28)], [box(16, 24, 20, 28)])
+    assert sp.tumour.sum() == 16 and sp.normal.sum() == 4 and sp.normal[9000] == 4
 
 
 @pytest.fixture()

@@ -4,8 +4,9 @@ A tumour classifier's card threshold is chosen on isolated validation patches (`
 tumour``). The dense engines (``stream``, ``dense``) classify each patch with its surrounding tissue
 in place of zero padding, which can move the calibration (docs/tumour-inference.md). Here slides
 with tumour outlines are mapped with the engine as ``tmln analyze`` maps them, each map pixel
-(16 µm for ResNet-18 at 0.5 µm/px) is labelled by its centre (inside a tumour polygon or not;
-Camelyon16 ``_2``/``Exclusion`` regions are left out), and over all slides' pixels this reports
+(16 µm for ResNet-18 at 0.5 µm/px) is labelled by its centre (inside a tumour polygon and outside
+every exclusion polygon — Camelyon16 ``_2``/``Exclusion``, ``normal``, ``negative`` — as in
+``tmln.evaluate.froc``), and over all slides' pixels this reports
 the pixel ROC AUC, sensitivity, specificity and Dice across thresholds, the thresholds that
 maximise Youden's J and Dice, and how the card's own threshold does. ``write_model`` saves a copy
 of the model whose card carries the chosen threshold.
@@ -61,12 +62,14 @@ def truth_on_map(pm, tumour_polygons, exclusion_polygons=()) -> tuple[np.ndarray
 
 
 def slide_pixels(slide_id: str, pm, tumour_polygons, exclusion_polygons=()) -> SlidePixels:
-    """Histograms of the mapped pixels' P, split by the outlines."""
+    """Histograms of the mapped pixels' P, split by the outlines: tumour polygons minus exclusion
+    polygons are tumour, every other mapped pixel is not (the truth of ``tmln.evaluate.froc`` and
+    of patch sampling in ``tmln.train.patches``)."""
     tumour, excluded = truth_on_map(pm, tumour_polygons, exclusion_polygons)
     p = pm.array
-    keep = np.isfinite(p) & ~excluded
+    keep = np.isfinite(p)
     bins = np.minimum((p[keep] * BINS).astype(np.int64), BINS - 1)
-    t = tumour[keep]
+    t = (tumour & ~excluded)[keep]
     return SlidePixels(slide_id, np.bincount(bins[t], minlength=BINS), np.bincount(bins[~t], minlength=BINS),
                        pixel_mm2=(pm.mpp / 1000.0) ** 2)
 
@@ -223,7 +226,7 @@ def write_calibrated_model(model_dir, card, dest, result: dict) -> Path:
 
 # ---------------------------------------------------------------------------- per slide
 def _slide(entry, model_dir, tumour_annotations, node_annotations, map_dir: Path, device, precision) -> SlidePixels:
-    from tmln.annotations import CAMELYON_EXCLUSION_GROUPS, read_annotations
+    from tmln.annotations import is_exclusion_label, read_annotations
     from tmln.cohort.lookup import find_annotation
     from tmln.cohort.run import model_identity
     from tmln.cohort.state import file_digest, file_identity
@@ -236,8 +239,7 @@ def _slide(entry, model_dir, tumour_annotations, node_annotations, map_dir: Path
         tumour_file = find_annotation(tumour_annotations, entry.slide_id, "tumour")
         anns = read_annotations(tumour_file, slide_size=size) if tumour_file else []
         tumour, _ = tumour_polygons_from_annotations(anns)
-        excluded = [p for a in anns if (a.label or "").strip().lower() in CAMELYON_EXCLUSION_GROUPS
-                    for p in polygon_parts(a.geometry)]
+        excluded = [p for a in anns if is_exclusion_label(a.label) for p in polygon_parts(a.geometry)]
         nodes, node_file = None, None
         if node_annotations is not None:
             node_file = find_annotation(node_annotations, entry.slide_id, "nodes")
