@@ -1,6 +1,8 @@
 """Patch sources: folders (aliases, RGBA, groups), slides + annotations (sampling inside tumour / tissue),
 patient-level split, class balance, bad inputs."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -206,3 +208,75 @@ def test_real_camelyon_outlines_agree_with_patch_labels(shared_data):
             assert frac == pytest.approx(r.tumor_fraction_vs_ncrf_polygon_if_xy_is_topleft, abs=0.01)
             checked += 1
     assert checked == 89
+
+
+# ---------------------------------------------------------------------------- bad or unusual patch folders
+def _folder(tmp_path, name="p"):
+    return make_patch_folder(tmp_path / name, n_groups=2, per_group=2)
+
+
+@pytest.mark.parametrize("case", ["not_an_image", "truncated_jpeg", "unknown_class", "val_missing_class",
+                                  "val_unknown_class", "val_empty_class"])
+def test_bad_patch_files_and_validation_folders_name_the_file(tmp_path, case):
+    root = _folder(tmp_path)
+    val = None
+    if case == "not_an_image":
+        bad = root / "tumor" / "notes.jpg"
+        bad.write_text("this is text, not a JPEG")
+    elif case == "truncated_jpeg":
+        Image.fromarray(np.full((96, 96, 3), 120, np.uint8)).save(tmp_path / "full.jpg", quality=90)
+        data = (tmp_path / "full.jpg").read_bytes()
+        bad = root / "normal" / "cut_1_1.jpg"
+        bad.write_bytes(data[: len(data) // 2])
+    elif case == "unknown_class":
+        (root / "stroma").mkdir()
+        bad = root
+    else:
+        val = bad = _folder(tmp_path, "v")
+        if case == "val_missing_class":
+            import shutil
+
+            shutil.rmtree(val / "normal")
+        elif case == "val_unknown_class":
+            (val / "lymphocytes").mkdir()
+        else:
+            for f in (val / "tumor").iterdir():
+                f.unlink()
+    with pytest.raises(TmlnError) as err:
+        P.collect_patch_folder(root, val_folder=val)
+    msg = str(err.value)
+    assert str(bad) in msg
+    if case == "truncated_jpeg" or case == "not_an_image":
+        assert "cannot decode image" in msg
+    if case.startswith("val_") and case != "val_empty_class":
+        assert "validation patch folder" in msg
+    if "unknown" in case:
+        assert "no class tmln knows" in msg
+
+
+def test_greyscale_rgba_and_mixed_sizes_are_handled_and_noted(tmp_path):
+    """Documented handling: greyscale -> RGB, RGBA composited on white, other sizes resampled /
+    cropped / padded to the patch; mixed sizes are listed in the notes (and so in the card)."""
+    root = _folder(tmp_path)
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(root / "tumor" / "grey_1_1.png")
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 3] = 0
+    Image.fromarray(rgba).save(root / "normal" / "alpha_1_1.png")
+    ps = P.collect_patch_folder(root)
+    assert ps.notes and "2 sizes" in ps.notes[0] and "40x40" in ps.notes[0] and "64x64" in ps.notes[0]
+    ds = P.PatchDataset(ps, range(len(ps.records)), mpp=0.5, patch_size=32)
+    by_name = {Path(r.source).name: i for i, r in enumerate(ps.records)}
+    grey = ds.read(by_name["grey_1_1.png"])
+    alpha = ds.read(by_name["alpha_1_1.png"])
+    assert grey.shape == (32, 32, 3) and (grey == 90).all()
+    assert alpha.shape == (32, 32, 3) and (alpha == 255).all()
+
+
+def test_validation_folder_records_are_marked_and_grouped_apart(tmp_path):
+    root, val = _folder(tmp_path), _folder(tmp_path, "v")
+    ps = P.collect_patch_folder(root, val_folder=val)
+    splits = [r.split for r in ps.records]
+    assert splits.count("validation") == 8 and splits.count("train") == 8
+    tr = {r.group for r in ps.records if r.split == "train"}
+    va = {r.group for r in ps.records if r.split == "validation"}
+    assert not tr & va  # same file names, never the same group

@@ -170,3 +170,50 @@ def test_torchrun_two_gloo_processes(tmp_path):
     assert a["metrics"].keys() == b["metrics"].keys() and a["metrics"]["n"] == b["metrics"]["n"]
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "train" / "log.csv")))
     assert len(rows) == 1  # rank 0 only
+
+
+def test_explicit_validation_folder_keep_last_and_label_region(tmp_path):
+    """--val-patches: validation = that folder (no split of the training folder), recorded in the card
+    with the label's meaning; keep='last' keeps the last epoch whatever its validation AUC."""
+    train = make_patch_folder(tmp_path / "tr", n_groups=3, per_group=3, seed=1)
+    val = make_patch_folder(tmp_path / "va", n_groups=2, per_group=2, seed=2)
+    card = train_tumour(tmp_path / "m", patches=train, val_patches=val, keep="last", label_region="centre 8x8 px",
+                        **dict(TINY, epochs=2))
+    data = card.training["data"]
+    assert data["train"]["n_patches"] == 18 and data["validation"]["n_patches"] == 8
+    assert card.training["label_region"] == "centre 8x8 px" and card.training["val_fraction"] is None
+    assert "validation folder" in card.training["split"]
+    assert card.metrics["best_epoch"] == 1 and card.metrics["kept"] == "last epoch"
+    assert card.metrics["n"] == 8 and card.metrics["auc"] > 0.9
+    with pytest.raises(TmlnError, match="val_patches"):
+        train_tumour(tmp_path / "x", slides=tmp_path / "s.csv", annotations=tmp_path, val_patches=val, **TINY)
+
+
+def test_init_from_a_bundled_model_name(tmp_path):
+    """--init takes a bundled model by name (fine-tuning a shipped model on one's own patches)."""
+    folder = make_patch_folder(tmp_path / "p", n_groups=2, per_group=2)
+    card = train_tumour(tmp_path / "m", patches=folder, init_checkpoint="demo-tumour",
+                        **dict(TINY, epochs=1, arch="test_efficientnet", patch_size=16))
+    assert "tensors loaded" in card.training["init_note"]
+    with pytest.raises(TmlnError, match="no-such-model"):
+        train_tumour(tmp_path / "n", patches=folder, init_checkpoint="no-such-model", **dict(TINY, epochs=1))
+
+
+def test_cpu_bf16_autocast_only_where_native():
+    from tmln.device import native_bf16
+
+    amp = common.Amp(torch.device("cpu"), enabled=True, cpu_bf16=True)
+    assert amp.enabled == native_bf16("cpu")
+    assert amp.dtype == (torch.bfloat16 if amp.enabled else None)
+    assert not common.Amp(torch.device("cpu"), enabled=False, cpu_bf16=True).enabled
+
+
+def test_progress_bars_for_indexing_and_each_epoch(tmp_path, capsys):
+    """A person can watch: a bar while the patch folder is indexed and one per epoch (patches/s,
+    running loss), on stderr."""
+    folder = make_patch_folder(tmp_path / "p", n_groups=2, per_group=2)
+    train_tumour(tmp_path / "m", patches=folder, progress=True, **dict(TINY, epochs=1))
+    err = capsys.readouterr().err
+    assert "indexing patches" in err and "epoch 1/1" in err and "patch/s" in err and "loss=" in err
+    train_tumour(tmp_path / "n", patches=folder, progress=False, **dict(TINY, epochs=1))
+    assert "epoch 1/1" not in capsys.readouterr().err

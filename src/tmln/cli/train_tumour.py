@@ -12,6 +12,9 @@ from tmln.cli.options import device_option, quiet_option
               help="Model directory to write (model.safetensors + model_card.json; train/ holds log and checkpoints).")
 @click.option("--patches", type=click.Path(file_okay=False), default=None,
               help="Patch folder with tumor/ and normal/ sub-folders (PNG, JPEG, TIFF).")
+@click.option("--val-patches", type=click.Path(file_okay=False), default=None,
+              help="Validation patch folder (same classes as --patches) instead of a split of --patches; use it when "
+                   "file names carry no slide id (e.g. PCam's train/ and valid/).")
 @click.option("--slides", type=click.Path(dir_okay=False), default=None,
               help="Slides table (slide_path, patient_id[, mpp]); needs --annotations.")
 @click.option("--annotations", type=click.Path(file_okay=False), default=None,
@@ -24,8 +27,9 @@ from tmln.cli.options import device_option, quiet_option
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--init", "init", type=click.Path(exists=True), default=None,
-              help="Initial weights: a model directory, .safetensors, or a torch state dict (loaded weights-only).")
+@click.option("--init", "init", default=None,
+              help="Initial weights to fine-tune: a bundled model name (e.g. pcam-tumour), a model directory, "
+                   ".safetensors, or a torch state dict (loaded weights-only).")
 @click.option("--macenko", is_flag=True, help="Macenko stain normalisation; the reference (from the training patches) is stored in the card.")
 @click.option("--macenko-reference", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Use this image as the Macenko reference instead (implies --macenko).")
@@ -39,18 +43,30 @@ from tmln.cli.options import device_option, quiet_option
               help="Fraction of patients held out for validation (0: none; the last epoch is kept).")
 @click.option("--patches-per-class", type=click.IntRange(min=1), default=200, show_default=True,
               help="--slides: at most this many tumour and normal patches per slide.")
+@click.option("--colour-jitter", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Colour augmentation strength: brightness/contrast/saturation 1 ± s, hue ± s/2 turns.")
+@click.option("--hed-jitter", type=click.FloatRange(min=0), default=0.03, show_default=True,
+              help="HED stain augmentation σ (each stain scaled 1 ± σ and shifted ± σ OD).")
+@click.option("--label-region", default=None,
+              help="What a patch's label refers to, recorded in the card, e.g. 'centre 32x32 px' (PCam). Default: the whole patch.")
+@click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Weights to keep: the epoch of best validation AUC, or the last epoch (validation then only "
+                   "sets the threshold, so its AUC is a held-out figure).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/last.pt exists.")
 @device_option
 @quiet_option
 def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, batch_size, lr, seed, init, macenko,
             macenko_reference, hard_negatives, patches_mpp, groups, val_fraction, patches_per_class, workers,
-            no_resume, device, quiet):
+            no_resume, device, quiet, val_patches, colour_jitter, hed_jitter, label_region, keep):
     """Train the tumour patch classifier on a patch folder or on annotated slides.
 
     \b
     Examples:
       tmln train tumour --out my-tumour --patches patches/ --patches-mpp 0.25 --epochs 20
+      tmln train tumour --out my-tumour --patches pcam/train --val-patches pcam/valid --mpp 0.97 --patch-size 96 \\
+          --label-region "centre 32x32 px"
+      tmln train tumour --out my-tumour --init pcam-tumour --slides slides.csv --annotations ann/ --mpp 0.97 --patch-size 96
       tmln train tumour --out my-tumour --slides slides.csv --annotations ann/ --mpp 0.5 --patch-size 224
       torchrun --nproc_per_node 4 -m tmln train tumour --out my-tumour --slides slides.csv --annotations ann/
     Interrupted runs resume from the last finished epoch when run again with the same --out.
@@ -65,6 +81,8 @@ def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, ba
         raise click.UsageError("give either --patches DIR or --slides SLIDES.csv --annotations DIR")
     if slides is not None and annotations is None:
         raise click.UsageError("--slides needs --annotations DIR")
+    if val_patches is not None and patches is None:
+        raise click.UsageError("--val-patches goes with --patches")
     if not quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -73,7 +91,8 @@ def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, ba
             patch_size=patch_size, arch=arch, batch_size=batch_size, lr=lr, seed=seed, init_checkpoint=init,
             macenko=macenko_reference or macenko, hard_negative=hard_negatives, device=device,
             resume=not no_resume, val_fraction=val_fraction, num_workers=workers, patches_mpp=patches_mpp,
-            groups=groups, patches_per_class=patches_per_class, quiet=quiet)
+            groups=groups, patches_per_class=patches_per_class, quiet=quiet, val_patches=val_patches,
+            colour=colour_jitter, hed=hed_jitter, label_region=label_region, keep=keep)
     except TmlnError:
         raise
     if env_world()[0] == 0 and not quiet:

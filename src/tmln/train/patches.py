@@ -36,6 +36,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 CLASS_FOLDERS = {"tumor": 1, "tumour": 1, "positive": 1, "normal": 0, "negative": 0}
 CLASSES = ["normal", "tumour"]
 IGNORE_LABELS = {"ignore", "ignored"}
+MAX_GROUPS_LISTED = 200  # the model card lists the training/validation groups up to this many
 _GROUP_PATH_COLUMNS = ("path", "file", "filename", "image")
 _GROUP_COLUMNS = ("group", "patient_id", "patient", "slide_id", "slide", "camelyon16_slide")
 
@@ -51,6 +52,7 @@ class PatchRecord:
     x: float = 0.0
     y: float = 0.0
     slide_id: str = ""
+    split: str = "train"  # "validation" for records of an explicit validation folder
 
 
 @dataclass
@@ -176,40 +178,90 @@ def source_prefix(name: str) -> str:
 
 
 def collect_patch_folder(root: str | Path, groups_csv: str | Path | None = None,
-                         source_mpp: float | None = None) -> PatchSet:
-    """Records from ``root/<class>/**/*.{png,jpg,tif}``; raises ``TmlnError`` naming the folder for
-    an empty/missing folder or a missing class."""
-    root = Path(root)
+                         source_mpp: float | None = None, *, val_folder: str | Path | None = None,
+                         progress: bool = False, check_images: bool = True) -> PatchSet:
+    """Records from ``root/<class>/**/*.{png,jpg,tif}`` (and, with ``val_folder``, the validation
+    records of a second folder of the same classes, marked ``split="validation"``).
+
+    Raises ``TmlnError`` naming the folder or file for: a missing folder, a missing or empty class
+    folder, a sub-folder that is no known class, a validation folder whose classes differ, and (with
+    ``check_images``, each image decoded once while indexing) an image that cannot be decoded (not an
+    image, truncated). Greyscale images are expanded to RGB, RGBA composited on white, and images of
+    another size resampled/cropped/padded to the patch (``PatchDataset``); mixed sizes are noted.
+    """
+    folders = [(Path(root), "train")] + ([(Path(val_folder), "validation")] if val_folder is not None else [])
+    # each folder must hold both classes and nothing else, so a validation folder has the same classes
+    found = [(folder, split, _class_folders(folder, split)) for folder, split in folders]
+    group_map = _read_groups(groups_csv, Path(root)) if groups_csv else None
+    listed = []
+    for folder, split, class_dirs in found:
+        for label, dirs in class_dirs.items():
+            files = [(d, p) for d in dirs for p in list_images(d)]
+            if not files:
+                raise TmlnError(f"class folder {', '.join(d.name for d in dirs)} holds no PNG, JPEG or TIFF images", dirs[0])
+            listed.extend((folder, split, label, p) for _, p in files)
+    records, sizes = [], set()
+    from tqdm import tqdm
+
+    for folder, split, label, p in tqdm(listed, desc="indexing patches", unit="image", disable=not progress,
+                                        leave=False, mininterval=1.0):
+        if check_images:
+            sizes.add(_check_image(p))
+        rel = p.relative_to(folder).as_posix()
+        if group_map is not None and split == "train":
+            g = group_map.get(rel, group_map.get(p.name))
+            if g is None:
+                raise InputTableError(f"no group for image {rel}", groups_csv)
+        else:
+            g = source_prefix(p.name)
+        if split == "validation":
+            g = f"validation:{g}"
+        records.append(PatchRecord(str(p), label, str(g), split=split))
+    notes = []
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:5]) + (" ..." if len(sizes) > 5 else "")
+        notes.append(f"images of {len(sizes)} sizes ({shown} px): each resampled to the model's µm/px, then "
+                     "centre-cropped (random crops in training) or reflect-padded to the patch size")
+    return PatchSet(records, source_mpp=source_mpp, kind="patches", notes=notes)
+
+
+def _class_folders(root: Path, split: str = "train") -> dict[int, list[Path]]:
+    """``{1: tumour folders, 0: normal folders}`` of a patch folder; errors name the folder."""
+    what = "validation patch folder" if split == "validation" else "patch folder"
     if not root.is_dir():
-        raise TmlnError("patch folder not found", root)
+        raise TmlnError(f"{what} not found", root)
     class_dirs: dict[int, list[Path]] = {0: [], 1: []}
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+    unknown = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         label = CLASS_FOLDERS.get(d.name.lower())
-        if label is not None:
+        if label is None:
+            unknown.append(d.name)
+        else:
             class_dirs[label].append(d)
     if not class_dirs[0] and not class_dirs[1]:
         raise TmlnError("no class folders: expected tumor/ (or tumour/, positive/) and normal/ (or negative/)", root)
     for label, want in ((1, "tumor/ (or tumour/, positive/)"), (0, "normal/ (or negative/)")):
         if not class_dirs[label]:
-            raise TmlnError(f"missing class folder {want}: training needs both classes", root)
-    group_map = _read_groups(groups_csv, root) if groups_csv else None
-    records = []
-    for label, dirs in class_dirs.items():
-        n = 0
-        for d in dirs:
-            for p in list_images(d):
-                rel = p.relative_to(root).as_posix()
-                if group_map is not None:
-                    g = group_map.get(rel, group_map.get(p.name))
-                    if g is None:
-                        raise InputTableError(f"no group for image {rel}", groups_csv)
-                else:
-                    g = source_prefix(p.name)
-                records.append(PatchRecord(str(p), label, str(g)))
-                n += 1
-        if n == 0:
-            raise TmlnError(f"class folder {', '.join(d.name for d in dirs)} holds no PNG, JPEG or TIFF images", dirs[0])
-    return PatchSet(records, source_mpp=source_mpp, kind="patches")
+            raise TmlnError(f"{what}: missing class folder {want}: training and validation need both classes", root)
+    if unknown:
+        raise TmlnError(f"{what}: sub-folder(s) {', '.join(unknown)} are no class tmln knows (tumor/tumour/positive, "
+                        "normal/negative): move them out of the patch folder", root)
+    return class_dirs
+
+
+def _check_image(path: Path) -> tuple[int, int]:
+    """Decode an image once (catches non-images and truncated files); returns its (width, height)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.load()
+            return im.size
+    except Exception as exc:
+        if path.suffix.lower() in (".tif", ".tiff"):  # high bit depth / multi-channel TIFFs: tifffile
+            a = read_image(path)
+            return a.shape[1], a.shape[0]
+        raise TmlnError(f"cannot decode image ({type(exc).__name__}: {exc}); remove or replace the file", path) from None
 
 
 def _read_groups(path: str | Path, root: Path, group_column: str | None = None) -> dict[str, str]:
@@ -553,7 +605,9 @@ def summarise(patch_set: PatchSet, train_idx: Sequence[int], val_idx: Sequence[i
         labels = [recs[i].label for i in idx]
         groups = sorted({recs[i].group for i in idx})
         out = {"n_patches": len(idx), "n_normal": int(sum(1 for v in labels if v == 0)),
-               "n_tumour": int(sum(1 for v in labels if v == 1)), "n_groups": len(groups), "groups": groups}
+               "n_tumour": int(sum(1 for v in labels if v == 1)), "n_groups": len(groups)}
+        if len(groups) <= MAX_GROUPS_LISTED:  # (PCam: 20,000 one-patch groups would bloat the card)
+            out["groups"] = groups
         if patch_set.kind == "slides":
             out["slides"] = sorted({recs[i].slide_id.removeprefix(RESERVE_PREFIX) for i in idx})
             out["n_slides"] = len(out["slides"])

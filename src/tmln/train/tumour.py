@@ -26,7 +26,7 @@ log = logging.getLogger("tmln.train")
 
 DEFAULT_LR = 1e-3
 WEIGHT_DECAY = 1e-4
-CONFIG_KEYS = ("arch", "mpp", "patch_size", "macenko", "source")  # must match to resume
+CONFIG_KEYS = ("arch", "mpp", "patch_size", "macenko", "source", "val_source", "keep")  # must match to resume
 
 
 def train_tumour(
@@ -55,6 +55,12 @@ def train_tumour(
     hard_negative_epoch: int | None = None,
     amp: bool = True,
     quiet: bool = False,
+    val_patches: str | Path | None = None,
+    colour: float = 0.1,
+    hed: float = 0.03,
+    label_region: str | None = None,
+    progress: bool | None = None,
+    keep: str = "best",
 ):
     """Train and write a model directory; returns its ``ModelCard``.
 
@@ -67,6 +73,16 @@ def train_tumour(
         score the normal candidates and oversample the highest-scoring ones (slides: a reserve pool
         3x the normal patches is scored and its hardest members are added).
     resume : continue from ``OUT/train/last.pt`` when present (same settings required).
+    val_patches : a patch folder (same classes as ``patches``) used as the validation set instead
+        of a split of ``patches`` (``val_fraction`` is then ignored). Use it when the patches carry
+        no slide or patient id (PCam), so that no slide lands on both sides.
+    colour, hed : augmentation strengths (``tmln.train.augment.Augmenter``).
+    label_region : what a patch's label refers to, recorded in the card (e.g. ``"centre 32x32 px"``
+        for PCam: tumour in the centre 32 x 32 px of the 96 px patch); default: the whole patch.
+    keep : ``"best"`` (the epoch of highest validation AUC) or ``"last"`` (the last epoch: the
+        validation set then chooses only the threshold, so its AUC is an honest held-out figure).
+    progress : a progress bar per epoch (patches/s, ETA, running loss); default: unless ``quiet``.
+    AMP: bf16 on GPUs that support it and on CPUs that run bf16 natively (AVX512-BF16 / AMX).
     """
     import torch
 
@@ -78,6 +94,10 @@ def train_tumour(
 
     if (patches is None) == (slides is None):
         raise TmlnError("give either a patch folder (patches=) or a slides table (slides=) with annotations=")
+    if keep not in ("best", "last"):
+        raise TmlnError(f"keep must be 'best' or 'last', got {keep!r}")
+    if val_patches is not None and patches is None:
+        raise TmlnError("val_patches= (a validation patch folder) goes with patches=, not with slides=")
     if slides is not None and annotations is None:
         raise TmlnError("slides= needs annotations= (the annotation folder)")
     if epochs < 1 or batch_size < 2 or patch_size < 8 or not mpp > 0:
@@ -88,12 +108,14 @@ def train_tumour(
     ctx = common.init_distributed(device)
     common.seed_everything(seed, deterministic=ctx.device.type == "cpu")
     t_start = time.time()
+    show = (not quiet) if progress is None else bool(progress)
     try:
         # ---- data (rank 0 collects, everyone receives the same records)
         pool_factor = 4 if hard_negative else 1
         if patches is not None:
-            patch_set = _on_main(ctx, common, lambda: P.collect_patch_folder(patches, groups_csv=groups,
-                                                                             source_mpp=patches_mpp))
+            patch_set = _on_main(ctx, common, lambda: P.collect_patch_folder(
+                patches, groups_csv=groups, source_mpp=patches_mpp, progress=show and ctx.is_main,
+                val_folder=val_patches))
         else:
             patch_set = _on_main(ctx, common, lambda: P.collect_slides(
                 slides, annotations, mpp, patch_size, patches_per_class=patches_per_class,
@@ -101,9 +123,14 @@ def train_tumour(
         main_idx, reserve_idx = P.split_reserve(patch_set.records)
         labels_all = patch_set.labels()
         groups_all = patch_set.groups()
-        tr_rel, va_rel = P.group_split(labels_all[main_idx], groups_all[main_idx], val_fraction, seed)
-        train_idx = np.asarray(main_idx)[tr_rel]
-        val_idx = np.asarray(main_idx)[va_rel]
+        if val_patches is not None:  # an explicit validation folder: no split of the training patches
+            is_val = np.array([r.split == "validation" for r in patch_set.records])
+            train_idx = np.nonzero(~is_val)[0]
+            val_idx = np.nonzero(is_val)[0]
+        else:
+            tr_rel, va_rel = P.group_split(labels_all[main_idx], groups_all[main_idx], val_fraction, seed)
+            train_idx = np.asarray(main_idx)[tr_rel]
+            val_idx = np.asarray(main_idx)[va_rel]
         val_groups = set(groups_all[val_idx].tolist())
         reserve_idx = np.asarray([i for i in reserve_idx if groups_all[i] not in val_groups], dtype=np.int64)
 
@@ -113,7 +140,8 @@ def train_tumour(
             stain_ref = _on_main(ctx, common, lambda: _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed))
 
         config = {"arch": arch, "mpp": float(mpp), "patch_size": int(patch_size), "macenko": bool(macenko),
-                  "source": str(patches if patches is not None else slides)}
+                  "source": str(patches if patches is not None else slides),
+                  "val_source": None if val_patches is None else str(val_patches), "keep": keep}
 
         # ---- model, optimiser
         model = build_classifier(arch, 1)
@@ -123,7 +151,7 @@ def train_tumour(
         model = common.prepare_model(model, ctx)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        scaler = common.Amp(ctx.device, enabled=amp)
+        scaler = common.Amp(ctx.device, enabled=amp, cpu_bf16=True)
 
         tracker = common.BestTracker(work / "best.safetensors", mode="max")
         start_epoch = 0
@@ -157,7 +185,7 @@ def train_tumour(
         elif ctx.is_main and last_path.exists():
             last_path.unlink()
 
-        aug = Augmenter(flips=True, rot90=True, colour=0.1, hed=0.03)
+        aug = Augmenter(flips=True, rot90=True, colour=float(colour), hed=float(hed))
         mean = torch.tensor(_norm_mean(), device=ctx.device).view(1, 3, 1, 1)
         std = torch.tensor(_norm_std(), device=ctx.device).view(1, 3, 1, 1)
         val_ds = P.PatchDataset(patch_set, val_idx, mpp, patch_size, train=False, stain=stain_ref)
@@ -186,6 +214,7 @@ def train_tumour(
             model.train()
             epoch_lr = optimizer.param_groups[0]["lr"]
             loss_sum, n_seen = 0.0, 0
+            bar = common.progress_bar(per_rank, f"epoch {epoch + 1}/{epochs}", "patch", show and ctx.is_main)
             for xb, yb in loader:
                 x = xb.to(ctx.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
                 x = aug(x, generator=gen)
@@ -197,6 +226,10 @@ def train_tumour(
                 scaler.step(loss, optimizer)
                 loss_sum += float(loss.detach()) * len(y)
                 n_seen += len(y)
+                bar.update(len(y))
+                bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", refresh=False)
+            bar.refresh()  # the epoch's final rate and loss, however short the epoch
+            bar.close()
             scheduler.step()
             tot = common.all_reduce_sum([loss_sum, float(n_seen)], ctx.device if ctx.device.type == "cuda" else None)
             train_loss = tot[0] / max(tot[1], 1)
@@ -213,6 +246,8 @@ def train_tumour(
             else:
                 scores = vlabels = None
                 metric, secondary = -train_loss, None  # no validation: the lowest training loss
+            if keep == "last":  # every epoch replaces the kept weights
+                metric, secondary = float(epoch), None
             improved = tracker.update(metric, epoch, model, secondary)
             if improved and scores is not None:
                 best_val = (scores, vlabels)
@@ -237,6 +272,7 @@ def train_tumour(
             metrics["threshold_rule"] = "youden" if threshold != 0.5 else "default 0.5"
             metrics.update({f"at_threshold_{k}": v for k, v in threshold_metrics(best_val[1], best_val[0], threshold).items()})
         metrics["best_epoch"] = tracker.best_epoch
+        metrics["kept"] = "last epoch" if keep == "last" else "best epoch by validation AUC"
         summary = P.summarise(patch_set, train_idx, val_idx)
         card = ModelCard(
             task="tumour-classifier",
@@ -255,8 +291,10 @@ def train_tumour(
                 "optimizer": f"AdamW(weight_decay={WEIGHT_DECAY}), cosine decay",
                 "loss": "BCEWithLogits",
                 "seed": int(seed),
-                "val_fraction": float(val_fraction),
-                "split": "patient-level (StratifiedGroupKFold fold)",
+                "val_fraction": None if val_patches is not None else float(val_fraction),
+                "split": ("the validation folder val_patches (no split of the training patches)" if val_patches is not None
+                          else "patient-level (StratifiedGroupKFold fold)"),
+                "label_region": label_region or "the whole patch",
                 "class_balance": "weighted sampling (equal class totals)",
                 "augmentation": {"flips": True, "rot90": True, "colour": aug.colour, "hed": aug.hed},
                 "macenko": bool(macenko),
@@ -267,6 +305,7 @@ def train_tumour(
                 "device": ctx.device.type,
                 "amp": scaler.enabled and str(scaler.dtype).replace("torch.", ""),
                 "wall_seconds": round(time.time() - t_start, 1),
+                "hardware": common.hardware_description(ctx.device),
             },
             metrics=_clean(metrics),
         )
@@ -434,9 +473,15 @@ def _load_init(model, path) -> str:
     Tensors whose shapes differ (e.g. another classification head) are skipped; returns a note."""
     import torch
 
-    from tmln.models.card import load_state_dict
+    from tmln.models.card import list_bundled, load_state_dict, resolve_model_dir
 
     p = Path(path)
+    if not p.exists():
+        if str(path) in list_bundled():  # a bundled model by name
+            p = resolve_model_dir(str(path))
+        else:
+            raise TmlnError(f"initial weights not found (neither a file, a model directory nor a bundled model: "
+                            f"{', '.join(list_bundled())})", p)
     try:
         if p.is_dir():
             state = load_state_dict(p)
