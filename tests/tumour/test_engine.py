@@ -372,3 +372,26 @@ def test_network_the_streamer_refuses_falls_back_to_tiles(tmp_path):
     auto = tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu", precision="fp32")
     tiles = tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu", method="dense", precision="fp32")
     assert auto.info["method"] == "dense" and np.array_equal(auto.array, tiles.array)
+
+
+@pytest.mark.parametrize("slide_mpp", [0.5, 0.25, 1.5])
+def test_96px_classifier_at_097_is_streamed_on_slides_of_any_resolution(tmp_path, slide_mpp):
+    """A PCam-geometry classifier (96 px at 0.97 µm/px, as ``pcam-tumour``) runs fully
+    convolutionally (streamed, not the grid fallback) on slides finer and coarser than its µm/px,
+    non-integer factors included: the map equals the dense form applied at once to the slide
+    resampled to 0.97 µm/px (``Slide.thumbnail``), on every interior cell, to 1e-5 in float32."""
+    side_um = 500.0
+    n = int(round(side_um / slide_mpp))
+    img = texture(n, n, seed=7, cell=max(4, int(round(12 * 0.97 / slide_mpp))))
+    path = write_slide(tmp_path / f"s{slide_mpp}.tif", img, slide_mpp)
+    net, c = small_resnet(seed=3), card(mpp=0.97, patch=96)
+    pm = tumour_map(path, (net, c), mask=None, num_workers=0, device="cpu", precision="fp32", tile_size=320)
+    assert pm.info["method"] == "stream" and pm.info["pool_cells"] == 3
+    assert pm.mpp == pytest.approx(32 * 0.97)
+    resampled = Slide(path).thumbnail(0.97)
+    ref = _reference_map(resampled, net, k=3)
+    assert pm.shape == ref.shape
+    lo = 5  # cells whose 195 px receptive field (+ the 3-cell pool) stays a cell clear of the slide's edge
+    inner = (slice(lo, ref.shape[0] - lo), slice(lo, ref.shape[1] - lo))
+    assert ref[inner].size >= 25
+    assert np.abs(pm.array[inner] - ref[inner]).max() < 1e-5
