@@ -76,14 +76,10 @@ def _provider(module: str, option: str):
 
 # ---------------------------------------------------------------------------- regions
 def slide_regions(job: SlideJob, slide):
-    """Node and tumour polygons of one slide (level-0 px) from annotations or models."""
-    from tmln.annotations import read_annotations
-    from tmln.regions import (
-        SlideRegions,
-        node_polygons_from_annotations,
-        tumour_polygons_from_annotations,
-        valid_polygons,
-    )
+    """Node and tumour polygons of one slide (level-0 px) from annotations or models; outlines mean
+    what ``tmln.annotations`` says (tumour = tumour classes minus exclusion classes)."""
+    from tmln.annotations import node_outlines, read_annotations, tumour_outlines
+    from tmln.regions import SlideRegions, valid_polygons
 
     regions = SlideRegions()
     size = slide.dimensions
@@ -96,7 +92,9 @@ def slide_regions(job: SlideJob, slide):
         if job.node_annotation_error:
             raise SlideJobError(job.node_annotation_error, job.slide_path)
         anns = read_annotations(job.node_annotation, slide_size=size)
-        regions.nodes, notes = node_polygons_from_annotations(anns)
+        regions.nodes, notes = node_outlines(anns)
+        if _same_file(job.node_annotation, job.tumour_annotation) and not job.tumour_model:
+            notes = [n for n in notes if "tumour outlines, not nodes" not in n]  # one file holds both
         regions.notes += notes
         regions.nodes_source = f"annotations:{Path(job.node_annotation).name}"
         if not regions.nodes:
@@ -111,12 +109,19 @@ def slide_regions(job: SlideJob, slide):
         raise SlideJobError(job.tumour_annotation_error, job.slide_path)
     elif job.tumour_annotation:
         anns = read_annotations(job.tumour_annotation, slide_size=size)
-        regions.tumour, notes = tumour_polygons_from_annotations(anns)
-        regions.notes += notes
+        shared = not job.node_model and _same_file(job.node_annotation, job.tumour_annotation)
+        # a file that is also the node file: its unclassified polygons are nodes, not tumour
+        truth = tumour_outlines(anns, unclassified_is_tumour=not shared)
+        regions.tumour = truth.polygons
+        regions.notes += [n for n in truth.notes if not (shared and ("node outlines" in n or "unclassified" in n))]
         regions.tumour_source = f"annotations:{Path(job.tumour_annotation).name}"
     else:
         regions.tumour_source = "none (no tumour annotation file: no tumour)"
     return regions
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and Path(a).resolve() == Path(b).resolve()
 
 
 # ---------------------------------------------------------------------------- the job

@@ -105,7 +105,7 @@ def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
     try:
         p = find_annotation(folder, slide_id, "nodes")
     except AmbiguousAnnotation as exc:
-        raise AnnotationError(str(exc), folder) from None
+        raise AnnotationError(exc.message, folder) from None
     if p is None:
         raise AnnotationError(f"no node annotation for slide {slide_id!r} (looked for {slide_id}.nodes.geojson, "
                               f"{slide_id}.geojson, .json, .xml)", folder)
