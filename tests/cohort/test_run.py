@@ -278,3 +278,31 @@ def test_cli_passes_precision_and_device_on(small_cohort, tmp_path, monkeypatch)
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0 and seen["tumour_precision"] == "auto"
     assert CliRunner().invoke(main, args + ["--precision", "int8"]).exit_code == 2
+
+
+def test_notes_name_unknown_and_mixed_classes(tmp_path):
+    """Unknown classes are never silently tumour; node classes in a tumour file and tumour classes in
+    a node file are said in the slide's notes, unless one file is given as both."""
+    d = tmp_path / "c"
+    d.mkdir()
+    make_tiff(d / "S1.tiff")
+    (d / "slides.csv").write_text("slide_path,patient_id\nS1.tiff,P1\n")
+    ann, both = tmp_path / "ann", tmp_path / "both"
+    ann.mkdir()
+    both.mkdir()
+    write_json(ann / "S1.nodes.geojson", fc(feat(square(100, 100, 400), "Lymph node"), feat(square(150, 150, 50), "Tumor")))
+    write_json(ann / "S1.tumour.geojson", fc(feat(square(150, 150, 100), "Tumor"), feat(square(300, 300, 100), "Fat"),
+                                              feat(square(100, 100, 400), "Lymph node")))
+    write_json(both / "S1.geojson", fc(feat(square(100, 100, 400), "Lymph node"), feat(square(150, 150, 100), "Tumor"),
+                                       feat(square(300, 300, 100), "Fat")))
+    run(d / "slides.csv", ann, tmp_path / "r1")
+    s = read(tmp_path / "r1", "slides.csv")
+    notes = s["notes"].iloc[0]
+    assert s["tumour_area_mm2"].iloc[0] == pytest.approx(0.0025)  # Fat is not tumour
+    assert "'Fat'" in notes and "does not know" in notes
+    assert "'Lymph node'" in notes and "'Tumor'" in notes
+    run(d / "slides.csv", both, tmp_path / "r2")
+    s = read(tmp_path / "r2", "slides.csv")
+    assert s["tumour_area_mm2"].iloc[0] == pytest.approx(0.0025)
+    notes = s["notes"].iloc[0]
+    assert "'Fat'" in notes and "'Lymph node'" not in notes and "not nodes" not in notes
