@@ -306,3 +306,18 @@ def test_notes_name_unknown_and_mixed_classes(tmp_path):
     assert s["tumour_area_mm2"].iloc[0] == pytest.approx(0.0025)
     notes = s["notes"].iloc[0]
     assert "'Fat'" in notes and "'Lymph node'" not in notes and "not nodes" not in notes
+
+
+def test_failed_rerun_leaves_no_earlier_outputs(small_cohort, tmp_path):
+    """A slide that fails after an earlier success keeps none of its earlier outputs, model maps included."""
+    slides, ann = small_cohort
+    out = tmp_path / "run"
+    run(slides, ann, out)
+    d = out / "slides" / "S1"
+    for name in ("tumour_map.npy", "tumour_map.json", "tumour_map.png", "node_labels.npy", "node_labels.json"):
+        (d / name).write_bytes(b"from an earlier run with models")
+    assert (d / "nodes.csv").is_file() and (d / "overlay.png").is_file()
+    (ann / "S1.nodes.geojson").write_text("{not json")
+    run(slides, ann, out)
+    assert read(out, "slides.csv").set_index("slide_id").loc["S1", "status"] == "failed"
+    assert sorted(p.name for p in d.iterdir()) == ["state.json"]

@@ -192,10 +192,17 @@ def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]
 
 
 def _remove_outputs(slide_dir: Path) -> None:
-    """A failed slide keeps no outputs of an earlier successful run (they would be stale)."""
-    for name in SLIDE_OUTPUTS:
-        with contextlib.suppress(FileNotFoundError):
-            (slide_dir / name).unlink()
+    """A failed slide keeps no outputs of an earlier successful run (they would be stale): every file
+    and folder of its slide folder goes (``nodes.*``, ``tumour.geojson``, ``overlay.png``, a model's
+    ``tumour_map.*`` and ``node_labels.*``, ...); ``state.json`` is written afterwards."""
+    import shutil
+
+    for p in slide_dir.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
 
 def job_dict(job: SlideJob) -> dict:
