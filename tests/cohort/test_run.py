@@ -321,3 +321,31 @@ def test_failed_rerun_leaves_no_earlier_outputs(small_cohort, tmp_path):
     run(slides, ann, out)
     assert read(out, "slides.csv").set_index("slide_id").loc["S1", "status"] == "failed"
     assert sorted(p.name for p in d.iterdir()) == ["state.json"]
+
+
+def test_resume_does_not_depend_on_path_spelling(small_cohort, tmp_path, monkeypatch):
+    """Inputs are identified by what they are: relative, absolute and trailing-slash spellings, another
+    working directory and a moved run directory all resume without recomputing."""
+    import shutil
+
+    slides, ann = small_cohort
+    monkeypatch.chdir(tmp_path)
+    s = run_cohort("cohort/slides.csv", "run", node_annotations="ann", tumour_annotations="ann", quiet=True)
+    assert s.n_processed == 3
+    spellings = [(str(slides), str(tmp_path / "run"), str(ann)),  # absolute
+                 ("cohort/slides.csv", "run/", "ann/"),  # trailing slashes
+                 ("./cohort/../cohort/slides.csv", "./run", "./ann/.")]
+    for table, out, folder in spellings:
+        s = run_cohort(table, out, node_annotations=folder, tumour_annotations=folder, quiet=True)
+        assert (s.n_processed, s.n_reused) == (0, 3), (table, out, folder)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    s = run_cohort("../cohort/slides.csv", "../run", node_annotations="../ann", tumour_annotations="../ann", quiet=True)
+    assert (s.n_processed, s.n_reused) == (0, 3)
+    # a moved run directory resumes; a changed input still redoes its slide
+    shutil.move(str(tmp_path / "run"), str(tmp_path / "moved"))
+    s = run_cohort("../cohort/slides.csv", "../moved", node_annotations="../ann", tumour_annotations="../ann", quiet=True)
+    assert (s.n_processed, s.n_reused) == (0, 3)
+    write_json(ann / "S3.tumour.geojson", fc(feat(square(110, 110, 400))))
+    s = run_cohort(str(slides), tmp_path / "moved", node_annotations=ann, tumour_annotations=ann, quiet=True)
+    assert (s.n_processed, s.n_reused) == (1, 2)

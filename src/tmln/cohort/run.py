@@ -75,17 +75,17 @@ class RunSummary:
 
 
 def model_identity(name: str) -> dict:
-    """Model name plus a digest of its card and weights (when resolvable), so retrained models redo slides."""
-    ident: dict = {"name": str(name)}
+    """What a model is, not how its name or path is spelt: the digest of its card and the size and
+    modification time of its weights, so a retrained model redoes slides and ``models/m``,
+    ``./models/m/`` and ``/abs/models/m`` are one model. The name as given when it cannot be resolved."""
     try:
         from tmln.models.card import resolve_model_dir
 
         d = resolve_model_dir(name)
-        ident["card_sha256"] = file_digest(Path(d) / "model_card.json")
-        ident["weights"] = file_identity(Path(d) / "model.safetensors")
+        return {"card_sha256": file_digest(Path(d) / "model_card.json"),
+                "weights": file_identity(Path(d) / "model.safetensors")}
     except Exception:  # the provider reports unusable models per slide
-        pass
-    return ident
+        return {"name": str(name)}
 
 
 def _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule) -> None:
@@ -136,21 +136,28 @@ def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour
         "measure_version": MEASURE_VERSION,
         "slide_id": entry.slide_id,
         "patient_id": entry.patient_id,
-        "slide": {"path": str(entry.path), **(file_identity(entry.path) or {})},
+        # inputs by what they are (file name, size, mtime; annotation contents), not by how their
+        # paths are spelt: a rerun from elsewhere, with absolute paths, or a moved run directory resumes
+        "slide": {"name": Path(entry.path).name, **(file_identity(entry.path) or {})},
         "mpp": entry.mpp,
         "mln_rule": mln_rule,
         "overlay_max_px": overlay_max_px,
         "nodes": ({"model": model_identity(node_model)} if node_model else
-                  {"annotation": job.node_annotation, "sha256": file_digest(job.node_annotation),
-                   "error": job.node_annotation_error}),
+                  _annotation_identity(job.node_annotation, job.node_annotation_error)),
         # precision joins the identity only when chosen (runs made before the option stay finished)
         "tumour": ({"model": model_identity(tumour_model), "threshold": tumour_threshold,
                     **({"precision": tumour_precision} if tumour_precision != "auto" else {})} if tumour_model else
-                   {"annotation": job.tumour_annotation, "sha256": file_digest(job.tumour_annotation),
-                    "error": job.tumour_annotation_error}),
+                   _annotation_identity(job.tumour_annotation, job.tumour_annotation_error)),
     }
     job.params_hash = params_hash(job.params)
     return job
+
+
+def _annotation_identity(path: str | None, error: str | None) -> dict:
+    """An annotation file by its name (which says its format and kind) and content digest; a failed
+    lookup only by whether it failed (failed slides are redone on every run anyway)."""
+    return {"annotation": None if path is None else Path(path).name, "sha256": file_digest(path),
+            "error": error is not None}
 
 
 @contextlib.contextmanager
