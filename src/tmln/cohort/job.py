@@ -158,23 +158,26 @@ def process_slide(job: SlideJob) -> dict:
 def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]:
     import pandas as pd
 
-    from tmln.atomic import write_csv
+    from tmln.atomic import write_bytes, write_csv
     from tmln.measure.nodes import measure_slide
     from tmln.measure.staging import NODE_COLUMNS
     from tmln.report.geojson import write_slide_geojson
-    from tmln.report.overlay import write_overlay
+    from tmln.report.overlay import encode_png, overlay_image
     from tmln.slide import Slide
 
     with Slide(job.slide_path, mpp=job.mpp) as slide:
         mpp_x, mpp_y = slide.mpp_x_required, slide.mpp_y_required
+        slide.record_gaps = True  # an unreadable tile is a recorded gap, not a failed slide
         slide.verify()
         regions = slide_regions(job, slide)
         m = measure_slide(regions.nodes, regions.tumour, mpp_x, mpp_y, patient_id=job.patient_id,
                           slide_id=job.slide_id, mln_rule=job.mln_rule)
-        notes = list(regions.notes) + list(m.notes)
+        overlay = overlay_image(slide, m, max_side=job.overlay_max_px)  # reads pixels: may meet gaps too
+        gaps, gap_notes = unread_tiles(slide, m, mpp_x, mpp_y, from_models=bool(job.node_model or job.tumour_model))
+        notes = list(regions.notes) + list(m.notes) + gap_notes
         write_csv(slide_dir / "nodes.csv", pd.DataFrame(m.rows, columns=NODE_COLUMNS))
         write_slide_geojson(slide_dir, m)
-        write_overlay(slide_dir / "overlay.png", slide, m, max_side=job.overlay_max_px)
+        write_bytes(slide_dir / "overlay.png", encode_png(overlay))
         result = {
             "slide_id": job.slide_id,
             "patient_id": job.patient_id,
@@ -185,10 +188,48 @@ def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]
             "width_px": slide.width,
             "height_px": slide.height,
             **m.summary,
+            **gaps,
             "nodes_source": regions.nodes_source,
             "tumour_source": regions.tumour_source,
         }
     return result, notes
+
+
+MAX_GAPS_LISTED = 10  # unreadable tiles named one by one in the notes
+
+
+def unread_tiles(slide, m, mpp_x: float, mpp_y: float, from_models: bool) -> tuple[dict, list[str]]:
+    """Gaps (tiles the slide could not decode) met while processing: ``unread_area_mm2`` (all gaps),
+    ``unread_node_area_mm2`` (inside nodes), ``unread_tiles_px`` ([x0, y0, x1, y1] level-0 px each)
+    and notes; with models, how much of each node the models could not see."""
+    from shapely.ops import unary_union
+
+    from tmln.measure.nodes import area_mm2
+
+    if not slide.gaps:
+        return {"unread_area_mm2": 0.0, "unread_node_area_mm2": 0.0, "unread_tiles_px": []}, []
+    gaps = slide.gap_geometry()
+    nodes = unary_union(m.nodes) if m.nodes else None
+    in_nodes = gaps.intersection(nodes) if nodes is not None else None
+    total = area_mm2(gaps, mpp_x, mpp_y)
+    inside = area_mm2(in_nodes, mpp_x, mpp_y) if in_nodes is not None and not in_nodes.is_empty else 0.0
+    boxes = sorted(slide.gaps)
+    where = ", ".join(f"({x0}, {y0})-({x1}, {y1})" for x0, y0, x1, y1 in boxes[:MAX_GAPS_LISTED])
+    more = f" and {len(boxes) - MAX_GAPS_LISTED} more" if len(boxes) > MAX_GAPS_LISTED else ""
+    reason = slide.gaps[boxes[0]]
+    notes = [f"UNREAD TILES: {len(boxes)} tile(s) could not be read ({reason}) at level-0 px {where}{more}: "
+             f"{total:.6g} mm², {inside:.6g} mm² of it inside nodes; "
+             + ("the models saw white there" if from_models else
+                "the measurement from outlines needs none of their pixels")]
+    if from_models and inside > 0:
+        for row, node in zip(m.rows, m.nodes):
+            unseen = gaps.intersection(node)
+            if not unseen.is_empty:
+                a = area_mm2(unseen, mpp_x, mpp_y)
+                notes.append(f"node {row['node_id']}: {a:.6g} mm² ({100 * a / max(row['area_mm2'], 1e-30):.3g} % "
+                             "of the node) not seen by the models (unreadable tiles)")
+    return ({"unread_area_mm2": total, "unread_node_area_mm2": inside, "unread_tiles_px": [list(b) for b in boxes]},
+            notes)
 
 
 def _remove_outputs(slide_dir: Path) -> None:
