@@ -170,9 +170,11 @@ def rasterize(polygons: Iterable, shape: tuple[int, int], scale, origin=(0.0, 0.
         ``mpp_r`` µm/px of a slide at ``mpp_x`` µm/px: ``mpp_r / mpp_x``.
     origin : level-0 px of the raster's top-left corner.
     values : one value per polygon (default 1, 2, 3, ... in order); later polygons overwrite earlier
-        ones where they overlap. A pixel is burnt when its centre is inside (unless ``all_touched``).
+        ones where they overlap. A pixel is burnt when its centre is inside, holes respected
+        (``tmln.evaluate.rasterise``, the one rasteriser of outlines), or, with ``all_touched``, when
+        the polygon touches it at all (rasterio; for display and regions of interest).
     """
-    from rasterio.features import rasterize as _rio_rasterize
+    from tmln.evaluate.rasterise import burn
 
     polys = list(polygons)
     h, w = int(shape[0]), int(shape[1])
@@ -183,6 +185,13 @@ def rasterize(polygons: Iterable, shape: tuple[int, int], scale, origin=(0.0, 0.
     pairs = [(p, int(v)) for p, v in zip(polys, values) if not p.is_empty]
     if not pairs:
         return np.zeros((h, w), dtype)
+    if not all_touched:
+        out = np.zeros((h, w), np.int32)
+        for p, v in pairs:
+            burn(out, p, _pair(scale), _pair(origin), value=v)
+        return out.astype(dtype, copy=False)
+    from rasterio.features import rasterize as _rio_rasterize
+
     out = _rio_rasterize(pairs, out_shape=(h, w), transform=_transform(scale, origin), fill=0,
-                         all_touched=all_touched, dtype=np.int32)
+                         all_touched=True, dtype=np.int32)
     return out.astype(dtype, copy=False)
