@@ -152,8 +152,9 @@ def test_tumour_rule_and_notes():
     t = tumour_outlines([Annotation(box(0, 0, 100, 100)), Annotation(box(0, 0, 10, 10), "Ignore*")])
     assert t.tumour.area == pytest.approx(9900) and t.ignore.area == pytest.approx(100)
     polys, notes = node_outlines([Annotation(box(0, 0, 10, 10), "Lymph node"), Annotation(box(20, 0, 30, 10), "Tumor"),
-                                  Annotation(box(40, 0, 50, 10), "negative", fmt="ncrf")])
-    assert len(polys) == 2 and any("'Tumor'" in n and "tumour outlines, not nodes" in n for n in notes)
+                                  Annotation(box(40, 0, 50, 10), "negative", fmt="ncrf"),
+                                  Annotation(box(60, 0, 70, 10), "Positive")])
+    assert len(polys) == 3 and any("'Tumor'" in n and "tumour outlines, not nodes" in n for n in notes)
 
 
 def test_one_lookup(tmp_path):

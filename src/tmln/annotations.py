@@ -426,7 +426,7 @@ def node_outlines(annotations: Sequence[Annotation]) -> tuple[list, list[str]]:
     for a in annotations:
         label = (a.label or "").strip()
         kind = label_kind(a.label, a.fmt)
-        if kind in (TUMOUR, EXCLUSION) and not (kind == EXCLUSION and _base_class(label) in NODE_STATUS_CLASSES):
+        if kind in (TUMOUR, EXCLUSION) and _base_class(label) not in NODE_STATUS_CLASSES:
             skipped.setdefault(kind, {})
             skipped[kind][label] = skipped[kind].get(label, 0) + 1
             continue
