@@ -377,17 +377,20 @@ def _count_note(counts: dict, what: str) -> list[str]:
     return [f"{n} polygon(s) of class {label!r} {what}" for label, n in sorted(counts.items())]
 
 
-def tumour_outlines(annotations: Sequence[Annotation], *, unclassified_is_tumour: bool = True) -> TumourOutlines:
+def tumour_outlines(annotations: Sequence[Annotation], *, also_node_file: bool = False) -> TumourOutlines:
     """Tumour of a tumour outline file: **union(tumour polygons, holes honoured) - union(exclusion
     polygons)** (class meaning: ``label_kind``).
 
     Unclassified polygons are tumour when the file has no tumour-class and no node-class polygon
-    (a file of plain outlines; ``unclassified_is_tumour=False`` turns this off, e.g. for a file that
-    is also the slide's node file); otherwise they are left out and listed in the notes. Unknown
-    classes are never tumour: listed in the notes. Node classes are listed in the notes too.
+    (a file of plain outlines); otherwise they are left out and listed in the notes. Unknown classes
+    are never tumour: listed in the notes. Node classes are listed in the notes too.
+    also_node_file : the file is also the slide's node outline file (one export holding both): its
+        unclassified polygons and node status labels (``positive``/``negative``/``normal``) are
+        nodes, neither tumour nor exclusion.
     """
-    kinds = [label_kind(a.label, a.fmt) for a in annotations]
-    plain = unclassified_is_tumour and TUMOUR not in kinds and NODE not in kinds
+    kinds = [NODE if also_node_file and a.label and _base_class(a.label) in NODE_STATUS_CLASSES
+             else label_kind(a.label, a.fmt) for a in annotations]
+    plain = not also_node_file and TUMOUR not in kinds and NODE not in kinds
     pos, neg, ign, notes = [], [], [], []
     unknown, nodes, unclassified = {}, {}, 0
     for a, k in zip(annotations, kinds):
@@ -407,8 +410,9 @@ def tumour_outlines(annotations: Sequence[Annotation], *, unclassified_is_tumour
             unclassified += 1
     notes += _count_note(unknown, "in the tumour outlines: a class tmln does not know, not counted as tumour "
                                   "(docs/annotations.md)")
-    notes += _count_note(nodes, "in the tumour outlines: node outlines, not tumour")
-    if unclassified:
+    if not also_node_file:  # one export holding nodes and tumour: its nodes are expected
+        notes += _count_note(nodes, "in the tumour outlines: node outlines, not tumour")
+    if unclassified and not also_node_file:
         notes.append(f"{unclassified} unclassified polygon(s) in the tumour outlines not counted as tumour "
                      "(the file has classified tumour or node outlines)")
     exclusion = _union(neg)

@@ -42,12 +42,12 @@ def node_polygons_from_annotations(annotations: Sequence) -> tuple[list, list[st
     return node_outlines(annotations)
 
 
-def tumour_polygons_from_annotations(annotations: Sequence, unclassified_is_tumour: bool = True) -> tuple[list, list[str]]:
+def tumour_polygons_from_annotations(annotations: Sequence, also_node_file: bool = False) -> tuple[list, list[str]]:
     """Tumour polygons (holes kept) and notes of a tumour outline file: tumour classes minus exclusion
     classes (``tmln.annotations.tumour_outlines``)."""
     from tmln.annotations import tumour_outlines
 
-    t = tumour_outlines(annotations, unclassified_is_tumour=unclassified_is_tumour)
+    t = tumour_outlines(annotations, also_node_file=also_node_file)
     return t.polygons, t.notes
 
 

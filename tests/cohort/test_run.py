@@ -294,7 +294,8 @@ def test_notes_name_unknown_and_mixed_classes(tmp_path):
     write_json(ann / "S1.tumour.geojson", fc(feat(square(150, 150, 100), "Tumor"), feat(square(300, 300, 100), "Fat"),
                                               feat(square(100, 100, 400), "Lymph node")))
     write_json(both / "S1.geojson", fc(feat(square(100, 100, 400), "Lymph node"), feat(square(150, 150, 100), "Tumor"),
-                                       feat(square(300, 300, 100), "Fat")))
+                                       feat(square(300, 300, 100), "Fat"), feat(square(600, 100, 300), "Positive"),
+                                       feat(square(600, 500, 300))))
     run(d / "slides.csv", ann, tmp_path / "r1")
     s = read(tmp_path / "r1", "slides.csv")
     notes = s["notes"].iloc[0]
@@ -303,7 +304,8 @@ def test_notes_name_unknown_and_mixed_classes(tmp_path):
     assert "'Lymph node'" in notes and "'Tumor'" in notes
     run(d / "slides.csv", both, tmp_path / "r2")
     s = read(tmp_path / "r2", "slides.csv")
-    assert s["tumour_area_mm2"].iloc[0] == pytest.approx(0.0025)
+    assert s["tumour_area_mm2"].iloc[0] == pytest.approx(0.0025)  # node status and unclassified: nodes
+    assert s["n_nodes"].iloc[0] == 3 and s["extranodal_tumour_area_mm2"].iloc[0] == 0  # Fat lies inside the node
     notes = s["notes"].iloc[0]
     assert "'Fat'" in notes and "'Lymph node'" not in notes and "not nodes" not in notes
 

@@ -110,10 +110,10 @@ def slide_regions(job: SlideJob, slide):
     elif job.tumour_annotation:
         anns = read_annotations(job.tumour_annotation, slide_size=size)
         shared = not job.node_model and _same_file(job.node_annotation, job.tumour_annotation)
-        # a file that is also the node file: its unclassified polygons are nodes, not tumour
-        truth = tumour_outlines(anns, unclassified_is_tumour=not shared)
+        # a file that is also the node file: its unclassified and node-status polygons are nodes
+        truth = tumour_outlines(anns, also_node_file=shared)
         regions.tumour = truth.polygons
-        regions.notes += [n for n in truth.notes if not (shared and ("node outlines" in n or "unclassified" in n))]
+        regions.notes += truth.notes
         regions.tumour_source = f"annotations:{Path(job.tumour_annotation).name}"
     else:
         regions.tumour_source = "none (no tumour annotation file: no tumour)"
