@@ -123,3 +123,49 @@ def test_qupath_feature_shape():
     assert f["properties"]["classification"]["name"] == "micro"
     assert len(f["properties"]["classification"]["color"]) == 3
     assert f["properties"]["objectType"] == "detection" and f["properties"]["measurements"]["area_mm2"] == 1.5
+
+
+def test_class_vocabulary_per_format():
+    from tmln.annotations import EXCLUSION, NODE, TUMOUR, UNCLASSIFIED, UNKNOWN, label_kind
+
+    assert [label_kind(x, "asap") for x in ("_0", "_1", "Tumor", "_2", "Exclusion", "None")] == \
+        [TUMOUR, TUMOUR, TUMOUR, EXCLUSION, EXCLUSION, UNCLASSIFIED]
+    assert [label_kind(x) for x in ("tumour", "METASTASIS", "Tumor: Positive", "Ignore*", "Region*", "Other",
+                                    "Lymph node: macro", "Fat", None)] == \
+        [TUMOUR, TUMOUR, TUMOUR, EXCLUSION, EXCLUSION, EXCLUSION, NODE, UNKNOWN, UNCLASSIFIED]
+    assert [label_kind(x, "ncrf") for x in ("positive", "negative")] == [TUMOUR, EXCLUSION]
+
+
+def test_tumour_rule_and_notes():
+    from shapely.geometry import box
+
+    from tmln.annotations import node_outlines, tumour_outlines
+
+    anns = [Annotation(box(0, 0, 100, 100), "Tumor"), Annotation(box(10, 10, 20, 20), "Stroma"),
+            Annotation(box(50, 50, 60, 60), "Fat"), Annotation(box(200, 0, 300, 100), "Lymph node"),
+            Annotation(box(400, 0, 410, 10))]
+    t = tumour_outlines(anns)
+    assert t.tumour.area == pytest.approx(100 * 100 - 100)  # Fat (unknown) is never tumour, nor carved
+    text = " ".join(t.notes)
+    assert "'Fat'" in text and "does not know" in text and "'Lymph node'" in text and "unclassified" in text
+    # plain outlines are tumour, an exclusion class beside them still carves
+    t = tumour_outlines([Annotation(box(0, 0, 100, 100)), Annotation(box(0, 0, 10, 10), "Ignore*")])
+    assert t.tumour.area == pytest.approx(9900) and t.ignore.area == pytest.approx(100)
+    polys, notes = node_outlines([Annotation(box(0, 0, 10, 10), "Lymph node"), Annotation(box(20, 0, 30, 10), "Tumor"),
+                                  Annotation(box(40, 0, 50, 10), "negative", fmt="ncrf"),
+                                  Annotation(box(60, 0, 70, 10), "Positive")])
+    assert len(polys) == 3 and any("'Tumor'" in n and "tumour outlines, not nodes" in n for n in notes)
+
+
+def test_one_lookup(tmp_path):
+    from tmln.annotations import AmbiguousAnnotation, annotation_index, find_annotation
+
+    for name in ("A.tumour.xml", "A.nodes.geojson", "b.geojson", "C.geojson", "C.xml", "notes.txt"):
+        (tmp_path / name).write_text("{}")
+    assert find_annotation(tmp_path, "B", "tumour").name == "b.geojson"  # case-insensitive fallback
+    assert find_annotation(tmp_path, "A", "nodes").name == "A.nodes.geojson"
+    with pytest.raises(AmbiguousAnnotation, match="C.geojson, C.xml"):
+        annotation_index(tmp_path, "tumour")
+    (tmp_path / "C.xml").unlink()
+    assert {k: v.name for k, v in annotation_index(tmp_path, "tumour").items()} == \
+        {"A": "A.tumour.xml", "C": "C.geojson", "b": "b.geojson"}

@@ -156,3 +156,23 @@ def test_info_truncated(tmp_path, cmu_slide):
 def test_info_missing_and_directory(tmp_path):
     _assert_one_line_error(_info(tmp_path / "nope.svs"), tmp_path / "nope.svs")
     _assert_one_line_error(_info(tmp_path), tmp_path)
+
+
+@pytest.mark.parametrize("unit, per_unit_um", [("CENTIMETER", 1e4), ("INCH", 25400.0)])
+@pytest.mark.parametrize("openslide_tags", [True, False])
+def test_tiff_resolution_unit(tmp_path, unit, per_unit_um, openslide_tags):
+    """µm/px from TIFF resolution tags in either unit, via OpenSlide's ``tiff.*`` properties and via
+    the tifffile fallback (vendors whose tags OpenSlide does not expose): a unit read wrongly puts
+    the pixel size 2.54x off and areas 6.45x off."""
+    import tifffile
+
+    p = tmp_path / "s.tiff"
+    img = np.full((512, 512, 3), 200, np.uint8)
+    tifffile.imwrite(p, img, photometric="rgb", tile=(256, 256), compression="zlib",
+                     resolution=(per_unit_um / 0.25, per_unit_um / 0.25), resolutionunit=unit)
+    with Slide(p) as s:
+        if not openslide_tags:
+            s.properties = {k: v for k, v in s.properties.items() if not k.startswith("tiff.")}
+            assert "tiff.ResolutionUnit" not in s.properties
+        mx, my = s._mpp_from_tiff_tags()
+    assert mx == pytest.approx(0.25, rel=1e-6) and my == pytest.approx(0.25, rel=1e-6)

@@ -118,3 +118,25 @@ def test_cli(slides, tmp_path, cmu_slide):
     assert r.exit_code == 0 and "no tissue" in r.output
     r = CliRunner().invoke(main, ["tissue", blank, "--out", str(tmp_path / "c.png"), "--require-tissue"])
     assert r.exit_code == 2 and "no tissue" in r.output and not (tmp_path / "c.png").exists()
+
+
+def test_faint_blotchy_blank_glass_is_not_tissue():
+    """Blank glass with faint pinkish blotches (saturation ~11 of 255, mounting-medium smears) holds
+    no tissue: the Otsu threshold on such glass falls between glass and blotch and must be clamped up
+    to ``min_saturation``; a lower clamp (e.g. 5) makes the blotches tissue."""
+    from tmln.tissue import tissue_from_rgb
+
+    rng = np.random.default_rng(0)
+    h, w = 300, 300  # 2.4 x 2.4 mm at 8 µm/px
+    rgb = np.empty((h, w, 3), np.float32)
+    rgb[:] = (238, 237, 238)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for cy, cx, rad in ((70, 80, 40), (200, 210, 50), (220, 60, 35)):
+        rgb[(yy - cy) ** 2 + (xx - cx) ** 2 < rad**2] = (237, 227, 232)
+    rgb = np.clip(rgb + rng.normal(0, 0.6, rgb.shape), 0, 255).astype(np.uint8)
+    mask, thr = tissue_from_rgb(rgb, {"mpp": 8.0})
+    assert not mask.any() and thr >= 15
+    # the same blotches, clearly stained, are tissue (the test can see tissue at all)
+    stained = rgb.copy()
+    stained[rgb[..., 1] < 232] = (215, 160, 200)
+    assert tissue_from_rgb(stained, {"mpp": 8.0})[0].sum() > 0.1 * h * w

@@ -1,4 +1,15 @@
-"""Read and write region annotations: QuPath GeoJSON, ASAP XML, NCRF JSON.
+"""Region annotations: read and write QuPath GeoJSON, ASAP XML, NCRF JSON; what their classes mean;
+which file belongs to a slide; how outlines become a raster.
+
+This module is the one owner of annotation meaning (docs/annotations.md), used by ``tmln analyze``,
+``tmln tumour-map``, ``tmln train tumour|nodes`` and ``tmln evaluate froc|maps|slides|nodes``:
+
+- ``label_kind``: the class vocabulary per format (tumour, exclusion, node, unknown, unclassified);
+- ``tumour_outlines``: **tumour = union(tumour polygons, holes honoured) - union(exclusion
+  polygons)**, with notes for classes that are not used;
+- ``node_outlines``: node polygons of a node outline file, with notes;
+- ``find_annotation`` / ``annotation_index``: the one lookup of a slide's file in a folder;
+- ``outline_mask``: the one rasteriser of outlines (pixel centres inside, holes respected).
 
 All coordinates are level-0 pixels of the slide they belong to. Every reader returns a list of
 ``Annotation`` (a shapely Polygon/MultiPolygon plus its class label), validated: invalid polygons
@@ -16,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tmln.errors import AnnotationError
+from tmln.evaluate.rasterise import burn
 from tmln.regions import polygon_parts
 
 # Camelyon16 ASAP groups: `_0`, `_1`, `Tumor` are tumour, `_2` and `Exclusion` are excluded.
@@ -43,6 +55,7 @@ class Annotation:
     name: str | None = None
     note: str | None = None  # e.g. "repaired self-intersection"
     properties: dict = field(default_factory=dict)
+    fmt: str = "geojson"  # the file format the class name comes from: "geojson", "asap" or "ncrf"
 
 
 def read_annotations(path: str | Path, slide_size: tuple[int, int] | None = None) -> list[Annotation]:
@@ -165,7 +178,7 @@ def read_asap_xml(path: str | Path) -> list[Annotation]:
         if len(pts) < 3:
             raise AnnotationError(f"annotation {ann.get('Name') or i}: a polygon needs >= 3 coordinates, got {len(pts)}", path)
         geom, note = validate_polygon(Polygon(pts), path, f"annotation {ann.get('Name') or i}")
-        out.append(Annotation(geom, label=ann.get("PartOfGroup"), name=ann.get("Name"), note=note))
+        out.append(Annotation(geom, label=ann.get("PartOfGroup"), name=ann.get("Name"), note=note, fmt="asap"))
     return out
 
 
@@ -215,7 +228,7 @@ def _parse_ncrf(obj: dict, path: Path) -> list[Annotation]:
             except (TypeError, ValueError, IndexError):
                 raise AnnotationError(f"NCRF JSON: {key}[{i}] has a vertex that is not [x, y]", path) from None
             geom, note = validate_polygon(Polygon(pts), path, f"{key}[{i}]")
-            out.append(Annotation(geom, label=label, name=item.get("name"), note=note))
+            out.append(Annotation(geom, label=label, name=item.get("name"), note=note, fmt="ncrf"))
     return out
 
 
@@ -273,19 +286,246 @@ def _flat_coords(poly):
             yield y
 
 
-# ---------------------------------------------------------------------------- label semantics
-def is_tumour_label(label: str | None) -> bool:
-    """Tumour classes across formats: Camelyon16 groups `_0`/`_1`/`Tumor`, QuPath `Tumor`/`Tumour`,
-    NCRF `positive`. Labels are compared case-insensitively."""
-    if label is None:
-        return False
-    return label.strip().lower() in CAMELYON_TUMOUR_GROUPS | {"positive", "tumor", "tumour", "metastasis"}
+# ---------------------------------------------------------------------------- class meaning
+TUMOUR, EXCLUSION, NODE, UNKNOWN, UNCLASSIFIED = "tumour", "exclusion", "node", "unknown", "unclassified"
+
+# Class names per format, compared case-insensitively. QuPath: a derived class ``Tumor: Positive``
+# means its base class (``Tumor``); a class ending in ``*`` (``Ignore*``, ``Region*``, any
+# ``Name*``) is one QuPath itself ignores, so tmln treats it as an exclusion.
+TUMOUR_CLASSES = {
+    "geojson": {"tumor", "tumour", "metastasis", "metastases", "positive", "_0", "_1"},
+    "asap": CAMELYON_TUMOUR_GROUPS | {"metastasis"},
+    "ncrf": {"positive"},
+}
+EXCLUSION_CLASSES = {
+    "geojson": {"ignore", "ignored", "exclusion", "exclude", "excluded", "other", "region", "normal", "negative",
+                "non-tumour", "non-tumor", "nontumour", "nontumor", "stroma", "necrosis", "immune cells",
+                "background", "_2"},
+    "asap": CAMELYON_EXCLUSION_GROUPS | {"exclude", "ignore", "normal", "negative"},
+    "ncrf": {"negative"},
+}
+NODE_CLASSES = {"lymph node", "lymph_node", "lymph-node", "lymphnode", "lymph nodes", "node", "nodes", "ln"}
+# Node status labels: in a node outline file these outline nodes, in a tumour file they do not.
+NODE_STATUS_CLASSES = {"positive", "negative", "normal"}
+UNCLASSIFIED_NAMES = {"", "none", "null", "unclassified"}
 
 
-def is_exclusion_label(label: str | None) -> bool:
-    if label is None:
-        return False
-    return label.strip().lower() in CAMELYON_EXCLUSION_GROUPS | {"negative", "normal", "ignore", "exclude"}
+def _base_class(label: str) -> str:
+    return label.strip().split(":")[0].strip().lower()
+
+
+def label_kind(label: str | None, fmt: str = "geojson") -> str:
+    """What a class means in a file of format ``fmt`` ("geojson", "asap", "ncrf"): ``TUMOUR``,
+    ``EXCLUSION`` (non-tumour carved out of tumour), ``NODE``, ``UNCLASSIFIED`` or ``UNKNOWN``."""
+    if label is None or label.strip().lower() in UNCLASSIFIED_NAMES:
+        return UNCLASSIFIED
+    fmt = fmt if fmt in TUMOUR_CLASSES else "geojson"
+    raw = label.strip()
+    if raw.endswith("*"):
+        return EXCLUSION
+    base = _base_class(raw)
+    if raw.lower() in TUMOUR_CLASSES[fmt] or base in TUMOUR_CLASSES[fmt]:
+        return TUMOUR
+    if raw.lower() in EXCLUSION_CLASSES[fmt] or base in EXCLUSION_CLASSES[fmt]:
+        return EXCLUSION
+    if base in NODE_CLASSES:
+        return NODE
+    return UNKNOWN
+
+
+def is_tumour_label(label: str | None, fmt: str = "geojson") -> bool:
+    """Tumour classes across formats: Camelyon16 groups `_0`/`_1`/`Tumor`, QuPath `Tumor`/`Tumour`/
+    `Metastasis`, NCRF `positive` (case-insensitive)."""
+    return label_kind(label, fmt) == TUMOUR
+
+
+def is_exclusion_label(label: str | None, fmt: str = "geojson") -> bool:
+    """Non-tumour classes carved out of tumour: Camelyon16 `_2`/`Exclusion`, QuPath `Ignore*`,
+    `Exclusion`, `Other`, `Region*`, ..., NCRF `negative`."""
+    return label_kind(label, fmt) == EXCLUSION
+
+
+@dataclass
+class TumourOutlines:
+    """The tumour of one annotation file, level-0 px.
+
+    tumour : union(tumour polygons, holes honoured) - union(exclusion polygons) (possibly empty).
+    exclusion : union of the exclusion polygons (possibly empty).
+    ignore : union of the ``Ignore``/``Ignore*`` polygons (training samples them as neither class).
+    notes : classes not used as tumour, node classes in a tumour file, repairs.
+    """
+
+    tumour: object
+    exclusion: object
+    ignore: object
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def polygons(self) -> list:
+        """The tumour as a list of Polygons (holes kept)."""
+        return polygon_parts(self.tumour)
+
+
+def _union(geoms: list):
+    from shapely.geometry import Polygon
+    from shapely.ops import unary_union
+
+    return unary_union(geoms) if geoms else Polygon()
+
+
+def _count_note(counts: dict, what: str) -> list[str]:
+    return [f"{n} polygon(s) of class {label!r} {what}" for label, n in sorted(counts.items())]
+
+
+def tumour_outlines(annotations: Sequence[Annotation], *, also_node_file: bool = False) -> TumourOutlines:
+    """Tumour of a tumour outline file: **union(tumour polygons, holes honoured) - union(exclusion
+    polygons)** (class meaning: ``label_kind``).
+
+    Unclassified polygons are tumour when the file has no tumour-class and no node-class polygon
+    (a file of plain outlines); otherwise they are left out and listed in the notes. Unknown classes
+    are never tumour: listed in the notes. Node classes are listed in the notes too.
+    also_node_file : the file is also the slide's node outline file (one export holding both): its
+        unclassified polygons and node status labels (``positive``/``negative``/``normal``) are
+        nodes, neither tumour nor exclusion.
+    """
+    kinds = [NODE if also_node_file and a.label and _base_class(a.label) in NODE_STATUS_CLASSES
+             else label_kind(a.label, a.fmt) for a in annotations]
+    plain = not also_node_file and TUMOUR not in kinds and NODE not in kinds
+    pos, neg, ign, notes = [], [], [], []
+    unknown, nodes, unclassified = {}, {}, 0
+    for a, k in zip(annotations, kinds):
+        if k == TUMOUR or (k == UNCLASSIFIED and plain):
+            pos.append(a.geometry)
+            if a.note:
+                notes.append(f"tumour {a.name or a.label or len(pos)}: {a.note}")
+        elif k == EXCLUSION:
+            neg.append(a.geometry)
+            if _base_class(a.label).rstrip("*") in ("ignore", "ignored"):
+                ign.append(a.geometry)
+        elif k == NODE:
+            nodes[a.label] = nodes.get(a.label, 0) + 1
+        elif k == UNKNOWN:
+            unknown[a.label] = unknown.get(a.label, 0) + 1
+        else:
+            unclassified += 1
+    notes += _count_note(unknown, "in the tumour outlines: a class tmln does not know, not counted as tumour "
+                                  "(docs/annotations.md)")
+    if not also_node_file:  # one export holding nodes and tumour: its nodes are expected
+        notes += _count_note(nodes, "in the tumour outlines: node outlines, not tumour")
+    if unclassified and not also_node_file:
+        notes.append(f"{unclassified} unclassified polygon(s) in the tumour outlines not counted as tumour "
+                     "(the file has classified tumour or node outlines)")
+    exclusion = _union(neg)
+    tumour = _union(pos)
+    if not tumour.is_empty and not exclusion.is_empty:
+        tumour = tumour.difference(exclusion)
+    return TumourOutlines(tumour, exclusion, _union(ign), notes)
+
+
+def node_outlines(annotations: Sequence[Annotation]) -> tuple[list, list[str]]:
+    """Node polygons of a node outline file and notes. Every polygon is a node (one per connected
+    part) except tumour and exclusion classes; node status labels (``positive``/``negative``/``normal``)
+    stay nodes. Tumour classes in the file are said in the notes, so are unknown classes taken as nodes."""
+    polys, notes, skipped, unknown = [], [], {}, {}
+    for a in annotations:
+        label = (a.label or "").strip()
+        kind = label_kind(a.label, a.fmt)
+        if kind in (TUMOUR, EXCLUSION) and _base_class(label) not in NODE_STATUS_CLASSES:
+            skipped.setdefault(kind, {})
+            skipped[kind][label] = skipped[kind].get(label, 0) + 1
+            continue
+        if kind == UNKNOWN and _base_class(label) not in NODE_STATUS_CLASSES:
+            unknown[label] = unknown.get(label, 0) + 1
+        polys += polygon_parts(a.geometry)
+        if a.note:
+            notes.append(f"node {a.name or label or len(polys)}: {a.note}")
+    notes += _count_note(skipped.get(TUMOUR, {}), "in the node outlines: tumour outlines, not nodes")
+    notes += _count_note(skipped.get(EXCLUSION, {}), "in the node outlines: exclusions, not nodes (ignored)")
+    notes += _count_note(unknown, "in the node outlines: not a node class tmln knows, taken as node(s)")
+    return polys, notes
+
+
+def outline_mask(geometry, shape: tuple[int, int], scale, origin=(0.0, 0.0)):
+    """Bool raster (rows, cols) of ``geometry`` (level-0 px; Polygon, MultiPolygon or None): a pixel
+    is set when its centre is inside (holes respected). ``scale``: level-0 px per pixel, a float
+    or (x, y); ``origin``: level-0 px of the raster's top-left corner."""
+    import numpy as np
+
+    out = np.zeros((int(shape[0]), int(shape[1])), dtype=bool)
+    if geometry is not None and not geometry.is_empty:
+        for poly in polygon_parts(geometry):
+            burn(out, poly, scale, origin)
+    return out
+
+
+# ---------------------------------------------------------------------------- which file
+GENERIC_SUFFIXES = (".geojson", ".json", ".xml")
+KIND_INFIXES = {"nodes": (".nodes", ".node"), "tumour": (".tumour", ".tumor")}
+
+
+class AmbiguousAnnotation(AnnotationError):
+    """Several generic annotation files for one slide."""
+
+
+def candidate_names(slide_id: str, kind: str) -> list[str]:
+    """File names looked for, kind-specific first: ``S1.tumour.geojson`` ... ``S1.geojson``, ``S1.json``, ``S1.xml``."""
+    return [f"{slide_id}{infix}{suf}" for infix in (*KIND_INFIXES[kind], "") for suf in GENERIC_SUFFIXES]
+
+
+def find_annotation(folder: str | Path, slide_id: str, kind: str) -> Path | None:
+    """The annotation file of ``slide_id`` (kind ``"nodes"`` or ``"tumour"``) in ``folder``, or None.
+
+    Node folder: ``<id>.nodes.geojson|.json|.xml`` (also ``.node.*``), then the generic
+    ``<id>.geojson|.json|.xml``; tumour folder the same with ``.tumour`` (``.tumor``). A kind-specific
+    file wins; two generic files are ambiguous (``AmbiguousAnnotation``, naming the folder). File
+    names match exactly, or case-insensitively when nothing matches exactly.
+    """
+    folder = Path(folder)
+    files: dict[str, Path] | None = None
+
+    def present(names: list[str]) -> list[Path]:
+        nonlocal files
+        found = [folder / n for n in names if (folder / n).is_file()]
+        if found:
+            return found
+        if files is None:
+            files = {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_file()} if folder.is_dir() else {}
+        return [files[n.lower()] for n in names if n.lower() in files]
+
+    specific = present([f"{slide_id}{i}{s}" for i in KIND_INFIXES[kind] for s in GENERIC_SUFFIXES])
+    if specific:
+        return specific[0]
+    generic = present([f"{slide_id}{s}" for s in GENERIC_SUFFIXES])
+    if len(generic) > 1:
+        raise AmbiguousAnnotation(f"several {kind} annotation files for slide {slide_id!r}: "
+                                  f"{', '.join(p.name for p in generic)}; keep one", folder)
+    return generic[0] if generic else None
+
+
+def annotation_index(folder: str | Path, kind: str) -> dict[str, Path]:
+    """Every slide id with a ``kind`` annotation file in ``folder`` -> its file (``find_annotation``'s
+    rules; a slide with ambiguous files raises ``AmbiguousAnnotation``). Files of the other kind
+    (``S1.nodes.geojson`` for tumour) are not slides of this kind."""
+    folder = Path(folder)
+    other = [i for k, infixes in KIND_INFIXES.items() if k != kind for i in infixes]
+    ids = set()
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix.lower() not in GENERIC_SUFFIXES or not p.is_file():
+            continue
+        stem = p.name[: -len(p.suffix)]
+        if any(stem.lower().endswith(i) for i in other):
+            continue
+        for i in KIND_INFIXES[kind]:
+            if stem.lower().endswith(i):
+                stem = stem[: -len(i)]
+                break
+        ids.add(stem)
+    out = {}
+    for sid in sorted(ids):
+        path = find_annotation(folder, sid, kind)
+        if path is not None:
+            out[sid] = path
+    return out
 
 
 # ---------------------------------------------------------------------------- GeoJSON writing

@@ -16,12 +16,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-# Node annotation classes that are never nodes (compared case-insensitively): exclusion regions and
-# tumour outlines that share a file with the nodes. "positive"/"negative" stay nodes (node status).
-NODE_EXCLUDED_CLASSES = {"exclusion", "exclude", "ignore", "ignored", "_2", "tumor", "tumour", "metastasis",
-                         "metastases", "_0", "_1"}
-
-
 @dataclass
 class SlideRegions:
     """Node instances and tumour regions of one slide, level-0 px.
@@ -42,46 +36,19 @@ class SlideRegions:
 
 # ---------------------------------------------------------------------------- annotations -> regions
 def node_polygons_from_annotations(annotations: Sequence) -> tuple[list, list[str]]:
-    """Every polygon of a node annotation file is a node, except classes in ``NODE_EXCLUDED_CLASSES``.
+    """Node polygons and notes of a node outline file (``tmln.annotations.node_outlines``)."""
+    from tmln.annotations import node_outlines
 
-    Returns (polygons, notes). A MultiPolygon annotation is split into its parts (one node each):
-    a node is one connected instance.
-    """
-    polys, notes, skipped = [], [], {}
-    for a in annotations:
-        label = (a.label or "").strip()
-        if label.lower() in NODE_EXCLUDED_CLASSES:
-            skipped[label] = skipped.get(label, 0) + 1
-            continue
-        polys += polygon_parts(a.geometry)
-        if a.note:
-            notes.append(f"node {a.name or label or len(polys)}: {a.note}")
-    for label, n in sorted(skipped.items()):
-        notes.append(f"{n} polygon(s) of class {label!r} in the node annotations are not nodes (ignored)")
-    return polys, notes
+    return node_outlines(annotations)
 
 
-def tumour_polygons_from_annotations(annotations: Sequence) -> tuple[list, list[str]]:
-    """Tumour = polygons whose class is a tumour class (``tmln.annotations.is_tumour_label``); when no
-    polygon in the file has a class at all, every polygon is tumour. Returns (polygons, notes)."""
-    from tmln.annotations import is_tumour_label
+def tumour_polygons_from_annotations(annotations: Sequence, also_node_file: bool = False) -> tuple[list, list[str]]:
+    """Tumour polygons (holes kept) and notes of a tumour outline file: tumour classes minus exclusion
+    classes (``tmln.annotations.tumour_outlines``)."""
+    from tmln.annotations import tumour_outlines
 
-    notes = []
-    labelled = any((a.label or "").strip() and a.label.strip().lower() != "none" for a in annotations)
-    if labelled:
-        chosen = [a for a in annotations if is_tumour_label(a.label)]
-        other = len(annotations) - len(chosen)
-        if other:
-            names = sorted({str(a.label) for a in annotations if not is_tumour_label(a.label)})
-            notes.append(f"{other} polygon(s) of non-tumour class {', '.join(names)} in the tumour annotations ignored")
-    else:
-        chosen = list(annotations)
-    polys = []
-    for a in chosen:
-        polys += polygon_parts(a.geometry)
-        if a.note:
-            notes.append(f"tumour {a.name or len(polys)}: {a.note}")
-    return polys, notes
+    t = tumour_outlines(annotations, also_node_file=also_node_file)
+    return t.polygons, t.notes
 
 
 def valid_polygons(geoms: Iterable, what: str = "region") -> tuple[list, list[str]]:
@@ -203,9 +170,11 @@ def rasterize(polygons: Iterable, shape: tuple[int, int], scale, origin=(0.0, 0.
         ``mpp_r`` µm/px of a slide at ``mpp_x`` µm/px: ``mpp_r / mpp_x``.
     origin : level-0 px of the raster's top-left corner.
     values : one value per polygon (default 1, 2, 3, ... in order); later polygons overwrite earlier
-        ones where they overlap. A pixel is burnt when its centre is inside (unless ``all_touched``).
+        ones where they overlap. A pixel is burnt when its centre is inside, holes respected
+        (``tmln.evaluate.rasterise``, the one rasteriser of outlines), or, with ``all_touched``, when
+        the polygon touches it at all (rasterio; for display and regions of interest).
     """
-    from rasterio.features import rasterize as _rio_rasterize
+    from tmln.evaluate.rasterise import burn
 
     polys = list(polygons)
     h, w = int(shape[0]), int(shape[1])
@@ -216,6 +185,13 @@ def rasterize(polygons: Iterable, shape: tuple[int, int], scale, origin=(0.0, 0.
     pairs = [(p, int(v)) for p, v in zip(polys, values) if not p.is_empty]
     if not pairs:
         return np.zeros((h, w), dtype)
+    if not all_touched:
+        out = np.zeros((h, w), np.int32)
+        for p, v in pairs:
+            burn(out, p, _pair(scale), _pair(origin), value=v)
+        return out.astype(dtype, copy=False)
+    from rasterio.features import rasterize as _rio_rasterize
+
     out = _rio_rasterize(pairs, out_shape=(h, w), transform=_transform(scale, origin), fill=0,
-                         all_touched=all_touched, dtype=np.int32)
+                         all_touched=True, dtype=np.int32)
     return out.astype(dtype, copy=False)

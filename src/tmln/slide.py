@@ -65,10 +65,75 @@ class Slide:
         self.mpp_x, self.mpp_y, self.mpp_source = self._find_mpp(mpp)
         self._direct = direct
         self._tiles = None
+        self._record_gaps = False
+        self.gaps: dict[tuple[int, int, int, int], str] = {}  # (x0, y0, x1, y1) level-0 px -> reason
         if direct:
             from tmln.tiff_tiles import TiffTiles
 
             self._tiles = TiffTiles.open(self.path, self._osr, self.vendor)
+
+    # ------------------------------------------------------------------ unreadable tiles
+    @property
+    def record_gaps(self) -> bool:
+        """When True, a tile that cannot be decoded does not fail a read: its pixels are white and
+        its rectangle (level-0 px) is recorded in ``gaps`` (see ``gap_geometry``)."""
+        return self._record_gaps
+
+    @record_gaps.setter
+    def record_gaps(self, on: bool) -> None:
+        self._record_gaps = bool(on)
+        if self._tiles is not None:
+            self._tiles.on_bad_tile = self._bad_tile if on else None
+
+    def _bad_tile(self, level: int, x: int, y: int, w: int, h: int, exc) -> None:
+        """Record the tile at level px (x, y, w, h) of ``level`` as a gap in level-0 px."""
+        ds = self.level_downsamples[level]
+        W, H = self.dimensions
+        box = (int(math.floor(x * ds)), int(math.floor(y * ds)), min(W, int(math.ceil((x + w) * ds))),
+               min(H, int(math.ceil((y + h) * ds))))
+        self.gaps.setdefault(box, f"{type(exc).__name__}: {exc}".strip())
+
+    def gap_geometry(self):
+        """Union of the unreadable tiles met so far (shapely geometry, level-0 px; empty when none)."""
+        from shapely.geometry import Polygon, box
+        from shapely.ops import unary_union
+
+        return unary_union([box(*b) for b in self.gaps]) if self.gaps else Polygon()
+
+    def _reopen(self) -> None:
+        self._osr = _import_openslide().OpenSlide(str(self.path))
+        if self._tiles is not None:
+            self._tiles._osr = self._osr
+
+    def _read_level_tilewise(self, location, level: int, w: int, h: int) -> np.ndarray:
+        """OpenSlide read of a region tile by tile (the level's tile grid), unreadable tiles white and
+        recorded in ``gaps``. OpenSlide refuses every call after an error, so it is reopened."""
+        self._reopen()
+        p = self.properties
+        tw = int(p.get(f"openslide.level[{level}].tile-width", 256) or 256)
+        th = int(p.get(f"openslide.level[{level}].tile-height", 256) or 256)
+        ds = self.level_downsamples[level]
+        lw, lh = self.level_dimensions[level]
+        lx, ly = int(round(location[0] / ds)), int(round(location[1] / ds))
+        out = np.full((h, w, 3), 255, np.uint8)
+        for ty in range(max(ly, 0) // th, max(min(ly + h, lh) - 1, 0) // th + 1):
+            for tx in range(max(lx, 0) // tw, max(min(lx + w, lw) - 1, 0) // tw + 1):
+                cw, ch = min(tw, lw - tx * tw), min(th, lh - ty * th)
+                if cw <= 0 or ch <= 0:
+                    continue
+                try:
+                    cell = rgba_to_rgb_white(np.asarray(self._osr.read_region(
+                        (int(round(tx * tw * ds)), int(round(ty * th * ds))), level, (cw, ch))))
+                except Exception as exc:
+                    self._reopen()
+                    self._bad_tile(level, tx * tw, ty * th, cw, ch, exc)
+                    continue
+                gx0, gy0 = max(lx, tx * tw), max(ly, ty * th)
+                gx1, gy1 = min(lx + w, tx * tw + cw), min(ly + h, ty * th + ch)
+                if gx1 > gx0 and gy1 > gy0:
+                    out[gy0 - ly:gy1 - ly, gx0 - lx:gx1 - lx] = cell[gy0 - ty * th:gy1 - ty * th,
+                                                                    gx0 - tx * tw:gx1 - tx * tw]
+        return out
 
     # ------------------------------------------------------------------ metadata
     def _find_mpp(self, override):
@@ -227,6 +292,8 @@ class Slide:
                     return out
             region = self._osr.read_region((int(location[0]), int(location[1])), int(level), (w, h))
         except Exception as exc:
+            if self._record_gaps:
+                return self._read_level_tilewise(location, int(level), w, h)
             raise SlideError(f"cannot read region at {tuple(location)} level {level} ({exc})", self.path) from None
         rgba = np.asarray(region)
         return rgba_to_rgb_white(rgba)

@@ -46,6 +46,7 @@ class TiffTiles:
         self._cache: OrderedDict = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = int(cache_bytes)
+        self.on_bad_tile = None  # callable(level, x, y, w, h, exc) in level px: set to read around bad tiles
         self._pages = {}  # level -> page, or None where OpenSlide reads the level
         by_size: dict = {}
         for page in self._tf.pages:
@@ -106,7 +107,14 @@ class TiffTiles:
         across = -(-iw // tw)
         for ty in range(ya // tl, (y1 - 1) // tl + 1):
             for tx in range(xa // tw, (x1 - 1) // tw + 1):
-                tile = self._tile(page, level, ty * across + tx)
+                try:
+                    tile = self._tile(page, level, ty * across + tx)
+                except Exception as exc:
+                    if self.on_bad_tile is None:
+                        raise
+                    # the slide records the unreadable tile (level px) and its pixels stay white
+                    self.on_bad_tile(level, tx * tw, ty * tl, min(tw, iw - tx * tw), min(tl, ih - ty * tl), exc)
+                    continue
                 if tile is None:
                     continue
                 # overlap of tile (tx, ty) with the wanted window, in level px

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from tmln.cli import main
-from tmln.cohort.run import SLIDE_COLUMNS, run_cohort
+from tmln.cohort.run import RUN_PATIENT_COLUMNS, SLIDE_COLUMNS, run_cohort
 from tmln.errors import TmlnError
-from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
+from tmln.measure.staging import NODE_COLUMNS
 
 from .helpers import fc, feat, make_tiff, square, write_json
 
@@ -40,7 +40,7 @@ def test_small_cohort_tables(small_cohort, tmp_path):
     assert sl["status"].tolist() == ["done"] * 3
     assert "no tumour" in sl.loc[1, "tumour_source"]
     pts = read(out, "patients.csv")
-    assert list(pts.columns) == PATIENT_COLUMNS
+    assert list(pts.columns) == RUN_PATIENT_COLUMNS
     assert pts["n_stage"].tolist() == ["N0", "N1"]
     assert pts["n_slides"].tolist() == [2, 1] and pts["n_nodes"].tolist() == [3, 1]
     assert pts["t_mln"].tolist() == pytest.approx([0, 0.0625 / 0.09])
@@ -278,3 +278,155 @@ def test_cli_passes_precision_and_device_on(small_cohort, tmp_path, monkeypatch)
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0 and seen["tumour_precision"] == "auto"
     assert CliRunner().invoke(main, args + ["--precision", "int8"]).exit_code == 2
+
+
+def test_notes_name_unknown_and_mixed_classes(tmp_path):
+    """Unknown classes are never silently tumour; node classes in a tumour file and tumour classes in
+    a node file are said in the slide's notes, unless one file is given as both."""
+    d = tmp_path / "c"
+    d.mkdir()
+    make_tiff(d / "S1.tiff")
+    (d / "slides.csv").write_text("slide_path,patient_id\nS1.tiff,P1\n")
+    ann, both = tmp_path / "ann", tmp_path / "both"
+    ann.mkdir()
+    both.mkdir()
+    write_json(ann / "S1.nodes.geojson", fc(feat(square(100, 100, 400), "Lymph node"), feat(square(150, 150, 50), "Tumor")))
+    write_json(ann / "S1.tumour.geojson", fc(feat(square(150, 150, 100), "Tumor"), feat(square(300, 300, 100), "Fat"),
+                                              feat(square(100, 100, 400), "Lymph node")))
+    write_json(both / "S1.geojson", fc(feat(square(100, 100, 400), "Lymph node"), feat(square(150, 150, 100), "Tumor"),
+                                       feat(square(300, 300, 100), "Fat"), feat(square(600, 100, 300), "Positive"),
+                                       feat(square(600, 500, 300))))
+    run(d / "slides.csv", ann, tmp_path / "r1")
+    s = read(tmp_path / "r1", "slides.csv")
+    notes = s["notes"].iloc[0]
+    assert s["tumour_area_mm2"].iloc[0] == pytest.approx(0.0025)  # Fat is not tumour
+    assert "'Fat'" in notes and "does not know" in notes
+    assert "'Lymph node'" in notes and "'Tumor'" in notes
+    run(d / "slides.csv", both, tmp_path / "r2")
+    s = read(tmp_path / "r2", "slides.csv")
+    assert s["tumour_area_mm2"].iloc[0] == pytest.approx(0.0025)  # node status and unclassified: nodes
+    assert s["n_nodes"].iloc[0] == 3 and s["extranodal_tumour_area_mm2"].iloc[0] == 0  # Fat lies inside the node
+    notes = s["notes"].iloc[0]
+    assert "'Fat'" in notes and "'Lymph node'" not in notes and "not nodes" not in notes
+
+
+def test_failed_rerun_leaves_no_earlier_outputs(small_cohort, tmp_path):
+    """A slide that fails after an earlier success keeps none of its earlier outputs, model maps included."""
+    slides, ann = small_cohort
+    out = tmp_path / "run"
+    run(slides, ann, out)
+    d = out / "slides" / "S1"
+    for name in ("tumour_map.npy", "tumour_map.json", "tumour_map.png", "node_labels.npy", "node_labels.json"):
+        (d / name).write_bytes(b"from an earlier run with models")
+    assert (d / "nodes.csv").is_file() and (d / "overlay.png").is_file()
+    (ann / "S1.nodes.geojson").write_text("{not json")
+    run(slides, ann, out)
+    assert read(out, "slides.csv").set_index("slide_id").loc["S1", "status"] == "failed"
+    assert sorted(p.name for p in d.iterdir()) == ["state.json"]
+
+
+def test_resume_does_not_depend_on_path_spelling(small_cohort, tmp_path, monkeypatch):
+    """Inputs are identified by what they are: relative, absolute and trailing-slash spellings, another
+    working directory and a moved run directory all resume without recomputing."""
+    import shutil
+
+    slides, ann = small_cohort
+    monkeypatch.chdir(tmp_path)
+    s = run_cohort("cohort/slides.csv", "run", node_annotations="ann", tumour_annotations="ann", quiet=True)
+    assert s.n_processed == 3
+    spellings = [(str(slides), str(tmp_path / "run"), str(ann)),  # absolute
+                 ("cohort/slides.csv", "run/", "ann/"),  # trailing slashes
+                 ("./cohort/../cohort/slides.csv", "./run", "./ann/.")]
+    for table, out, folder in spellings:
+        s = run_cohort(table, out, node_annotations=folder, tumour_annotations=folder, quiet=True)
+        assert (s.n_processed, s.n_reused) == (0, 3), (table, out, folder)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    s = run_cohort("../cohort/slides.csv", "../run", node_annotations="../ann", tumour_annotations="../ann", quiet=True)
+    assert (s.n_processed, s.n_reused) == (0, 3)
+    # a moved run directory resumes; a changed input still redoes its slide
+    shutil.move(str(tmp_path / "run"), str(tmp_path / "moved"))
+    s = run_cohort("../cohort/slides.csv", "../moved", node_annotations="../ann", tumour_annotations="../ann", quiet=True)
+    assert (s.n_processed, s.n_reused) == (0, 3)
+    write_json(ann / "S3.tumour.geojson", fc(feat(square(110, 110, 400))))
+    s = run_cohort(str(slides), tmp_path / "moved", node_annotations=ann, tumour_annotations=ann, quiet=True)
+    assert (s.n_processed, s.n_reused) == (1, 2)
+
+
+def _corrupt_tiles(path, tiles):
+    """Overwrite the compressed bytes of level-0 tiles (column, row) of a tiled TIFF with garbage."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        across = -(-page.imagewidth // page.tilewidth)
+        spans = [(int(page.dataoffsets[r * across + c]), int(page.databytecounts[r * across + c])) for c, r in tiles]
+    with open(path, "r+b") as fh:
+        for offset, count in spans:
+            fh.seek(offset)
+            fh.write((b"\x00garbage" * count)[:count])
+
+
+def _jpeg_slide(path, width=1200, height=900, mpp=0.5):
+    import numpy as np
+    import tifffile
+
+    img = np.full((height, width, 3), 235, np.uint8)
+    img[100:800, 100:1100] = (200, 120, 170)
+    tifffile.imwrite(path, img, tile=(256, 256), compression="jpeg", photometric="rgb",
+                     resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
+    return path
+
+
+def test_unreadable_tiles_are_a_recorded_gap_not_a_failed_slide(tmp_path):
+    """A corrupt tile inside a node and one outside: the slide is measured from its outlines, the gaps
+    (position, mm², mm² inside nodes) are in the notes, slides.csv, patients.csv, summary.json and drawn
+    on the overlay."""
+    import numpy as np
+    from PIL import Image
+
+    d = tmp_path / "c"
+    d.mkdir()
+    _corrupt_tiles(_jpeg_slide(d / "S1.tiff"), [(1, 1), (4, 3)])  # px 256-512 (in the node); 1024-1200 x 768-900
+    (d / "slides.csv").write_text("slide_path,patient_id\nS1.tiff,P1\n")
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    write_json(ann / "S1.nodes.geojson", fc(feat(square(100, 100, 400), "Lymph node")))
+    write_json(ann / "S1.tumour.geojson", fc(feat(square(150, 150, 300), "Tumor")))
+    s = run(d / "slides.csv", ann, tmp_path / "r")
+    sl = read(tmp_path / "r", "slides.csv").iloc[0]
+    assert sl["status"] == "done", sl["error"]
+    assert sl["tumour_area_mm2"] == pytest.approx(300 * 300 * 0.25 / 1e6)  # outlines need no pixel
+    px_mm2 = 0.25 / 1e6
+    assert sl["unread_area_mm2"] == pytest.approx((256 * 256 + 176 * 132) * px_mm2)
+    assert sl["unread_node_area_mm2"] == pytest.approx(244 * 244 * px_mm2)
+    assert "UNREAD TILES: 2 tile(s)" in sl["notes"] and "(256, 256)-(512, 512)" in sl["notes"]
+    pt = read(tmp_path / "r", "patients.csv").iloc[0]
+    assert pt["n_stage"] == "N1" and pt["unread_node_area_mm2"] == pytest.approx(244 * 244 * px_mm2)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["counts"]["slides_with_unread_tiles"] == 1
+    assert summary["unread_tiles"][0]["tiles_px"] == [[256, 256, 512, 512], [1024, 768, 1200, 900]]
+    overlay = np.asarray(Image.open(tmp_path / "r" / "slides" / "S1" / "overlay.png").convert("RGB"))
+    assert ((overlay == (255, 0, 255)).all(axis=2)).sum() > 100
+    assert s.exit_code == 0
+
+
+def test_models_say_how_much_of_each_node_they_could_not_see(tmp_path, monkeypatch):
+    d = tmp_path / "c"
+    d.mkdir()
+    _corrupt_tiles(_jpeg_slide(d / "S1.tiff"), [(1, 1)])
+    (d / "slides.csv").write_text("slide_path,patient_id\nS1.tiff,P1\n")
+
+    def nodes_from_model(slide, model, out_dir=None, device="auto"):
+        slide.read((0, 0), (1200, 900))  # the model looks at every pixel
+        return [box(100, 100, 500, 500)]
+
+    fake_nodes = types.ModuleType("tmln.nodes")
+    fake_nodes.regions_from_model = nodes_from_model
+    monkeypatch.setitem(sys.modules, "tmln.nodes", fake_nodes)
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    run_cohort(d / "slides.csv", tmp_path / "r", node_model="n1", tumour_annotations=ann, quiet=True)
+    sl = read(tmp_path / "r", "slides.csv").iloc[0]
+    assert sl["status"] == "done", sl["error"]
+    assert "node 1: 0.014884 mm² (37.2 % of the node) not seen by the models" in sl["notes"]

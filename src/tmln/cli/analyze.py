@@ -77,5 +77,9 @@ def command(slides, out, node_annotations, tumour_annotations, node_model, tumou
                    f"results in {summary.out_dir}", err=bool(summary.failures))
     for f in summary.failures:
         click.echo(f"failed {f['kind']} {f['id']}: {f['error']}", err=True)
+    for u in summary.unread:
+        click.echo(f"slide {u['slide_id']} (patient {u['patient_id']}): {len(u['tiles_px'])} unreadable tile(s), "
+                   f"{u['unread_area_mm2']:.4g} mm² ({u['unread_node_area_mm2']:.4g} mm² inside nodes); "
+                   "measured around them, see the slide's notes", err=True)
     if summary.exit_code:
         sys.exit(summary.exit_code)

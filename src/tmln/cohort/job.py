@@ -76,14 +76,10 @@ def _provider(module: str, option: str):
 
 # ---------------------------------------------------------------------------- regions
 def slide_regions(job: SlideJob, slide):
-    """Node and tumour polygons of one slide (level-0 px) from annotations or models."""
-    from tmln.annotations import read_annotations
-    from tmln.regions import (
-        SlideRegions,
-        node_polygons_from_annotations,
-        tumour_polygons_from_annotations,
-        valid_polygons,
-    )
+    """Node and tumour polygons of one slide (level-0 px) from annotations or models; outlines mean
+    what ``tmln.annotations`` says (tumour = tumour classes minus exclusion classes)."""
+    from tmln.annotations import node_outlines, read_annotations, tumour_outlines
+    from tmln.regions import SlideRegions, valid_polygons
 
     regions = SlideRegions()
     size = slide.dimensions
@@ -96,7 +92,9 @@ def slide_regions(job: SlideJob, slide):
         if job.node_annotation_error:
             raise SlideJobError(job.node_annotation_error, job.slide_path)
         anns = read_annotations(job.node_annotation, slide_size=size)
-        regions.nodes, notes = node_polygons_from_annotations(anns)
+        regions.nodes, notes = node_outlines(anns)
+        if _same_file(job.node_annotation, job.tumour_annotation) and not job.tumour_model:
+            notes = [n for n in notes if "tumour outlines, not nodes" not in n]  # one file holds both
         regions.notes += notes
         regions.nodes_source = f"annotations:{Path(job.node_annotation).name}"
         if not regions.nodes:
@@ -111,12 +109,19 @@ def slide_regions(job: SlideJob, slide):
         raise SlideJobError(job.tumour_annotation_error, job.slide_path)
     elif job.tumour_annotation:
         anns = read_annotations(job.tumour_annotation, slide_size=size)
-        regions.tumour, notes = tumour_polygons_from_annotations(anns)
-        regions.notes += notes
+        shared = not job.node_model and _same_file(job.node_annotation, job.tumour_annotation)
+        # a file that is also the node file: its unclassified and node-status polygons are nodes
+        truth = tumour_outlines(anns, also_node_file=shared)
+        regions.tumour = truth.polygons
+        regions.notes += truth.notes
         regions.tumour_source = f"annotations:{Path(job.tumour_annotation).name}"
     else:
         regions.tumour_source = "none (no tumour annotation file: no tumour)"
     return regions
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and Path(a).resolve() == Path(b).resolve()
 
 
 # ---------------------------------------------------------------------------- the job
@@ -153,23 +158,26 @@ def process_slide(job: SlideJob) -> dict:
 def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]:
     import pandas as pd
 
-    from tmln.atomic import write_csv
+    from tmln.atomic import write_bytes, write_csv
     from tmln.measure.nodes import measure_slide
     from tmln.measure.staging import NODE_COLUMNS
     from tmln.report.geojson import write_slide_geojson
-    from tmln.report.overlay import write_overlay
+    from tmln.report.overlay import encode_png, overlay_image
     from tmln.slide import Slide
 
     with Slide(job.slide_path, mpp=job.mpp) as slide:
         mpp_x, mpp_y = slide.mpp_x_required, slide.mpp_y_required
+        slide.record_gaps = True  # an unreadable tile is a recorded gap, not a failed slide
         slide.verify()
         regions = slide_regions(job, slide)
         m = measure_slide(regions.nodes, regions.tumour, mpp_x, mpp_y, patient_id=job.patient_id,
                           slide_id=job.slide_id, mln_rule=job.mln_rule)
-        notes = list(regions.notes) + list(m.notes)
+        overlay = overlay_image(slide, m, max_side=job.overlay_max_px)  # reads pixels: may meet gaps too
+        gaps, gap_notes = unread_tiles(slide, m, mpp_x, mpp_y, from_models=bool(job.node_model or job.tumour_model))
+        notes = list(regions.notes) + list(m.notes) + gap_notes
         write_csv(slide_dir / "nodes.csv", pd.DataFrame(m.rows, columns=NODE_COLUMNS))
         write_slide_geojson(slide_dir, m)
-        write_overlay(slide_dir / "overlay.png", slide, m, max_side=job.overlay_max_px)
+        write_bytes(slide_dir / "overlay.png", encode_png(overlay))
         result = {
             "slide_id": job.slide_id,
             "patient_id": job.patient_id,
@@ -180,17 +188,62 @@ def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]
             "width_px": slide.width,
             "height_px": slide.height,
             **m.summary,
+            **gaps,
             "nodes_source": regions.nodes_source,
             "tumour_source": regions.tumour_source,
         }
     return result, notes
 
 
+MAX_GAPS_LISTED = 10  # unreadable tiles named one by one in the notes
+
+
+def unread_tiles(slide, m, mpp_x: float, mpp_y: float, from_models: bool) -> tuple[dict, list[str]]:
+    """Gaps (tiles the slide could not decode) met while processing: ``unread_area_mm2`` (all gaps),
+    ``unread_node_area_mm2`` (inside nodes), ``unread_tiles_px`` ([x0, y0, x1, y1] level-0 px each)
+    and notes; with models, how much of each node the models could not see."""
+    from shapely.ops import unary_union
+
+    from tmln.measure.nodes import area_mm2
+
+    if not slide.gaps:
+        return {"unread_area_mm2": 0.0, "unread_node_area_mm2": 0.0, "unread_tiles_px": []}, []
+    gaps = slide.gap_geometry()
+    nodes = unary_union(m.nodes) if m.nodes else None
+    in_nodes = gaps.intersection(nodes) if nodes is not None else None
+    total = area_mm2(gaps, mpp_x, mpp_y)
+    inside = area_mm2(in_nodes, mpp_x, mpp_y) if in_nodes is not None and not in_nodes.is_empty else 0.0
+    boxes = sorted(slide.gaps)
+    where = ", ".join(f"({x0}, {y0})-({x1}, {y1})" for x0, y0, x1, y1 in boxes[:MAX_GAPS_LISTED])
+    more = f" and {len(boxes) - MAX_GAPS_LISTED} more" if len(boxes) > MAX_GAPS_LISTED else ""
+    reason = slide.gaps[boxes[0]]
+    notes = [f"UNREAD TILES: {len(boxes)} tile(s) could not be read ({reason}) at level-0 px {where}{more}: "
+             f"{total:.6g} mm², {inside:.6g} mm² of it inside nodes; "
+             + ("the models saw white there" if from_models else
+                "the measurement from outlines needs none of their pixels")]
+    if from_models and inside > 0:
+        for row, node in zip(m.rows, m.nodes):
+            unseen = gaps.intersection(node)
+            if not unseen.is_empty:
+                a = area_mm2(unseen, mpp_x, mpp_y)
+                notes.append(f"node {row['node_id']}: {a:.6g} mm² ({100 * a / max(row['area_mm2'], 1e-30):.3g} % "
+                             "of the node) not seen by the models (unreadable tiles)")
+    return ({"unread_area_mm2": total, "unread_node_area_mm2": inside, "unread_tiles_px": [list(b) for b in boxes]},
+            notes)
+
+
 def _remove_outputs(slide_dir: Path) -> None:
-    """A failed slide keeps no outputs of an earlier successful run (they would be stale)."""
-    for name in SLIDE_OUTPUTS:
-        with contextlib.suppress(FileNotFoundError):
-            (slide_dir / name).unlink()
+    """A failed slide keeps no outputs of an earlier successful run (they would be stale): every file
+    and folder of its slide folder goes (``nodes.*``, ``tumour.geojson``, ``overlay.png``, a model's
+    ``tumour_map.*`` and ``node_labels.*``, ...); ``state.json`` is written afterwards."""
+    import shutil
+
+    for p in slide_dir.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
 
 def job_dict(job: SlideJob) -> dict:

@@ -34,8 +34,11 @@ MEASURE_VERSION = 1
 
 SLIDE_COLUMNS = [
     "slide_id", "patient_id", "slide_path", "status", "error", "mpp_x", "mpp_y", "width_px", "height_px",
-    *SLIDE_MEASURE_COLUMNS, "nodes_source", "tumour_source", "notes",
+    *SLIDE_MEASURE_COLUMNS, "unread_area_mm2", "unread_node_area_mm2", "nodes_source", "tumour_source", "notes",
 ]
+# patients.csv: the staging columns plus the area of unreadable tiles on the patient's slides (mm²;
+# > 0 marks a patient whose numbers rest on a slide with gaps: see the slides' notes)
+RUN_PATIENT_COLUMNS = [*PATIENT_COLUMNS, "unread_area_mm2", "unread_node_area_mm2"]
 RUN_OUTPUTS = ("nodes.csv", "slides.csv", "patients.csv", "summary.json", "report.html")
 
 
@@ -59,6 +62,7 @@ class RunSummary:
     n_slides: int = 0
     n_done: int = 0
     n_failed: int = 0
+    unread: list[dict] = field(default_factory=list)  # measured slides with unreadable tiles (summary.json)
     n_processed: int = 0  # slides (re)processed by this call
     n_reused: int = 0  # slides finished by an earlier call and skipped
     n_patients: int = 0
@@ -75,17 +79,17 @@ class RunSummary:
 
 
 def model_identity(name: str) -> dict:
-    """Model name plus a digest of its card and weights (when resolvable), so retrained models redo slides."""
-    ident: dict = {"name": str(name)}
+    """What a model is, not how its name or path is spelt: the digest of its card and the size and
+    modification time of its weights, so a retrained model redoes slides and ``models/m``,
+    ``./models/m/`` and ``/abs/models/m`` are one model. The name as given when it cannot be resolved."""
     try:
         from tmln.models.card import resolve_model_dir
 
         d = resolve_model_dir(name)
-        ident["card_sha256"] = file_digest(Path(d) / "model_card.json")
-        ident["weights"] = file_identity(Path(d) / "model.safetensors")
+        return {"card_sha256": file_digest(Path(d) / "model_card.json"),
+                "weights": file_identity(Path(d) / "model.safetensors")}
     except Exception:  # the provider reports unusable models per slide
-        pass
-    return ident
+        return {"name": str(name)}
 
 
 def _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule) -> None:
@@ -136,21 +140,28 @@ def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour
         "measure_version": MEASURE_VERSION,
         "slide_id": entry.slide_id,
         "patient_id": entry.patient_id,
-        "slide": {"path": str(entry.path), **(file_identity(entry.path) or {})},
+        # inputs by what they are (file name, size, mtime; annotation contents), not by how their
+        # paths are spelt: a rerun from elsewhere, with absolute paths, or a moved run directory resumes
+        "slide": {"name": Path(entry.path).name, **(file_identity(entry.path) or {})},
         "mpp": entry.mpp,
         "mln_rule": mln_rule,
         "overlay_max_px": overlay_max_px,
         "nodes": ({"model": model_identity(node_model)} if node_model else
-                  {"annotation": job.node_annotation, "sha256": file_digest(job.node_annotation),
-                   "error": job.node_annotation_error}),
+                  _annotation_identity(job.node_annotation, job.node_annotation_error)),
         # precision joins the identity only when chosen (runs made before the option stay finished)
         "tumour": ({"model": model_identity(tumour_model), "threshold": tumour_threshold,
                     **({"precision": tumour_precision} if tumour_precision != "auto" else {})} if tumour_model else
-                   {"annotation": job.tumour_annotation, "sha256": file_digest(job.tumour_annotation),
-                    "error": job.tumour_annotation_error}),
+                   _annotation_identity(job.tumour_annotation, job.tumour_annotation_error)),
     }
     job.params_hash = params_hash(job.params)
     return job
+
+
+def _annotation_identity(path: str | None, error: str | None) -> dict:
+    """An annotation file by its name (which says its format and kind) and content digest; a failed
+    lookup only by whether it failed (failed slides are redone on every run anyway)."""
+    return {"annotation": None if path is None else Path(path).name, "sha256": file_digest(path),
+            "error": error is not None}
 
 
 @contextlib.contextmanager
@@ -244,6 +255,7 @@ def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_
     run.n_slides, run.n_done, run.n_failed = totals["slides"], totals["done"], totals["failed"]
     run.n_patients, run.n_patients_staged = totals["patients"], totals["patients_staged"]
     run.failures = totals["failures"]
+    run.unread = totals["unread_tiles"]
     return run
 
 
@@ -261,7 +273,7 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
     from tmln.measure.patients import aggregate_patients
     from tmln.report.html import write_report
 
-    slide_rows, node_lines, failures = [], [], []
+    slide_rows, node_lines, failures, unread = [], [], [], []
     for e in entries:
         job = jobs.get(e.row)
         row = {c: None for c in SLIDE_COLUMNS}
@@ -287,6 +299,11 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
                 row.update(status="done", error=None, notes="; ".join(state.get("notes") or []) or None,
                            slide_path=e.slide_path)
                 node_lines += lines[1:]
+                if res.get("unread_tiles_px"):
+                    unread.append({"slide_id": e.slide_id, "patient_id": e.patient_id,
+                                   "unread_area_mm2": res.get("unread_area_mm2"),
+                                   "unread_node_area_mm2": res.get("unread_node_area_mm2"),
+                                   "tiles_px": res["unread_tiles_px"]})
         if row["status"] != "done":
             failures.append({"kind": "slide", "id": e.slide_id, "row": e.row, "patient_id": e.patient_id,
                              "slide_path": e.slide_path, "error": row["error"]})
@@ -302,7 +319,12 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
                            if e.duplicate_of is not None and entries[e.duplicate_of - 1].patient_id == e.patient_id}
     counted = [r for e, r in zip(entries, slide_rows) if e.row not in same_patient_repeat]
     patient_rows = aggregate_patients(node_rows, counted)
-    write_csv(out_dir / "patients.csv", pd.DataFrame(patient_rows, columns=PATIENT_COLUMNS))
+    for p in patient_rows:
+        if p["n_stage"] is not None:
+            mine = [r for r in counted if str(r["patient_id"]) == str(p["patient_id"]) and r["status"] == "done"]
+            for col in ("unread_area_mm2", "unread_node_area_mm2"):
+                p[col] = float(sum(float(r.get(col) or 0.0) for r in mine))
+    write_csv(out_dir / "patients.csv", pd.DataFrame(patient_rows, columns=RUN_PATIENT_COLUMNS))
     staged = [p for p in patient_rows if p["n_stage"] is not None]
     per_patient: dict[str, list[dict]] = {}
     for r in counted:
@@ -324,6 +346,7 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
         "patients_staged": len(staged),
         "nodes": len(node_rows),
         "metastatic_nodes": int(sum(str(r["metastatic"]).lower() == "true" for r in node_rows)),
+        "slides_with_unread_tiles": len(unread),
     }
     summary = {
         "tmln_version": __version__,
@@ -331,8 +354,9 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
         "counts": counts,
         "n_stage_counts": {s: sum(p["n_stage"] == s for p in staged) for s in N_STAGES},
         "failures": failures,
+        "unread_tiles": unread,  # measured slides with tiles that could not be read (gaps)
         "outputs": list(RUN_OUTPUTS),
     }
     write_json(out_dir / "summary.json", json.loads(json.dumps(summary)))
     write_report(out_dir, sections=sections)
-    return {**counts, "failures": failures}
+    return {**counts, "failures": failures, "unread_tiles": unread}

@@ -162,13 +162,13 @@ def slide_scores_from_predictions(predictions: str | Path, reduce: str = "max"):
 def slide_labels_from_truth(truth: str | Path, slide_ids: Sequence[str]) -> np.ndarray:
     """1 for slides with an annotation file holding a tumour polygon or, without one, an official
     ``<slide_id>_Mask.tif`` (Camelyon16 ships masks for tumour slides only); else 0."""
-    from tmln.annotations import is_tumour_label, read_annotations
-    from tmln.evaluate.froc import TRUTH_SUFFIXES, _index_by_stem, _lookup, _mask_index
+    from tmln.annotations import annotation_index, read_annotations, tumour_outlines
+    from tmln.evaluate.froc import _lookup, _mask_index
 
     truth = Path(truth)
     if not truth.is_dir():
         raise TmlnError("truth folder not found", truth)
-    index = _index_by_stem(truth, TRUTH_SUFFIXES)
+    index = annotation_index(truth, "tumour")
     masks = _mask_index(truth)
     out = []
     for sid in slide_ids:
@@ -176,7 +176,7 @@ def slide_labels_from_truth(truth: str | Path, slide_ids: Sequence[str]) -> np.n
         if path is None:
             out.append(int(_lookup(masks, sid) is not None))
         else:
-            out.append(int(any(is_tumour_label(a.label) for a in read_annotations(path))))
+            out.append(int(not tumour_outlines(read_annotations(path)).tumour.is_empty))
     return np.array(out, dtype=int)
 
 

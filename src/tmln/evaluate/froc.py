@@ -7,9 +7,9 @@ from the official mask TIFFs) the difference is stated. ``docs/evaluation.md`` h
 Units: predictions and annotations are in level-0 pixels; ``mpp`` is level-0 µm/px; the evaluation
 mask lives at ``level`` (downsample ``2**level``, 32 for the default level 5).
 
-1. Evaluation mask: tumour polygons (``is_tumour_label``) minus exclusion polygons
-   (``is_exclusion_label``: ``_2``, ``Exclusion``), rasterised on the level grid (a pixel is tumour
-   when its centre lies inside). Pixels whose Euclidean distance to tumour is < 75 µm / 2
+1. Evaluation mask: the tumour of the outlines (``tmln.annotations.tumour_outlines``: tumour
+   polygons, holes honoured, minus exclusion polygons such as ``_2``, ``Exclusion``, NCRF
+   ``negative``), rasterised on the level grid (a pixel is tumour when its centre lies inside). Pixels whose Euclidean distance to tumour is < 75 µm / 2
    (= ``75 / (mpp * 2**level * 2)`` level pixels) join the tumour; holes are filled; regions are
    labelled with 8-connectivity.
 2. ITC regions: ellipse major-axis length (scikit-image ``regionprops``, level pixels) below
@@ -98,28 +98,21 @@ def grid_shape(width: int, height: int, level: int = DEFAULT_LEVEL) -> tuple[int
 
 
 def rasterise_truth(annotations: Iterable, width: int, height: int, level: int = DEFAULT_LEVEL) -> np.ndarray:
-    """Binary tumour mask (bool, level grid): tumour polygons minus exclusion polygons.
+    """Binary tumour mask (bool, level grid) of the outlines' tumour (``tmln.annotations.tumour_outlines``:
+    tumour polygons, holes honoured, minus exclusion polygons).
 
-    A pixel is set when its centre lies inside a polygon (holes respected). A tumour polygon too
+    A pixel is set when its centre lies inside (``tmln.annotations.outline_mask``). A tumour part too
     small to contain any pixel centre still marks the pixel holding its representative point, so
-    tiny lesions are not lost. Annotations with other labels are ignored.
+    tiny lesions are not lost.
     """
-    from tmln.annotations import is_exclusion_label, is_tumour_label
+    from tmln.annotations import tumour_outlines
 
     shape = grid_shape(width, height, level)
     tumour = np.zeros(shape, dtype=bool)
-    excluded = np.zeros(shape, dtype=bool)
     d = float(2 ** level)
-    for ann in annotations:
-        if is_tumour_label(ann.label):
-            target, keep_tiny = tumour, True
-        elif is_exclusion_label(ann.label):
-            target, keep_tiny = excluded, False
-        else:
-            continue
-        for poly in polygon_parts(ann.geometry):
-            _fill_polygon(poly, target, d, keep_tiny)
-    return tumour & ~excluded
+    for poly in tumour_outlines(list(annotations)).polygons:
+        _fill_polygon(poly, tumour, d, True)
+    return tumour
 
 
 def _fill_polygon(poly, target: np.ndarray, d: float, keep_tiny: bool) -> None:
@@ -572,7 +565,9 @@ def evaluate_froc(truth: str | Path, predictions: str | Path, slides: str | Path
     pred_index = _index_by_stem(predictions, (".csv",))
     if not pred_index:
         raise InputTableError("no predictions CSV (<slide_id>.csv) in the folder", predictions)
-    ann_index = _index_by_stem(truth, TRUTH_SUFFIXES)
+    from tmln.annotations import annotation_index
+
+    ann_index = annotation_index(truth, "tumour")
     mask_index = _mask_index(truth)
     pred_lower = {k.lower() for k in pred_index}
     truth_ids = {k.lower(): k for k in list(mask_index) + list(ann_index)}
@@ -582,7 +577,7 @@ def evaluate_froc(truth: str | Path, predictions: str | Path, slides: str | Path
             f"{len(missing)} annotated slide(s) have no predictions CSV (e.g. {missing[0]}); "
             "pass --allow-missing to count them as slides without detections", predictions)
     slide_ids = sorted(pred_index) + missing
-    from tmln.annotations import is_tumour_label, read_annotations
+    from tmln.annotations import read_annotations, tumour_outlines
 
     anns, masks_for = {}, {}
     for sid in slide_ids:
@@ -591,7 +586,7 @@ def evaluate_froc(truth: str | Path, predictions: str | Path, slides: str | Path
             masks_for[sid] = mask_path
         elif ann_path is not None:
             a = read_annotations(ann_path)
-            if any(is_tumour_label(x.label) for x in a):  # a file without tumour marks a normal slide
+            if not tumour_outlines(a).tumour.is_empty:  # a file without tumour marks a normal slide
                 anns[sid] = (a, ann_path)
     geoms: dict[str, SlideGeometry] = {}
     for sid, g in (geometries or {}).items():

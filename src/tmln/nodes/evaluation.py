@@ -65,7 +65,7 @@ def load_truth(folder, slide_id: str) -> NodeSet | None:
     try:
         p = find_annotation(folder, slide_id, "nodes")
     except AmbiguousAnnotation as exc:
-        raise TmlnError(str(exc), folder) from None
+        raise TmlnError(exc.message, folder) from None
     return None if p is None else NodeSet(_read_polygons(p), str(p))
 
 

@@ -22,8 +22,12 @@ def overlay_mpp(slide, max_side: int = 1500) -> float:
     return max(max(w_um, h_um) / max_side, slide.mpp_x_required, slide.mpp_y_required)
 
 
-def draw_overlay(image: np.ndarray, measurement, scale_x: float, scale_y: float) -> np.ndarray:
-    """Draw on an RGB thumbnail; ``scale_x/y`` = thumbnail px per level-0 px. Returns a new array."""
+GAP_RGB = (255, 0, 255)  # unreadable tiles: magenta box with a cross
+
+
+def draw_overlay(image: np.ndarray, measurement, scale_x: float, scale_y: float, gaps=()) -> np.ndarray:
+    """Draw on an RGB thumbnail; ``scale_x/y`` = thumbnail px per level-0 px. ``gaps``: unreadable
+    tiles (x0, y0, x1, y1) in level-0 px, drawn as crossed boxes. Returns a new array."""
     import cv2
     from shapely import get_parts
 
@@ -57,6 +61,12 @@ def draw_overlay(image: np.ndarray, measurement, scale_x: float, scale_y: float)
         cv2.putText(out, str(row["node_id"]), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
                     thickness + 2, cv2.LINE_AA)
         cv2.putText(out, str(row["node_id"]), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    for x0, y0, x1, y1 in gaps:
+        p0 = (int(round(x0 * scale_x)), int(round(y0 * scale_y)))
+        p1 = (max(p0[0] + 1, int(round(x1 * scale_x)) - 1), max(p0[1] + 1, int(round(y1 * scale_y)) - 1))
+        cv2.rectangle(out, p0, p1, GAP_RGB, max(1, thickness // 2))
+        cv2.line(out, p0, p1, GAP_RGB, 1)
+        cv2.line(out, (p0[0], p1[1]), (p1[0], p0[1]), GAP_RGB, 1)
     return out
 
 
@@ -64,7 +74,8 @@ def overlay_image(slide, measurement, max_side: int = 1500) -> np.ndarray:
     """The overlay of one slide as an RGB uint8 array."""
     mpp = overlay_mpp(slide, max_side)
     thumb = slide.thumbnail(mpp)
-    return draw_overlay(thumb, measurement, slide.mpp_x_required / mpp, slide.mpp_y_required / mpp)
+    return draw_overlay(thumb, measurement, slide.mpp_x_required / mpp, slide.mpp_y_required / mpp,
+                        gaps=sorted(getattr(slide, "gaps", {}) or {}))
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

@@ -105,7 +105,7 @@ def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
     try:
         p = find_annotation(folder, slide_id, "nodes")
     except AmbiguousAnnotation as exc:
-        raise AnnotationError(str(exc), folder) from None
+        raise AnnotationError(exc.message, folder) from None
     if p is None:
         raise AnnotationError(f"no node annotation for slide {slide_id!r} (looked for {slide_id}.nodes.geojson, "
                               f"{slide_id}.geojson, .json, .xml)", folder)
@@ -116,7 +116,7 @@ def load_node_slide(path, annotation, mpp: float = 8.0, border_um: float | None 
                     patient_id: str | None = None, slide_mpp: float | None = None) -> NodeSlide:
     """Read one slide at ``mpp`` µm/px and rasterise its node outlines on that grid."""
     from tmln.annotations import read_annotations
-    from tmln.regions import node_polygons_from_annotations, rasterize
+    from tmln.regions import node_polygons_from_annotations, rasterize  # pixel centres: tmln.evaluate.rasterise
     from tmln.slide import Slide
 
     with Slide(path, mpp=slide_mpp) as s:

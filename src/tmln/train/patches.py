@@ -35,7 +35,6 @@ from tmln.errors import AnnotationError, InputTableError, TmlnError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 CLASS_FOLDERS = {"tumor": 1, "tumour": 1, "positive": 1, "normal": 0, "negative": 0}
 CLASSES = ["normal", "tumour"]
-IGNORE_LABELS = {"ignore", "ignored"}
 MAX_GROUPS_LISTED = 200  # the model card lists the training/validation groups up to this many
 _GROUP_PATH_COLUMNS = ("path", "file", "filename", "image")
 _GROUP_COLUMNS = ("group", "patient_id", "patient", "slide_id", "slide", "camelyon16_slide")
@@ -298,31 +297,18 @@ def find_annotation(folder: str | Path, slide_id: str) -> Path | None:
     try:
         return lookup(folder, slide_id, "tumour")
     except AmbiguousAnnotation as exc:
-        raise AnnotationError(str(exc), folder) from None
+        raise AnnotationError(exc.message, folder) from None
 
 
 def tumour_geometry(annotations) -> tuple[object, object]:
-    """(tumour, ignore) shapely geometries in level-0 px from annotations: tumour classes minus
-    exclusion classes (all polygons are tumour when none is labelled); ``ignore`` regions are
-    sampled as neither class."""
-    from shapely.ops import unary_union
+    """(tumour, ignore) shapely geometries in level-0 px from annotations: the outlines' tumour
+    (``tmln.annotations.tumour_outlines``: tumour classes, holes honoured, minus exclusion classes;
+    plain unclassified outlines are tumour); ``ignore`` (``Ignore``/``Ignore*``) regions are sampled
+    as neither class. Either is None when empty."""
+    from tmln.annotations import tumour_outlines
 
-    from tmln.annotations import is_exclusion_label, is_tumour_label
-
-    labelled = any((a.label or "").strip() and a.label.strip().lower() != "none" for a in annotations)
-    pos, neg, ign = [], [], []
-    for a in annotations:
-        lab = (a.label or "").strip().lower()
-        if lab in IGNORE_LABELS:
-            ign.append(a.geometry)
-        elif not labelled or is_tumour_label(a.label):
-            pos.append(a.geometry)
-        elif is_exclusion_label(a.label):
-            neg.append(a.geometry)
-    tumour = unary_union(pos) if pos else None
-    if tumour is not None and neg:
-        tumour = tumour.difference(unary_union(neg))
-    return tumour, (unary_union(ign) if ign else None)
+    t = tumour_outlines(list(annotations))
+    return (None if t.tumour.is_empty else t.tumour), (None if t.ignore.is_empty else t.ignore)
 
 
 def tissue_mask_from_thumbnail(rgb: np.ndarray, mpp: float) -> np.ndarray:
@@ -403,8 +389,7 @@ def _sample_slide(src: SlideSource, idx: int, ann_path: Path, mpp: float, patch_
                   min_tumour: float, min_tissue: float, pool_factor: int, rng) -> tuple[list[PatchRecord], str]:
     from scipy import ndimage
 
-    from tmln.annotations import read_annotations
-    from tmln.regions import rasterize
+    from tmln.annotations import outline_mask, read_annotations
     from tmln.slide import Slide
 
     with Slide(src.path, mpp=src.mpp) as s:
@@ -420,8 +405,8 @@ def _sample_slide(src: SlideSource, idx: int, ann_path: Path, mpp: float, patch_
     h, w = thumb.shape[:2]
     scale = (mask_mpp / mx, mask_mpp / my)  # level-0 px per mask px
     tissue = tissue_mask_from_thumbnail(thumb, mask_mpp)
-    tum = rasterize([tumour], (h, w), scale) > 0 if tumour is not None and not tumour.is_empty else np.zeros((h, w), bool)
-    ign = rasterize([ignore], (h, w), scale) > 0 if ignore is not None and not ignore.is_empty else np.zeros((h, w), bool)
+    tum = outline_mask(tumour, (h, w), scale)
+    ign = outline_mask(ignore, (h, w), scale)
     win = max(1, int(round(patch_um / mask_mpp)))
     tum_frac = ndimage.uniform_filter(tum.astype(np.float32), size=win, mode="constant")
     tis_frac = ndimage.uniform_filter((tissue & ~ign).astype(np.float32), size=win, mode="constant")

@@ -4,9 +4,9 @@ A tumour classifier's card threshold is chosen on isolated validation patches (`
 tumour``). The dense engines (``stream``, ``dense``) classify each patch with its surrounding tissue
 in place of zero padding, which can move the calibration (docs/tumour-inference.md). Here slides
 with tumour outlines are mapped with the engine as ``tmln analyze`` maps them, each map pixel
-(16 µm for ResNet-18 at 0.5 µm/px) is labelled by its centre (inside a tumour polygon and outside
-every exclusion polygon — Camelyon16 ``_2``/``Exclusion``, ``normal``, ``negative`` — as in
-``tmln.evaluate.froc``), and over all slides' pixels this reports
+(16 µm for ResNet-18 at 0.5 µm/px) is labelled by its centre (inside the outlines' tumour,
+``tmln.annotations.tumour_outlines``: tumour polygons minus exclusion polygons, the truth of every
+command), and over all slides' pixels this reports
 the pixel ROC AUC, sensitivity, specificity and Dice across thresholds, the thresholds that
 maximise Youden's J and Dice, and how the card's own threshold does. ``write_model`` saves a copy
 of the model whose card carries the chosen threshold.
@@ -47,17 +47,15 @@ class SlidePixels:
 
 def truth_on_map(pm, tumour_polygons, exclusion_polygons=()) -> tuple[np.ndarray, np.ndarray]:
     """(tumour, excluded) boolean arrays on the map grid: a pixel is tumour (excluded) when its
-    centre lies inside a tumour (exclusion) polygon (level-0 px)."""
-    from tmln.evaluate.rasterise import polygon_mask
+    centre lies inside a tumour (exclusion) polygon (level-0 px; ``tmln.annotations.outline_mask``)."""
+    from shapely.ops import unary_union
 
-    scale = 0.5 * (pm.scale[0] + pm.scale[1])
+    from tmln.annotations import outline_mask
+
     out = []
     for polys in (tumour_polygons, exclusion_polygons):
-        mask = np.zeros(pm.shape, bool)
-        for poly in polys:
-            r0, c0, local = polygon_mask(poly, pm.shape, scale, pm.origin)
-            mask[r0 : r0 + local.shape[0], c0 : c0 + local.shape[1]] |= local
-        out.append(mask)
+        polys = list(polys)
+        out.append(outline_mask(unary_union(polys) if polys else None, pm.shape, pm.scale, pm.origin))
     return out[0], out[1]
 
 
@@ -226,11 +224,9 @@ def write_calibrated_model(model_dir, card, dest, result: dict) -> Path:
 
 # ---------------------------------------------------------------------------- per slide
 def _slide(entry, model_dir, tumour_annotations, node_annotations, map_dir: Path, device, precision) -> SlidePixels:
-    from tmln.annotations import is_exclusion_label, read_annotations
-    from tmln.cohort.lookup import find_annotation
+    from tmln.annotations import find_annotation, node_outlines, read_annotations, tumour_outlines
     from tmln.cohort.run import model_identity
     from tmln.cohort.state import file_digest, file_identity
-    from tmln.regions import node_polygons_from_annotations, polygon_parts, tumour_polygons_from_annotations
     from tmln.slide import Slide
     from tmln.tumour.engine import ProbabilityMap, tumour_map
 
@@ -238,14 +234,13 @@ def _slide(entry, model_dir, tumour_annotations, node_annotations, map_dir: Path
         size = slide.dimensions
         tumour_file = find_annotation(tumour_annotations, entry.slide_id, "tumour")
         anns = read_annotations(tumour_file, slide_size=size) if tumour_file else []
-        tumour, _ = tumour_polygons_from_annotations(anns)
-        excluded = [p for a in anns if is_exclusion_label(a.label) for p in polygon_parts(a.geometry)]
+        tumour = tumour_outlines(anns).polygons  # exclusions already carved out
         nodes, node_file = None, None
         if node_annotations is not None:
             node_file = find_annotation(node_annotations, entry.slide_id, "nodes")
             if node_file is None:
                 raise TmlnError(f"no node annotation for slide {entry.slide_id!r} in {node_annotations}")
-            nodes, _ = node_polygons_from_annotations(read_annotations(node_file, slide_size=size))
+            nodes, _ = node_outlines(read_annotations(node_file, slide_size=size))
         params = {"model": model_identity(str(model_dir)),
                   "slide": {"path": str(entry.path), **(file_identity(entry.path) or {})}, "mpp": entry.mpp,
                   "mask": "nodes" if nodes is not None else "tissue", "nodes_sha256": file_digest(node_file),
@@ -259,7 +254,7 @@ def _slide(entry, model_dir, tumour_annotations, node_annotations, map_dir: Path
             from tmln.atomic import write_json
 
             write_json(cached, params)
-    sp = slide_pixels(entry.slide_id, pm, tumour, excluded)
+    sp = slide_pixels(entry.slide_id, pm, tumour)
     sp.info = {"map_mpp": pm.mpp, "method": pm.info.get("method"), "precision": pm.info.get("precision")}
     return sp
 
