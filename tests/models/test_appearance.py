@@ -72,3 +72,38 @@ def test_slide_distance_reads_tissue_patches(cmu_slide):
     card.training["appearance"] = A.training_statistics(patches, mpp=1.0)
     d = A.slide_distance(slide, card, n=16, seed=1)
     assert d["n_patches"] >= 12 and d["distance"] < A.WARN_DISTANCE
+
+
+def test_analyze_reports_each_models_appearance_distance(tmp_path, cmu_slide):
+    """slides.csv gets the tumour model's appearance distance; a slide far from the training data
+    gets an APPEARANCE note (here: a tumour model whose statistics come from grey patches)."""
+    import json
+
+    import pandas as pd
+    import torch
+
+    from tmln.cohort.run import run_cohort
+    from tmln.models.card import ModelCard, save_model_dir
+    from tmln.models.classifier import build_classifier
+
+    rng = np.random.default_rng(5)
+    grey = [np.repeat(he_patch(rng).mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8) for _ in range(60)]
+    card = ModelCard(task="tumour-classifier", architecture="resnet18", mpp=4.0, patch_size=32,
+                     classes=["normal", "tumour"], params={"num_outputs": 1})
+    card.training["appearance"] = A.training_statistics(grey, mpp=4.0)
+    torch.manual_seed(0)
+    save_model_dir(tmp_path / "m", build_classifier("resnet18").state_dict(), card)
+    (tmp_path / "slides.csv").write_text(f"slide_path,patient_id\n{cmu_slide},X\n")
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    node = [[200, 200], [1200, 200], [1200, 1200], [200, 1200], [200, 200]]
+    (ann / "CMU-1-Small-Region.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [node]},
+         "properties": {"classification": {"name": "Lymph node"}}}]}))
+    s = run_cohort(tmp_path / "slides.csv", tmp_path / "run", node_annotations=ann, tumour_model=tmp_path / "m",
+                   quiet=True, device="cpu", tumour_precision="fp32")
+    assert s.exit_code == 0 and s.n_failed == 0
+    row = pd.read_csv(tmp_path / "run" / "slides.csv").iloc[0]
+    assert row["tumour_model_appearance_distance"] > A.WARN_DISTANCE
+    assert pd.isna(row["node_model_appearance_distance"])
+    assert "APPEARANCE" in row["notes"]

@@ -170,11 +170,12 @@ def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]
         slide.record_gaps = True  # an unreadable tile is a recorded gap, not a failed slide
         slide.verify()
         regions = slide_regions(job, slide)
+        appearance, appearance_notes = model_appearance(slide, job)
         m = measure_slide(regions.nodes, regions.tumour, mpp_x, mpp_y, patient_id=job.patient_id,
                           slide_id=job.slide_id, mln_rule=job.mln_rule)
         overlay = overlay_image(slide, m, max_side=job.overlay_max_px)  # reads pixels: may meet gaps too
         gaps, gap_notes = unread_tiles(slide, m, mpp_x, mpp_y, from_models=bool(job.node_model or job.tumour_model))
-        notes = list(regions.notes) + list(m.notes) + gap_notes
+        notes = list(regions.notes) + list(m.notes) + gap_notes + appearance_notes
         write_csv(slide_dir / "nodes.csv", pd.DataFrame(m.rows, columns=NODE_COLUMNS))
         write_slide_geojson(slide_dir, m)
         write_bytes(slide_dir / "overlay.png", encode_png(overlay))
@@ -189,10 +190,35 @@ def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]
             "height_px": slide.height,
             **m.summary,
             **gaps,
+            **appearance,
             "nodes_source": regions.nodes_source,
             "tumour_source": regions.tumour_source,
         }
     return result, notes
+
+
+def model_appearance(slide, job: SlideJob) -> tuple[dict, list[str]]:
+    """Each model's appearance distance to this slide (``tmln.models.appearance``): columns
+    ``tumour_model_appearance_distance`` / ``node_model_appearance_distance`` (None without a model or
+    without statistics in its card) and a note for a slide out of the model's range."""
+    from tmln.models.appearance import WARN_DISTANCE, slide_distance
+    from tmln.models.card import read_card
+
+    out, notes = {}, []
+    for kind, model in (("tumour", job.tumour_model), ("node", job.node_model)):
+        col = f"{kind}_model_appearance_distance"
+        out[col] = None
+        if not model:
+            continue
+        d = slide_distance(slide, read_card(model))
+        if d is None or d["n_patches"] == 0:
+            continue
+        out[col] = round(d["distance"], 3)
+        if d["out_of_range"]:
+            notes.append(f"APPEARANCE: this slide looks unlike the {kind} model's training data (appearance distance "
+                         f"{d['distance']:.2f} > {WARN_DISTANCE:g}; farthest feature {d['feature']}, z {d['z']:+.2f}): "
+                         f"check the {kind} model on a few outlined slides of this kind before trusting its numbers")
+    return out, notes
 
 
 MAX_GAPS_LISTED = 10  # unreadable tiles named one by one in the notes

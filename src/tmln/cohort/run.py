@@ -34,7 +34,8 @@ MEASURE_VERSION = 1
 
 SLIDE_COLUMNS = [
     "slide_id", "patient_id", "slide_path", "status", "error", "mpp_x", "mpp_y", "width_px", "height_px",
-    *SLIDE_MEASURE_COLUMNS, "unread_area_mm2", "unread_node_area_mm2", "nodes_source", "tumour_source", "notes",
+    *SLIDE_MEASURE_COLUMNS, "unread_area_mm2", "unread_node_area_mm2", "tumour_model_appearance_distance",
+    "node_model_appearance_distance", "nodes_source", "tumour_source", "notes",
 ]
 # patients.csv: the staging columns plus the area of unreadable tiles on the patient's slides (mm²;
 # > 0 marks a patient whose numbers rest on a slide with gaps: see the slides' notes)
@@ -206,6 +207,8 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
     Raises ``TmlnError`` for problems with the run as a whole (bad table, missing folder, no provider,
     another run holding the run directory).
     """
+    # model names or directories, as strings (they go into the job parameters and summary.json)
+    node_model, tumour_model = (None if m is None else str(m) for m in (node_model, tumour_model))
     _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule)
     out_dir = Path(out_dir)
     entries = read_slides_table(slides_csv, mpp=mpp)
