@@ -6,8 +6,10 @@ Method (all thresholds are parameters of ``detect_tissue``):
    glass colour (scanner colour casts would otherwise look like saturation);
 2. reject coloured pixels that are not H&E: pen ink and dirt, i.e. saturated pixels where green is
    not the most absorbed channel (``G >= R - pen_margin`` or ``G > B + 10``: blue, green inks; H&E
-   is pink to purple, so R > G and B > G), and very dark pixels (``V < dark_value``: black ink,
-   debris);
+   is pink to purple, so R > G and B > G), strongly saturated red where blue is absorbed almost as
+   much as green (``S > red_ink_saturation`` and ``B − G < red_ink_blue_ratio · (R − G)``: red ink;
+   eosin is pink, B well above G; red blood cells are less saturated: the rule flags 0.006 % of the
+   pixels of 2,000 real PCam H&E patches at 0.97 µm/px, at most 3.9 % of one patch), and very dark pixels (``V < dark_value``: black ink, debris);
 3. Otsu threshold on HSV saturation over the remaining pixels, clamped to
    [``min_saturation``, ``max_saturation``] so that blank glass gives no tissue and a pen-heavy or very
    dark slide does not push the threshold above pale tissue;
@@ -34,6 +36,8 @@ DEFAULTS = {
     "min_saturation": 15,  # 0-255; blank glass is ~2-8
     "max_saturation": 40,
     "pen_margin": 0,  # G >= R - margin is not H&E (grey levels)
+    "red_ink_saturation": 165,  # 0-255; red ink is strongly saturated ...
+    "red_ink_blue_ratio": 0.2,  # ... and absorbs blue almost as much as green: B - G < ratio * (R - G)
     "dark_value": 45,  # V below this is ink / debris
     "close_um": 40.0,
     "open_um": 16.0,
@@ -176,6 +180,7 @@ def tissue_from_rgb(rgb: np.ndarray, params: dict | None = None) -> tuple[np.nda
     b = rgb[..., 2].astype(np.int16)
     coloured = sat > int(p["min_saturation"])  # grey/white glass is judged by saturation alone
     not_he = (coloured & ((g >= r - int(p["pen_margin"])) | (g > b + 10))) | (val < int(p["dark_value"]))
+    not_he |= red_ink(rgb, sat, p)
     # ink edges blend with glass/tissue: grow the rejected area by two pixels
     not_he = cv2.dilate(not_he.view(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     cand = sat[~not_he]
@@ -195,6 +200,14 @@ def tissue_from_rgb(rgb: np.ndarray, params: dict | None = None) -> tuple[np.nda
         mask &= ~not_he  # ink over tissue cannot be analysed either: never tissue
         mask = remove_small_objects(mask, max_size=max(1, int(p["min_area_mm2"] / px_mm2)))
     return mask.astype(bool), thr
+
+
+def red_ink(rgb: np.ndarray, sat: np.ndarray, params: dict | None = None) -> np.ndarray:
+    """Red-ink pixels of an RGB image (``sat``: its HSV saturation, 0-255): strongly saturated red
+    where blue is absorbed almost as much as green (eosin is pink: B well above G)."""
+    p = {**DEFAULTS, **(params or {})}
+    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
+    return (sat > int(p["red_ink_saturation"])) & (r - g > 60) & ((b - g) < float(p["red_ink_blue_ratio"]) * (r - g))
 
 
 def white_balance(rgb: np.ndarray) -> np.ndarray:

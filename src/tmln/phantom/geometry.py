@@ -431,7 +431,8 @@ def _deposits_for(rng, node_um, cat: str, capsule_um: float) -> list:
 
 
 def _pen_strokes(rng, W_um, H_um, mpp, tissue_um) -> list[PenStroke]:
-    inks = {"blue": (0.95, 0.55, 0.08), "green": (0.9, 0.12, 0.75), "black": (1.0, 1.0, 0.95)}
+    inks = {"blue": (0.95, 0.55, 0.08), "green": (0.9, 0.12, 0.75), "black": (1.0, 1.0, 0.95),
+            "red": (0.08, 1.2, 1.0)}
     strokes = []
     for _ in range(int(rng.integers(1, 4))):
         name = str(rng.choice(list(inks)))
