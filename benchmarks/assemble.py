@@ -10,6 +10,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = [
+    ("Real tissue: the bundled tumour model pcam-tumour (issue 14)", "pcam_tumour.md"),
+    ("Tumour map engine with pcam-tumour (issue 14)", "tumour_engine_pcam.md"),
+    ("Whole-slide tumour maps: peak memory (issue 14)", "tumour_map_memory.md"),
+    ("Appearance distance to a model's training data (issues 14, 15)", "appearance.md"),
     ("Tumour map engine (issue 4)", "tumour_engine.md"),
     ("Slide reading: direct tile decoding vs OpenSlide (issue 4)", "slide_read.md"),
     ("Tumour-map threshold calibration (issue 4)", "tumour_calibration.md"),

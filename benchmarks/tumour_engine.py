@@ -1,7 +1,9 @@
 """Tumour-map engine throughput and memory, side by side in one run (ratios, not absolute promises).
 
-Same model for everything: ResNet-18 (random weights) with a model card at 0.5 µm/px, patch 224.
-Phantom slides at 0.25 µm/px (``tmln.phantom.make_slide``, cached in --work).
+Same model for everything: ResNet-18 (random weights) with a model card at 0.5 µm/px, patch 224, or
+the model given by ``--model`` (a bundled name such as ``pcam-tumour`` or a model directory), the
+original method's geometry scaled to its patch (region = 768/224 patches, lattice = 80 µm x patch
+µm / 112 µm). Phantom slides at 0.25 µm/px (``tmln.phantom.make_slide``, cached in --work).
 
 (a) tissue mm²/s over the same 1.5 x 1.5 mm of tissue:
     - original method (Wang et al. 2021), faithfully: one 768 x 768 px read at 0.5 µm/px per output
@@ -18,6 +20,8 @@ Phantom slides at 0.25 µm/px (``tmln.phantom.make_slide``, cached in --work).
     open, plan, read, classify, stitch, write the map, threshold to polygons.
 
 Run: .venv/bin/python benchmarks/tumour_engine.py --work /tmp/tmln-bench --out benchmarks/results/tumour_engine.md
+     .venv/bin/python benchmarks/tumour_engine.py --model pcam-tumour --only a --bf16 \
+         --out benchmarks/results/tumour_engine_pcam.md
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ SLIDES = {  # name -> (size_mm, seed); 0.25 µm/px
 ORIGINAL_REGION = 768
 ORIGINAL_STRIDE_UM = 80.0
 CROP = 224
+MODEL_TEXT = "ResNet-18, random weights, card at 0.5 µm/px, patch 224 px"
+
+
+def use_model_geometry(model) -> None:
+    """Scale the original method's geometry to ``model``'s patch (``--model``)."""
+    global CROP, ORIGINAL_REGION, ORIGINAL_STRIDE_UM, MODEL_TEXT
+    from tmln.models.card import read_card
+
+    card = read_card(model)
+    CROP = int(card.patch_size)
+    ORIGINAL_REGION = int(round(768 / 224 * CROP))
+    ORIGINAL_STRIDE_UM = 80.0 * (CROP * card.mpp) / (224 * 0.5)
+    MODEL_TEXT = f"{model} ({card.architecture}, card at {card.mpp:g} µm/px, patch {CROP} px)"
 
 
 def model_dir(work: Path) -> Path:
@@ -211,7 +228,8 @@ def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points:
         out[k] = {"seconds": med, "mm2": roi[k], "mm2_per_s": roi[k] / med, "runs": v}
         if k in info:
             out[k].update(model_mpx=info[k]["model_mpx"], tiles=info[k]["tiles"], tile_size=info[k]["tile_size"],
-                          timing=info[k]["timing"], method=info[k]["method"])
+                          timing=info[k]["timing"], method=info[k]["method"],
+                          spacing_um=info[k]["stride_px"] * info[k]["model_mpp"])
     out["side_um"] = side_mm
     out["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
     out["points_original"] = len(pts)
@@ -346,7 +364,7 @@ def report(args, thr, rss, e2e) -> str:
     lines = ["# Tumour-map engine benchmark", "",
              f"Command: `{' '.join(['.venv/bin/python'] + sys.argv)}`  ",
              f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             "Model: ResNet-18, random weights, card at 0.5 µm/px, patch 224 px; phantom slides at 0.25 µm/px "
+             f"Model: {MODEL_TEXT}; phantom slides at 0.25 µm/px "
              "(`tmln.phantom.make_slide`, seed 0).", ""]
     if thr:
         o, r = thr["original"], thr["reader"]
@@ -355,19 +373,21 @@ def report(args, thr, rss, e2e) -> str:
                   f"Same {side:g} x {side:g} mm tissue square of the 5 x 5 mm phantom; device {thr['device']}; "
                   f"{_workers_text(args.workers, thr['device'] != 'CPU')}; median of {args.reps} run(s), the original timed between "
                   f"the engine's runs. The original method ran on the first {thr['points_original']} points of its "
-                  "80 µm lattice over that square (its cost per point does not depend on the region).", "",
+                  f"{ORIGINAL_STRIDE_UM:.0f} µm lattice over that square (its cost per point does not depend on the region).", "",
                   "| method | output spacing | tissue mm² | model Mpx / tissue mm² | seconds | tissue mm²/s | vs original |",
                   "|---|---|---|---|---|---|---|"]
         base = o["mm2_per_s"]
-        names = {"original": ("original (768 px read per point, 3x3 crops of 224, centre kept; OpenSlide reads, as published)", "80 µm"),
-                 "original_direct": ("original, reading through tmln's tile decoder", "80 µm"),
-                 "original_bf16": ("original in bf16 autocast (OpenSlide reads)", "80 µm"),
-                 "grid80": ("tmln grid, float32 (the same centre crops, tiles read once)", "80 µm"),
-                 "tiles": ("tmln dense, tiles (fully convolutional, margins per tile)", "16 µm"),
-                 "tiles_bf16": ("tmln dense, tiles, bf16", "16 µm"),
+        lat, cell = f"{ORIGINAL_STRIDE_UM:.0f} µm", f"{thr['stream'].get('spacing_um', 16):.0f} µm"
+        names = {"original": (f"original ({ORIGINAL_REGION} px read per point, 3x3 crops of {CROP}, centre kept; "
+                              "OpenSlide reads, as published)", lat),
+                 "original_direct": ("original, reading through tmln's tile decoder", lat),
+                 "original_bf16": ("original in bf16 autocast (OpenSlide reads)", lat),
+                 "grid80": ("tmln grid, float32 (the same centre crops, tiles read once)", lat),
+                 "tiles": ("tmln dense, tiles (fully convolutional, margins per tile)", cell),
+                 "tiles_bf16": ("tmln dense, tiles, bf16", cell),
                  "stream": ("**tmln stream, float32** (fully convolutional, strips streamed band by band; "
-                            "`--precision fp32`, the default on CPUs without native bf16)", "16 µm"),
-                 "stream_bf16": ("**tmln stream, bf16** (the default where the CPU has AVX512-BF16 or AMX)", "16 µm"),
+                            "`--precision fp32`, the default on CPUs without native bf16)", cell),
+                 "stream_bf16": ("**tmln stream, bf16** (the default where the CPU has AVX512-BF16 or AMX)", cell),
                  "reader": (f"reader only (the stream's bands, no model; {thr.get('reader_name', 'openslide')})", "-"),
                  "reader_openslide": ("reader only, every read through OpenSlide", "-")}
         per_point = 9 * CROP * CROP / 1e6 / (ORIGINAL_STRIDE_UM / 1000) ** 2
@@ -456,7 +476,8 @@ def main():
                     help="phantom slide tiles (zlib where imagecodecs is missing)")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--e2e-child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model", default=None, help="model to benchmark (bundled name or directory; default: a "
+                    "random-weight ResNet-18 at 0.5 µm/px, patch 224)")
     ap.add_argument("--map-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     global COMPRESSION
@@ -467,7 +488,9 @@ def main():
         return e2e_child(args.e2e_child, args.model, args.workers, args.map_out, args.device, args.precision)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    model = model_dir(work)
+    if args.model:
+        use_model_geometry(args.model)
+    model = args.model or model_dir(work)
     thr = (bench_throughput(work, model, args.workers, args.reps, args.points, args.bf16, args.side_um, args.device)
            if "a" in args.only else None)
     rss = None

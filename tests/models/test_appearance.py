@@ -8,6 +8,8 @@ import pytest
 
 from tmln.models import appearance as A
 
+from .helpers import cmu_cohort
+
 
 def he_patch(rng, size=64, pink=(225, 150, 195), purple=(110, 60, 150)):
     """An H&E-like patch: pink stroma with purple nuclei and mild noise."""
@@ -77,8 +79,6 @@ def test_slide_distance_reads_tissue_patches(cmu_slide):
 def test_analyze_reports_each_models_appearance_distance(tmp_path, cmu_slide):
     """slides.csv gets the tumour model's appearance distance; a slide far from the training data
     gets an APPEARANCE note (here: a tumour model whose statistics come from grey patches)."""
-    import json
-
     import pandas as pd
     import torch
 
@@ -93,14 +93,8 @@ def test_analyze_reports_each_models_appearance_distance(tmp_path, cmu_slide):
     card.training["appearance"] = A.training_statistics(grey, mpp=4.0)
     torch.manual_seed(0)
     save_model_dir(tmp_path / "m", build_classifier("resnet18").state_dict(), card)
-    (tmp_path / "slides.csv").write_text(f"slide_path,patient_id\n{cmu_slide},X\n")
-    ann = tmp_path / "ann"
-    ann.mkdir()
-    node = [[200, 200], [1200, 200], [1200, 1200], [200, 1200], [200, 200]]
-    (ann / "CMU-1-Small-Region.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [node]},
-         "properties": {"classification": {"name": "Lymph node"}}}]}))
-    s = run_cohort(tmp_path / "slides.csv", tmp_path / "run", node_annotations=ann, tumour_model=tmp_path / "m",
+    slides, ann = cmu_cohort(tmp_path, cmu_slide)
+    s = run_cohort(slides, tmp_path / "run", node_annotations=ann, tumour_model=tmp_path / "m",
                    quiet=True, device="cpu", tumour_precision="fp32")
     assert s.exit_code == 0 and s.n_failed == 0
     row = pd.read_csv(tmp_path / "run" / "slides.csv").iloc[0]
