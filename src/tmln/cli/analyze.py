@@ -6,7 +6,9 @@ import sys
 
 import click
 
-from tmln.cli.options import device_option, force_option, mpp_option, out_dir_option, precision_option, quiet_option
+from tmln.cli.options import (
+    device_option, force_option, mpp_option, out_dir_option, precision_option, quiet_option, staging_option,
+)
 
 
 @click.command("analyze")
@@ -23,6 +25,7 @@ from tmln.cli.options import device_option, force_option, mpp_option, out_dir_op
               help="P(tumour) threshold for --tumour-model regions (default: the model card's threshold).")
 @click.option("--mln-rule", type=click.Choice(["ajcc", "any"]), default="ajcc", show_default=True,
               help="Metastatic node: ajcc = micro or macro metastasis; any = any tumour (Wang et al. 2021).")
+@staging_option
 @force_option
 @quiet_option
 @device_option
@@ -36,7 +39,8 @@ from tmln.cli.options import device_option, force_option, mpp_option, out_dir_op
               help="Dask resources each slide task asks for, e.g. GPU=1 (workers declare them: dask worker --resources GPU=1).")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
               help="With Dask: times a slide is retried after its worker died, before it is reported failed.")
-def command(slides, out, node_annotations, tumour_annotations, node_model, tumour_model, tumour_threshold, mln_rule, force, quiet,
+def command(slides, out, node_annotations, tumour_annotations, node_model, tumour_model, tumour_threshold, mln_rule, staging,
+            force, quiet,
             device, precision, mpp, workers, scheduler, resources, retries):
     """Measure lymph-node metastasis per node, slide and patient (N stage, T/MLN).
 
@@ -69,7 +73,7 @@ def command(slides, out, node_annotations, tumour_annotations, node_model, tumou
     with executor as ex:
         summary = run_cohort(slides, out, node_annotations=node_annotations, tumour_annotations=tumour_annotations,
                              node_model=node_model, tumour_model=tumour_model, tumour_threshold=tumour_threshold,
-                             mln_rule=mln_rule, force=force,
+                             mln_rule=mln_rule, staging=staging, force=force,
                              quiet=quiet, device=device, mpp=mpp, executor=ex, tumour_precision=precision)
     if not quiet or summary.failures:
         click.echo(f"{summary.n_slides} slides: {summary.n_done} measured ({summary.n_reused} from an earlier run), "

@@ -29,3 +29,12 @@ precision_option = click.option(
 out_dir_option = click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder (created if missing)."
 )
+staging_option = click.option(
+    "--staging",
+    type=click.Choice(["gastric", "breast", "camelyon17", "colorectal"]),
+    default="gastric",
+    show_default=True,
+    help="Staging system of n_stage: gastric (AJCC 8: N0-N3b by metastatic-node count), breast (AJCC 8 pN by "
+    "macro/micro/ITC nodes: N0, N0(i+), N1mi, N1a, N2a, N3a), camelyon17 (the challenge's patient pN), colorectal "
+    "(AJCC 8: N0, N1a, N1b, N2a, N2b). Rules and sources: docs/measurements.md.",
+)

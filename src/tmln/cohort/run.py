@@ -27,7 +27,7 @@ from tmln.cohort.state import file_digest, file_identity, is_done, params_hash, 
 from tmln.cohort.table import SlideEntry, read_slides_table
 from tmln.errors import TmlnError
 from tmln.measure.nodes import SLIDE_MEASURE_COLUMNS
-from tmln.measure.staging import MLN_RULES, N_STAGES, NODE_COLUMNS, PATIENT_COLUMNS
+from tmln.measure.staging import MLN_RULES, NODE_COLUMNS, PATIENT_COLUMNS, STAGES, STAGING_SYSTEMS
 
 # bump when a change to the measurement code changes results: finished slides are then redone
 MEASURE_VERSION = 1
@@ -92,9 +92,12 @@ def model_identity(name: str) -> dict:
         return {"name": str(name)}
 
 
-def _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule) -> None:
+def _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule,
+                   staging="gastric") -> None:
     if mln_rule not in MLN_RULES:
         raise TmlnError(f"unknown MLN rule {mln_rule!r}; expected one of {', '.join(MLN_RULES)}")
+    if staging not in STAGING_SYSTEMS:
+        raise TmlnError(f"unknown staging system {staging!r}; expected one of {', '.join(STAGING_SYSTEMS)}")
     if node_annotations and node_model:
         raise TmlnError("give either node annotations or a node model, not both")
     if tumour_annotations and tumour_model:
@@ -191,7 +194,8 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
                tumour_model=None, tumour_threshold: float | None = None, mln_rule: str = "ajcc",
                force: bool = False, quiet: bool = False, tumour_precision: str = "auto",
                device: str = "auto", executor: Executor | None = None, mpp: float | None = None,
-               overlay_max_px: int = 1500, report_sections: Sequence[tuple[str, str]] = ()) -> RunSummary:
+               overlay_max_px: int = 1500, report_sections: Sequence[tuple[str, str]] = (),
+               staging: str = "gastric") -> RunSummary:
     """Measure a cohort. Returns a :class:`RunSummary`; ``summary.exit_code`` is non-zero if anything failed.
 
     slides_csv : table with ``slide_path``, ``patient_id``, optional ``mpp``.
@@ -201,12 +205,14 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
     tumour_threshold : P(tumour) threshold overriding the tumour model card's (None = the card's).
     tumour_precision : tumour classifier arithmetic, as ``tmln.tumour.tumour_map``'s ``precision``.
     mln_rule : ``ajcc`` (micro/macro metastatic) or ``any`` (any tumour).
+    staging : the system of patients.csv's ``n_stage`` (``tmln.measure.staging.STAGING_SYSTEMS``); it
+        only changes the run-level tables, so changing it redoes no slide.
     force : redo slides that are already finished. mpp : µm/px for rows without an ``mpp`` cell.
     executor : object with ``map(process_slide, jobs)``; default serial in this process.
     Raises ``TmlnError`` for problems with the run as a whole (bad table, missing folder, no provider,
     another run holding the run directory).
     """
-    _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule)
+    _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule, staging)
     out_dir = Path(out_dir)
     entries = read_slides_table(slides_csv, mpp=mpp)
     with run_lock(out_dir):
@@ -215,13 +221,13 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
                            tumour_annotations=tumour_annotations, node_model=node_model, tumour_model=tumour_model,
                            tumour_threshold=tumour_threshold, tumour_precision=tumour_precision, mln_rule=mln_rule,
                            force=force, quiet=quiet, device=device, executor=executor, mpp=mpp,
-                           overlay_max_px=overlay_max_px, report_sections=report_sections)
+                           overlay_max_px=overlay_max_px, report_sections=report_sections, staging=staging)
 
 
 def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_annotations, node_model,
                 tumour_model, tumour_threshold, tumour_precision, mln_rule, force, quiet, device, executor, mpp,
                 overlay_max_px,
-                report_sections) -> RunSummary:
+                report_sections, staging="gastric") -> RunSummary:
     from tqdm import tqdm
 
     kw = dict(node_annotations=node_annotations, tumour_annotations=tumour_annotations, node_model=node_model,
@@ -246,6 +252,7 @@ def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_
         "tumour_threshold": tumour_threshold,
         "tumour_precision": tumour_precision,
         "mln_rule": mln_rule,
+        "staging": staging,
         "mpp": mpp,
         "nodes_from": f"model {node_model}" if node_model else "annotations",
         "tumour_from": f"model {tumour_model}" if tumour_model else "annotations",
@@ -318,7 +325,8 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
     same_patient_repeat = {e.row for e in entries
                            if e.duplicate_of is not None and entries[e.duplicate_of - 1].patient_id == e.patient_id}
     counted = [r for e, r in zip(entries, slide_rows) if e.row not in same_patient_repeat]
-    patient_rows = aggregate_patients(node_rows, counted)
+    staging = parameters.get("staging", "gastric")
+    patient_rows = aggregate_patients(node_rows, counted, staging)
     for p in patient_rows:
         if p["n_stage"] is not None:
             mine = [r for r in counted if str(r["patient_id"]) == str(p["patient_id"]) and r["status"] == "done"]
@@ -352,7 +360,7 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
         "tmln_version": __version__,
         "parameters": parameters,
         "counts": counts,
-        "n_stage_counts": {s: sum(p["n_stage"] == s for p in staged) for s in N_STAGES},
+        "n_stage_counts": {s: sum(p["n_stage"] == s for p in staged) for s in STAGES[staging]},
         "failures": failures,
         "unread_tiles": unread,  # measured slides with tiles that could not be read (gaps)
         "outputs": list(RUN_OUTPUTS),
