@@ -88,7 +88,7 @@ def _env():
     return env
 
 
-ARGS = ["--epochs", "1", "--mpp", "8", "--tile-size", "64", "--encoder", "tu-mobilenetv3_small_050",
+ARGS = ["--epochs", "1", "--model-mpp", "8", "--tile-size", "64", "--encoder", "tu-mobilenetv3_small_050",
         "--encoder-depth", "3", "--decoder-channels", "16,8,8", "--batch-size", "4", "--samples-per-epoch", "8",
         "--device", "cpu", "--quiet"]
 

@@ -32,7 +32,7 @@ from tmln.cli.options import (
 @precision_option
 @mpp_option
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Run slides on a local Dask cluster of this many worker processes (one thread each).")
+              help="Slides processed in parallel: a local Dask cluster of this many worker processes (one thread each).")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
               help="Run slides on an existing Dask cluster (dask scheduler/worker, dask-jobqueue, Kubernetes).")
 @click.option("--resources", default=None, metavar="NAME=N[,...]",

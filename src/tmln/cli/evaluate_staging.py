@@ -11,9 +11,10 @@ from tmln.cli.options import out_dir_option, quiet_option
 @click.argument("run_patients", type=click.Path(exists=True))
 @click.argument("reference", type=click.Path(dir_okay=False, exists=True))
 @click.option("--staging", type=click.Choice(["gastric", "breast", "camelyon17", "colorectal"]), default=None,
-              help="Stage both tables by this system (docs/measurements.md#staging-systems): the run from its node "
-                   "counts, the reference from its n_stage or counts. camelyon17 = the challenge's patient pN "
-                   "(compare its kappa with the CAMELYON17 record, 0.92).  [default: gastric, from n_stage]")
+              help="Staging system by which both tables are staged (docs/measurements.md#staging-systems): the run "
+                   "from its node counts, the reference from its n_stage or counts. camelyon17 = the challenge's "
+                   "patient pN (compare its kappa with the CAMELYON17 record, 0.92). Default: the tables' n_stage, "
+                   "gastric order.")
 @click.option("--stages", default=None,
               help="Ordered stage names, comma-separated, for tables staged otherwise (default AJCC 8th gastric "
                    "N0,N1,N2,N3a,N3b); not with --staging.")
