@@ -12,8 +12,10 @@ from tmln.cli.options import (
 
 
 @click.command("analyze")
-@click.option("--slides", "slides", required=True, type=click.Path(dir_okay=False),
-              help="Slides table (CSV): slide_path, patient_id, optional mpp. Paths relative to the CSV's folder.")
+@click.option("--slides", "slides", required=True, type=click.Path(),
+              help="Slides table (CSV): slide_path, patient_id, optional mpp; paths relative to the CSV's folder. Or a "
+                   "folder of slides with one sub-folder per patient (named by the patient id) holding its slide files: "
+                   "the derived table is written to RUN/slides_table.csv.")
 @out_dir_option
 @click.option("--node-annotations", type=click.Path(file_okay=False), default=None,
               help="Folder of node outlines: <slide>.nodes.geojson|.geojson|.json|.xml (QuPath GeoJSON, ASAP XML).")
@@ -53,6 +55,7 @@ def command(slides, out, node_annotations, tumour_annotations, node_model, tumou
     Examples:
       tmln analyze --slides slides.csv --out run/ --node-annotations ann/ --tumour-annotations ann/
       tmln analyze --slides slides.csv --out run/ --node-model demo-nodes --tumour-model demo-tumour
+      tmln analyze --slides scans/ --out run/ --node-model M1 --tumour-model M2   # scans/<patient>/<slide>.svs
       tmln analyze --slides slides.csv --out run/ --node-model M1 --tumour-model M2 --workers 4
       tmln analyze ... --scheduler tcp://10.0.0.5:8786 --resources GPU=1
     Exit 0 when every slide was measured; 1 when a slide or patient failed (see slides.csv,

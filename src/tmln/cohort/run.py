@@ -24,7 +24,7 @@ from tmln.atomic import remove_stale_temporaries
 from tmln.cohort.job import SLIDE_OUTPUTS, SlideJob, node_provider, process_slide, tumour_provider
 from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
 from tmln.cohort.state import file_digest, file_identity, is_done, params_hash, read_state
-from tmln.cohort.table import SlideEntry, read_slides_table
+from tmln.cohort.table import DERIVED_TABLE, SlideEntry, read_slides_table, write_slides_table_from_folders
 from tmln.errors import TmlnError
 from tmln.measure.nodes import SLIDE_MEASURE_COLUMNS
 from tmln.measure.staging import MLN_RULES, NODE_COLUMNS, PATIENT_COLUMNS, STAGES, STAGING_SYSTEMS
@@ -198,7 +198,9 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
                staging: str = "gastric") -> RunSummary:
     """Measure a cohort. Returns a :class:`RunSummary`; ``summary.exit_code`` is non-zero if anything failed.
 
-    slides_csv : table with ``slide_path``, ``patient_id``, optional ``mpp``.
+    slides_csv : table with ``slide_path``, ``patient_id``, optional ``mpp``; or a folder with one
+        sub-folder per patient (its name the patient id) holding the patient's slide files: the table
+        derived from it is written to ``RUN/slides_table.csv`` and used.
     out_dir : the run directory (created; reused for resume).
     node_annotations / tumour_annotations : folders with per-slide annotation files.
     node_model / tumour_model : model names or directories (need ``tmln.nodes`` / ``tmln.tumour``).
@@ -214,6 +216,9 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
     """
     _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule, staging)
     out_dir = Path(out_dir)
+    if Path(slides_csv).is_dir():
+        with run_lock(out_dir):
+            slides_csv = write_slides_table_from_folders(slides_csv, out_dir / DERIVED_TABLE)
     entries = read_slides_table(slides_csv, mpp=mpp)
     with run_lock(out_dir):
         remove_stale_temporaries(out_dir)  # a killed earlier run's half-written tables
