@@ -475,3 +475,40 @@ def test_slides_folder_errors(tmp_path):
     (tmp_path / "b" / "P1" / "readme.txt").write_text("x")
     with pytest.raises(InputTableError, match="without a slide file.*P1"):
         slides_table_from_folders(tmp_path / "b")
+
+
+def test_analyze_model_knobs_reach_the_providers_and_redo_slides(small_cohort, tmp_path, monkeypatch):
+    """--no-split, --min-node-area, --method, --tile-size (the single-slide commands' knobs) on analyze."""
+    slides, ann = small_cohort
+    node_kw, tumour_kw = [], []
+
+    def nodes_from_model(slide, model, out_dir=None, device="auto", **kw):
+        node_kw.append(kw)
+        return [box(100, 100, 1000, 800)]
+
+    def tumour_from_model(slide, model, node_polygons=None, out_dir=None, device="auto", threshold=None,
+                          precision="auto", **kw):
+        tumour_kw.append(kw)
+        return [box(100, 100, 700, 700)]
+
+    fake_nodes = types.ModuleType("tmln.nodes")
+    fake_nodes.regions_from_model = nodes_from_model
+    fake_tumour = types.ModuleType("tmln.tumour")
+    fake_tumour.regions_from_model = tumour_from_model
+    monkeypatch.setitem(sys.modules, "tmln.nodes", fake_nodes)
+    monkeypatch.setitem(sys.modules, "tmln.tumour", fake_tumour)
+    args = ["analyze", "--slides", str(slides), "--out", str(tmp_path / "r"), "--node-model", "n1",
+            "--tumour-model", "t1", "-q", "--device", "cpu"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert node_kw == [{}] * 3 and tumour_kw == [{}] * 3  # defaults: nothing passed, the cards decide
+    r = CliRunner().invoke(main, args + ["--no-split", "--min-node-area", "0.2", "--method", "dense",
+                                         "--tile-size", "1024"])
+    assert r.exit_code == 0, r.output
+    assert node_kw[3:] == [{"split_touching": False, "min_node_area_mm2": 0.2}] * 3  # new knobs redo every slide
+    assert tumour_kw[3:] == [{"method": "dense", "tile_size": 1024}] * 3
+    params = json.loads((tmp_path / "r" / "summary.json").read_text())["parameters"]
+    assert params["node_split"] is False and params["min_node_area_mm2"] == 0.2 and params["tumour_method"] == "dense"
+    r = CliRunner().invoke(main, ["analyze", "--slides", str(slides), "--out", str(tmp_path / "a"),
+                                  "--node-annotations", str(ann), "--tumour-annotations", str(ann), "--no-split"])
+    assert r.exit_code == 2 and "apply to --node-model" in r.output

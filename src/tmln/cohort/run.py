@@ -117,13 +117,16 @@ def _check_sources(node_annotations, tumour_annotations, node_model, tumour_mode
 
 def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour_annotations=None,
               node_model=None, tumour_model=None, mln_rule="ajcc", device="auto", overlay_max_px=1500,
-              tumour_threshold=None, tumour_precision="auto") -> SlideJob:
+              tumour_threshold=None, tumour_precision="auto", node_split: bool = True,
+              min_node_area_mm2: float | None = None, tumour_method: str = "auto",
+              tumour_tile_size: int | None = None) -> SlideJob:
     """The job of one table row: annotation lookup and the parameters that decide whether it is done."""
     job = SlideJob(slide_id=entry.slide_id, patient_id=entry.patient_id, slide_path=str(entry.path),
                    table_slide_path=entry.slide_path, slide_dir=str(out_dir / "slides" / entry.slide_id),
                    mpp=entry.mpp, node_model=node_model, tumour_model=tumour_model, tumour_threshold=tumour_threshold,
                    tumour_precision=tumour_precision, mln_rule=mln_rule,
-                   device=device, overlay_max_px=overlay_max_px)
+                   node_split=node_split, min_node_area_mm2=min_node_area_mm2, tumour_method=tumour_method,
+                   tumour_tile_size=tumour_tile_size, device=device, overlay_max_px=overlay_max_px)
     if node_annotations:
         try:
             p = find_annotation(node_annotations, entry.slide_id, "nodes")
@@ -149,11 +152,15 @@ def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour
         "mpp": entry.mpp,
         "mln_rule": mln_rule,
         "overlay_max_px": overlay_max_px,
-        "nodes": ({"model": model_identity(node_model)} if node_model else
+        # model knobs join the identity only when chosen (runs made before the options stay finished)
+        "nodes": ({"model": model_identity(node_model), **({} if node_split else {"split": False}),
+                   **({} if min_node_area_mm2 is None else {"min_node_area_mm2": min_node_area_mm2})} if node_model else
                   _annotation_identity(job.node_annotation, job.node_annotation_error)),
         # precision joins the identity only when chosen (runs made before the option stay finished)
         "tumour": ({"model": model_identity(tumour_model), "threshold": tumour_threshold,
-                    **({"precision": tumour_precision} if tumour_precision != "auto" else {})} if tumour_model else
+                    **({"precision": tumour_precision} if tumour_precision != "auto" else {}),
+                    **({"method": tumour_method} if tumour_method != "auto" else {}),
+                    **({"tile_size": tumour_tile_size} if tumour_tile_size is not None else {})} if tumour_model else
                    _annotation_identity(job.tumour_annotation, job.tumour_annotation_error)),
     }
     job.params_hash = params_hash(job.params)
@@ -195,7 +202,8 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
                force: bool = False, quiet: bool = False, tumour_precision: str = "auto",
                device: str = "auto", executor: Executor | None = None, mpp: float | None = None,
                overlay_max_px: int = 1500, report_sections: Sequence[tuple[str, str]] = (),
-               staging: str = "gastric") -> RunSummary:
+               staging: str = "gastric", node_split: bool = True, min_node_area_mm2: float | None = None,
+               tumour_method: str = "auto", tumour_tile_size: int | None = None) -> RunSummary:
     """Measure a cohort. Returns a :class:`RunSummary`; ``summary.exit_code`` is non-zero if anything failed.
 
     slides_csv : table with ``slide_path``, ``patient_id``, optional ``mpp``; or a folder with one
@@ -209,6 +217,9 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
     mln_rule : ``ajcc`` (micro/macro metastatic) or ``any`` (any tumour).
     staging : the system of patients.csv's ``n_stage`` (``tmln.measure.staging.STAGING_SYSTEMS``); it
         only changes the run-level tables, so changing it redoes no slide.
+    node_split / min_node_area_mm2 : node-model post-processing (False: touching nodes stay one instance;
+        smallest node kept, mm²; default: the model card's). tumour_method / tumour_tile_size : the
+        tumour map's method and strip/tile size (``tmln.tumour.tumour_map``). Model knobs only.
     force : redo slides that are already finished. mpp : µm/px for rows without an ``mpp`` cell.
     executor : object with ``map(process_slide, jobs)``; default serial in this process.
     Raises ``TmlnError`` for problems with the run as a whole (bad table, missing folder, no provider,
@@ -226,19 +237,21 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
                            tumour_annotations=tumour_annotations, node_model=node_model, tumour_model=tumour_model,
                            tumour_threshold=tumour_threshold, tumour_precision=tumour_precision, mln_rule=mln_rule,
                            force=force, quiet=quiet, device=device, executor=executor, mpp=mpp,
-                           overlay_max_px=overlay_max_px, report_sections=report_sections, staging=staging)
+                           overlay_max_px=overlay_max_px, report_sections=report_sections, staging=staging,
+                           knobs=dict(node_split=node_split, min_node_area_mm2=min_node_area_mm2,
+                                      tumour_method=tumour_method, tumour_tile_size=tumour_tile_size))
 
 
 def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_annotations, node_model,
                 tumour_model, tumour_threshold, tumour_precision, mln_rule, force, quiet, device, executor, mpp,
                 overlay_max_px,
-                report_sections, staging="gastric") -> RunSummary:
+                report_sections, staging="gastric", knobs=None) -> RunSummary:
     from tqdm import tqdm
 
     kw = dict(node_annotations=node_annotations, tumour_annotations=tumour_annotations, node_model=node_model,
               tumour_model=tumour_model, tumour_threshold=tumour_threshold, tumour_precision=tumour_precision,
               mln_rule=mln_rule, device=device,
-              overlay_max_px=overlay_max_px)
+              overlay_max_px=overlay_max_px, **(knobs or {}))
     jobs = {e.row: build_job(e, out_dir, **kw) for e in entries if e.error is None}
     todo = [j for j in jobs.values() if force or not _slide_is_finished(j)]
     run = RunSummary(out_dir=out_dir, n_processed=len(todo), n_reused=len(jobs) - len(todo))
@@ -258,6 +271,8 @@ def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_
         "tumour_precision": tumour_precision,
         "mln_rule": mln_rule,
         "staging": staging,
+        **{k: v for k, v in (knobs or {}).items()
+           if not (v is None or v is True or (isinstance(v, str) and v == "auto"))},
         "mpp": mpp,
         "nodes_from": f"model {node_model}" if node_model else "annotations",
         "tumour_from": f"model {tumour_model}" if tumour_model else "annotations",
