@@ -58,11 +58,14 @@ def _channels(ctx, param, value):
 @seed_option
 @loader_workers_option
 @deprecated_alias("--workers", "--loader-workers", "loader_workers", click.IntRange(min=0), "DataLoader processes")
+@click.option("--init", "init", default=None,
+              help="Initial weights to fine-tune: a bundled model name (e.g. demo-nodes), a model directory, "
+                   ".safetensors, or a torch state dict (loaded weights-only); tensors of another shape stay random.")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/train_state.pt exists.")
 @device_option
 @quiet_option
 def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decoder_channels, tile_size, overlap, batch_size, lr,
-            samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, loader_workers, no_resume,
+            samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, loader_workers, init, no_resume,
             device, quiet):
     """Train the lymph-node segmentation U-Net on slides with node outlines.
 
@@ -71,6 +74,8 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
       tmln train nodes --out my-nodes --slides slides.csv --annotations outlines/ --epochs 40
       tmln train nodes --out small-nodes --slides slides.csv --annotations outlines/ \\
           --encoder tu-mobilenetv3_small_100 --decoder-channels 64,48,32,24,16
+      tmln train nodes --out my-nodes --init demo-nodes --slides slides.csv --annotations outlines/ \\
+          --encoder tu-mobilenetv3_small_100 --decoder-channels 64,48,32,24,16 --lr 3e-4 --epochs 10
       torchrun --nproc_per_node 2 -m tmln train nodes --out my-nodes --slides slides.csv --annotations outlines/
     Interrupted runs resume from the last finished epoch when run again with the same --out.
     """
@@ -86,7 +91,7 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
         encoder_depth=encoder_depth, decoder_channels=decoder_channels, batch_size=batch_size, lr=lr, seed=seed,
         device=device, resume=not no_resume, val_fraction=val_fraction, samples_per_epoch=samples_per_epoch,
         instance_target=not no_instance_target, border_um=border_um, params={"min_node_area_mm2": min_node_area},
-        workers=loader_workers, quiet=quiet)
+        workers=loader_workers, quiet=quiet, init=init)
     if env_world()[0] == 0 and not quiet:
         v = card.metrics.get("validation", {})
         rec = v.get("instance_recall")
