@@ -75,7 +75,7 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
       tmln train nodes --out small-nodes --slides slides.csv --annotations outlines/ \\
           --encoder tu-mobilenetv3_small_100 --decoder-channels 64,48,32,24,16
       tmln train nodes --out my-nodes --init demo-nodes --slides slides.csv --annotations outlines/ \\
-          --encoder tu-mobilenetv3_small_100 --decoder-channels 64,48,32,24,16 --lr 3e-4 --epochs 10
+          --encoder tu-mobilenetv3_small_100 --decoder-channels 48,32,16,8,8 --lr 3e-4 --epochs 10
       torchrun --nproc_per_node 2 -m tmln train nodes --out my-nodes --slides slides.csv --annotations outlines/
     Interrupted runs resume from the last finished epoch when run again with the same --out.
     """

@@ -17,7 +17,7 @@ _TEMPLATE = """
 <p>{{ r.n }} patients, {{ r.events }} events{% if r.excluded.n %} ({{ r.excluded.n }} excluded for missing values: rows {{ r.excluded.rows[:20]|join(", ") }}{% if r.excluded.n > 20 %}, …{% endif %}){% endif %}.
 Time: <code>{{ r.time }}</code>{% if r.time_unit %} ({{ r.time_unit }}){% endif %}; event: <code>{{ r.event }}</code>;
 covariates: {{ r.covariates|join(", ") if r.covariates else "none" }}.</p>
-{% if r.followup_join %}{% set j = r.followup_join %}<p>Follow-up <code>{{ j.followup }}</code> joined to <code>{{ j.patients }}</code> by patient_id: {{ j.n_matched }} matched of {{ j.n_patients }} patients and {{ j.n_followup }} follow-up rows{% if j.only_in_patients %}; only in the patients table: {{ j.only_in_patients[:20]|join(", ") }}{% if j.only_in_patients|length > 20 %}, …{% endif %}{% endif %}{% if j.only_in_followup %}; only in the follow-up: {{ j.only_in_followup[:20]|join(", ") }}{% if j.only_in_followup|length > 20 %}, …{% endif %}{% endif %}.</p>{% endif %}
+{% if r.get("followup_join") %}{% set j = r.followup_join %}<p>Follow-up <code>{{ j.followup }}</code> joined to <code>{{ j.patients }}</code> by patient_id: {{ j.n_matched }} matched of {{ j.n_patients }} patients and {{ j.n_followup }} follow-up rows{% if j.only_in_patients %}; only in the patients table: {{ j.only_in_patients[:20]|join(", ") }}{% if j.only_in_patients|length > 20 %}, …{% endif %}{% endif %}{% if j.only_in_followup %}; only in the follow-up: {{ j.only_in_followup[:20]|join(", ") }}{% if j.only_in_followup|length > 20 %}, …{% endif %}{% endif %}.</p>{% endif %}
 {% if r.warnings %}<ul class="tmln-warnings">{% for w in r.warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
 
 <h3>Cut-point</h3>
@@ -29,7 +29,7 @@ covariates: {{ r.covariates|join(", ") if r.covariates else "none" }}.</p>
 <figure class="tmln-figure"><img alt="{{ name }}" src="data:image/png;base64,{{ figs[name] }}" style="max-width:640px;width:100%"><figcaption>{{ captions.get(name, name) }}</figcaption></figure>
 {% endfor %}
 
-{% if r.marker_comparison %}{% set mc = r.marker_comparison %}
+{% if r.get("marker_comparison") %}{% set mc = r.marker_comparison %}
 <h3>Node-based markers compared</h3>
 <p>{{ mc.n }} patients, {{ mc.events }} events (the same patients for every marker{% if mc.excluded.n %}; {{ mc.excluded.n }} excluded for a missing value{% endif %}). Each marker as a risk score; HR per SD from a univariable Cox model{% if mc.reference %}; nested test: {{ mc.reference }} vs {{ mc.reference }} + marker (LR, 1 df) and the gain in Harrell's C{% endif %}.</p>
 <table class="tmln-table">
