@@ -118,6 +118,7 @@ def test_cli_followup_and_markers_end_to_end(sim_table, tmp_path):
     comp = pd.read_csv(out / "marker_comparison.csv")
     assert list(comp["marker"]) == ["t_mln", "n_stage", "lymph_node_ratio", "lodds"]
     assert (out / "forest_markers.png").is_file() and (out / "patients_followup.csv").is_file()
+    assert (out / "cindex_markers.svg").is_file()
     html = (out / "survival.html").read_text()
     assert "Node-based markers compared" in html and "X999" in html
     # the run's t_mln is analysed (the follow-up's constant t_mln is kept as t_mln_followup)

@@ -293,6 +293,9 @@ def run_survival(
         if forest:
             figures["forest_markers"] = partial(plots.forest_figure, forest,
                                                 title="Node-based markers: Cox HR per SD")
+        figures["cindex_markers"] = partial(plots.cindex_figure, [
+            {"label": r["marker"], "c": r["harrell"], "ci_low": r["harrell_ci_low"], "ci_high": r["harrell_ci_high"]}
+            for r in comp.to_dict("records")], title=f"Node-based markers: discrimination ({mtab.n} patients)")
     result["validation"] = None
     if validation is not None:
         if not isinstance(validation, pd.DataFrame) and Path(validation).is_dir():
