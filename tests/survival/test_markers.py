@@ -25,9 +25,9 @@ def with_node_markers(frame: pd.DataFrame, seed: int = 1) -> pd.DataFrame:
     """Node counts consistent with the simulated N stage, and the markers computed as patients.csv does."""
     rng = np.random.default_rng(seed)
     out = frame.copy()
-    mln = [STAGE_MIN[s] + int(rng.integers(0, 2)) for s in out["n_stage"]]
-    nodes = [m + int(rng.integers(0, 25)) for m in mln]
-    nodes[0] = 0  # no node found: LNR empty, the patient is excluded from the comparison
+    mln = [STAGE_MIN[s] + (int(rng.integers(0, 2)) if s != "N0" else 0) for s in out["n_stage"]]
+    nodes = [m + int(rng.integers(1, 25)) for m in mln]  # at least one negative node ...
+    nodes[0] = 0  # ... except patient 0: no node found, LNR empty, excluded from the comparison
     mln[0] = 0
     rows = [node_markers(n, m) for n, m in zip(nodes, mln)]
     out["n_nodes"], out["n_metastatic_nodes"] = nodes, mln
