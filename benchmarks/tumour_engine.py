@@ -323,7 +323,7 @@ def e2e_child(slide_file: str, model: str, workers: int, out_dir: str, device: s
 
 
 def _workers_arg(workers) -> list[str]:
-    return [] if workers is None else ["--workers", str(workers)]
+    return [] if workers is None else ["--loader-workers", str(workers)]
 
 
 def bench_e2e(work: Path, model: Path, workers: int, device: str = "cpu", precision: str = "fp32") -> dict:

@@ -33,9 +33,10 @@ def test_phantom_truth(phantom_cohort, tmp_path):
     gp = pd.read_csv(tmp_path / "run" / "patients.csv")
     tp = pd.read_csv(d / "truth_patients.csv")
     assert gp["patient_id"].tolist() == tp["patient_id"].tolist()
-    for col in ("n_slides", "n_nodes", "n_metastatic_nodes", "n_stage"):
+    for col in ("n_slides", "n_nodes", "n_metastatic_nodes", "n_stage", "n_negative_nodes", "nodes_examined_lt16",
+                "n_itc_nodes", "n_micro_nodes", "n_macro_nodes"):
         assert gp[col].tolist() == tp[col].tolist(), col
-    for col in ("tumour_area_mm2", "metastatic_node_area_mm2", "t_mln", "t_mln_mean_nodes"):
+    for col in ("tumour_area_mm2", "metastatic_node_area_mm2", "t_mln", "t_mln_mean_nodes", "lymph_node_ratio", "lodds"):
         assert gp[col].tolist() == pytest.approx(tp[col].tolist(), rel=5e-3, abs=1e-9), col
     assert (tp["n_metastatic_nodes"] > 0).any() and (tp["n_metastatic_nodes"] == 0).any()
 

@@ -430,3 +430,85 @@ def test_models_say_how_much_of_each_node_they_could_not_see(tmp_path, monkeypat
     sl = read(tmp_path / "r", "slides.csv").iloc[0]
     assert sl["status"] == "done", sl["error"]
     assert "node 1: 0.014884 mm² (37.2 % of the node) not seen by the models" in sl["notes"]
+
+
+def test_slides_folder_with_one_folder_per_patient(small_cohort, tmp_path):
+    """``--slides DIR``: DIR/<patient>/<slide files>; the derived table is written into the run directory
+    and the run equals the one from the hand-written table."""
+    import shutil
+
+    from tmln.cohort.table import slides_table_from_folders
+
+    slides, ann = small_cohort
+    scans = tmp_path / "scans"
+    for sid, pid in (("S1", "P1"), ("S2", "P1"), ("S3", "P2")):
+        (scans / pid).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(slides.parent / f"{sid}.tiff", scans / pid / f"{sid}.tiff")
+    (scans / "P1" / "notes.txt").write_text("not a slide")
+    (scans / ".hidden").mkdir()
+    rows = slides_table_from_folders(scans)
+    assert [(r["patient_id"], r["slide_path"].rsplit("/", 1)[1]) for r in rows] == [
+        ("P1", "S1.tiff"), ("P1", "S2.tiff"), ("P2", "S3.tiff")]
+    r = CliRunner().invoke(main, ["analyze", "--slides", str(scans), "--out", str(tmp_path / "dir"),
+                                  "--node-annotations", str(ann), "--tumour-annotations", str(ann), "-q"])
+    assert r.exit_code == 0, r.output
+    derived = pd.read_csv(tmp_path / "dir" / "slides_table.csv", dtype=str)
+    assert list(derived.columns) == ["slide_path", "patient_id"] and derived["patient_id"].tolist() == ["P1", "P1", "P2"]
+    run(slides, ann, tmp_path / "csv")
+    for name in ("nodes.csv", "patients.csv"):
+        assert (tmp_path / "dir" / name).read_bytes() == (tmp_path / "csv" / name).read_bytes()
+    summary = json.loads((tmp_path / "dir" / "summary.json").read_text())
+    assert summary["parameters"]["slides_csv"].endswith("slides_table.csv")
+
+
+def test_slides_folder_errors(tmp_path):
+    from tmln.cohort.table import slides_table_from_folders
+    from tmln.errors import InputTableError
+
+    (tmp_path / "a").mkdir()
+    with pytest.raises(InputTableError, match="no patient folders"):
+        slides_table_from_folders(tmp_path / "a")
+    (tmp_path / "a" / "loose.svs").write_bytes(b"x")
+    with pytest.raises(InputTableError, match="directly in the folder"):
+        slides_table_from_folders(tmp_path / "a")
+    (tmp_path / "b" / "P1").mkdir(parents=True)
+    (tmp_path / "b" / "P1" / "readme.txt").write_text("x")
+    with pytest.raises(InputTableError, match="without a slide file.*P1"):
+        slides_table_from_folders(tmp_path / "b")
+
+
+def test_analyze_model_knobs_reach_the_providers_and_redo_slides(small_cohort, tmp_path, monkeypatch):
+    """--no-split, --min-node-area, --method, --tile-size (the single-slide commands' knobs) on analyze."""
+    slides, ann = small_cohort
+    node_kw, tumour_kw = [], []
+
+    def nodes_from_model(slide, model, out_dir=None, device="auto", **kw):
+        node_kw.append(kw)
+        return [box(100, 100, 1000, 800)]
+
+    def tumour_from_model(slide, model, node_polygons=None, out_dir=None, device="auto", threshold=None,
+                          precision="auto", **kw):
+        tumour_kw.append(kw)
+        return [box(100, 100, 700, 700)]
+
+    fake_nodes = types.ModuleType("tmln.nodes")
+    fake_nodes.regions_from_model = nodes_from_model
+    fake_tumour = types.ModuleType("tmln.tumour")
+    fake_tumour.regions_from_model = tumour_from_model
+    monkeypatch.setitem(sys.modules, "tmln.nodes", fake_nodes)
+    monkeypatch.setitem(sys.modules, "tmln.tumour", fake_tumour)
+    args = ["analyze", "--slides", str(slides), "--out", str(tmp_path / "r"), "--node-model", "n1",
+            "--tumour-model", "t1", "-q", "--device", "cpu"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert node_kw == [{}] * 3 and tumour_kw == [{}] * 3  # defaults: nothing passed, the cards decide
+    r = CliRunner().invoke(main, args + ["--no-split", "--min-node-area", "0.2", "--method", "dense",
+                                         "--tile-size", "1024"])
+    assert r.exit_code == 0, r.output
+    assert node_kw[3:] == [{"split_touching": False, "min_node_area_mm2": 0.2}] * 3  # new knobs redo every slide
+    assert tumour_kw[3:] == [{"method": "dense", "tile_size": 1024}] * 3
+    params = json.loads((tmp_path / "r" / "summary.json").read_text())["parameters"]
+    assert params["node_split"] is False and params["min_node_area_mm2"] == 0.2 and params["tumour_method"] == "dense"
+    r = CliRunner().invoke(main, ["analyze", "--slides", str(slides), "--out", str(tmp_path / "a"),
+                                  "--node-annotations", str(ann), "--tumour-annotations", str(ann), "--no-split"])
+    assert r.exit_code == 2 and "apply to --node-model" in r.output

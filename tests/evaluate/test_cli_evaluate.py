@@ -117,6 +117,27 @@ def test_staging_end_to_end(tmp_path):
     assert "quadratic kappa" in r.output
 
 
+def test_staging_camelyon17_from_run_counts_and_challenge_table(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    # the run was staged as gastric: --staging camelyon17 restages it from its node-category counts
+    (run / "patients.csv").write_text(
+        "patient_id,n_metastatic_nodes,n_stage,n_itc_nodes,n_micro_nodes,n_macro_nodes\n"
+        "patient_000,0,N0,0,0,0\npatient_001,0,N0,1,0,0\npatient_002,2,N1,0,2,0\n"
+        "patient_003,2,N1,0,1,1\npatient_004,4,N2,0,1,3\n")
+    ref = tmp_path / "stage_labels.csv"  # the challenge's own layout: patient rows and slide rows
+    ref.write_text("patient,stage\npatient_000.zip,pN0\npatient_000_node_0.tif,negative\npatient_001.zip,pN0(i+)\n"
+                   "patient_002.zip,pN1mi\npatient_003.zip,pN1\npatient_004.zip,pN1\n")
+    r = _run("evaluate", "staging", run, ref, "--staging", "camelyon17", "--out", tmp_path / "o", "--n-boot", 50)
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "o" / "staging_agreement.json").read_text())
+    assert m["staging"] == "camelyon17" and m["n_patients"] == 5
+    assert m["n_stage"]["stages"] == ["pN0", "pN0(i+)", "pN1mi", "pN1", "pN2"]
+    assert m["n_stage"]["exact_agreement"] == pytest.approx(0.8)  # patient_004: run pN2, reference pN1
+    r = _run("evaluate", "staging", run, ref, "--staging", "camelyon17", "--stages", "a,b", "--out", tmp_path / "x")
+    assert r.exit_code != 0
+
+
 def test_help_has_examples():
     for sub in ("froc", "slides", "patches", "staging"):
         r = _run("evaluate", sub, "--help")

@@ -43,6 +43,17 @@ def test_forest_figure():
     assert "bad" not in svg  # non-finite rows are left out
 
 
+def test_cindex_figure():
+    rows = [{"label": "t_mln", "c": 0.68, "ci_low": 0.61, "ci_high": 0.74},
+            {"label": "n_stage", "c": 0.64, "ci_low": None, "ci_high": None},
+            {"label": "bad", "c": float("nan"), "ci_low": None, "ci_high": None}]
+    fig = plots.cindex_figure(rows, title="Markers")
+    _check_png(fig["png"])
+    svg = fig["svg"].decode()
+    assert "0.680 (0.610–0.740)" in svg and "0.640" in svg
+    assert "bad" not in svg and "Harrell" in svg
+
+
 def test_format_p():
     assert plots.format_p(0.0321) == "p = 0.032"
     assert plots.format_p(2.5e-7).startswith("p = 2.5 × 10")

@@ -88,7 +88,7 @@ def _env():
     return env
 
 
-ARGS = ["--epochs", "1", "--mpp", "8", "--tile-size", "64", "--encoder", "tu-mobilenetv3_small_050",
+ARGS = ["--epochs", "1", "--model-mpp", "8", "--tile-size", "64", "--encoder", "tu-mobilenetv3_small_050",
         "--encoder-depth", "3", "--decoder-channels", "16,8,8", "--batch-size", "4", "--samples-per-epoch", "8",
         "--device", "cpu", "--quiet"]
 
@@ -109,6 +109,17 @@ def test_cli(tmp_path, cohort):
     r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "m3"), "--slides", str(tmp_path / "no.csv"),
                                   "--annotations", str(ann), *ARGS])
     assert r.exit_code == 2 and "slides table not found" in r.output
+    # fine-tune the model just trained: every tensor fits (same architecture)
+    r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "ft"), "--slides", str(slides),
+                                  "--annotations", str(ann), "--init", str(tmp_path / "m"), *ARGS])
+    assert r.exit_code == 0, r.output
+    tr = read_card(tmp_path / "ft").training
+    assert tr["init_checkpoint"] == str(tmp_path / "m")
+    n = int(tr["init_note"].split(" of ")[1].split()[0])
+    assert tr["init_note"] == f"{n} of {n} tensors loaded"
+    r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "ft2"), "--slides", str(slides),
+                                  "--annotations", str(ann), "--init", str(tmp_path / "nothing"), *ARGS])
+    assert r.exit_code == 2 and "initial weights not found" in r.output
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ def test_tumour_map_cli_on_cmu_slide(cmu_slide, tmp_path):
     model = make_model_dir(tmp_path / "model", mpp=2.0, patch=64, threshold=0.5)
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["tumour-map", str(cmu_slide), "--model", str(model), "--out", str(out),
-                                    "--workers", "0", "--device", "cpu", "--quiet"])
+                                    "--loader-workers", "0", "--device", "cpu", "--quiet"])
     assert res.exit_code == 0, res.output
     side = json.loads((out / "tumour_map.json").read_text())
     arr = np.load(out / "tumour_map.npy")

@@ -113,12 +113,18 @@ def test_cli(model_dir, tmp_path):
     folder = _folder(tmp_path / "imgs")
     out = tmp_path / "preds.csv"
     r = CliRunner().invoke(main, ["predict-patches", "--model", str(model_dir), str(folder), "--out", str(out),
-                                  "--mpp", "0.5", "--batch-size", "2", "--device", "cpu"])
+                                  "--patches-mpp", "0.5", "--batch-size", "2", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     import pandas as pd
 
     t = pd.read_csv(out)
     assert len(t) == 6 and t["p_tumour"].between(0, 1).all()
+    # the old spelling still works for one release, with a warning, and means the same
+    r = CliRunner().invoke(main, ["predict-patches", "--model", str(model_dir), str(folder), "--out",
+                                  str(tmp_path / "old.csv"), "--mpp", "0.5", "--batch-size", "2", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "--mpp is deprecated" in r.output and "--patches-mpp" in r.output
+    assert pd.read_csv(tmp_path / "old.csv").equals(t)
     (folder / "normal" / "bad.tif").write_bytes(b"II*\x00garbage")
     r = CliRunner().invoke(main, ["predict-patches", "--model", str(model_dir), str(folder), "--out", str(tmp_path / "p2.csv")])
     assert r.exit_code == 2 and "bad.tif" in r.output

@@ -119,7 +119,7 @@ def test_regions_from_model_end_to_end(tmp_path):
 
     sig = inspect.signature(regions_from_model)
     assert list(sig.parameters) == ["slide", "model", "node_polygons", "out_dir", "device", "threshold",
-                                    "precision"]
+                                    "precision", "method", "tile_size"]  # the last two: analyze --method/--tile-size
     path = write_slide(tmp_path / "s.tif", texture(256, 256, seed=3), 1.0)
     model = make_model_dir(tmp_path / "model", mpp=2.0, patch=64, threshold=0.0)  # threshold 0: all tumour
     node = box(20, 30, 200, 150)

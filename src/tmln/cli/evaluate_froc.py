@@ -11,7 +11,7 @@ from tmln.cli.options import out_dir_option, quiet_option
 @click.option("--truth", required=True, type=click.Path(file_okay=False, exists=True),
               help="Folder of <slide_id>.xml (ASAP/Camelyon16; .geojson/.json also read). No file = negative slide.")
 @click.option("--predictions", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Folder of <slide_id>.csv with probability,x,y (level-0 px), header optional.")
+              help="Folder of predictions: <slide_id>.csv with probability,x,y (level-0 px), header optional.")
 @click.option("--slides", type=click.Path(exists=True), default=None,
               help="Folder of slides (matched by file stem) or CSV slide_id,width_px,height_px[,mpp]: "
                    "size and µm/px of the tumour slides.")

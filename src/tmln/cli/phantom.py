@@ -8,12 +8,13 @@ import click
 @click.command("phantom")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--patients", type=click.IntRange(min=1), default=2, show_default=True, help="Number of patients.")
-@click.option("--slides-per-patient", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--slides-per-patient", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Slides per patient (each shows distinct nodes).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same bytes.")
 @click.option("--size-mm", type=(click.FloatRange(min=0.5), click.FloatRange(min=0.5)), default=(8.0, 6.0),
               show_default=True, metavar="W H", help="Slide width and height in mm.")
 @click.option("--mpp", type=click.Choice(["0.25", "0.5"]), default="0.5", show_default=True,
-              help="Level-0 µm/px (0.25 ~ 40x, 0.5 ~ 20x).")
+              help="Level-0 µm/px of the slides written (0.25 ~ 40x, 0.5 ~ 20x).")
 @click.option("--format", "fmt", type=click.Choice(["tiff", "svs"]), default="tiff", show_default=True,
               help="Generic tiled TIFF or Aperio-SVS-style file.")
 @click.option("--no-mpp", is_flag=True, help="Write no µm/px metadata (to exercise the missing-mpp paths).")
@@ -22,7 +23,7 @@ import click
 @click.option("--stain", type=click.Choice(["normal", "pale", "dark", "none"]), default="normal", show_default=True,
               help="Stain variation: random per slide (normal), all pale, all dark, or the reference stain.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes writing slides in parallel (output identical to --workers 1).")
+              help="Slides written in parallel, by this many processes (output identical to --workers 1).")
 def command(out_dir, patients, slides_per_patient, seed, size_mm, mpp, fmt, no_mpp, negative_fraction, stain, workers):
     """Write phantom lymph-node slides, slides.csv, GeoJSON truth and truth tables into OUT_DIR.
 

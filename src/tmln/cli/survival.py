@@ -1,4 +1,4 @@
-"""``tmln survival PATIENTS.csv --time COL --event COL --out DIR``: prognostic analysis of a marker."""
+"""``tmln survival PATIENTS --time COL --event COL --out DIR``: prognostic analysis of a marker."""
 
 from __future__ import annotations
 
@@ -28,10 +28,17 @@ def _cutpoint(ctx, param, value):
 
 
 @click.command("survival")
-@click.argument("patients", type=click.Path(dir_okay=False))
+@click.argument("patients", type=click.Path())
 @click.option("--time", "time_col", required=True, help="Column with follow-up time (>= 0).")
 @click.option("--event", "event_col", required=True, help="Column with the event indicator (1 = event, 0 = censored).")
+@click.option("--followup", type=click.Path(dir_okay=False), default=None,
+              help="Follow-up CSV (patient_id + time, event, covariates) joined to PATIENTS by patient_id; ids on one "
+                   "side only are listed; the joined table is written as patients_followup.csv.")
 @click.option("--marker", default="t_mln", show_default=True, help="Continuous marker column.")
+@click.option("--markers", default="",
+              help="Comma-separated markers compared side by side on the same patients, e.g. "
+                   "t_mln,n_stage,lymph_node_ratio,lodds: C-index with CI, HR per SD, nested test over n_stage "
+                   "(marker_comparison.csv, forest_markers.png).")
 @click.option("--covariates", default="", help="Comma-separated covariate columns, e.g. n_stage,age. "
               "Text columns and n_stage are categorical (reference = N0 / first level).")
 @click.option("--categorical", default="", help="Comma-separated numeric-coded covariates to treat as categorical.")
@@ -51,9 +58,11 @@ def _cutpoint(ctx, param, value):
               help="Rows with a missing value: exclude them (listed in survival.json) or stop with an error.")
 @click.option("--no-figures", is_flag=True, help="Skip the PNG/SVG figures (tables, JSON and HTML only).")
 @out_dir_option
-def command(patients, time_col, event_col, marker, covariates, categorical, cutpoint, validation, horizons,
+def command(patients, time_col, event_col, followup, marker, markers, covariates, categorical, cutpoint, validation, horizons,
             time_unit, permutations, bootstrap, seed, on_missing, no_figures, out):
     """Kaplan-Meier, log-rank, cut-point, Cox and C-index of a marker (T/MLN) against covariates.
+
+    PATIENTS is a run directory (its patients.csv) or a CSV with one row per patient.
 
     Writes survival.json, CSV tables (cox_univariable.csv, cox_multivariable.csv, km_groups.csv,
     km_curves.csv, cutpoint_scan.csv, discrimination.csv, proportional_hazards.csv), KM and
@@ -64,6 +73,8 @@ def command(patients, time_col, event_col, marker, covariates, categorical, cutp
       tmln survival run/patients_followup.csv --time os_months --event death \\
           --marker t_mln --covariates n_stage,age --horizons 36,60 --time-unit months \\
           --validation cohort2.csv --permutations 1000 --out survival/
+      tmln survival run/ --followup followup.csv --time os_months --event death \\
+          --markers t_mln,n_stage,lymph_node_ratio,lodds --out survival/
     Exit 0 on success; 2 with a one-line error naming the file, column and rows otherwise.
     """
     from tmln.survival.analysis import run_survival
@@ -71,7 +82,12 @@ def command(patients, time_col, event_col, marker, covariates, categorical, cutp
     res = run_survival(patients, time_col, event_col, marker=marker, covariates=_csv_list(covariates),
                        cutpoint=cutpoint, validation=validation, horizons=horizons, out_dir=out, seed=seed,
                        permutations=permutations, bootstrap=bootstrap, time_unit=time_unit, on_missing=on_missing,
-                       categorical=_csv_list(categorical), draw_figures=not no_figures)
+                       categorical=_csv_list(categorical), draw_figures=not no_figures,
+                       markers=_csv_list(markers), followup=followup)
+    j = res.get("followup_join")
+    if j:
+        click.echo(f"follow-up joined by patient_id: {j['n_matched']} matched; {len(j['only_in_patients'])} only in "
+                   f"{j['patients']}, {len(j['only_in_followup'])} only in {j['followup']}")
     c = res["cutpoint"]
     mv = res["cox_multivariable"].get(marker, {})
     click.echo(f"{res['n']} patients, {res['events']} events"
@@ -82,6 +98,16 @@ def command(patients, time_col, event_col, marker, covariates, categorical, cutp
         click.echo(f"multivariable HR per SD = {mv['hr']:.3g} ({mv['ci_low']:.3g}-{mv['ci_high']:.3g}), p = {mv['p_value']:.3g}")
     n = res["nested"]
     click.echo(f"nested LR p = {n['p_value']:.3g}, delta C = {n['delta_c']:.3f}")
+    mc = res.get("marker_comparison")
+    if mc:
+        click.echo(f"markers on the same {mc['n']} patients ({mc['events']} events):")
+        for m in mc["markers"]:
+            line = f"  {m['marker']}: Harrell C = {m['harrell']:.3f}"
+            if m["harrell_ci_low"] is not None:
+                line += f" ({m['harrell_ci_low']:.3f}-{m['harrell_ci_high']:.3f})"
+            if m["nested_p_value"] is not None:
+                line += f"; over {m['reference']}: LR p = {m['nested_p_value']:.3g}, delta C = {m['delta_c']:.3f}"
+            click.echo(line)
     for w in res["warnings"]:
         click.echo(f"warning: {w}", err=True)
     click.echo(f"wrote {len(res['outputs'])} files to {out}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tmln.cli.options import device_option, quiet_option
+from tmln.cli.options import Command, deprecated_alias, device_option, loader_workers_option, quiet_option, seed_option
 
 
 def _channels(ctx, param, value):
@@ -19,7 +19,7 @@ def _channels(ctx, param, value):
     return out
 
 
-@click.command("nodes")
+@click.command("nodes", cls=Command)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Model directory to write (model.safetensors + model_card.json; train/ holds log and checkpoints).")
 @click.option("--slides", required=True, type=click.Path(dir_okay=False),
@@ -27,19 +27,23 @@ def _channels(ctx, param, value):
 @click.option("--annotations", required=True, type=click.Path(file_okay=False),
               help="Folder with node outlines per slide: <slide_id>.nodes.geojson or <slide_id>.geojson|.json|.xml "
                    "(QuPath GeoJSON, ASAP XML).")
-@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
-@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
-              help="The model's input resolution, µm/px (slides are read whole at this resolution).")
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True, help="Training epochs.")
+@click.option("--model-mpp", "mpp", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
+              help="The model's input resolution, µm/px (slides are read whole at this resolution). Not the slides' "
+                   "µm/px: that comes from the files or the slides table's mpp column.")
+@deprecated_alias("--mpp", "--model-mpp", "mpp", click.FloatRange(min=0, min_open=True),
+                  "the model's input µm/px; the slides' own µm/px comes from the files or the table's mpp column")
 @click.option("--encoder", default="resnet18", show_default=True,
               help="segmentation-models-pytorch encoder, e.g. resnet18, efficientnet-b0, tu-mobilenetv3_small_100.")
-@click.option("--encoder-depth", type=click.IntRange(1, 5), default=5, show_default=True)
+@click.option("--encoder-depth", type=click.IntRange(1, 5), default=5, show_default=True,
+              help="Encoder stages used (fewer: a smaller, coarser model).")
 @click.option("--decoder-channels", callback=_channels, default=None,
               help="Decoder widths, one per encoder stage (default 256,128,64,32,16), e.g. 64,48,32,24,16 for a small model.")
 @click.option("--tile-size", type=click.IntRange(min=32), default=256, show_default=True,
               help="Training crop and inference tile size, px (a multiple of 2**encoder-depth).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
               help="Inference tile overlap, px (default: tile size / 4, at most 64; stored in the card).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Crops per training batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate.")
 @click.option("--samples-per-epoch", type=click.IntRange(min=1), default=None,
               help="Random crops per epoch (default: about 4 per tile-sized area of the training slides).")
@@ -51,13 +55,17 @@ def _channels(ctx, param, value):
               help="Width of the band along borders shared by touching nodes removed from the node_core target, µm.")
 @click.option("--min-node-area", "min_node_area", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="Inference: smallest node kept, mm² (stored in the card).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes.")
+@seed_option
+@loader_workers_option
+@deprecated_alias("--workers", "--loader-workers", "loader_workers", click.IntRange(min=0), "DataLoader processes")
+@click.option("--init", "init", default=None,
+              help="Initial weights to fine-tune: a bundled model name (e.g. demo-nodes), a model directory, "
+                   ".safetensors, or a torch state dict (loaded weights-only); tensors of another shape stay random.")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/train_state.pt exists.")
 @device_option
 @quiet_option
 def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decoder_channels, tile_size, overlap, batch_size, lr,
-            samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, workers, no_resume,
+            samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, loader_workers, init, no_resume,
             device, quiet):
     """Train the lymph-node segmentation U-Net on slides with node outlines.
 
@@ -66,6 +74,8 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
       tmln train nodes --out my-nodes --slides slides.csv --annotations outlines/ --epochs 40
       tmln train nodes --out small-nodes --slides slides.csv --annotations outlines/ \\
           --encoder tu-mobilenetv3_small_100 --decoder-channels 64,48,32,24,16
+      tmln train nodes --out my-nodes --init demo-nodes --slides slides.csv --annotations outlines/ \\
+          --encoder tu-mobilenetv3_small_100 --decoder-channels 48,32,16,8,8 --lr 3e-4 --epochs 10
       torchrun --nproc_per_node 2 -m tmln train nodes --out my-nodes --slides slides.csv --annotations outlines/
     Interrupted runs resume from the last finished epoch when run again with the same --out.
     """
@@ -81,7 +91,7 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
         encoder_depth=encoder_depth, decoder_channels=decoder_channels, batch_size=batch_size, lr=lr, seed=seed,
         device=device, resume=not no_resume, val_fraction=val_fraction, samples_per_epoch=samples_per_epoch,
         instance_target=not no_instance_target, border_um=border_um, params={"min_node_area_mm2": min_node_area},
-        workers=workers, quiet=quiet)
+        workers=loader_workers, quiet=quiet, init=init)
     if env_world()[0] == 0 and not quiet:
         v = card.metrics.get("validation", {})
         rec = v.get("instance_recall")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
-from tmln.cli.options import device_option, quiet_option
+from tmln.cli.options import Command, deprecated_alias, device_option, loader_workers_option, quiet_option, seed_option
+
+MODEL_MPP_MEANING = "the model's input µm/px; the slides' own µm/px comes from the files or the table's mpp column"
 
 
-@click.command("tumour")
+@click.command("tumour", cls=Command)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Model directory to write (model.safetensors + model_card.json; train/ holds log and checkpoints).")
 @click.option("--patches", type=click.Path(file_okay=False), default=None,
@@ -19,14 +21,16 @@ from tmln.cli.options import device_option, quiet_option
               help="Slides table (slide_path, patient_id[, mpp]); needs --annotations.")
 @click.option("--annotations", type=click.Path(file_okay=False), default=None,
               help="Folder with <slide stem>.xml|.geojson|.json tumour annotations (ASAP, QuPath, NCRF).")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
-              help="The model's input resolution, µm/px.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Training epochs.")
+@click.option("--model-mpp", "mpp", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="The model's input resolution, µm/px (0.5 ~ 20x). Not the slides' µm/px: that comes from the files "
+                   "or the slides table's mpp column, and --patches-mpp for patch folders.")
+@deprecated_alias("--mpp", "--model-mpp", "mpp", click.FloatRange(min=0, min_open=True), MODEL_MPP_MEANING)
 @click.option("--patch-size", type=click.IntRange(min=8), default=224, show_default=True, help="Model input size, px.")
 @click.option("--arch", default="resnet18", show_default=True, help="torchvision or timm architecture name.")
-@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Patches per training batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option("--init", "init", default=None,
               help="Initial weights to fine-tune: a bundled model name (e.g. pcam-tumour), a model directory, "
                    ".safetensors, or a torch state dict (loaded weights-only).")
@@ -35,7 +39,8 @@ from tmln.cli.options import device_option, quiet_option
               help="Use this image as the Macenko reference instead (implies --macenko).")
 @click.option("--hard-negatives", is_flag=True, help="After half the epochs, oversample the normal patches the model scores highest.")
 @click.option("--patches-mpp", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="µm/px of the images in --patches (default: already at --mpp); they are resampled to --mpp.")
+              help="µm/px of the images in --patches (default: already at --model-mpp); they are resampled to "
+                   "--model-mpp.")
 @click.option("--groups", type=click.Path(dir_okay=False, exists=True), default=None,
               help="CSV mapping patch files (path/file column) to patients or source slides (group/patient_id column) "
                    "for the split; default: the file-name prefix before trailing coordinates.")
@@ -52,22 +57,24 @@ from tmln.cli.options import device_option, quiet_option
 @click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Weights to keep: the epoch of best validation AUC, or the last epoch (validation then only "
                    "sets the threshold, so its AUC is a held-out figure).")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes.")
+@loader_workers_option
+@deprecated_alias("--workers", "--loader-workers", "loader_workers", click.IntRange(min=0), "DataLoader processes")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/last.pt exists.")
 @device_option
 @quiet_option
 def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, batch_size, lr, seed, init, macenko,
-            macenko_reference, hard_negatives, patches_mpp, groups, val_fraction, patches_per_class, workers,
+            macenko_reference, hard_negatives, patches_mpp, groups, val_fraction, patches_per_class, loader_workers,
             no_resume, device, quiet, val_patches, colour_jitter, hed_jitter, label_region, keep):
     """Train the tumour patch classifier on a patch folder or on annotated slides.
 
     \b
     Examples:
       tmln train tumour --out my-tumour --patches patches/ --patches-mpp 0.25 --epochs 20
-      tmln train tumour --out my-tumour --patches pcam/train --val-patches pcam/valid --mpp 0.97 --patch-size 96 \\
+      tmln train tumour --out my-tumour --patches pcam/train --val-patches pcam/valid --model-mpp 0.97 --patch-size 96 \\
           --label-region "centre 32x32 px"
-      tmln train tumour --out my-tumour --init pcam-tumour --slides slides.csv --annotations ann/ --mpp 0.97 --patch-size 96
-      tmln train tumour --out my-tumour --slides slides.csv --annotations ann/ --mpp 0.5 --patch-size 224
+      tmln train tumour --out my-tumour --init pcam-tumour --slides slides.csv --annotations ann/ --model-mpp 0.97 \\
+          --patch-size 96
+      tmln train tumour --out my-tumour --slides slides.csv --annotations ann/ --model-mpp 0.5 --patch-size 224
       torchrun --nproc_per_node 4 -m tmln train tumour --out my-tumour --slides slides.csv --annotations ann/
     Interrupted runs resume from the last finished epoch when run again with the same --out.
     """
@@ -90,7 +97,7 @@ def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, ba
             out, patches=patches, slides=slides, annotations=annotations, epochs=epochs, mpp=mpp,
             patch_size=patch_size, arch=arch, batch_size=batch_size, lr=lr, seed=seed, init_checkpoint=init,
             macenko=macenko_reference or macenko, hard_negative=hard_negatives, device=device,
-            resume=not no_resume, val_fraction=val_fraction, num_workers=workers, patches_mpp=patches_mpp,
+            resume=not no_resume, val_fraction=val_fraction, num_workers=loader_workers, patches_mpp=patches_mpp,
             groups=groups, patches_per_class=patches_per_class, quiet=quiet, val_patches=val_patches,
             colour=colour_jitter, hed=hed_jitter, label_region=label_region, keep=keep)
     except TmlnError:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import click
 
-from tmln.cli.options import device_option, mpp_option, out_dir_option, precision_option, quiet_option
+from tmln.cli.options import (
+    Command, deprecated_alias, device_option, mpp_option, out_dir_option, precision_option, quiet_option,
+)
 
 
-@click.command("tumour-map")
+@click.command("tumour-map", cls=Command)
 @click.argument("slide", type=click.Path(dir_okay=False))
 @click.option("--model", required=True, help="Tumour classifier: model directory or bundled model name.")
 @out_dir_option
@@ -22,9 +24,10 @@ from tmln.cli.options import device_option, mpp_option, out_dir_option, precisio
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Tiles per forward pass for --method dense, patches for grid (default 1 tile on CPU, 2 on "
                    "CUDA; 64 patches). The streamed default runs one strip at a time.")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Reader processes (default: none on CPUs of up to 4 cores, where they would compete with the "
-                   "model; on CUDA half the CPUs, at most 8; 0 = read in the main process).")
+@click.option("--loader-workers", "workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader processes reading tiles (default: none on CPUs of up to 4 cores, where they would "
+                   "compete with the model; on CUDA half the CPUs, at most 8; 0 = read in the main process).")
+@deprecated_alias("--workers", "--loader-workers", "workers", click.IntRange(min=0), "DataLoader processes")
 @click.option("--tile-size", type=click.IntRange(min=64), default=None,
               help="Strip width (stream; default 4096 on CPU, 8192 on CUDA) or tile edge (dense; 2048 / 4096) in "
                    "model px; wider wastes less on the receptive-field margin.")

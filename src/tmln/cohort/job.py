@@ -41,6 +41,10 @@ class SlideJob:
     tumour_threshold: float | None = None  # overrides the tumour model card's threshold
     tumour_precision: str = "auto"  # tumour classifier arithmetic (tmln.tumour.tumour_map)
     mln_rule: str = "ajcc"
+    node_split: bool = True  # False: touching nodes stay one instance (--no-split)
+    min_node_area_mm2: float | None = None  # overrides the node model card's
+    tumour_method: str = "auto"  # tumour-map method (stream, dense, grid)
+    tumour_tile_size: int | None = None  # tumour-map strip / tile size, model px
     device: str = "auto"
     overlay_max_px: int = 1500
     params: dict = field(default_factory=dict)
@@ -84,7 +88,9 @@ def slide_regions(job: SlideJob, slide):
     regions = SlideRegions()
     size = slide.dimensions
     if job.node_model:
-        raw = node_provider()(slide, job.node_model, out_dir=job.slide_dir, device=job.device)
+        knobs = {**({} if job.node_split else {"split_touching": False}),
+                 **({} if job.min_node_area_mm2 is None else {"min_node_area_mm2": job.min_node_area_mm2})}
+        raw = node_provider()(slide, job.node_model, out_dir=job.slide_dir, device=job.device, **knobs)
         regions.nodes, notes = valid_polygons(raw, "node")
         regions.notes += notes
         regions.nodes_source = f"model:{job.node_model}"
@@ -101,7 +107,9 @@ def slide_regions(job: SlideJob, slide):
             regions.notes.append("the node annotation file holds no node polygon")
     if job.tumour_model:
         raw = tumour_provider()(slide, job.tumour_model, node_polygons=regions.nodes, out_dir=job.slide_dir,
-                                device=job.device, threshold=job.tumour_threshold, precision=job.tumour_precision)
+                                device=job.device, threshold=job.tumour_threshold, precision=job.tumour_precision,
+                                **({} if job.tumour_method == "auto" else {"method": job.tumour_method}),
+                                **({} if job.tumour_tile_size is None else {"tile_size": job.tumour_tile_size}))
         regions.tumour, notes = valid_polygons(raw, "tumour")
         regions.notes += notes
         regions.tumour_source = f"model:{job.tumour_model}"

@@ -24,10 +24,10 @@ from tmln.atomic import remove_stale_temporaries
 from tmln.cohort.job import SLIDE_OUTPUTS, SlideJob, node_provider, process_slide, tumour_provider
 from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
 from tmln.cohort.state import file_digest, file_identity, is_done, params_hash, read_state
-from tmln.cohort.table import SlideEntry, read_slides_table
+from tmln.cohort.table import DERIVED_TABLE, SlideEntry, read_slides_table, write_slides_table_from_folders
 from tmln.errors import TmlnError
 from tmln.measure.nodes import SLIDE_MEASURE_COLUMNS
-from tmln.measure.staging import MLN_RULES, N_STAGES, NODE_COLUMNS, PATIENT_COLUMNS
+from tmln.measure.staging import MLN_RULES, NODE_COLUMNS, PATIENT_COLUMNS, STAGES, STAGING_SYSTEMS
 
 # bump when a change to the measurement code changes results: finished slides are then redone
 MEASURE_VERSION = 1
@@ -93,9 +93,12 @@ def model_identity(name: str) -> dict:
         return {"name": str(name)}
 
 
-def _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule) -> None:
+def _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule,
+                   staging="gastric") -> None:
     if mln_rule not in MLN_RULES:
         raise TmlnError(f"unknown MLN rule {mln_rule!r}; expected one of {', '.join(MLN_RULES)}")
+    if staging not in STAGING_SYSTEMS:
+        raise TmlnError(f"unknown staging system {staging!r}; expected one of {', '.join(STAGING_SYSTEMS)}")
     if node_annotations and node_model:
         raise TmlnError("give either node annotations or a node model, not both")
     if tumour_annotations and tumour_model:
@@ -115,13 +118,16 @@ def _check_sources(node_annotations, tumour_annotations, node_model, tumour_mode
 
 def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour_annotations=None,
               node_model=None, tumour_model=None, mln_rule="ajcc", device="auto", overlay_max_px=1500,
-              tumour_threshold=None, tumour_precision="auto") -> SlideJob:
+              tumour_threshold=None, tumour_precision="auto", node_split: bool = True,
+              min_node_area_mm2: float | None = None, tumour_method: str = "auto",
+              tumour_tile_size: int | None = None) -> SlideJob:
     """The job of one table row: annotation lookup and the parameters that decide whether it is done."""
     job = SlideJob(slide_id=entry.slide_id, patient_id=entry.patient_id, slide_path=str(entry.path),
                    table_slide_path=entry.slide_path, slide_dir=str(out_dir / "slides" / entry.slide_id),
                    mpp=entry.mpp, node_model=node_model, tumour_model=tumour_model, tumour_threshold=tumour_threshold,
                    tumour_precision=tumour_precision, mln_rule=mln_rule,
-                   device=device, overlay_max_px=overlay_max_px)
+                   node_split=node_split, min_node_area_mm2=min_node_area_mm2, tumour_method=tumour_method,
+                   tumour_tile_size=tumour_tile_size, device=device, overlay_max_px=overlay_max_px)
     if node_annotations:
         try:
             p = find_annotation(node_annotations, entry.slide_id, "nodes")
@@ -147,11 +153,15 @@ def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour
         "mpp": entry.mpp,
         "mln_rule": mln_rule,
         "overlay_max_px": overlay_max_px,
-        "nodes": ({"model": model_identity(node_model)} if node_model else
+        # model knobs join the identity only when chosen (runs made before the options stay finished)
+        "nodes": ({"model": model_identity(node_model), **({} if node_split else {"split": False}),
+                   **({} if min_node_area_mm2 is None else {"min_node_area_mm2": min_node_area_mm2})} if node_model else
                   _annotation_identity(job.node_annotation, job.node_annotation_error)),
         # precision joins the identity only when chosen (runs made before the option stay finished)
         "tumour": ({"model": model_identity(tumour_model), "threshold": tumour_threshold,
-                    **({"precision": tumour_precision} if tumour_precision != "auto" else {})} if tumour_model else
+                    **({"precision": tumour_precision} if tumour_precision != "auto" else {}),
+                    **({"method": tumour_method} if tumour_method != "auto" else {}),
+                    **({"tile_size": tumour_tile_size} if tumour_tile_size is not None else {})} if tumour_model else
                    _annotation_identity(job.tumour_annotation, job.tumour_annotation_error)),
     }
     job.params_hash = params_hash(job.params)
@@ -192,16 +202,25 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
                tumour_model=None, tumour_threshold: float | None = None, mln_rule: str = "ajcc",
                force: bool = False, quiet: bool = False, tumour_precision: str = "auto",
                device: str = "auto", executor: Executor | None = None, mpp: float | None = None,
-               overlay_max_px: int = 1500, report_sections: Sequence[tuple[str, str]] = ()) -> RunSummary:
+               overlay_max_px: int = 1500, report_sections: Sequence[tuple[str, str]] = (),
+               staging: str = "gastric", node_split: bool = True, min_node_area_mm2: float | None = None,
+               tumour_method: str = "auto", tumour_tile_size: int | None = None) -> RunSummary:
     """Measure a cohort. Returns a :class:`RunSummary`; ``summary.exit_code`` is non-zero if anything failed.
 
-    slides_csv : table with ``slide_path``, ``patient_id``, optional ``mpp``.
+    slides_csv : table with ``slide_path``, ``patient_id``, optional ``mpp``; or a folder with one
+        sub-folder per patient (its name the patient id) holding the patient's slide files: the table
+        derived from it is written to ``RUN/slides_table.csv`` and used.
     out_dir : the run directory (created; reused for resume).
     node_annotations / tumour_annotations : folders with per-slide annotation files.
     node_model / tumour_model : model names or directories (need ``tmln.nodes`` / ``tmln.tumour``).
     tumour_threshold : P(tumour) threshold overriding the tumour model card's (None = the card's).
     tumour_precision : tumour classifier arithmetic, as ``tmln.tumour.tumour_map``'s ``precision``.
     mln_rule : ``ajcc`` (micro/macro metastatic) or ``any`` (any tumour).
+    staging : the system of patients.csv's ``n_stage`` (``tmln.measure.staging.STAGING_SYSTEMS``); it
+        only changes the run-level tables, so changing it redoes no slide.
+    node_split / min_node_area_mm2 : node-model post-processing (False: touching nodes stay one instance;
+        smallest node kept, mm²; default: the model card's). tumour_method / tumour_tile_size : the
+        tumour map's method and strip/tile size (``tmln.tumour.tumour_map``). Model knobs only.
     force : redo slides that are already finished. mpp : µm/px for rows without an ``mpp`` cell.
     executor : object with ``map(process_slide, jobs)``; default serial in this process.
     Raises ``TmlnError`` for problems with the run as a whole (bad table, missing folder, no provider,
@@ -209,8 +228,11 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
     """
     # model names or directories, as strings (they go into the job parameters and summary.json)
     node_model, tumour_model = (None if m is None else str(m) for m in (node_model, tumour_model))
-    _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule)
+    _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule, staging)
     out_dir = Path(out_dir)
+    if Path(slides_csv).is_dir():
+        with run_lock(out_dir):
+            slides_csv = write_slides_table_from_folders(slides_csv, out_dir / DERIVED_TABLE)
     entries = read_slides_table(slides_csv, mpp=mpp)
     with run_lock(out_dir):
         remove_stale_temporaries(out_dir)  # a killed earlier run's half-written tables
@@ -218,19 +240,21 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
                            tumour_annotations=tumour_annotations, node_model=node_model, tumour_model=tumour_model,
                            tumour_threshold=tumour_threshold, tumour_precision=tumour_precision, mln_rule=mln_rule,
                            force=force, quiet=quiet, device=device, executor=executor, mpp=mpp,
-                           overlay_max_px=overlay_max_px, report_sections=report_sections)
+                           overlay_max_px=overlay_max_px, report_sections=report_sections, staging=staging,
+                           knobs=dict(node_split=node_split, min_node_area_mm2=min_node_area_mm2,
+                                      tumour_method=tumour_method, tumour_tile_size=tumour_tile_size))
 
 
 def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_annotations, node_model,
                 tumour_model, tumour_threshold, tumour_precision, mln_rule, force, quiet, device, executor, mpp,
                 overlay_max_px,
-                report_sections) -> RunSummary:
+                report_sections, staging="gastric", knobs=None) -> RunSummary:
     from tqdm import tqdm
 
     kw = dict(node_annotations=node_annotations, tumour_annotations=tumour_annotations, node_model=node_model,
               tumour_model=tumour_model, tumour_threshold=tumour_threshold, tumour_precision=tumour_precision,
               mln_rule=mln_rule, device=device,
-              overlay_max_px=overlay_max_px)
+              overlay_max_px=overlay_max_px, **(knobs or {}))
     jobs = {e.row: build_job(e, out_dir, **kw) for e in entries if e.error is None}
     todo = [j for j in jobs.values() if force or not _slide_is_finished(j)]
     run = RunSummary(out_dir=out_dir, n_processed=len(todo), n_reused=len(jobs) - len(todo))
@@ -249,6 +273,9 @@ def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_
         "tumour_threshold": tumour_threshold,
         "tumour_precision": tumour_precision,
         "mln_rule": mln_rule,
+        "staging": staging,
+        **{k: v for k, v in (knobs or {}).items()
+           if not (v is None or v is True or (isinstance(v, str) and v == "auto"))},
         "mpp": mpp,
         "nodes_from": f"model {node_model}" if node_model else "annotations",
         "tumour_from": f"model {tumour_model}" if tumour_model else "annotations",
@@ -321,7 +348,8 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
     same_patient_repeat = {e.row for e in entries
                            if e.duplicate_of is not None and entries[e.duplicate_of - 1].patient_id == e.patient_id}
     counted = [r for e, r in zip(entries, slide_rows) if e.row not in same_patient_repeat]
-    patient_rows = aggregate_patients(node_rows, counted)
+    staging = parameters.get("staging", "gastric")
+    patient_rows = aggregate_patients(node_rows, counted, staging)
     for p in patient_rows:
         if p["n_stage"] is not None:
             mine = [r for r in counted if str(r["patient_id"]) == str(p["patient_id"]) and r["status"] == "done"]
@@ -355,7 +383,7 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
         "tmln_version": __version__,
         "parameters": parameters,
         "counts": counts,
-        "n_stage_counts": {s: sum(p["n_stage"] == s for p in staged) for s in N_STAGES},
+        "n_stage_counts": {s: sum(p["n_stage"] == s for p in staged) for s in STAGES[staging]},
         "failures": failures,
         "unread_tiles": unread,  # measured slides with tiles that could not be read (gaps)
         "outputs": list(RUN_OUTPUTS),

@@ -111,3 +111,53 @@ def read_slides_table(path: str | Path, mpp: float | None = None) -> list[SlideE
                     f"slide listed twice in the table for different patients ({first.patient_id!r} in row "
                     f"{first.row}, {e.patient_id!r} in row {e.row})")
     return entries
+
+
+# ------------------------------------------------------------------------ one folder per patient
+# whole-slide image files recognised in a patient folder (OpenSlide's formats, TIFF, DICOM is a folder
+# format and is not listed); other files (annotations, thumbnails, notes) are ignored
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".qptiff")
+DERIVED_TABLE = "slides_table.csv"  # the slides table derived from a folder, written into the run directory
+
+
+def slides_table_from_folders(folder: str | Path) -> list[dict]:
+    """Rows (``slide_path``, ``patient_id``) of a folder with one sub-folder per patient.
+
+    The sub-folder's name is the patient id; every slide file directly inside it (``SLIDE_SUFFIXES``,
+    case-insensitive; hidden files skipped) is one of the patient's slides. Slide files lying directly
+    in ``folder`` (whose patient is unknown) and a folder with no patient folder are errors; an empty
+    patient folder is an error too (the patient could not be staged). Rows are sorted by patient, then
+    file name; paths are absolute.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputTableError("slides folder not found", folder)
+    loose = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
+    if loose:
+        raise InputTableError(f"slide files directly in the folder ({', '.join(loose[:5])}{', ...' if len(loose) > 5 else ''}): "
+                              "put each patient's slides in a folder named by the patient id", folder)
+    patients = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    if not patients:
+        raise InputTableError("no patient folders: the folder needs one sub-folder per patient holding its slides", folder)
+    rows, empty = [], []
+    for pdir in patients:
+        files = sorted((f for f in pdir.iterdir() if f.is_file() and not f.name.startswith(".")
+                        and f.suffix.lower() in SLIDE_SUFFIXES), key=lambda f: f.name)
+        if not files:
+            empty.append(pdir.name)
+        rows += [{"slide_path": str(f.resolve()), "patient_id": pdir.name} for f in files]
+    if empty:
+        raise InputTableError(f"patient folder(s) without a slide file ({', '.join(SLIDE_SUFFIXES)}): "
+                              f"{', '.join(empty[:10])}", folder)
+    return rows
+
+
+def write_slides_table_from_folders(folder: str | Path, path: str | Path) -> Path:
+    """Derive the slides table of ``folder`` (``slides_table_from_folders``) and write it to ``path``."""
+    import pandas as pd
+
+    from tmln.atomic import write_csv
+
+    rows = slides_table_from_folders(folder)
+    write_csv(Path(path), pd.DataFrame(rows, columns=list(REQUIRED_COLUMNS)))
+    return Path(path)

@@ -18,13 +18,64 @@ from typing import Sequence
 import numpy as np
 
 from tmln.errors import InputTableError, TmlnError
-from tmln.measure.staging import N_STAGES, n_stage
+from tmln.measure.staging import N_STAGES, STAGES, n_stage, stage
 
 PATIENT_ALIASES = {
     "patient_id": ["patient", "case", "case_id", "id"],
     "n_metastatic_nodes": ["mln", "n_mln", "metastatic_nodes", "positive_nodes", "n_positive_nodes"],
     "n_stage": ["stage", "pn", "pn_stage", "n"],
 }
+# the node counts each staging system is derived from
+STAGING_COUNTS = {
+    "gastric": ("n_metastatic_nodes",),
+    "colorectal": ("n_metastatic_nodes",),
+    "breast": ("n_macro_nodes", "n_micro_nodes"),
+    "camelyon17": ("n_macro_nodes", "n_micro_nodes"),
+}
+
+
+def read_staged_table(path: str | Path, staging: str, prefer: str = "stage"):
+    """A patient table staged by ``staging`` (``tmln.measure.staging.STAGING_SYSTEMS``).
+
+    The stage is derived from the node counts the system uses (``STAGING_COUNTS``; ``n_itc_nodes``
+    optional) or taken from ``n_stage``: ``prefer="stage"`` (a reference) uses ``n_stage`` when the table
+    has it; ``prefer="counts"`` (a run, whose ``n_stage`` may be of another system) derives it from
+    the counts when the table has them. CAMELYON17's own table (``patient,stage`` with
+    ``patient_000.zip`` rows and per-slide ``*.tif`` rows) is read as it is: slide rows are dropped and
+    ``.zip`` removed from patient ids.
+    """
+    from tmln.evaluate.tables import numeric_column, read_table
+
+    if staging not in STAGES:
+        raise TmlnError(f"unknown staging system {staging!r}; expected one of {', '.join(STAGES)}")
+    stages = STAGES[staging]
+    t = read_table(path, ["patient_id"], aliases=PATIENT_ALIASES)
+    t["patient_id"] = t["patient_id"].astype(str).str.strip()
+    slide_rows = t["patient_id"].str.lower().str.endswith((".tif", ".tiff"))
+    t = t[~slide_rows].copy()
+    t["patient_id"] = t["patient_id"].str.replace(r"\.zip$", "", regex=True)
+    dup = t["patient_id"][t["patient_id"].duplicated()]
+    if len(dup):
+        raise InputTableError(f"patient_id {dup.iloc[0]!r} appears more than once", path)
+    needed = STAGING_COUNTS[staging]
+    has_counts = all(c in t.columns for c in needed)
+    for c in (*needed, "n_itc_nodes", "n_metastatic_nodes"):
+        if c in t.columns:
+            v = numeric_column(t, c, path)
+            if (v < 0).any() or (v != np.round(v)).any():
+                i = int(np.flatnonzero((v < 0) | (v != np.round(v)))[0])
+                raise InputTableError(f"row {i + 1}: {c} must be a whole number >= 0", path)
+            t[c] = v.astype(int)
+    use_counts = has_counts and (prefer == "counts" or "n_stage" not in t.columns)
+    if use_counts:
+        t["n_stage"] = [stage(staging, **{c: rec[c] for c in (*needed, "n_itc_nodes") if c in t.columns})
+                        for rec in t.to_dict("records")]
+    elif "n_stage" in t.columns:
+        t["n_stage"] = [normalise_stage(v, stages, path, i) for i, v in enumerate(t["n_stage"])]
+    else:
+        raise InputTableError(f"{staging} staging needs a n_stage column or the count column(s) "
+                              f"{', '.join(needed)}", path)
+    return t.set_index("patient_id")
 
 
 def read_patient_table(path: str | Path, stages: Sequence[str] = N_STAGES):
@@ -168,15 +219,23 @@ def confusion_table(result: dict):
     return frame
 
 
-def evaluate_agreement(run: str | Path, reference: str | Path, stages: Sequence[str] = N_STAGES,
-                       n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> tuple[dict, object]:
+def evaluate_agreement(run: str | Path, reference: str | Path, stages: Sequence[str] | None = N_STAGES,
+                       n_boot: int = 2000, seed: int = 0, confidence: float = 0.95,
+                       staging: str | None = None) -> tuple[dict, object]:
     """Agreement of a run's ``patients.csv`` with a reference table, over their common patients.
 
+    ``staging`` (a system of ``tmln.measure.staging``) stages both tables by that system: the run from
+    its node counts, the reference from its ``n_stage`` (or its counts); it overrides ``stages``.
     Returns (metrics dict, merged per-patient DataFrame). Patients present in only one table are
     listed (``only_in_run``, ``only_in_reference``) and left out of every statistic.
     """
-    r = read_patient_table(run, stages)
-    ref = read_patient_table(reference, stages)
+    if staging is not None:
+        stages = STAGES[staging] if staging in STAGES else None
+        r = read_staged_table(run, staging, prefer="counts")
+        ref = read_staged_table(reference, staging, prefer="stage")
+    else:
+        r = read_patient_table(run, stages)
+        ref = read_patient_table(reference, stages)
     common = sorted(set(r.index) & set(ref.index))
     if not common:
         raise TmlnError(f"the run ({run}) and the reference ({reference}) share no patient_id")
@@ -184,6 +243,7 @@ def evaluate_agreement(run: str | Path, reference: str | Path, stages: Sequence[
 
     merged = pd.DataFrame({"patient_id": common})
     out: dict = {
+        "staging": staging,
         "n_patients": len(common),
         "only_in_run": sorted(set(r.index) - set(ref.index)),
         "only_in_reference": sorted(set(ref.index) - set(r.index)),

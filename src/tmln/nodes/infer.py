@@ -299,16 +299,24 @@ def node_map(slide, model, out_dir=None, device="auto", *, split_touching: bool 
 
 
 def regions_from_model(slide, model, out_dir=None, device="auto", *, split_touching: bool | None = None,
-                       mpp: float | None = None) -> list:
+                       mpp: float | None = None, min_node_area_mm2: float | None = None) -> list:
     """Lymph-node instances of a slide as shapely Polygons in level-0 px (one per node, in label order).
 
     model : model directory, bundled name (e.g. ``"demo-nodes"``) or a ``NodeSegmenter``.
     out_dir : when given, the label map (``node_labels.npy`` + ``.json``), a PNG preview and
         ``nodes.geojson`` are written there too.
+    split_touching : False keeps touching nodes as one instance (default: the card's).
+    min_node_area_mm2 : smallest node kept (default: the card's).
     """
+    import copy
+    import dataclasses
+
     from tmln.nodes.regions import labels_to_polygons
 
     seg = get_segmenter(model, device)
+    if min_node_area_mm2 is not None:  # a shallow copy: the cached segmenter (and its weights) is shared
+        seg = copy.copy(seg)
+        seg.params = dataclasses.replace(seg.params, min_node_area_mm2=float(min_node_area_mm2))
     s, opened = _open(slide, mpp)
     try:
         nm = seg.node_map(s, split_touching=split_touching)

@@ -16,6 +16,7 @@ from typing import Iterable
 
 import numpy as np
 
+from tmln.measure.patients import category_counts, node_markers
 from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS, deposit_category, is_metastatic, n_stage
 from tmln.phantom.geometry import feret_diameter
 
@@ -90,6 +91,8 @@ def patient_rows(node_rows_: Iterable[dict], slides: dict[str, int]) -> list[dic
             "metastatic_node_area_mm2": mln_area,
             "t_mln": mln_tumour / mln_area if mln_area > 0 else 0.0,
             "t_mln_mean_nodes": float(np.mean([r["tumour_fraction"] for r in mln])) if mln else 0.0,
+            **node_markers(len(rows), len(mln)),
+            **category_counts(rows),
         })
     assert all(list(r) == PATIENT_COLUMNS for r in out)
     return out

@@ -212,6 +212,9 @@ def run_survival(
     min_prop: float = 0.1,
     max_prop: float = 0.9,
     draw_figures: bool = True,
+    markers=(),
+    reference: str | None = "n_stage",
+    followup=None,
 ) -> dict:
     """Run the prognostic analysis; return the ``survival.json`` dict (and write outputs to ``out_dir``).
 
@@ -220,6 +223,9 @@ def run_survival(
     estimates and time-dependent AUC. ``bootstrap``: resamples for every CI (0 = none).
     ``permutations``: permutation p-value of the maxstat cut (0 = none). ``seed`` seeds both.
     ``draw_figures=False`` skips drawing the figures (faster; tables, JSON and HTML still written).
+    ``markers``: columns compared side by side on the same patients (``tmln.survival.markers``), each
+    continuous one also over ``reference`` (N stage) by a nested test. ``followup``: a CSV joined to
+    ``table`` (a run directory or patients CSV) by ``patient_id`` first (``tmln.survival.followup``).
     Raises :class:`InputTableError` for bad input (see ``tmln.survival.table``).
     """
     if not (isinstance(cutpoint, (int, float)) or cutpoint in CUTPOINT_METHODS):
@@ -230,9 +236,24 @@ def run_survival(
     horizons = tuple(float(h) for h in horizons)
     if any(h <= 0 for h in horizons):
         raise InputTableError(f"horizons must be positive times, got {list(horizons)}")
-    tab = read_survival_table(table, time, event, marker, tuple(covariates), on_missing=on_missing,
-                              categorical=tuple(categorical))
     warnings: list[str] = []
+    join = None
+    source = None
+    if followup is not None:
+        from tmln.survival.followup import join_followup
+
+        table, join = join_followup(table, followup)
+        source = f"{join['patients']} joined with {join['followup']}"
+        for side, ids in (("the patients table", join["only_in_patients"]), ("the follow-up", join["only_in_followup"])):
+            if ids:
+                warnings.append(f"{len(ids)} patient_id(s) only in {side}, not analysed: "
+                                + ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else ""))
+    elif not isinstance(table, pd.DataFrame) and Path(table).is_dir():
+        from tmln.survival.followup import patients_path
+
+        table = patients_path(table)
+    tab = read_survival_table(table, time, event, marker, tuple(covariates), on_missing=on_missing,
+                              categorical=tuple(categorical), source=source)
     scale = cox.marker_scale(tab)
     cut = _choose_cut(tab, cutpoint, permutations, seed, min_prop, max_prop)
     t_label = _time_label(time, time_unit)
@@ -253,8 +274,34 @@ def run_survival(
     if cut.method == "maxstat":
         figures["cutpoint_scan"] = partial(plots.scan_figure, cut.scan, marker, cut.value,
                                                      cp.critical_value(0.05, min_prop, max_prop))
+    result["followup_join"] = join
+    if join is not None:  # the analysed table itself: excluded rows and error rows refer to it
+        tables["patients_followup"] = table
+    result["marker_comparison"] = None
+    if markers:
+        from tmln.survival.markers import compare_markers, read_marker_table
+
+        mtab = read_marker_table(table, time, event, list(markers), reference, on_missing=on_missing, source=source)
+        comp, forest = compare_markers(mtab, list(markers), reference, bootstrap=bootstrap, seed=seed)
+        tables["marker_comparison"] = comp
+        result["marker_comparison"] = {
+            "n": mtab.n, "events": mtab.events, "reference": comp["reference"].iloc[0],
+            "excluded": mtab.exclusion_summary(), "markers": comp.to_dict("records"),
+            "note": "same patients for every marker (complete cases of all markers and the reference); "
+                    "C-index of each marker as a risk score, ordinal markers by their level's rank",
+        }
+        if forest:
+            figures["forest_markers"] = partial(plots.forest_figure, forest,
+                                                title="Node-based markers: Cox HR per SD")
+        figures["cindex_markers"] = partial(plots.cindex_figure, [
+            {"label": r["marker"], "c": r["harrell"], "ci_low": r["harrell_ci_low"], "ci_high": r["harrell_ci_high"]}
+            for r in comp.to_dict("records")], title=f"Node-based markers: discrimination ({mtab.n} patients)")
     result["validation"] = None
     if validation is not None:
+        if not isinstance(validation, pd.DataFrame) and Path(validation).is_dir():
+            from tmln.survival.followup import patients_path
+
+            validation = patients_path(validation)
         vtab = read_survival_table(validation, time, event, marker, tuple(covariates), on_missing=on_missing,
                                    categorical=tuple(categorical), levels=tab.categorical)
         vres, vtables, vfigures, _ = _cohort(vtab, cut.value, scale, horizons, bootstrap, seed, t_label,

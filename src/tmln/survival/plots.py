@@ -175,6 +175,48 @@ def forest_figure(rows, title: str = "", x_label: str = "Hazard ratio (95 % CI, 
         return _render(fig)
 
 
+def cindex_figure(rows, title: str = "", x_label: str = "Harrell's C (95 % CI)") -> dict[str, bytes]:
+    """Dot plot of C-indices: one line per marker (label, C [CI]) with a reference line at 0.5 (chance).
+
+    ``rows``: iterable of dicts with ``label``, ``c``, ``ci_low``, ``ci_high`` (CI bounds may be None).
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    rows = [r for r in rows if r.get("c") is not None and np.isfinite(r["c"])]
+    with matplotlib.rc_context(_RC):
+        n = max(len(rows), 1)
+        fig = Figure(figsize=(5.6, 0.9 + 0.3 * n))
+        ax = fig.add_axes((0.30, 0.8 / (0.9 + 0.3 * n), 0.45, (0.3 * n) / (0.9 + 0.3 * n)))
+        y = np.arange(n)[::-1]
+        values = [0.5]
+        for yi, r in zip(y, rows):
+            lo, hi = r.get("ci_low"), r.get("ci_high")
+            if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+                ax.plot([lo, hi], [yi, yi], color="black", lw=1)
+                values += [lo, hi]
+                text = f"{r['c']:.3f} ({lo:.3f}–{hi:.3f})"
+            else:
+                text = f"{r['c']:.3f}"
+            values.append(r["c"])
+            ax.plot([r["c"]], [yi], marker="o", color=OKABE_ITO[0], ms=5)
+            ax.text(-0.03, yi, r["label"], transform=ax.get_yaxis_transform(), ha="right", va="center")
+            ax.text(1.03, yi, text, transform=ax.get_yaxis_transform(), ha="left", va="center")
+        ax.text(1.03, n - 0.2, "C (95 % CI)", transform=ax.get_yaxis_transform(), ha="left", va="bottom",
+                fontweight="bold")
+        ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+        lo, hi = min(values), max(values)
+        pad = max(0.02, 0.08 * (hi - lo))
+        ax.set_xlim(max(0.0, lo - pad), min(1.0, hi + pad))
+        ax.set_ylim(-0.6, n - 0.4)
+        ax.set_yticks([])
+        ax.spines["left"].set_visible(False)
+        ax.set_xlabel(x_label)
+        if title:
+            ax.set_title(title, loc="left", x=-0.55, pad=18, fontsize=9)
+        return _render(fig)
+
+
 def scan_figure(scan, marker: str, cut: float, critical: float | None = None) -> dict[str, bytes]:
     """Standardised log-rank |Z| over the candidate cuts, the chosen cut and the 5 % critical value."""
     import matplotlib

@@ -17,6 +17,7 @@ _TEMPLATE = """
 <p>{{ r.n }} patients, {{ r.events }} events{% if r.excluded.n %} ({{ r.excluded.n }} excluded for missing values: rows {{ r.excluded.rows[:20]|join(", ") }}{% if r.excluded.n > 20 %}, …{% endif %}){% endif %}.
 Time: <code>{{ r.time }}</code>{% if r.time_unit %} ({{ r.time_unit }}){% endif %}; event: <code>{{ r.event }}</code>;
 covariates: {{ r.covariates|join(", ") if r.covariates else "none" }}.</p>
+{% if r.get("followup_join") %}{% set j = r.followup_join %}<p>Follow-up <code>{{ j.followup }}</code> joined to <code>{{ j.patients }}</code> by patient_id: {{ j.n_matched }} matched of {{ j.n_patients }} patients and {{ j.n_followup }} follow-up rows{% if j.only_in_patients %}; only in the patients table: {{ j.only_in_patients[:20]|join(", ") }}{% if j.only_in_patients|length > 20 %}, …{% endif %}{% endif %}{% if j.only_in_followup %}; only in the follow-up: {{ j.only_in_followup[:20]|join(", ") }}{% if j.only_in_followup|length > 20 %}, …{% endif %}{% endif %}.</p>{% endif %}
 {% if r.warnings %}<ul class="tmln-warnings">{% for w in r.warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
 
 <h3>Cut-point</h3>
@@ -28,6 +29,18 @@ covariates: {{ r.covariates|join(", ") if r.covariates else "none" }}.</p>
 <figure class="tmln-figure"><img alt="{{ name }}" src="data:image/png;base64,{{ figs[name] }}" style="max-width:640px;width:100%"><figcaption>{{ captions.get(name, name) }}</figcaption></figure>
 {% endfor %}
 
+{% if r.get("marker_comparison") %}{% set mc = r.marker_comparison %}
+<h3>Node-based markers compared</h3>
+<p>{{ mc.n }} patients, {{ mc.events }} events (the same patients for every marker{% if mc.excluded.n %}; {{ mc.excluded.n }} excluded for a missing value{% endif %}). Each marker as a risk score; HR per SD from a univariable Cox model{% if mc.reference %}; nested test: {{ mc.reference }} vs {{ mc.reference }} + marker (LR, 1 df) and the gain in Harrell's C{% endif %}.</p>
+<table class="tmln-table">
+<tr><th>marker</th><th>Harrell's C (95 % CI)</th><th>Uno's C (95 % CI)</th><th>HR per SD (95 % CI)</th><th>p</th>{% if mc.reference %}<th>HR per SD adjusted for {{ mc.reference }}</th><th>nested LR p</th><th>ΔC over {{ mc.reference }} (95 % CI)</th>{% endif %}</tr>
+{% for m in mc.markers %}<tr><td>{{ m.marker }}{% if m.kind != "continuous" %} <small>({{ m.kind }})</small>{% endif %}</td><td>{{ ci(m.harrell, [m.harrell_ci_low, m.harrell_ci_high]) }}</td><td>{{ ci(m.uno, [m.uno_ci_low, m.uno_ci_high]) }}</td><td>{{ hr(m.hr_per_sd, m.hr_ci_low, m.hr_ci_high) if m.hr_per_sd is not none else "levels" }}</td><td>{{ p(m.hr_p_value) }}</td>{% if mc.reference %}<td>{{ hr(m.hr_adjusted_per_sd, m.hr_adjusted_ci_low, m.hr_adjusted_ci_high) }}</td><td>{{ p(m.nested_p_value) }}</td><td>{% if m.delta_c is not none %}{{ fmt(m.delta_c) }} ({{ fmt(m.delta_c_ci_low) }} to {{ fmt(m.delta_c_ci_high) }}){% else %}n/a{% endif %}</td>{% endif %}</tr>
+{% endfor %}
+</table>
+{% for name in figs if name in ("cindex_markers", "forest_markers") %}
+<figure class="tmln-figure"><img alt="{{ name }}" src="data:image/png;base64,{{ figs[name] }}" style="max-width:640px;width:100%"><figcaption>{{ captions.get(name, name) }}</figcaption></figure>
+{% endfor %}
+{% endif %}
 {% for cohort, res in cohorts %}
 <h3>Cox models ({{ cohort }} cohort)</h3>
 <table class="tmln-table">
@@ -44,7 +57,7 @@ Harrell's C {{ fmt(res.nested.c_covariates) }} → {{ fmt(res.nested.c_full) }},
 {% for name, d in res.c_index_models.items() %}<tr><td>Cox: {{ name }}</td><td>{{ ci(d.harrell, d.harrell_ci) }}</td><td>{{ ci(d.uno, d.uno_ci) }}</td></tr>{% endfor %}
 </table>
 {% endfor %}
-{% for name in figs if name.startswith("forest") %}
+{% for name in figs if name.startswith("forest") and name != "forest_markers" %}
 <figure class="tmln-figure"><img alt="{{ name }}" src="data:image/png;base64,{{ figs[name] }}" style="max-width:720px;width:100%"><figcaption>{{ captions.get(name, name) }}</figcaption></figure>
 {% endfor %}
 <p class="tmln-note">HR of {{ r.marker }} per SD ({{ fmt(r.marker_scale.sd) }}) of the training cohort. C-indices: higher risk score = shorter survival; bootstrap B = {{ r.bootstrap }}, seed {{ r.seed }}.</p>
@@ -81,6 +94,10 @@ def _caption(name: str, marker: str) -> str:
         return "Standardised log-rank statistic over the candidate cut-points (dotted: corrected 5 % critical value)."
     if base.startswith("km_"):
         return f"Kaplan–Meier curves by {base[3:]} ({cohort} cohort); + censored; numbers at risk below."
+    if base == "cindex_markers":
+        return "Node-based markers: Harrell's C of each marker as a risk score, bootstrap 95 % CI; dashed: chance (0.5)."
+    if base == "forest_markers":
+        return "Node-based markers: Cox HR per SD of each marker, unadjusted and adjusted for the reference, with 95 % CI."
     if base.startswith("forest_"):
         return f"{base[7:].capitalize()} Cox model ({cohort} cohort), HR with 95 % CI."
     return name

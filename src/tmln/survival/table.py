@@ -9,7 +9,8 @@ Missing values (blank cells, ``NA``) in any analysed column are, by default, a d
 *exclusion* (complete-case analysis; ``SurvivalTable.excluded`` lists the rows and the columns
 that were empty) or, with ``on_missing="error"``, an :class:`InputTableError`.
 Text covariates (and ``n_stage``) are categorical; their reference level is the first in
-AJCC order for N stage (N0) and otherwise the first in sorted order.
+stage order for N stage (N0 / pN0, the order of the staging system whose stages hold every value:
+gastric, breast, camelyon17 or colorectal) and otherwise the first in sorted order.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tmln.errors import InputTableError
-from tmln.measure.staging import N_STAGES
+from tmln.measure.staging import N_STAGES, STAGES, stage_order
 
 MISSING_POLICIES = ("exclude", "error")
 _TRUE = {"1", "1.0", "true", "yes", "y", "dead", "event"}
@@ -126,6 +127,14 @@ def _levels(column: str, values: pd.Series, source: str, rows: pd.Series) -> lis
     order = ORDERED_LEVELS.get(column)
     if order is None:
         return present
+    if column == "n_stage":
+        order = stage_order(present) or order
+        if not set(present) <= set(order):
+            bad = values.astype(str).isin([v for v in present if v not in order]) & values.notna()
+            raise InputTableError(f"column {column!r} has unknown levels {[v for v in present if v not in order]} (expected "
+                                  f"the stages of one staging system: "
+                                  f"{'; '.join(f'{k} {list(v)}' for k, v in STAGES.items())}) in {_rows_text(rows[bad])}",
+                                  source)
     unknown = [v for v in present if v not in order]
     if unknown:
         bad = values.astype(str).isin(unknown) & values.notna()

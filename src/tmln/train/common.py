@@ -511,3 +511,44 @@ def run_on_main(fn: Callable[[], Any]) -> Any:
     out = fn() if is_main_process() else None
     barrier()
     return out
+
+
+def load_initial_weights(model, path) -> str:
+    """Initialise ``model`` from a bundled model name, a model directory, a .safetensors file or a torch
+    state dict (weights_only), to fine-tune it (``train tumour --init``, ``train nodes --init``).
+    Tensors whose names or shapes differ (e.g. another classification head) are skipped; returns a note."""
+    from tmln.errors import TmlnError
+    from tmln.models.card import list_bundled, load_state_dict, resolve_model_dir
+
+    p = Path(path)
+    if not p.exists():
+        if str(path) in list_bundled():  # a bundled model by name
+            p = resolve_model_dir(str(path))
+        else:
+            raise TmlnError(f"initial weights not found (neither a file, a model directory nor a bundled model: "
+                            f"{', '.join(list_bundled())})", p)
+    try:
+        if p.is_dir():
+            state = load_state_dict(p)
+        elif p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+                state = state["model"]
+            elif isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+    except TmlnError:
+        raise
+    except Exception as exc:
+        raise TmlnError(f"cannot read initial weights ({exc})", p) from None
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    own = model.state_dict()
+    use = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not use:
+        raise TmlnError("no tensor of the initial weights fits the architecture", p)
+    model.load_state_dict(use, strict=False)
+    skipped = len(own) - len(use)
+    return f"{len(use)} of {len(own)} tensors loaded" + (f"; {skipped} kept at random init" if skipped else "")

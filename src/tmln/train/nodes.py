@@ -145,6 +145,7 @@ def train_nodes(
     workers: int = 0,
     amp: bool = True,
     quiet: bool = False,
+    init: str | Path | None = None,
 ):
     """Train the node U-Net; returns the ``ModelCard`` of the model written to ``out_dir``.
 
@@ -154,6 +155,10 @@ def train_nodes(
     ``instance_target`` adds the ``node_core`` channel (touching-node splitting learned from the
     outlines; a ``border_um`` wide band along shared borders is left out of the cores). ``params`` override the
     post-processing parameters stored in the card (``tmln.nodes.instances.InstanceParams``).
+    ``init``: initial weights to fine-tune (a bundled model name such as ``demo-nodes``, a model
+    directory, .safetensors or a state dict; ``tmln.train.common.load_initial_weights``): tensors of
+    the same name and shape are loaded, the others stay at their initialisation. A resumed run
+    continues from its checkpoint instead.
     """
     import torch
 
@@ -163,8 +168,8 @@ def train_nodes(
     from tmln.train.augment import Augmenter
     from tmln.train.common import (
         Amp, BestTracker, CSVLogger, all_reduce_mean, barrier, cleanup_distributed, count_parameters,
-        init_distributed, is_main_process, load_checkpoint, prepare_model, save_checkpoint, seed_everything,
-        to_device_batch, unwrap,
+        init_distributed, is_main_process, load_checkpoint, load_initial_weights, prepare_model, save_checkpoint,
+        seed_everything, to_device_batch, unwrap,
     )
     from tmln.train.node_data import (
         CLASSES_INSTANCE, CLASSES_SEMANTIC, NodeCropDataset, data_summary, load_node_slides, split_by_patient,
@@ -212,6 +217,7 @@ def train_nodes(
                              "decoder_channels": arch_params["decoder_channels"]}},
         )
         net = build_unet(card)
+        init_note = None if init is None else load_initial_weights(net, init)
         model = prepare_model(net, ctx)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.02)
@@ -303,6 +309,7 @@ def train_nodes(
             "parameters": count_parameters(model),
             "train_seconds": round(earlier_seconds + time.time() - t_start, 1),  # incl. resumed runs' epochs
             "split": "by patient", "validation": validation_note,
+            "init_checkpoint": None if init is None else str(init), "init_note": init_note,
         }
         if is_main_process():
             best.save_model_dir(out, card, fallback_model=model)

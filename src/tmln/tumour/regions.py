@@ -92,7 +92,7 @@ def _bleeds_from_neighbour(i: int, q, parts: list, nodes: list, band: float) -> 
 
 
 def regions_from_model(slide, model, node_polygons=None, out_dir=None, device="auto", threshold=None,
-                       precision="auto") -> list:
+                       precision="auto", method="auto", tile_size=None) -> list:
     """Tumour regions of a slide from a tumour classifier (the engine behind ``tmln analyze
     --tumour-model``).
 
@@ -100,12 +100,13 @@ def regions_from_model(slide, model, node_polygons=None, out_dir=None, device="a
     node_polygons : level-0 px; when given the map is computed over the nodes only and regions are
         clipped to them, else over the tissue.
     out_dir : when given, the map is written there (``tumour_map.npy/.json/.png``).
-    threshold : overrides the model card's threshold. precision : as ``tumour_map``'s.
+    threshold : overrides the model card's threshold. precision, method, tile_size : as ``tumour_map``'s.
     Returns a list of shapely Polygons in level-0 px.
     """
     from tmln.tumour.engine import tumour_map
 
     mask = "nodes" if node_polygons is not None else "tissue"
     pm = tumour_map(slide, model, mask=mask, node_polygons=node_polygons,
-                    out_dir=Path(out_dir) if out_dir is not None else None, device=device, precision=precision)
+                    out_dir=Path(out_dir) if out_dir is not None else None, device=device, precision=precision,
+                    method=method, tile_size=tile_size)
     return regions_from_map(pm, threshold=threshold, node_polygons=node_polygons)
