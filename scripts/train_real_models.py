@@ -261,7 +261,7 @@ INTENDED_USE = (
     "(PCam subset of Camelyon16: Radboud UMC and UMC Utrecht, two scanners); NOT validated on gastric or other "
     "lymph nodes, other stains or other scanners. Check it on annotated slides of your own "
     "(tmln evaluate froc|maps) and fine-tune it on your outlines: "
-    "tmln train tumour --init pcam-tumour --slides slides.csv --annotations outlines/ --mpp 0.97 --patch-size 96.")
+    "tmln train tumour --init pcam-tumour --slides slides.csv --annotations outlines/ --model-mpp 0.97 --patch-size 96.")
 
 PROVENANCE = {
     "dataset": "PatchCamelyon (PCam) subset: 10,000 tumour + 10,000 normal training patches (train/); "
