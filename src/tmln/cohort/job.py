@@ -17,7 +17,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tmln.errors import TmlnError
+from tmln.errors import ModelCardError, TmlnError
 
 SLIDE_OUTPUTS = ("nodes.csv", "nodes.geojson", "tumour.geojson", "overlay.png")
 
@@ -218,7 +218,11 @@ def model_appearance(slide, job: SlideJob) -> tuple[dict, list[str]]:
         out[col] = None
         if not model:
             continue
-        d = slide_distance(slide, read_card(model))
+        try:
+            card = read_card(model)
+        except ModelCardError:  # a provider that takes other model names (plug-ins, tests): no card to compare
+            continue
+        d = slide_distance(slide, card)
         if d is None or d["n_patches"] == 0:
             continue
         out[col] = round(d["distance"], 3)
