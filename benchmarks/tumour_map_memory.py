@@ -32,9 +32,7 @@ from tmln.models.card import ModelCard
 from tmln.models.classifier import build_classifier
 from tmln.tumour.engine import tumour_map
 
-path, model_mpp, trim, patch = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
-import tmln.tumour.engine as E
-E.TRIM_HEAP = trim
+path, model_mpp, patch = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 
 def rss_mib():
     with open("/proc/self/statm") as fh:
@@ -82,9 +80,9 @@ def make_phantom(px: int, mpp: float, folder: Path) -> Path:
     return path
 
 
-def run_case(path: Path, model_mpp: float, trim: bool = True, patch: int = 224) -> dict:
+def run_case(path: Path, model_mpp: float, patch: int = 224) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(model_mpp), "1" if trim else "0", str(patch)], stdout=subprocess.PIPE, env=env)
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(model_mpp), str(patch)], stdout=subprocess.PIPE, env=env)
     _, status, _ = os.wait4(p.pid, 0)
     out = p.stdout.read().decode().strip().splitlines()
     if status != 0 or not out:
@@ -98,7 +96,6 @@ def main():
     ap.add_argument("--slide-mpp", type=float, default=0.5)
     ap.add_argument("--model-mpp", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     ap.add_argument("--patch-size", type=int, default=224, help="the model's patch, px")
-    ap.add_argument("--no-trim", action="store_true", help="do not return freed heap memory after each segment")
     ap.add_argument("--work", default=None, help="folder for the phantom slides (kept for reruns)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -110,7 +107,7 @@ def main():
         path = make_phantom(px, a.slide_mpp, work)
         print(f"phantom {px} px ready ({time.perf_counter() - t:.0f} s)", flush=True)
         for mm in a.model_mpp:
-            r = run_case(path, mm, trim=not a.no_trim, patch=a.patch_size)
+            r = run_case(path, mm, patch=a.patch_size)
             r.update(px=px, model_mpp=mm)
             rows.append(r)
             print(json.dumps(r), flush=True)
@@ -120,7 +117,7 @@ def main():
         f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/tumour_map_memory.py', *sys.argv[1:]])}`",
         f"CPU: {cpu_name()}, {os.cpu_count()} cores; one process per case; phantom slides at {a.slide_mpp} µm/px "
         f"(width x 3/4 width), whole tissue mapped (`mask=\"tissue\"`), random-weight ResNet-18, {a.patch_size} px patch, "
-        f"precision auto, heap trimmed after each segment: {not a.no_trim}.",
+        "precision auto.",
         "",
         "| slide (px) | model µm/px | model/slide | method | precision | model Mpx | tissue mm² | map (s) | "
         "map peak RSS (MiB) | RSS 1st / last quarter (MiB) | polygons | polygons (s) | peak RSS (MiB) |",
