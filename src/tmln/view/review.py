@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from tmln.measure.staging import ITC_MAX_MM, MICRO_MAX_MM, is_metastatic, n_stage
+from tmln.measure.staging import ITC_MAX_MM, MICRO_MAX_MM, n_stage
 
 CUTOFF_TOLERANCE = 0.10  # relative distance to a cut-off
 PROB_BAND = 0.10  # |P(tumour) - threshold| within this is "close to the threshold"
@@ -54,7 +54,7 @@ def cutoff_reason(largest_deposit_mm, category: str | None = None, tolerance: fl
     for cut, below, above in CUTOFFS:
         if abs(ld - cut) <= tolerance * cut + 1e-12:
             called = f" (called {category})" if category else ""
-            return (f"largest deposit {ld:.3g} mm is within {tolerance:.0%} of the {cut:g} mm cut-off "
+            return (f"largest deposit {ld:.3g} mm is within {tolerance * 100:.0f} % of the {cut:g} mm cut-off "
                     f"between {below} and {above}{called}")
     return None
 
@@ -73,7 +73,7 @@ def probability_reasons(deposits: Iterable[dict], band: float = PROB_BAND, share
         idx = d.get("index", k)
         area = d.get("area_mm2")
         size = f", {float(area):.3g} mm²" if area is not None else ""
-        out.append(f"P(tumour) within ±{band:g} of the threshold {float(d['threshold']):g} over {frac:.0%} "
+        out.append(f"P(tumour) within ±{band:g} of the threshold {float(d['threshold']):g} over {frac * 100:.0f} % "
                    f"of deposit {idx}{size}")
     return out
 
