@@ -59,7 +59,8 @@ def driver(tmp_path_factory):
 @pytest.fixture(scope="module")
 def phantom_run(tmp_path_factory):
     """One phantom slide (4 x 3 mm at 0.5 µm/px) measured from its truth outlines, plus a tumour map
-    (0.85 in the truth tumour, 0.15 elsewhere in the nodes, NaN outside them) in the run."""
+    (0.85 in the truth tumour but 0.55 in the largest deposit, 0.15 elsewhere in the nodes, NaN outside
+    them) in the run."""
     import cv2
     from shapely.geometry import shape
 
@@ -90,6 +91,7 @@ def phantom_run(tmp_path_factory):
 
     fill(truth_nodes, 0.15)
     fill(truth_tum, 0.85)
+    fill([max(truth_tum, key=lambda g: g.area)], 0.55)  # the model unsure over the largest deposit: review it
     np.save(run / "slides" / sid / "tumour_map.npy", prob)
     (run / "slides" / sid / "tumour_map.json").write_text(json.dumps({
         "format": 1, "array": "tumour_map.npy", "mpp": cell * 0.5, "origin_px": [0, 0], "slide_mpp": [0.5, 0.5],
@@ -300,6 +302,24 @@ def test_heat_layer_opacity_control_changes_pixels(page):
     assert driver.execute_script("return tmlnView.heatItem.getOpacity();") == 0
 
 
+def test_review_list_entry_opens_the_node(page):
+    driver, run, sid, _ = page
+    items = driver.find_elements("css selector", "#review > li")
+    assert items, "the deposit painted near the threshold should be listed"
+    reasons = [li.get_attribute("data-rule") for li in driver.find_elements("css selector", "#review li li")]
+    assert "probability" in reasons
+    item = next(li for li in items if "P(tumour) within" in li.text)
+    nid = int(item.get_attribute("data-node"))
+    driver.execute_script("tmlnView.viewer.viewport.goHome(true); tmlnView.selectNode(-1, false);")
+    settle(driver)
+    item.click()
+    wait_for(driver, f"return tmlnView.selected === {nid};", 10)
+    settle(driver)
+    x, y = _centre(driver)
+    x0, y0, x1, y1 = _run_nodes(run, sid)[nid].bounds
+    assert x0 <= x <= x1 and y0 <= y <= y1
+
+
 def test_screenshot_for_the_docs(page):
     """Saves the README's screenshot where TMLN_VIEWER_SCREENSHOT says (skipped otherwise)."""
     out = os.environ.get("TMLN_VIEWER_SCREENSHOT")
@@ -312,5 +332,8 @@ def test_screenshot_for_the_docs(page):
     nid = max(nodes, key=lambda k: nodes[k].area)
     driver.find_element("css selector", f'#nodes tbody tr[data-node="{nid}"]').click()
     settle(driver)
+    from PIL import Image
+
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_bytes(driver.get_screenshot_as_png())
+    img = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    img.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(out, optimize=True)  # small

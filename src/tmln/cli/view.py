@@ -16,7 +16,8 @@ from tmln.cli.options import mpp_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but a loopback address lets other computers see the slides (a warning says so).")
 @click.option("--annotations", "annotations", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="With a SLIDE: GeoJSON/XML outlines to draw and measure (nodes and/or tumour); repeatable.")
+              help="With a SLIDE: GeoJSON/XML outlines to draw and measure; repeatable. *.nodes.* files hold nodes, "
+                   "*.tumour.* files tumour, any other name both (one export), as tmln analyze reads them.")
 @click.option("--tumour-map", type=click.Path(exists=True, file_okay=False), default=None,
               help="With a SLIDE: a tumour-map folder (tmln tumour-map --out) shown as the heat layer.")
 @mpp_option

@@ -304,30 +304,62 @@ def heat_png(prob: np.ndarray, max_px: int = HEAT_MAX_PX) -> bytes:
     return buf.tobytes()
 
 
-def measure_annotations(path, slide_id: str, size, mpp, mln_rule: str):
-    """Node rows and the GeoJSON to draw for one annotation file (single-slide mode)."""
+def annotation_role(path) -> str:
+    """``nodes``, ``tumour`` or ``both`` from a file name, as ``tmln analyze`` names them
+    (``S1.nodes.geojson``, ``S1.tumour.xml``; any other name: one export holding both)."""
+    from tmln.annotations import GENERIC_SUFFIXES, KIND_INFIXES
+
+    name = Path(path).name.lower()
+    for suf in GENERIC_SUFFIXES:
+        if name.endswith(suf):
+            name = name[: -len(suf)]
+            break
+    for kind, infixes in KIND_INFIXES.items():
+        if any(name.endswith(i) for i in infixes):
+            return kind
+    return "both"
+
+
+def measure_annotations(paths, slide_id: str, size, mpp, mln_rule: str):
+    """Node rows, the GeoJSON to draw and notes for the annotation files of one slide (single-slide mode).
+
+    Each file is read with the meaning ``tmln analyze`` gives it (``tmln.annotations``): a
+    ``*.nodes.*`` file holds node outlines, a ``*.tumour.*`` file tumour outlines, any other file both
+    (one export). Nodes are measured with ``tmln.measure.nodes.measure_slide``; without nodes the
+    tumour is drawn as it is; without µm/px nothing is measured.
+    """
+    from shapely.ops import unary_union
+
     from tmln.annotations import node_outlines, read_annotations, tumour_outlines
+    from tmln.regions import polygon_parts
     from tmln.report.geojson import node_features, tumour_features
 
-    files = [path] if isinstance(path, (str, Path)) else list(path)
-    anns = [a for f in files for a in read_annotations(f, slide_size=tuple(size))]
-    nodes, node_notes = node_outlines(anns)
-    tum = tumour_outlines(anns, also_node_file=True)
-    notes = list(node_notes) + list(getattr(tum, "notes", []) or [])
+    files = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    nodes, tumour, notes = [], [], []
+    for f in files:
+        anns = read_annotations(f, slide_size=tuple(size))
+        role = annotation_role(f)
+        if role in ("nodes", "both"):
+            polys, n = node_outlines(anns)
+            nodes += polys
+            notes += [f"{Path(f).name}: {x}" for x in n]
+        if role in ("tumour", "both"):
+            t = tumour_outlines(anns, also_node_file=role == "both")
+            tumour += t.polygons
+            notes += [f"{Path(f).name}: {x}" for x in t.notes]
+    tumour_geo = {"type": "FeatureCollection",
+                  "features": [{"type": "Feature", "geometry": p.__geo_interface__, "properties": {"name": "tumour"}}
+                               for p in polygon_parts(unary_union(tumour))]} if tumour else None
     if not nodes:
-        from tmln.annotations import feature
-
-        feats = [feature(a.geometry, a.label) for a in anns]
-        return [], {"nodes": None, "tumour": {"type": "FeatureCollection", "features": feats}}, \
-            notes + ["no lymph-node outlines in the annotation file: outlines drawn as they are, nothing measured"]
+        return [], {"nodes": None, "tumour": tumour_geo}, \
+            notes + ["no lymph-node outlines in the annotation files: tumour drawn as it is, nothing measured"]
     if mpp[0] is None:
-        return [], {"nodes": {"type": "FeatureCollection",
-                              "features": [{"type": "Feature", "geometry": g.__geo_interface__,
-                                            "properties": {"objectType": "annotation"}} for g in nodes]},
-                    "tumour": None}, notes + ["the slide has no µm/px: nothing measured (give --mpp)"]
+        plain = {"type": "FeatureCollection",
+                 "features": [{"type": "Feature", "geometry": g.__geo_interface__, "properties": {}} for g in nodes]}
+        return [], {"nodes": plain, "tumour": tumour_geo}, notes + ["the slide has no µm/px: nothing measured (give --mpp)"]
     from tmln.measure.nodes import measure_slide
 
-    m = measure_slide(nodes, tum.polygons, mpp[0], mpp[1], patient_id="", slide_id=slide_id, mln_rule=mln_rule)
+    m = measure_slide(nodes, tumour, mpp[0], mpp[1], patient_id="", slide_id=slide_id, mln_rule=mln_rule)
     rows = [{c: _csv_value(r.get(c)) for c in NODE_COLUMNS} for r in m.rows]
     geo = {"nodes": {"type": "FeatureCollection", "features": node_features(m)},
            "tumour": {"type": "FeatureCollection", "features": tumour_features(m)}}

@@ -155,7 +155,7 @@ def deposit_map_stats(prob: np.ndarray, placement: dict, deposits: Iterable[tupl
     Returns ``{node_id: [{"index", "near_fraction", "threshold", "area_mm2", "cells"}]}``; a deposit
     smaller than a map cell is judged by the cell under its centroid.
     """
-    import cv2
+    import shapely
 
     prob = np.asarray(prob)
     h, w = prob.shape
@@ -164,22 +164,17 @@ def deposit_map_stats(prob: np.ndarray, placement: dict, deposits: Iterable[tupl
     ox, oy, t = placement["x"], placement["y"], float(placement["threshold"])
     out: dict[int, list[dict]] = {}
     for node_id, geom, area in deposits:
-        polys = list(getattr(geom, "geoms", [geom]))
         x0, y0, x1, y1 = geom.bounds
         c0, r0 = max(0, int(np.floor((x0 - ox) / sx))), max(0, int(np.floor((y0 - oy) / sy)))
         c1, r1 = min(w, int(np.ceil((x1 - ox) / sx)) + 1), min(h, int(np.ceil((y1 - oy) / sy)) + 1)
         vals = np.empty(0, np.float32)
         if c1 > c0 and r1 > r0:
-            mask = np.zeros((r1 - r0, c1 - c0), np.uint8)
-            for p in polys:  # cell centres inside the deposit (fillPoly on cell-centre coordinates)
-                ext = np.asarray(p.exterior.coords, np.float64)
-                pts = np.stack([(ext[:, 0] - ox) / sx - 0.5 - c0, (ext[:, 1] - oy) / sy - 0.5 - r0], 1)
-                cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1, shift=4)
-                for hole in p.interiors:
-                    hp = np.asarray(hole.coords, np.float64)
-                    hp = np.stack([(hp[:, 0] - ox) / sx - 0.5 - c0, (hp[:, 1] - oy) / sy - 0.5 - r0], 1)
-                    cv2.fillPoly(mask, [np.round(hp * 16).astype(np.int32)], 0, shift=4)
-            vals = prob[r0:r1, c0:c1][mask.astype(bool)]
+            # map cells whose centre lies inside the deposit (holes and parts honoured)
+            cx = ox + (np.arange(c0, c1) + 0.5) * sx
+            cy = oy + (np.arange(r0, r1) + 0.5) * sy
+            gx, gy = np.meshgrid(cx, cy)
+            mask = shapely.contains_xy(geom, gx, gy)
+            vals = prob[r0:r1, c0:c1][mask]
         if vals.size == 0:
             cx, cy = geom.centroid.x, geom.centroid.y
             c, r = int((cx - ox) // sx), int((cy - oy) // sy)

@@ -224,7 +224,7 @@
     const ol = $('review');
     ol.textContent = '';
     $('review-count').textContent = `(${state.review.length})`;
-    if (!state.review.length) ol.append(el('li', {class: 'muted'}, 'no node needs a second look by these rules'));
+    $('review-none').hidden = state.review.length > 0;
     for (const r of state.review) {
       const li = el('li', {'data-slide': r.slide_id, 'data-node': r.node_id,
         onclick: () => openSlide(r.slide_id).then(() => selectNode(r.node_id, true))},
