@@ -80,6 +80,10 @@ class ViewerServer(ThreadingHTTPServer):
         self.quiet = quiet
         self.static = _static_files()
         self.loopback_only = is_loopback(str(address[0]))
+        if ":" in str(address[0]):  # an IPv6 address (e.g. ::1)
+            import socket
+
+            self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
 
     @property
