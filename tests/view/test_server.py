@@ -356,3 +356,28 @@ def test_cli_rejects_what_is_not_a_run(tmp_path, small_run):
 def test_report_says_how_to_open_the_viewer(small_run):
     html = (small_run / "report.html").read_text()
     assert "<code>tmln view .</code>" in html and "127.0.0.1" in html
+
+
+def test_unreadable_tile_is_a_marked_placeholder_not_an_error(tmp_path):
+    import cv2
+    import tifffile
+
+    img = np.full((900, 1200, 3), 235, np.uint8)
+    img[100:800, 100:1100] = (200, 120, 170)
+    p = tmp_path / "bad.tiff"
+    tifffile.imwrite(p, img, tile=(256, 256), compression="jpeg", photometric="rgb",
+                     resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    with tifffile.TiffFile(p) as tf:
+        page = tf.pages[0]
+        across = -(-page.imagewidth // page.tilewidth)
+        off, cnt = int(page.dataoffsets[1 * across + 2]), int(page.databytecounts[1 * across + 2])
+    with open(p, "r+b") as fh:
+        fh.seek(off)
+        fh.write((b"\x00garbage" * cnt)[:cnt])
+    with running(make_app(data=RunData.for_slide(p))) as srv:
+        status, h, body = request(srv, "/dzi/bad_files/11/2_1.jpeg")  # level-0 px 508..763, 254..509: the bad tile
+        assert status == 200 and "x-tmln-unreadable" in h
+        tile = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+        assert tile is not None and tile.shape[0] > 100
+        status, h, _ = request(srv, "/dzi/bad_files/11/0_0.jpeg")  # a good one still is
+        assert status == 200 and "x-tmln-unreadable" not in h
