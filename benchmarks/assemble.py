@@ -26,6 +26,7 @@ ORDER = [
     ("Measurement core (issue 3)", "measure.md"),
     ("Phantom generator memory (issue 2)", "phantom.md"),
     ("Phantom calibration against real patches (issue 2)", "phantom_calibration.md"),
+    ("Browser viewer tiles (issue 17)", "viewer.md"),
 ]
 
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "models": "models",
     "demo": "demo",
+    "view": "view",
 }
 
 
@@ -73,6 +74,7 @@ def main():
     Typical use:
       tmln info slide.svs
       tmln analyze --slides slides.csv --out run/ --node-model demo-nodes --tumour-model demo-tumour
+      tmln view run/
       tmln survival run/patients_followup.csv --time months --event death --out surv/
     """
 
