@@ -61,6 +61,8 @@ VOCABULARY: dict[str, tuple[str, str]] = {
     "--val-fraction": ("patients held out for validation", r"held out for validation"),
     "--no-resume": ("start training afresh", r"start afresh"),
     "--annotations": ("folder of annotation files per slide", r"folder .*(annotations|outlines)"),
+    "--outlines": ("outline files of the one slide given (tmln view SLIDE)", r"GeoJSON/XML outlines"),
+    "--mln-rule": ("which nodes count as metastatic (ajcc: micro/macro; any: any tumour)", r"metastatic"),
     "--node-annotations": ("node outlines (a file for one slide, a folder for a cohort)", r"node outlines"),
     "--tumour-annotations": ("tumour outlines", r"tumour outlines"),
     "--model": ("the command's model: bundled name or model directory", r"bundled (model )?name"),

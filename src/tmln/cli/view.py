@@ -15,14 +15,14 @@ from tmln.cli.options import mpp_option
               help="TCP port (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but a loopback address lets other computers see the slides (a warning says so).")
-@click.option("--annotations", "annotations", multiple=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--outlines", "annotations", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="With a SLIDE: GeoJSON/XML outlines to draw and measure; repeatable. *.nodes.* files hold nodes, "
                    "*.tumour.* files tumour, any other name both (one export), as tmln analyze reads them.")
 @click.option("--tumour-map", type=click.Path(exists=True, file_okay=False), default=None,
               help="With a SLIDE: a tumour-map folder (tmln tumour-map --out) shown as the heat layer.")
 @mpp_option
 @click.option("--mln-rule", type=click.Choice(["ajcc", "any"]), default="ajcc", show_default=True,
-              help="With a SLIDE: the MLN rule for measuring the annotations.")
+              help="With a SLIDE: which nodes count as metastatic (ajcc: micro or macro; any: any tumour).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in the default web browser.")
 @click.option("--log", "log_requests", is_flag=True, help="Print every request.")
 def command(target, port, host, annotations, tumour_map, mpp, mln_rule, open_browser, log_requests):
@@ -36,7 +36,7 @@ def command(target, port, host, annotations, tumour_map, mpp, mln_rule, open_bro
     \b
     Examples:
       tmln view run/                         # then open http://127.0.0.1:8000/
-      tmln view slide.svs --annotations slide.geojson --tumour-map maps/slide/
+      tmln view slide.svs --outlines slide.geojson --tumour-map maps/slide/
     """
     from tmln.errors import TmlnError
     from tmln.view.data import RunData
@@ -45,7 +45,7 @@ def command(target, port, host, annotations, tumour_map, mpp, mln_rule, open_bro
     t = Path(target)
     if t.is_dir():
         if annotations or tumour_map or mpp:
-            raise click.UsageError("--annotations, --tumour-map and --mpp go with a SLIDE, not a run directory")
+            raise click.UsageError("--outlines, --tumour-map and --mpp go with a SLIDE, not a run directory")
         data = RunData.from_run(t)
     elif t.is_file():
         if t.name in ("slides.csv", "nodes.csv", "summary.json", "report.html"):
