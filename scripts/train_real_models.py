@@ -295,7 +295,7 @@ def _epoch_times(work: Path) -> dict:
     import csv
     import statistics
 
-    rows = list(csv.DictReader(open(work / NAME / "train" / "log.csv", encoding="utf-8")))
+    rows = list(csv.DictReader((work / NAME / "train" / "log.csv").read_text(encoding="utf-8").splitlines()))
     secs = [float(r["seconds"]) for r in rows]
     return {"wall_seconds": round(sum(secs), 1), "epoch_seconds_median": round(statistics.median(secs), 1),
             "wall_seconds_note": "sum of the epochs' times in train/log.csv (training and validation; an "

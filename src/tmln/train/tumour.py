@@ -147,7 +147,7 @@ def train_tumour(
         model = build_classifier(arch, 1)
         init_note = None
         if init_checkpoint is not None:
-            init_note = _load_init(model, init_checkpoint)
+            init_note = common.load_initial_weights(model, init_checkpoint)
         model = common.prepare_model(model, ctx)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
@@ -466,13 +466,6 @@ def _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed) -> di
     except StainEstimationError as err:
         raise TmlnError(f"cannot estimate a Macenko reference from the training patches ({err.message}); "
                         "give --macenko-reference IMAGE or train without --macenko") from None
-
-
-def _load_init(model, path) -> str:
-    """Initial weights to fine-tune (``tmln.train.common.load_initial_weights``)."""
-    from tmln.train.common import load_initial_weights
-
-    return load_initial_weights(model, path)
 
 
 def _write_split(path: Path, patch_set, train_idx, val_idx) -> None:
