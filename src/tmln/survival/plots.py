@@ -166,13 +166,19 @@ def forest_figure(rows, title: str = "", x_label: str = "Hazard ratio (95 % CI, 
         lo, hi = min(min(lows), 1.0), max(max(highs), 1.0)
         ax.set_xlim(lo / 1.25, hi * 1.25)
         _log_ticks(ax, lo / 1.25, hi * 1.25)
-        ax.set_ylim(-0.6, n - 0.4)
-        ax.set_yticks([])
-        ax.spines["left"].set_visible(False)
-        ax.set_xlabel(x_label)
-        if title:
-            ax.set_title(title, loc="left", x=-0.72, pad=18, fontsize=9)
-        return _render(fig)
+        return _finish_rows(fig, ax, n, x_label, title, title_x=-0.72)
+
+
+def _finish_rows(fig, ax, n: int, x_label: str, title: str, title_x: float) -> dict[str, bytes]:
+    """The common end of the one-row-per-item figures (forest plot, C-index plot): rows without a
+    y axis, the x label, the title left of the row labels; rendered."""
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_yticks([])
+    ax.spines["left"].set_visible(False)
+    ax.set_xlabel(x_label)
+    if title:
+        ax.set_title(title, loc="left", x=title_x, pad=18, fontsize=9)
+    return _render(fig)
 
 
 def cindex_figure(rows, title: str = "", x_label: str = "Harrell's C (95 % CI)") -> dict[str, bytes]:
@@ -208,13 +214,7 @@ def cindex_figure(rows, title: str = "", x_label: str = "Harrell's C (95 % CI)")
         lo, hi = min(values), max(values)
         pad = max(0.02, 0.08 * (hi - lo))
         ax.set_xlim(max(0.0, lo - pad), min(1.0, hi + pad))
-        ax.set_ylim(-0.6, n - 0.4)
-        ax.set_yticks([])
-        ax.spines["left"].set_visible(False)
-        ax.set_xlabel(x_label)
-        if title:
-            ax.set_title(title, loc="left", x=-0.55, pad=18, fontsize=9)
-        return _render(fig)
+        return _finish_rows(fig, ax, n, x_label, title, title_x=-0.55)
 
 
 def scan_figure(scan, marker: str, cut: float, critical: float | None = None) -> dict[str, bytes]:
