@@ -15,6 +15,7 @@ touching nodes, minimum node area in mm². Units: label maps travel with their �
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -152,26 +153,44 @@ def _flush(out, num, den, y, n_rows, x0, H, W):
 
 
 # ---------------------------------------------------------------------------- the model
-def model_predictor(net, card, device=None, amp: bool = True) -> Callable[[np.ndarray], np.ndarray]:
-    """(N, h, w, 3) uint8 -> (N, C, h, w) sigmoid probabilities with a loaded U-Net."""
+def model_predictor(net, card, device=None, amp: bool = True, precision: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
+    """(N, h, w, 3) uint8 -> (N, C, h, w) sigmoid probabilities with a loaded U-Net.
+
+    precision : as the tumour engine's (``tmln.models.backend``), except that ``auto`` keeps float32
+        on CPUs (float16 autocast on CUDA): the U-Net at 8 µm/px is a small share of a slide's time
+        and its int8 / bf16 maps were not shown to stay the maps (docs/tumour-inference.md). ``int8``
+        is calibrated on the first batch of tiles (the slide's own), recorded in ``predict.info``.
+    """
     import torch
 
+    from tmln.models import backend as BK
     from tmln.models.unet import normalise
 
     dev = device if device is not None else next(net.parameters()).device
-    use_amp = amp and dev.type == "cuda"
+    if not amp:
+        prec = "fp32"
+    elif precision == "auto" and dev.type == "cuda":
+        prec = "fp16"
+    else:
+        prec = BK.resolve_precision(precision, dev, cpu_reduced=False)
+    dtype = BK.amp_dtype(prec)
+    state: dict = {"net": net if prec != "int8" else None}
 
     def predict(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(dev).permute(0, 3, 1, 2).float() / 255.0
         x = normalise(x, card)
-        with torch.inference_mode():
-            if use_amp:
-                with torch.autocast(device_type="cuda", dtype=torch.float16):
-                    logits = net(x)
-            else:
-                logits = net(x)
-            return torch.sigmoid(logits.float()).cpu().numpy()
+        if state["net"] is None:  # int8: calibrate on this first batch of the slide's tiles
+            t0 = time.perf_counter()
+            q, cache = BK.quantize(net, [x[i : i + 1] for i in range(len(x))])
+            cal = BK.Calibration("the first batch of node-model tiles", list(range(len(x))), int(x.shape[-1]),
+                                 float(card.mpp), cache, time.perf_counter() - t0)
+            state["net"] = q
+            predict.info["int8"] = cal.record()
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = state["net"](x)
+        return torch.sigmoid(logits.float()).cpu().numpy()
 
+    predict.info = {"precision": prec}
     return predict
 
 
@@ -190,9 +209,10 @@ class NodeSegmenter:
 
     model : model directory, bundled model name, or an already loaded ``(module, card)`` pair.
     params : overrides of the card's post-processing parameters (``InstanceParams`` fields).
+    precision : ``model_predictor``'s (``auto``: float32 on CPUs); ``self.predict.info`` says what ran.
     """
 
-    def __init__(self, model, device="auto", params: dict | None = None, batch_size: int = 8):
+    def __init__(self, model, device="auto", params: dict | None = None, batch_size: int = 8, precision: str = "auto"):
         from tmln.models.unet import load_unet
 
         if isinstance(model, tuple):
@@ -208,7 +228,7 @@ class NodeSegmenter:
         self.overlap = min(int(merged.get("overlap", DEFAULT_OVERLAP)), self.tile // 2)
         self.batch_size = int(batch_size)
         self.mpp = float(self.card.mpp)
-        self.predict = model_predictor(self.net, self.card, self.device)
+        self.predict = model_predictor(self.net, self.card, self.device, precision=precision)
 
     @property
     def channels(self) -> int:

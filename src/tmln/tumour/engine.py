@@ -92,8 +92,8 @@ class ProbabilityMap:
 
     def sidecar(self) -> dict:
         keys = ("method", "stride_px", "patch_size", "model_mpp", "tile_size", "margin_cells", "pool_cells",
-                "mask", "slide", "reader", "device", "precision", "architecture", "slide_size_px", "tiles",
-                "model_mpx")
+                "mask", "slide", "reader", "device", "precision", "int8", "cpu_isa", "architecture", "slide_size_px",
+                "tiles", "model_mpx")
         return {
             "format": 1,
             "array": MAP_NAME,
@@ -436,9 +436,12 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     method : ``"auto"`` (stream, else dense, else grid: the first the model allows), ``"stream"``,
         ``"dense"`` or ``"grid"``.
     grid_stride : output stride in model px for the grid method (default ``patch_size // 2``).
-    precision : ``"auto"``: bfloat16 autocast where the device runs it natively (CUDA with bf16, CPUs
-        with AVX512-BF16 or AMX), float16 on older CUDA, float32 on other CPUs; or ``"fp32"`` (the
-        same results on every machine), ``"bf16"``, ``"fp16"``.
+    precision : ``"auto"`` (``tmln.models.backend.resolve_precision``): bfloat16 autocast where the device
+        runs it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), float16 on older CUDA, float32
+        on other CPUs; or ``"fp32"`` (the same results on every machine), ``"bf16"``, ``"fp16"``, or
+        ``"int8"`` (x86 CPUs with AVX2, streamed and dense methods: about 2x float32 on AVX2, calibrated on
+        a few tiles of this slide, recorded in ``info["int8"]``; not a default, its thresholded maps
+        change 0.8-1.3 % of pixels on real tissue).
     tissue : optional precomputed tissue mask (``TissueMask`` or ``(bool array, µm/px)``) for
         ``mask="tissue"``.
     """
@@ -467,7 +470,6 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     f = (card.mpp / mppx, card.mpp / mppy)
     cuda = dev.type == "cuda"
     workers = default_workers(cuda) if num_workers is None else max(0, int(num_workers))
-    amp_dtype = _amp_dtype(precision, dev)
 
     from tmln.tumour.dense import dense_form
 
@@ -486,6 +488,11 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         if streamed is None and method == "stream":
             raise TmlnError(f"architecture {card.architecture!r} cannot be streamed ({why}); use method='dense'")
 
+    from tmln.models import backend as BK
+
+    prec = BK.resolve_precision(precision, dev, int8_ok=dense is not None,
+                                why_not_int8=f"{card.architecture!r} runs patch by patch (method grid)")
+    amp_dtype = BK.amp_dtype(prec)
     if streamed is not None:
         plan = _plan_dense(slide, card, dense, tile_size or (STRIP_WIDTH_CUDA if cuda else STRIP_WIDTH_CPU))
         plan.method = "stream"
@@ -498,6 +505,10 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     roi = roi_cells(slide, plan.shape, stride_l0, origin_l0, mask, node_polygons, tissue)
 
     timing = {"read_s": 0.0, "compute_s": 0.0, "wait_s": 0.0}
+    int8 = None
+    if prec == "int8":  # calibrated on tiles of this slide's region of interest (tmln.models.backend)
+        dense, streamed, int8 = BK.int8_dense(dense, streamed, slide, card, transform, roi, stride_l0, origin_l0)
+        timing["int8_build_s"] = int8["build_s"]
     with _deterministic(cuda), torch.inference_mode():
         if streamed is not None:
             logits = _run_streamed(slide, card, streamed, dense.head.out_channels, plan, roi, transform, dev,
@@ -518,7 +529,8 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         "method": plan.method, "stride_px": plan.stride, "patch_size": card.patch_size, "model_mpp": card.mpp,
         "tile_size": list(plan.tile), "margin_cells": list(plan.margin), "pool_cells": plan.pool,
         "mask": mask or "none", "slide": str(slide.path), "device": str(dev), "architecture": card.architecture,
-        "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+        "precision": "int8" if int8 else str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+        **({"int8": int8} if int8 else {}), "cpu_isa": BK.cpu_isa() if dev.type == "cpu" else "",
         "reader": slide.reader(slide.best_level(card.mpp / slide.mpp)),
         "slide_size_px": [slide.width, slide.height], "tiles": len(plan.tiles),
         "model_mpx": _model_mpx(plan),
@@ -550,22 +562,12 @@ def _streamable(dense, transform):
     return net, ""
 
 
-def _amp_dtype(precision: str, dev):
-    import torch
+def _amp_dtype(precision: str, dev, int8_ok: bool = False):
+    """The autocast dtype for ``precision`` (``tmln.models.backend.resolve_precision``); None for float32
+    and for int8, which runs its own kernels."""
+    from tmln.models import backend as BK
 
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if precision != "auto":
-        raise TmlnError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")
-    from tmln.device import native_bf16
-
-    if native_bf16(dev):
-        return torch.bfloat16
-    return torch.float16 if dev.type == "cuda" else None
+    return BK.amp_dtype(BK.resolve_precision(precision, dev, int8_ok=int8_ok))
 
 
 def _autocast(dev, amp_dtype):

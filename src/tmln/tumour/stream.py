@@ -32,6 +32,13 @@ _INPLACE_FUNCS = {operator.iadd: operator.add, operator.imul: operator.mul, oper
                   torch.relu_: torch.relu}
 
 
+try:  # quantised convolutions (int8 backend): windowed like nn.Conv2d
+    from torch.ao.nn.quantized import Conv2d as _QCONV
+except ImportError:  # pragma: no cover
+    _QCONV = None
+_WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d) + ((_QCONV,) if _QCONV is not None else ())
+
+
 class NotStreamable(Exception):
     """The network has an operation the row-streaming executor cannot reproduce exactly."""
 
@@ -39,7 +46,7 @@ class NotStreamable(Exception):
 @dataclass
 class _Node:
     name: str
-    kind: str  # "input" | "window" | "point" | "output"
+    kind: str  # "input" | "window" | "point" | "output" | "const" (a parameter used as a value: fn holds it)
     inputs: list  # indices of tensor inputs
     fn: Callable | None = None
     args: tuple = ()
@@ -82,11 +89,13 @@ class StreamedNet:
                 if len(ins) != 1:
                     raise NotStreamable("more than one output")
                 n = _Node(node.name, "output", ins)
-            elif node.op == "call_module" and isinstance(mods[node.target], (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            elif node.op == "call_module" and isinstance(mods[node.target], _WINDOWED):
                 n = _window(node.name, mods[node.target], ins)
+            elif node.op == "get_attr":  # e.g. the scale and zero point of an int8 network's requantisation
+                n = _Node(node.name, "const", [], fn=_attr(gm, node.target))
             else:
                 n = _Node(node.name, "point", ins, *_pointwise(node, mods))
-            if node.op not in ("placeholder", "output"):
+            if node.op not in ("placeholder", "output", "get_attr"):
                 n.args = node.args
                 n.kwargs = dict(node.kwargs)
             index[node] = len(self.nodes)
@@ -104,10 +113,12 @@ class StreamedNet:
         for n in self.nodes:
             if n.kind == "input":
                 hs.append(height)
+            elif n.kind == "const":
+                hs.append(None)
             elif n.kind == "window":
                 hs.append((hs[n.inputs[0]] + 2 * n.p - n.k) // n.s + 1)
             else:
-                h = {hs[j] for j in n.inputs}
+                h = {hs[j] for j in n.inputs if self.nodes[j].kind != "const"}
                 hs.append(h.pop() if len(h) == 1 else -1)  # -1: no single input height (refused)
         return hs
 
@@ -122,7 +133,7 @@ class StreamedNet:
             with torch.no_grad():
                 full, shapes = self._forward_shapes(x)
                 if len(shapes) != len(self.nodes) or any(
-                        f is None or s != f for s, f, n in zip(self.heights(h), shapes, self.nodes) if n.kind != "output"):
+                        f is None or s != f for s, f, n in zip(self.heights(h), shapes, self.nodes) if n.kind not in ("output", "const")):
                     raise NotStreamable("layer heights differ from the streaming formula")
                 bands = [x[:, :, i : i + 37] for i in range(0, h, 37)]
                 try:
@@ -149,7 +160,7 @@ class StreamedNet:
         """Yield ``(first_row, (1, C, rows, W_out) tensor)`` of the output, ``chunk`` rows at a time."""
         nodes = self.nodes
         hs = self.heights(height)
-        if min(hs) <= 0:
+        if min(v for v in hs if v is not None) <= 0:
             raise ValueError(f"strip of {height} rows is too short for this network")
         buf: list = [None] * len(nodes)  # tensor of rows [start, end)
         start = [0] * len(nodes)
@@ -161,6 +172,8 @@ class StreamedNet:
             return buf[j][:, :, a - start[j] : b - start[j]]
 
         def evict(j):
+            if nodes[j].kind == "const":
+                return
             keep = min((_first_needed(nodes[c], end[c]) for c in nodes[j].consumers if c != out_i), default=end[j])
             keep = max(start[j], min(keep, end[j]))
             if keep > start[j]:
@@ -194,9 +207,13 @@ class StreamedNet:
                     x = _pad_rows(x, top, bottom, n.pad_value)
                 y = n.fn(x)
             else:
+                sl = {}
                 for i in n.inputs:
-                    ensure(i, b)
-                sl = {i: rows(i, a, b) for i in n.inputs}
+                    if nodes[i].kind == "const":
+                        sl[i] = nodes[i].fn
+                    else:
+                        ensure(i, b)
+                        sl[i] = rows(i, a, b)
                 args = fx.node.map_arg(n.args, lambda nd: sl[self._arg_index[nd]])
                 kwargs = fx.node.map_arg(n.kwargs, lambda nd: sl[self._arg_index[nd]])
                 y = n.fn(*args, **kwargs)
@@ -226,13 +243,33 @@ def _first_needed(consumer: _Node, next_row: int) -> int:
 
 def _pad_rows(x, top: int, bottom: int, value: float):
     parts = []
+    full = x.new_full if not x.is_quantized else (lambda shape, v: _quantized_full(x, shape, v))
     if top:
-        parts.append(x.new_full((x.shape[0], x.shape[1], top, x.shape[3]), value))
+        parts.append(full((x.shape[0], x.shape[1], top, x.shape[3]), value))
     parts.append(x)
     if bottom:
-        parts.append(x.new_full((x.shape[0], x.shape[1], bottom, x.shape[3]), value))
+        parts.append(full((x.shape[0], x.shape[1], bottom, x.shape[3]), value))
     y = torch.cat(parts, 2)
     return y.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) else y
+
+
+_QMIN = {torch.quint8: 0, torch.qint8: -128, torch.qint32: -(2 ** 31)}
+
+
+def _quantized_full(x, shape, value: float):
+    """Rows of ``value`` in ``x``'s (per-tensor) quantisation; -inf becomes the lowest code (max pooling:
+    it then loses to every real value, as -inf does)."""
+    scale, zp = x.q_scale(), x.q_zero_point()
+    if value == float("-inf"):
+        value = (_QMIN[x.dtype] - zp) * scale
+    return torch.quantize_per_tensor(torch.full(shape, float(value)), scale, zp, x.dtype)
+
+
+def _attr(gm, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _pair(v):
@@ -249,7 +286,18 @@ def _window(name: str, m: nn.Module, ins: list) -> _Node:
     p = _pair(p)
     if getattr(m, "ceil_mode", False):
         raise NotStreamable(f"{name}: ceil_mode")
-    if isinstance(m, nn.Conv2d):
+    if _QCONV is not None and isinstance(m, _QCONV):  # int8 (tmln.models.backend): rows padded by the executor
+        if m.padding_mode != "zeros":
+            raise NotStreamable(f"{name}: padding_mode={m.padding_mode}")
+        q = copy.deepcopy(m)
+        q.padding = (0, p[1])
+        q.set_weight_bias(m.weight(), m.bias())  # repacks the weights with the new padding
+
+        def fn(x):
+            return q(x)
+
+        value = 0.0
+    elif isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros":
             raise NotStreamable(f"{name}: padding_mode={m.padding_mode}")
         w, bias, groups = m.weight, m.bias, m.groups
@@ -294,6 +342,4 @@ def _pointwise(node, mods) -> tuple:
             return getattr(obj, name)(*a, **kw)
 
         return (fn,)
-    if node.op == "get_attr":  # pragma: no cover - constants inside the network
-        raise NotStreamable(f"{node.name}: parameter used as a value")
     raise NotStreamable(f"{node.name}: {node.op}")  # pragma: no cover
