@@ -172,13 +172,14 @@ def read_only(slide, card, module, poly, workers, cuda: bool = False):
 VARIANTS = {
     "stream": {"precision": "fp32"},
     "stream_bf16": {"precision": "bf16"},
+    "stream_int8": {"precision": "int8"},
     "tiles": {"method": "dense", "precision": "fp32"},
     "tiles_bf16": {"method": "dense", "precision": "bf16"},
 }
 
 
 def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points: int, bf16: bool = False,
-                     side_mm: float = 1500.0, device: str = "cpu") -> dict:
+                     side_mm: float = 1500.0, device: str = "cpu", int8: bool = False, tiles: bool = True) -> dict:
     import torch
 
     from tmln.models.classifier import load_classifier
@@ -192,12 +193,13 @@ def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points:
     dev = torch.device(device)
     stride_px = ORIGINAL_STRIDE_UM / slide.mpp_x
     pts = lattice_points(poly, stride_px, n_points)
-    variants = {k: v for k, v in VARIANTS.items() if bf16 or "bf16" not in k}
+    variants = {k: v for k, v in VARIANTS.items() if (bf16 or "bf16" not in k) and (int8 or "int8" not in k)
+                and (tiles or not k.startswith("tiles"))}
     originals = {"original": (published, False), "original_direct": (slide, False)}
     if bf16:
         originals["original_bf16"] = (published, True)
     res = {k: [] for k in [*originals, "grid80", *variants, "reader", "reader_openslide"]}
-    roi, maps, info = {}, {}, {}
+    roi, maps, info, builds = {}, {}, {}, {}
     for rep in range(reps):
         for name, kw in variants.items():
             t = time.perf_counter()
@@ -205,6 +207,8 @@ def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points:
                             device=device, **kw)
             res[name].append(time.perf_counter() - t)
             roi[name], maps[name], info[name] = pm.info["roi_mm2"], pm.array, pm.info
+            if "int8_build_s" in pm.info["timing"]:
+                builds.setdefault(name, []).append(pm.info["timing"]["int8_build_s"])
             if name == "stream":  # the original between engine runs: load from other processes hits both
                 for key, (sl, half) in originals.items():
                     t = time.perf_counter()
@@ -234,10 +238,31 @@ def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points:
     out["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
     out["points_original"] = len(pts)
     out["reader_name"] = slide.reader(0)
-    out["stream_vs_tiles_max_abs_diff"] = float(np.nanmax(np.abs(maps["stream"] - maps["tiles"])))
+    if "tiles" in maps:
+        out["stream_vs_tiles_max_abs_diff"] = float(np.nanmax(np.abs(maps["stream"] - maps["tiles"])))
     if bf16:
         out["bf16_max_abs_diff"] = float(np.nanmax(np.abs(maps["stream_bf16"] - maps["stream"])))
+    thr = float(card.threshold)
+    ref = maps["stream"]
+    for k, m in maps.items():  # every map against the float32 stream: max |dP|, thresholded pixels changed
+        ok = ~np.isnan(ref) & ~np.isnan(m)
+        out[k]["max_dp"] = float(np.abs(m - ref)[ok].max()) if m.shape == ref.shape else None
+        out[k]["thr_changed"] = (float(((m[ok] >= thr) != (ref[ok] >= thr)).mean()) if m.shape == ref.shape
+                                 else None)
+        if k == "stream_int8":
+            out[k]["int8"] = info[k].get("int8")
+            out[k]["build_s"] = builds.get(k, [])
+    out["cpu_isa"] = _isa()
+    out["threshold"] = thr
     return out
+
+
+def _isa() -> str:
+    """The instruction set the run was allowed (tmln.models.backend.cpu_isa) and how it was capped."""
+    from tmln.models.backend import cpu_isa
+
+    caps = [f"{v}={os.environ[v]}" for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(v)]
+    return cpu_isa() + (f" (capped: {', '.join(caps)})" if caps else "")
 
 
 # ---------------------------------------------------------------------------- (c) memory
@@ -352,6 +377,15 @@ def machine() -> str:
             f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (shared machine)")
 
 
+def _isa_native() -> str:
+    import subprocess as sp
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    r = sp.run([sys.executable, "-c", "from tmln.models.backend import cpu_isa; print(cpu_isa())"], env=env,
+               capture_output=True, text=True)
+    return r.stdout.strip() or "?"
+
+
 def _workers_text(workers, cuda: bool) -> str:
     from tmln.tumour.engine import default_workers
 
@@ -374,8 +408,12 @@ def report(args, thr, rss, e2e) -> str:
                   f"{_workers_text(args.workers, thr['device'] != 'CPU')}; median of {args.reps} run(s), the original timed between "
                   f"the engine's runs. The original method ran on the first {thr['points_original']} points of its "
                   f"{ORIGINAL_STRIDE_UM:.0f} µm lattice over that square (its cost per point does not depend on the region).", "",
-                  "| method | output spacing | tissue mm² | model Mpx / tissue mm² | seconds | tissue mm²/s | vs original |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"Instruction set: {thr.get('cpu_isa', '?')} (this CPU: {_isa_native()}). "
+                  "max |dP| and thresholded pixels changed: each map against the float32 stream map, "
+                  f"threshold {thr.get('threshold', 0.5):.3g} from the model card.", "",
+                  "| method | ISA | output spacing | tissue mm² | model Mpx / tissue mm² | seconds | tissue mm²/s | "
+                  "vs original | max \\|dP\\| | thresholded px changed |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         base = o["mm2_per_s"]
         lat, cell = f"{ORIGINAL_STRIDE_UM:.0f} µm", f"{thr['stream'].get('spacing_um', 16):.0f} µm"
         names = {"original": (f"original ({ORIGINAL_REGION} px read per point, 3x3 crops of {CROP}, centre kept; "
@@ -388,6 +426,8 @@ def report(args, thr, rss, e2e) -> str:
                  "stream": ("**tmln stream, float32** (fully convolutional, strips streamed band by band; "
                             "`--precision fp32`, the default on CPUs without native bf16)", cell),
                  "stream_bf16": ("**tmln stream, bf16** (the default where the CPU has AVX512-BF16 or AMX)", cell),
+                 "stream_int8": ("tmln stream, int8 (`--precision int8`: quantised, calibrated on 8 tiles of the slide)",
+                                 cell),
                  "reader": (f"reader only (the stream's bands, no model; {thr.get('reader_name', 'openslide')})", "-"),
                  "reader_openslide": ("reader only, every read through OpenSlide", "-")}
         per_point = 9 * CROP * CROP / 1e6 / (ORIGINAL_STRIDE_UM / 1000) ** 2
@@ -396,20 +436,32 @@ def report(args, thr, rss, e2e) -> str:
                 continue
             row = thr[key]
             mpx = row["model_mpx"] / row["mm2"] if "model_mpx" in row else (per_point if key.startswith("original") else None)
-            lines.append(f"| {label} | {sp} | {row['mm2']:.3f} | {'-' if mpx is None else f'{mpx:.1f}'} | "
-                         f"{row['seconds']:.2f} | {row['mm2_per_s']:.4f} | {row['mm2_per_s'] / base:.1f}x |")
+            dp = row.get("max_dp")
+            ch = row.get("thr_changed")
+            isa = thr.get("cpu_isa", "?").split(" ")[0]
+            lines.append(f"| {label} | {isa} | {sp} | {row['mm2']:.3f} | {'-' if mpx is None else f'{mpx:.1f}'} | "
+                         f"{row['seconds']:.2f} | {row['mm2_per_s']:.4f} | {row['mm2_per_s'] / base:.1f}x | "
+                         f"{'-' if dp is None else f'{dp:.4f}'} | {'-' if ch is None else f'{100 * ch:.2f} %'} |")
         st = thr["stream"]
         tm = st["timing"]
         lines += ["", f"Stream run breakdown (last run): total {tm['total_s']:.1f} s, model {tm['compute_s']:.1f} s, "
                   f"waiting for bands {tm['wait_s']:.1f} s, band reads (summed over readers) {tm['read_s']:.1f} s; "
                   f"{st['tiles']} segment(s), strips up to {st['tile_size'][1]} model px wide, "
-                  f"{st['model_mpx']:.1f} Mpx through the model (tiles: {thr['tiles']['model_mpx']:.1f} Mpx in "
-                  f"{thr['tiles']['tiles']} tiles of up to {thr['tiles']['tile_size']} px).",
+                  f"{st['model_mpx']:.1f} Mpx through the model" + (
+                      f" (tiles: {thr['tiles']['model_mpx']:.1f} Mpx in {thr['tiles']['tiles']} tiles of up to "
+                      f"{thr['tiles']['tile_size']} px)." if "tiles" in thr else "."),
                   f"Engine (stream) / reader-only throughput: {st['mm2_per_s'] / r['mm2_per_s']:.2f} "
                   "(1.0 would mean the engine runs at the decode limit).",
-                  f"Stream vs tiles map: max |dP| = {thr['stream_vs_tiles_max_abs_diff']:.1e}."]
+                  *([f"Stream vs tiles map: max |dP| = {thr['stream_vs_tiles_max_abs_diff']:.1e}."]
+                    if "stream_vs_tiles_max_abs_diff" in thr else [])]
         if "bf16_max_abs_diff" in thr:
             lines += [f"bf16 vs float32 stream map: max |dP| = {thr['bf16_max_abs_diff']:.4f}."]
+        if "stream_int8" in thr:
+            q = thr["stream_int8"]
+            builds = ", ".join(f"{t:.1f}" for t in q.get("build_s", []))
+            lines += [f"int8 network build (calibration tiles read, quantised, streaming checked; included in its "
+                      f"seconds above) per run: {builds} s (the first run calibrates, later runs read the cached "
+                      f"calibration); {q['model_mpx']:.1f} Mpx through the model."]
         lines.append("")
     if rss:
         lines += ["## (c) peak memory", "",
@@ -469,6 +521,8 @@ def main():
     ap.add_argument("--only", default="abcd", help="which parts to run (letters a-d; b runs with a)")
     ap.add_argument("--large", action="store_true", help="also the 100k x 100k px slide in (c)")
     ap.add_argument("--bf16", action="store_true", help="also the engine in bfloat16 in (a)")
+    ap.add_argument("--int8", action="store_true", help="also the engine in int8 in (a)")
+    ap.add_argument("--no-tiles", action="store_true", help="skip the dense-tile variants in (a)")
     ap.add_argument("--side-um", type=float, default=1500.0, help="edge of the tissue square in (a), µm")
     ap.add_argument("--device", default="cpu", help="(a) and (d) on this device (cpu, cuda)")
     ap.add_argument("--precision", default="fp32", help="(d) precision(s), comma-separated (fp32, bf16, auto)")
@@ -491,13 +545,15 @@ def main():
     if args.model:
         use_model_geometry(args.model)
     model = args.model or model_dir(work)
-    thr = (bench_throughput(work, model, args.workers, args.reps, args.points, args.bf16, args.side_um, args.device)
-           if "a" in args.only else None)
+    thr = (bench_throughput(work, model, args.workers, args.reps, args.points, args.bf16, args.side_um, args.device,
+                            args.int8, not args.no_tiles) if "a" in args.only else None)
     rss = None
     if "c" in args.only:
         rss = bench_rss(work, model, ["p5mm", "p15x10mm"] + (["p25mm"] if args.large else []), args.workers)
     e2e = ([bench_e2e(work, model, args.workers, args.device, p) for p in args.precision.split(",")]
            if "d" in args.only else None)
+    if args.out:  # the raw figures first: a report that fails does not lose the run
+        Path(args.out + ".json").write_text(json.dumps({"a": thr, "c": rss, "d": e2e}, default=str), encoding="utf-8")
     emit(report(args, thr, rss, e2e), args.out)
 
 
