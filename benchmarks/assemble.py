@@ -10,6 +10,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = [
+    ("Tumour map engine on AVX2-only cores: float32 and int8 vs the original (issue 20)", "tumour_engine_avx2.md"),
+    ("Inference backends, CPU capped to AVX2 (issue 20)", "tumour_backends_avx2.md"),
+    ("Inference backends, the full CPU: AVX-512 with VNNI and BF16 (issue 20)", "tumour_backends.md"),
+    ("tmln analyze end to end on AVX2-only cores (issue 20)", "analyze_avx2.md"),
     ("Real tissue: the bundled tumour model pcam-tumour (issue 14)", "pcam_tumour.md"),
     ("Tumour map engine with pcam-tumour (issue 14)", "tumour_engine_pcam.md"),
     ("Whole-slide tumour maps: peak memory (issue 14)", "tumour_map_memory.md"),

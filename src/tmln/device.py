@@ -26,7 +26,22 @@ def native_bf16(device) -> bool:
         return bool(torch.cuda.is_bf16_supported())
     if device.type != "cpu":
         return False
+    if not _avx512_allowed():  # capped to AVX2 (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA): bf16 is emulated
+        return False
     try:  # private but long-standing helpers (torch >= 2.1); absent means "do not assume"
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:
         return False
+
+
+def _avx512_allowed() -> bool:
+    """Whether PyTorch and oneDNN may use AVX-512 here: the CPU has it and neither ``ATEN_CPU_CAPABILITY``
+    nor ``ONEDNN_MAX_CPU_ISA`` (``DNNL_MAX_CPU_ISA``) caps it below (how an AVX2-only CPU is emulated)."""
+    import os
+
+    import torch
+
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    return not cap or cap.startswith(("AVX512", "AVX10", "ALL", "DEFAULT"))

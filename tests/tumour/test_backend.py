@@ -178,3 +178,14 @@ def test_sidecar_names_the_cpu_instruction_set(tmp_path):
     side = json.loads((tmp_path / "o" / "tumour_map.json").read_text())
     assert side["precision"] == "float32" and side["cpu_isa"].split("+")[0] in ("AVX512", "AVX2", "DEFAULT")
     assert "int8" not in side
+
+
+def test_an_avx2_cap_turns_native_bf16_off(monkeypatch):
+    """Capping oneDNN to AVX2 (how an AVX2-only CPU is emulated on a newer one) makes bf16 emulated, so
+    auto must not pick it; the instruction set in the sidecar drops the AVX-512 extras."""
+    import tmln.device
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert tmln.device.native_bf16("cpu") is False
+    assert BK.resolve_precision("auto", "cpu") == "fp32"
+    assert "BF16" not in BK.cpu_isa() and "VNNI" not in BK.cpu_isa()

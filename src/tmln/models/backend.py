@@ -50,9 +50,11 @@ def cpu_isa() -> str:
     / ``+VNNI`` where oneDNN is allowed to use them (``ONEDNN_MAX_CPU_ISA``)."""
     import torch
 
+    from tmln.device import _avx512_allowed
+
     cap = torch.backends.cpu.get_cpu_capability()
     extra = []
-    if cap.startswith("AVX512") and _onednn_isa_allows("AVX512"):
+    if _avx512_allowed():
         for name, probe in (("VNNI", "_is_vnni_supported"), ("BF16", "_is_avx512_bf16_supported"),
                             ("AMX", "_is_amx_tile_supported")):
             try:
@@ -61,11 +63,6 @@ def cpu_isa() -> str:
             except AttributeError:  # pragma: no cover - older torch
                 pass
     return "+".join([cap] + extra)
-
-
-def _onednn_isa_allows(level: str) -> bool:
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
-    return not cap or cap.upper().startswith(level) or cap.upper() in ("ALL", "DEFAULT")
 
 
 def int8_available() -> tuple[bool, str]:
