@@ -209,12 +209,12 @@ def model_appearance(slide, job: SlideJob) -> tuple[dict, list[str]]:
     """Each model's appearance distance to this slide (``tmln.models.appearance``): columns
     ``tumour_model_appearance_distance`` / ``node_model_appearance_distance`` (None without a model or
     without statistics in its card) and a note for a slide out of the model's range."""
-    from tmln.models.appearance import WARN_DISTANCE, slide_distance
+    from tmln.models.appearance import WARN_DISTANCE, distance_column, slide_distance
     from tmln.models.card import read_card
 
     out, notes = {}, []
     for kind, model in (("tumour", job.tumour_model), ("node", job.node_model)):
-        col = f"{kind}_model_appearance_distance"
+        col = distance_column(kind)
         out[col] = None
         if not model:
             continue

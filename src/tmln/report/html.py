@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from tmln.models.appearance import MODEL_KINDS, WARN_DISTANCE, distance_column, out_of_range
+
 THUMB_MAX_PX = 480
 # Up to this many slides the overlays are embedded (one self-contained file); beyond it the page links
 # the overlay PNGs in slides/<slide_id>/ so that the report of a large cohort stays small.
@@ -77,7 +79,8 @@ def render_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = ())
     slides = _read_csv(run_dir / "slides.csv")
     slide_cols = [c for c in ("slide_id", "patient_id", "status", "n_nodes", "n_metastatic_nodes", "n_itc",
                               "n_micro", "n_macro", "node_area_mm2", "tumour_area_mm2",
-                              "extranodal_tumour_area_mm2", "largest_deposit_mm") if c in slides.columns]
+                              "extranodal_tumour_area_mm2", "largest_deposit_mm", *map(distance_column, MODEL_KINDS))
+                 if c in slides.columns]
     slide_rows = []
     embed = len(slides) <= EMBED_MAX_SLIDES
     for rec in slides.to_dict("records"):
@@ -90,6 +93,7 @@ def render_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = ())
             "notes": rec.get("notes", ""),
             "overlay": _overlay_src(run_dir, sid, embed) if rec.get("status") == "done" else None,
         })
+    unlike = unlike_training(slides)
     env = Environment(loader=PackageLoader("tmln.report", "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     tpl = env.get_template("report.html")
@@ -100,7 +104,16 @@ def render_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = ())
         slide_cols=slide_cols,
         slide_rows=slide_rows,
         sections=[(str(t), str(h)) for t, h in sections],
+        unlike=unlike,
+        warn_distance=WARN_DISTANCE,
     )
+
+
+def unlike_training(slides) -> list[dict]:
+    """Slides whose appearance lies farther than ``WARN_DISTANCE`` from a model's training data:
+    ``[{"slide_id", "model", "distance"}]`` (``slides.csv``'s ``*_model_appearance_distance`` columns)."""
+    return [{"slide_id": rec.get("slide_id", ""), "model": kind, "distance": f"{d:.2f}"}
+            for rec in slides.to_dict("records") for kind, d in out_of_range(rec)]
 
 
 def write_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = (), path: str | Path | None = None) -> Path:

@@ -28,6 +28,7 @@ from tmln.errors import AnnotationError, InputTableError
 
 CLASSES_SEMANTIC = ["node"]
 CLASSES_INSTANCE = ["node", "node_core"]
+NON_NODE_OD = 0.25  # optical density sum (RGB) above which a pixel outside the nodes counts as tissue
 
 
 @dataclass
@@ -47,6 +48,7 @@ class NodeSlide:
     _boundary: np.ndarray | None = field(default=None, repr=False)
     _foreground: np.ndarray | None = field(default=None, repr=False)
     _shared: np.ndarray | None = field(default=None, repr=False)
+    _non_node: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def node_area_mm2(self) -> float:
@@ -70,6 +72,14 @@ class NodeSlide:
         if self._foreground is None:
             self._foreground = np.argwhere(self.instances > 0)
         return self._foreground
+
+    def non_node_pixels(self) -> np.ndarray:
+        """Stained pixels outside every node (optical density sum > ``NON_NODE_OD``): septa, vessels,
+        fat, other tissue, pen marks: where a node finder must learn to say no."""
+        if self._non_node is None:
+            od = -np.log10(np.clip(self.image.astype(np.float32), 1.0, 255.0) / 255.0).sum(-1)
+            self._non_node = np.argwhere((od > NON_NODE_OD) & (self.instances == 0))
+        return self._non_node
 
 
 def shared_border_band(instances: np.ndarray, border_px: float) -> np.ndarray:
@@ -181,7 +191,8 @@ class NodeCropDataset:
     """
 
     def __init__(self, slides: list[NodeSlide], tile_size: int = 256, samples_per_epoch: int | None = None,
-                 seed: int = 0, p_boundary: float = 0.5, p_foreground: float = 0.25, p_shared: float = 0.25):
+                 seed: int = 0, p_boundary: float = 0.5, p_foreground: float = 0.25, p_shared: float = 0.25,
+                 p_non_node: float = 0.0):
         if not slides:
             raise ValueError("no training slides")
         self.slides = slides
@@ -189,6 +200,9 @@ class NodeCropDataset:
         self.seed = int(seed)
         self.epoch = 0
         self.p_boundary, self.p_foreground, self.p_shared = p_boundary, p_foreground, p_shared
+        self.p_non_node = float(p_non_node)  # crops centred on tissue outside the nodes (hard negatives)
+        if self.p_boundary + p_foreground + self.p_non_node > 1:
+            raise ValueError("p_boundary + p_foreground + p_non_node must be <= 1")
         areas = np.array([s.image.shape[0] * s.image.shape[1] for s in slides], float)
         self.weights = areas / areas.sum()
         if samples_per_epoch is None:
@@ -213,6 +227,8 @@ class NodeCropDataset:
             pool = s.boundary_pixels()
         elif u < self.p_boundary + self.p_foreground:
             pool = s.foreground_pixels()
+        elif u < self.p_boundary + self.p_foreground + self.p_non_node:
+            pool = s.non_node_pixels()
         if pool is not None and len(pool):
             cy, cx = pool[int(rng.integers(len(pool)))]
             jitter = self.tile // 4

@@ -146,6 +146,7 @@ def train_nodes(
     amp: bool = True,
     quiet: bool = False,
     init: str | Path | None = None,
+    non_node_crops: float = 0.0,
 ):
     """Train the node U-Net; returns the ``ModelCard`` of the model written to ``out_dir``.
 
@@ -158,7 +159,10 @@ def train_nodes(
     ``init``: initial weights to fine-tune (a bundled model name such as ``demo-nodes``, a model
     directory, .safetensors or a state dict; ``tmln.train.common.load_initial_weights``): tensors of
     the same name and shape are loaded, the others stay at their initialisation. A resumed run
-    continues from its checkpoint instead.
+    continues from its checkpoint instead. ``non_node_crops``: share of training crops centred on
+    tissue outside the nodes (septa, vessels, other tissue: the hard negatives), taken evenly from the
+    other kinds of crops. The card's ``training.appearance`` holds the appearance statistics of the
+    training slides (``tmln.models.appearance``), against which analyze measures each slide.
     """
     import torch
 
@@ -204,7 +208,11 @@ def train_nodes(
         if not val_items:
             val_items = train_items
             validation_note = "training slides (fewer than two patients: no held-out validation)"
-        dataset = NodeCropDataset(train_items, crop_size, samples_per_epoch, seed=seed)
+        if not 0.0 <= non_node_crops < 1.0:
+            raise TmlnError(f"non_node_crops {non_node_crops} must be in [0, 1)")
+        keep = 1.0 - float(non_node_crops)
+        dataset = NodeCropDataset(train_items, crop_size, samples_per_epoch, seed=seed, p_boundary=0.5 * keep,
+                                  p_foreground=0.25 * keep, p_non_node=float(non_node_crops))
 
         classes = CLASSES_INSTANCE if instance_target else CLASSES_SEMANTIC
         post = InstanceParams.from_dict(params).to_dict()
@@ -310,6 +318,8 @@ def train_nodes(
             "train_seconds": round(earlier_seconds + time.time() - t_start, 1),  # incl. resumed runs' epochs
             "split": "by patient", "validation": validation_note,
             "init_checkpoint": None if init is None else str(init), "init_note": init_note,
+            "non_node_crops": float(non_node_crops),
+            "appearance": appearance_of_slides(train_items, float(mpp), seed=seed),
         }
         if is_main_process():
             best.save_model_dir(out, card, fallback_model=model)
@@ -317,6 +327,31 @@ def train_nodes(
         return card
     finally:
         cleanup_distributed()
+
+
+APPEARANCE_PATCH = 64  # px at the model's µm/px: the patches of the node model's appearance statistics
+
+
+def appearance_of_slides(items, mpp: float, per_slide: int = 32, seed: int = 0) -> dict | None:
+    """Appearance statistics (``tmln.models.appearance``) of ``APPEARANCE_PATCH`` px patches of the
+    training slides' images, centred on random stained pixels; None when too few patches are stained."""
+    from tmln.models.appearance import training_statistics
+    from tmln.train.node_data import crop
+
+    rng = np.random.default_rng(seed)
+    patches = []
+    for s in items:
+        od = -np.log10(np.clip(s.image[::4, ::4].astype(np.float32), 1.0, 255.0) / 255.0).sum(-1)
+        ys, xs = np.nonzero(od > 0.25)
+        for i in rng.choice(len(ys), min(per_slide, len(ys)), replace=False) if len(ys) else []:
+            top, left = 4 * int(ys[i]) - APPEARANCE_PATCH // 2, 4 * int(xs[i]) - APPEARANCE_PATCH // 2
+            patches.append(crop(s.image, top, left, APPEARANCE_PATCH, 255))
+    try:
+        stats = training_statistics(patches, mpp, source="training slides")
+    except ValueError:
+        return None
+    stats["patch_size"] = APPEARANCE_PATCH
+    return stats
 
 
 def _collate(batch):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tmln.errors import TmlnError
+from tmln.models.appearance import WARN_DISTANCE, out_of_range
 from tmln.measure.staging import NODE_COLUMNS
 
 HEAT_MAX_PX = 4096  # the heat layer's longer side (px); finer maps are shrunk for the browser
@@ -91,6 +92,10 @@ class RunData:
                              mpp=_mpp(r))
             state = _read_json(folder / "state.json") or {}
             info.path, info.problem, info.warning = locate_slide(r.get("slide_path") or "", table_dir, root, state)
+            unlike = [f"this slide looks unlike the {kind} model's training data (appearance distance {d:.2f} > "
+                      f"{WARN_DISTANCE:g}): check its counts by eye" for kind, d in out_of_range(r)]
+            if unlike:
+                info.warning = "; ".join([info.warning, *unlike] if info.warning else unlike)
             slides.append(info)
         return cls(root=root, summary=summary, slides=slides, patients=patients, nodes=nodes,
                    node_columns=node_cols or list(NODE_COLUMNS))
