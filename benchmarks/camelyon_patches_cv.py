@@ -42,8 +42,8 @@ def fold_folder(root: Path, rows, data: Path) -> Path:
 
 
 def colour_features(paths) -> np.ndarray:
-    from tmln.train.patches import read_image
-    from tmln.train.stain import optical_density
+    from tmln.imaging import read_image
+    from tmln.stain import optical_density
 
     feats = []
     for p in paths:

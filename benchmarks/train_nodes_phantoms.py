@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from tmln.nodes import node_map
-    from tmln.nodes.evaluation import evaluate_nodes, load_truth
+    from tmln.evaluate.nodes import evaluate_nodes, load_truth
     from tmln.train.nodes import train_nodes, weights_size_mb
 
     work = Path(args.work)

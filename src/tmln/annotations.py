@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tmln.errors import AnnotationError
-from tmln.evaluate.rasterise import burn
-from tmln.regions import polygon_parts
+from tmln.regions import burn, polygon_parts
 
 # Camelyon16 ASAP groups: `_0`, `_1`, `Tumor` are tumour, `_2` and `Exclusion` are excluded.
 CAMELYON_TUMOUR_GROUPS = {"_0", "_1", "tumor", "tumour", "metastases"}

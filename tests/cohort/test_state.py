@@ -1,4 +1,4 @@
-from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
+from tmln.annotations import AmbiguousAnnotation, find_annotation
 from tmln.cohort.state import clear_state, is_done, params_hash, read_state, write_state
 
 import pytest

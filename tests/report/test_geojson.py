@@ -3,9 +3,8 @@ import json
 import pytest
 from shapely.geometry import box
 
-from tmln.annotations import read_annotations
+from tmln.annotations import node_outlines, read_annotations, tumour_outlines
 from tmln.measure.nodes import measure_slide
-from tmln.regions import node_polygons_from_annotations, tumour_polygons_from_annotations
 from tmln.report.geojson import node_features, write_slide_geojson
 
 
@@ -28,8 +27,8 @@ def test_qupath_features_and_reimport_gives_same_measurements(tmp_path):
     assert props[2]["measurements"]["area_mm2"] == pytest.approx(m.rows[2]["area_mm2"])
     assert props[2]["measurements"]["metastatic"] == 1
     # the written files, read back as annotations, reproduce the measurements
-    nodes, _ = node_polygons_from_annotations(read_annotations(tmp_path / "nodes.geojson"))
-    tumour, _ = tumour_polygons_from_annotations(read_annotations(tmp_path / "tumour.geojson"))
+    nodes, _ = node_outlines(read_annotations(tmp_path / "nodes.geojson"))
+    tumour = tumour_outlines(read_annotations(tmp_path / "tumour.geojson")).polygons
     again = measure_slide(nodes, tumour, 0.5, 0.5, patient_id="P", slide_id="S")
     for a, b in zip(m.rows, again.rows):
         assert a == pytest.approx(b)

@@ -108,7 +108,7 @@ def test_evaluate_froc_and_slides(outlines, tmp_path):
 
 def test_evaluate_maps(outlines, tmp_path, monkeypatch):
     import tmln.tumour.engine as engine
-    from tmln.tumour.calibrate import calibrate_threshold
+    from tmln.evaluate.maps import calibrate_threshold
 
     d, model, ann, _ = outlines
 

@@ -57,14 +57,14 @@ def command(slide, model, out, mask, node_annotations, threshold, device, batch_
     from pathlib import Path
 
     from tmln.annotations import feature, read_annotations, write_geojson
-    from tmln.regions import node_polygons_from_annotations
+    from tmln.annotations import node_outlines
     from tmln.slide import Slide
     from tmln.tumour import regions_from_map, tumour_map
 
     with Slide(slide, mpp=mpp) as s:
         nodes = None
         if node_annotations:
-            nodes, _ = node_polygons_from_annotations(read_annotations(node_annotations, slide_size=s.dimensions))
+            nodes, _ = node_outlines(read_annotations(node_annotations, slide_size=s.dimensions))
         if mask is None:
             mask = "nodes" if nodes is not None else "tissue"
         if mask == "nodes" and nodes is None:

@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
-from tmln.atomic import remove_stale_temporaries
+from tmln.atomic import file_digest, file_identity, remove_stale_temporaries
 from tmln.cohort.job import SLIDE_OUTPUTS, SlideJob, node_provider, process_slide, tumour_provider
-from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
-from tmln.cohort.state import file_digest, file_identity, is_done, params_hash, read_state
+from tmln.annotations import AmbiguousAnnotation, find_annotation
+from tmln.cohort.state import is_done, params_hash, read_state
 from tmln.cohort.table import DERIVED_TABLE, SlideEntry, read_slides_table, write_slides_table_from_folders
 from tmln.errors import TmlnError
 from tmln.measure.nodes import SLIDE_MEASURE_COLUMNS
 from tmln.measure.staging import MLN_RULES, NODE_COLUMNS, PATIENT_COLUMNS, STAGES, STAGING_SYSTEMS
+from tmln.models.card import model_identity
 
 # bump when a change to the measurement code changes results: finished slides are then redone
 MEASURE_VERSION = 1
@@ -77,20 +78,6 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return not self.failures
-
-
-def model_identity(name: str) -> dict:
-    """What a model is, not how its name or path is spelt: the digest of its card and the size and
-    modification time of its weights, so a retrained model redoes slides and ``models/m``,
-    ``./models/m/`` and ``/abs/models/m`` are one model. The name as given when it cannot be resolved."""
-    try:
-        from tmln.models.card import resolve_model_dir
-
-        d = resolve_model_dir(name)
-        return {"card_sha256": file_digest(Path(d) / "model_card.json"),
-                "weights": file_identity(Path(d) / "model.safetensors")}
-    except Exception:  # the provider reports unusable models per slide
-        return {"name": str(name)}
 
 
 def _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule,

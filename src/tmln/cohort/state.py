@@ -24,29 +24,6 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def file_digest(path: str | Path | None) -> str | None:
-    """sha256 of a (small) file's bytes, None when there is no such file."""
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_identity(path: str | Path) -> dict | None:
-    """Cheap identity of a (large) slide file: size and modification time (ns)."""
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return None
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
 def read_state(slide_dir: str | Path) -> dict | None:
     """The slide's state, or None when absent or unreadable (treated as not done)."""
     p = Path(slide_dir) / STATE_NAME

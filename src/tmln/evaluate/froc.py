@@ -37,7 +37,6 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from tmln.errors import InputTableError, TmlnError
-from tmln.regions import polygon_parts
 
 FROC_FPS_PER_SLIDE = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_LEVEL = 5
@@ -117,7 +116,7 @@ def rasterise_truth(annotations: Iterable, width: int, height: int, level: int =
 
 def _fill_polygon(poly, target: np.ndarray, d: float, keep_tiny: bool) -> None:
     """OR one polygon (pixel centres inside, holes respected) into ``target``."""
-    from tmln.evaluate.rasterise import burn
+    from tmln.regions import burn
 
     if not burn(target, poly, d) and keep_tiny:
         p = poly.representative_point()

@@ -32,7 +32,7 @@ from typing import Iterable
 
 import numpy as np
 
-from tmln.train.stain import DEFAULT_IO, OD_THRESHOLD, optical_density
+from tmln.stain import DEFAULT_IO, OD_THRESHOLD, optical_density
 
 FEATURES = ("od_mean_r", "od_mean_g", "od_mean_b", "od_std_r", "od_std_g", "od_std_b", "haematoxylin", "eosin",
             "texture_1", "texture_2", "texture_4", "stained_fraction")

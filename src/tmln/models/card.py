@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tmln.atomic import file_digest, file_identity
 from tmln.errors import ModelCardError
 
 CARD_NAME = "model_card.json"
@@ -96,6 +97,17 @@ def list_bundled() -> list[str]:
     if not BUNDLED_DIR.is_dir():
         return []
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CARD_NAME).is_file())
+
+
+def model_identity(name: str | Path) -> dict:
+    """What a model is, not how its name or path is spelt: the sha256 of its card and the size and
+    modification time (ns) of its weights, so a retrained model redoes slides and ``models/m``,
+    ``./models/m/`` and ``/abs/models/m`` are one model. The name as given when it cannot be resolved."""
+    try:
+        d = resolve_model_dir(name)
+        return {"card_sha256": file_digest(Path(d) / CARD_NAME), "weights": file_identity(Path(d) / WEIGHTS_NAME)}
+    except Exception:  # the provider reports unusable models per slide
+        return {"name": str(name)}
 
 
 def read_card(model: str | Path) -> ModelCard:

@@ -131,7 +131,7 @@ class InputTransform:
         (identity when the card has none)."""
         if self.reference is None:
             return rgb
-        from tmln.train.stain import normalise  # written with the training code; imported lazily
+        from tmln.stain import normalise  # written with the training code; imported lazily
 
         if rgb.ndim == 4:
             return np.stack([np.asarray(normalise(im, self.reference), dtype=np.uint8) for im in rgb])

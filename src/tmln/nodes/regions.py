@@ -53,10 +53,10 @@ def labels_to_polygons(labels: np.ndarray, mpp: float, slide_or_mpp, origin=(0.0
 def polygons_to_labels(polygons, shape: tuple[int, int], mpp: float, slide_or_mpp, origin=(0.0, 0.0)) -> np.ndarray:
     """Polygons in level-0 px -> (h, w) int32 labels at ``mpp`` µm/px (pixel centres inside;
     polygon i gets label i + 1)."""
-    from tmln.regions import rasterize
+    from tmln.regions import rasterise
 
     mx, my = _slide_mpp(slide_or_mpp)
-    return rasterize(polygons, shape, (mpp / mx, mpp / my), origin=origin)
+    return rasterise(polygons, shape, (mpp / mx, mpp / my), origin=origin)
 
 
 def label_colours(n: int) -> np.ndarray:

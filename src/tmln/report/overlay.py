@@ -31,7 +31,7 @@ def draw_overlay(image: np.ndarray, measurement, scale_x: float, scale_y: float,
     import cv2
     from shapely import get_parts
 
-    from tmln.regions import rasterize
+    from tmln.regions import rasterise
 
     out = image.copy()
     h, w = out.shape[:2]
@@ -39,7 +39,7 @@ def draw_overlay(image: np.ndarray, measurement, scale_x: float, scale_y: float,
     if measurement.extranodal is not None and not measurement.extranodal.is_empty:
         tumour += list(get_parts(measurement.extranodal))
     if tumour:
-        mask = rasterize(tumour, (h, w), (1.0 / scale_x, 1.0 / scale_y), values=[1] * len(tumour),
+        mask = rasterise(tumour, (h, w), (1.0 / scale_x, 1.0 / scale_y), values=[1] * len(tumour),
                          all_touched=True) > 0
         tint = np.array(TUMOUR_RGB, np.float32)
         out[mask] = (out[mask].astype(np.float32) * (1 - TUMOUR_ALPHA) + tint * TUMOUR_ALPHA).round().astype(np.uint8)

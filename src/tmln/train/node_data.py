@@ -100,7 +100,7 @@ def node_targets(instances: np.ndarray, mpp: float, border_um: float | None) -> 
 
 def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
     """The node annotation file of a slide (see module docstring); raises ``AnnotationError``."""
-    from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
+    from tmln.annotations import AmbiguousAnnotation, find_annotation
 
     try:
         p = find_annotation(folder, slide_id, "nodes")
@@ -116,15 +116,16 @@ def load_node_slide(path, annotation, mpp: float = 8.0, border_um: float | None 
                     patient_id: str | None = None, slide_mpp: float | None = None) -> NodeSlide:
     """Read one slide at ``mpp`` µm/px and rasterise its node outlines on that grid."""
     from tmln.annotations import read_annotations
-    from tmln.regions import node_polygons_from_annotations, rasterize  # pixel centres: tmln.evaluate.rasterise
+    from tmln.annotations import node_outlines
+    from tmln.regions import rasterise  # pixel centres: tmln.regions.burn
     from tmln.slide import Slide
 
     with Slide(path, mpp=slide_mpp) as s:
         image = s.thumbnail(mpp)
         anns = read_annotations(annotation, slide_size=s.dimensions)
-        polys, _ = node_polygons_from_annotations(anns)
+        polys, _ = node_outlines(anns)
         scale = (mpp / s.mpp_x_required, mpp / s.mpp_y_required)
-    instances = rasterize(polys, image.shape[:2], scale)
+    instances = rasterise(polys, image.shape[:2], scale)
     sid = slide_id or Path(path).stem
     return NodeSlide(slide_id=sid, patient_id=patient_id or sid, path=str(path), mpp=float(mpp), image=image,
                      instances=instances, target=node_targets(instances, mpp, border_um), n_nodes=len(polys),

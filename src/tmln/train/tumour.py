@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tmln.errors import TmlnError
+from tmln.imaging import read_image
 
 log = logging.getLogger("tmln.train")
 
@@ -449,11 +450,11 @@ def _mine_hard_negatives(model, patch_set, train_idx, reserve_idx, mpp, patch_si
 
 def _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed) -> dict:
     from tmln.train import patches as P
-    from tmln.train.stain import StainEstimationError, estimate, reference_from_images
+    from tmln.stain import StainEstimationError, estimate, reference_from_images
 
     if isinstance(macenko, (str, Path)) and not isinstance(macenko, bool):
         try:
-            return estimate(P.read_image(macenko))
+            return estimate(read_image(macenko))
         except StainEstimationError as err:
             raise TmlnError(f"cannot estimate a Macenko reference from this image ({err.message})", macenko) from None
     rng = np.random.default_rng(seed)

@@ -281,10 +281,10 @@ def roi_cells(slide, shape, stride_level0: tuple[float, float], origin_level0: t
     if mask == "nodes":
         if node_polygons is None:
             raise TmlnError("mask='nodes' needs node polygons (e.g. --node-annotations)")
-        from tmln.regions import rasterize
+        from tmln.regions import rasterise
 
         polys = [p for p in node_polygons if p is not None and not p.is_empty]
-        return rasterize(polys, (h, w), scale=stride_level0, origin=origin_level0, all_touched=True,
+        return rasterise(polys, (h, w), scale=stride_level0, origin=origin_level0, all_touched=True,
                          dtype=np.uint8).astype(bool)
     if mask == "tissue":
         tmask, tmpp = _as_mask_mpp(tissue) if tissue is not None else tissue_mask(slide)

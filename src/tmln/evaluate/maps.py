@@ -128,7 +128,7 @@ def calibrate_threshold(slides_csv, tumour_annotations, model, out_dir, *, node_
     from tqdm import tqdm
 
     from tmln.atomic import write_csv, write_json
-    from tmln.cohort.lookup import AmbiguousAnnotation
+    from tmln.annotations import AmbiguousAnnotation
     from tmln.cohort.table import read_slides_table
     from tmln.models.card import read_card, resolve_model_dir
 
@@ -225,8 +225,8 @@ def write_calibrated_model(model_dir, card, dest, result: dict) -> Path:
 # ---------------------------------------------------------------------------- per slide
 def _slide(entry, model_dir, tumour_annotations, node_annotations, map_dir: Path, device, precision) -> SlidePixels:
     from tmln.annotations import find_annotation, node_outlines, read_annotations, tumour_outlines
-    from tmln.cohort.run import model_identity
-    from tmln.cohort.state import file_digest, file_identity
+    from tmln.models.card import model_identity
+    from tmln.atomic import file_digest, file_identity
     from tmln.slide import Slide
     from tmln.tumour.engine import ProbabilityMap, tumour_map
 

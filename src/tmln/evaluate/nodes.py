@@ -53,14 +53,14 @@ def slide_ids_in(folder) -> list[str]:
 
 def _read_polygons(path: Path) -> list:
     from tmln.annotations import read_annotations
-    from tmln.regions import node_polygons_from_annotations
+    from tmln.annotations import node_outlines
 
-    polys, _ = node_polygons_from_annotations(read_annotations(path))
+    polys, _ = node_outlines(read_annotations(path))
     return polys
 
 
 def load_truth(folder, slide_id: str) -> NodeSet | None:
-    from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
+    from tmln.annotations import AmbiguousAnnotation, find_annotation
 
     try:
         p = find_annotation(folder, slide_id, "nodes")
