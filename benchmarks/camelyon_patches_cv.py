@@ -172,7 +172,7 @@ def main() -> None:
     within = [f["fold_auc"] for f in fold_rows if f["fold_auc"] is not None]
     lines += [
         "",
-        f"Within-slide AUC (folds whose held-out slide has both classes): "
+        "Within-slide AUC (folds whose held-out slide has both classes): "
         + ", ".join(f"{f['held_out_slide']} {f['fold_auc']:.2f}" for f in fold_rows if f["fold_auc"] is not None)
         + (f" (mean {np.mean(within):.2f})." if within else "."),
         "",

@@ -30,7 +30,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tmln.atomic import write_csv, write_json
+from tmln.cohort.run import run_cohort
 from tmln.errors import TmlnError
+from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
+from tmln.models.card import resolve_model_dir
+from tmln.phantom import SlideSpec, make_layout, make_slide
+from tmln.phantom.truth import node_rows, patient_rows
+from tmln.report.html import write_report
+from tmln.survival import run_survival
+from tmln.survival.report import survival_html
 
 # TRUE N stage of patient i is DEMO_STAGES[i % len(DEMO_STAGES)]
 DEMO_STAGES = ("N0", "N1", "N2", "N3a", "N1", "N0", "N2", "N1")
@@ -109,8 +118,6 @@ def _patient_specs(p: int, target: str, n_slides: int, seed: int, size_mm, mpp):
     A total metastatic-node count in the stage's range is drawn and split over the slides; each slide's
     seed is drawn until its truth has its share (a cheap layout-only check: nothing is rendered).
     """
-    from tmln.phantom import SlideSpec, make_layout
-    from tmln.phantom.truth import node_rows
 
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), p, _COHORT_TAG]))
     lo, hi = _MLN_RANGE[target]
@@ -144,11 +151,6 @@ def make_demo_cohort(out_dir, patients: int = 8, seed: int = 0, *, size_mm=SLIDE
     ``cohort.json`` (the parameters, written last).
     """
     import pandas as pd
-
-    from tmln.atomic import write_csv, write_json
-    from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
-    from tmln.phantom import make_slide
-    from tmln.phantom.truth import node_rows, patient_rows
 
     if patients < 1:
         raise TmlnError(f"patients must be >= 1, got {patients}")
@@ -199,8 +201,6 @@ def _reusable_cohort(folder: Path, params: dict) -> bool:
 # ---------------------------------------------------------------------------- survival
 def _survival(table, out_dir: Path, seed: int) -> tuple[dict | None, str, list[str]]:
     """Univariable survival analysis with a median cut; returns (result, html section, notes)."""
-    from tmln.survival import run_survival
-    from tmln.survival.report import survival_html
 
     notes = []
     n, events = len(table), int(table["event"].sum())
@@ -371,11 +371,6 @@ def run_demo(out_dir="demo-run", *, patients: int = 8, seed: int = 0, quiet: boo
         returned, and printed by the CLI.
     """
     import pandas as pd
-
-    from tmln.atomic import write_csv, write_json
-    from tmln.cohort.run import run_cohort
-    from tmln.models.card import resolve_model_dir
-    from tmln.report.html import write_report
 
     say = echo if echo is not None else ((lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True)))
     for m in (node_model, tumour_model):

@@ -17,6 +17,7 @@ import numpy as np
 
 from tmln.errors import MissingMppError, SlideError
 from tmln.imaging import _affine_sample, iter_blocks, resize_rgb, rgba_to_rgb_white
+from tmln.tiff_tiles import TiffTiles
 
 # A level is "close enough" to the requested downsample when within this relative tolerance;
 # the level is then read without an extra resampling step.
@@ -68,8 +69,6 @@ class Slide:
         self._record_gaps = False
         self.gaps: dict[tuple[int, int, int, int], str] = {}  # (x0, y0, x1, y1) level-0 px -> reason
         if direct:
-            from tmln.tiff_tiles import TiffTiles
-
             self._tiles = TiffTiles.open(self.path, self._osr, self.vendor)
 
     # ------------------------------------------------------------------ unreadable tiles

@@ -20,6 +20,8 @@ import os
 import socket
 from typing import Callable, Iterable, Iterator
 
+from tmln import __version__
+from tmln.cohort.state import write_state
 from tmln.errors import TmlnError
 
 
@@ -116,9 +118,6 @@ def run_logged(fn: Callable, job) -> dict:
 def record_failure(job, error: str) -> dict:
     """Write a failed ``state.json`` for a job whose worker never returned."""
     from pathlib import Path
-
-    from tmln import __version__
-    from tmln.cohort.state import write_state
 
     state = {"slide_id": job.slide_id, "patient_id": job.patient_id, "slide_path": job.table_slide_path,
              "params_hash": job.params_hash, "params": job.params, "status": "failed", "error": error,

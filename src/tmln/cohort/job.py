@@ -17,7 +17,19 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tmln import __version__
+from tmln.annotations import node_outlines, read_annotations, tumour_outlines
+from tmln.atomic import remove_stale_temporaries, write_bytes, write_csv
+from tmln.cohort.state import clear_state, write_state
 from tmln.errors import ModelCardError, TmlnError
+from tmln.measure.nodes import area_mm2, measure_slide
+from tmln.measure.staging import NODE_COLUMNS
+from tmln.models.appearance import WARN_DISTANCE, slide_distance
+from tmln.models.card import read_card
+from tmln.regions import SlideRegions, valid_polygons
+from tmln.report.geojson import write_slide_geojson
+from tmln.report.overlay import encode_png, overlay_image
+from tmln.slide import Slide
 
 SLIDE_OUTPUTS = ("nodes.csv", "nodes.geojson", "tumour.geojson", "overlay.png")
 
@@ -82,8 +94,6 @@ def _provider(module: str, option: str):
 def slide_regions(job: SlideJob, slide):
     """Node and tumour polygons of one slide (level-0 px) from annotations or models; outlines mean
     what ``tmln.annotations`` says (tumour = tumour classes minus exclusion classes)."""
-    from tmln.annotations import node_outlines, read_annotations, tumour_outlines
-    from tmln.regions import SlideRegions, valid_polygons
 
     regions = SlideRegions()
     size = slide.dimensions
@@ -135,8 +145,6 @@ def _same_file(a: str | None, b: str | None) -> bool:
 # ---------------------------------------------------------------------------- the job
 def process_slide(job: SlideJob) -> dict:
     """Process one slide; return its state dict (also written to ``slide_dir/state.json``)."""
-    from tmln.atomic import remove_stale_temporaries
-    from tmln.cohort.state import clear_state, write_state
 
     t0 = time.monotonic()
     slide_dir = Path(job.slide_dir)
@@ -156,7 +164,6 @@ def process_slide(job: SlideJob) -> dict:
         state = {**base, "status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}",
                  "traceback": traceback.format_exc(), "result": None, "notes": []}
     state["elapsed_s"] = round(time.monotonic() - t0, 3)
-    from tmln import __version__
 
     state["tmln_version"] = __version__
     write_state(slide_dir, state)
@@ -165,13 +172,6 @@ def process_slide(job: SlideJob) -> dict:
 
 def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]:
     import pandas as pd
-
-    from tmln.atomic import write_bytes, write_csv
-    from tmln.measure.nodes import measure_slide
-    from tmln.measure.staging import NODE_COLUMNS
-    from tmln.report.geojson import write_slide_geojson
-    from tmln.report.overlay import encode_png, overlay_image
-    from tmln.slide import Slide
 
     with Slide(job.slide_path, mpp=job.mpp) as slide:
         mpp_x, mpp_y = slide.mpp_x_required, slide.mpp_y_required
@@ -209,8 +209,6 @@ def model_appearance(slide, job: SlideJob) -> tuple[dict, list[str]]:
     """Each model's appearance distance to this slide (``tmln.models.appearance``): columns
     ``tumour_model_appearance_distance`` / ``node_model_appearance_distance`` (None without a model or
     without statistics in its card) and a note for a slide out of the model's range."""
-    from tmln.models.appearance import WARN_DISTANCE, slide_distance
-    from tmln.models.card import read_card
 
     out, notes = {}, []
     for kind, model in (("tumour", job.tumour_model), ("node", job.node_model)):
@@ -241,8 +239,6 @@ def unread_tiles(slide, m, mpp_x: float, mpp_y: float, from_models: bool) -> tup
     ``unread_node_area_mm2`` (inside nodes), ``unread_tiles_px`` ([x0, y0, x1, y1] level-0 px each)
     and notes; with models, how much of each node the models could not see."""
     from shapely.ops import unary_union
-
-    from tmln.measure.nodes import area_mm2
 
     if not slide.gaps:
         return {"unread_area_mm2": 0.0, "unread_node_area_mm2": 0.0, "unread_tiles_px": []}, []

@@ -20,15 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
-from tmln.atomic import file_digest, file_identity, remove_stale_temporaries
-from tmln.cohort.job import SLIDE_OUTPUTS, SlideJob, node_provider, process_slide, tumour_provider
+from tmln import __version__
 from tmln.annotations import AmbiguousAnnotation, find_annotation
+from tmln.atomic import file_digest, file_identity, remove_stale_temporaries, write_csv, write_json, write_text
+from tmln.cohort.job import SLIDE_OUTPUTS, SlideJob, node_provider, process_slide, tumour_provider
 from tmln.cohort.state import is_done, params_hash, read_state
 from tmln.cohort.table import DERIVED_TABLE, SlideEntry, read_slides_table, write_slides_table_from_folders
 from tmln.errors import TmlnError
 from tmln.measure.nodes import SLIDE_MEASURE_COLUMNS
+from tmln.measure.patients import aggregate_patients
 from tmln.measure.staging import MLN_RULES, NODE_COLUMNS, PATIENT_COLUMNS, STAGES, STAGING_SYSTEMS
 from tmln.models.card import model_identity
+from tmln.report.html import write_report
 
 # bump when a change to the measurement code changes results: finished slides are then redone
 MEASURE_VERSION = 1
@@ -284,11 +287,6 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
     Returns the summary's counts plus ``failures``.
     """
     import pandas as pd
-
-    from tmln import __version__
-    from tmln.atomic import write_csv, write_json, write_text
-    from tmln.measure.patients import aggregate_patients
-    from tmln.report.html import write_report
 
     slide_rows, node_lines, failures, unread = [], [], [], []
     for e in entries:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from tmln.atomic import write_csv
 from tmln.errors import InputTableError
 
 REQUIRED_COLUMNS = ("slide_path", "patient_id")
@@ -155,8 +156,6 @@ def slides_table_from_folders(folder: str | Path) -> list[dict]:
 def write_slides_table_from_folders(folder: str | Path, path: str | Path) -> Path:
     """Derive the slides table of ``folder`` (``slides_table_from_folders``) and write it to ``path``."""
     import pandas as pd
-
-    from tmln.atomic import write_csv
 
     rows = slides_table_from_folders(folder)
     write_csv(Path(path), pd.DataFrame(rows, columns=list(REQUIRED_COLUMNS)))

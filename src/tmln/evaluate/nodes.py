@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import AmbiguousAnnotation, find_annotation, node_outlines, read_annotations
+from tmln.atomic import write_csv, write_json
+from tmln.cohort.table import read_slides_table
 from tmln.errors import TmlnError
+from tmln.evaluate.segmentation import match_polygons
+from tmln.nodes.regions import labels_to_polygons, read_node_labels
+from tmln.slide import Slide
 
 ANNOTATION_SUFFIXES = (".nodes.geojson", ".nodes.json", ".nodes.xml", ".geojson", ".json", ".xml")
 SLIDE_COLUMNS = ["slide_id", "status", "dice", "iou", "n_truth", "n_pred", "tp", "fp", "fn", "precision", "recall",
@@ -52,16 +58,11 @@ def slide_ids_in(folder) -> list[str]:
 
 
 def _read_polygons(path: Path) -> list:
-    from tmln.annotations import read_annotations
-    from tmln.annotations import node_outlines
-
     polys, _ = node_outlines(read_annotations(path))
     return polys
 
 
 def load_truth(folder, slide_id: str) -> NodeSet | None:
-    from tmln.annotations import AmbiguousAnnotation, find_annotation
-
     try:
         p = find_annotation(folder, slide_id, "nodes")
     except AmbiguousAnnotation as exc:
@@ -71,7 +72,6 @@ def load_truth(folder, slide_id: str) -> NodeSet | None:
 
 def load_prediction(folder, slide_id: str) -> NodeSet | None:
     """Predicted nodes of a slide (see module docstring for the names looked for)."""
-    from tmln.nodes.regions import labels_to_polygons, read_node_labels
 
     folder = Path(folder)
     found = load_truth(folder, slide_id)
@@ -119,7 +119,6 @@ def area_overlap(truth: list, pred: list) -> tuple[float, float, float]:
 
 def evaluate_slide(truth: list, pred: list, iou: float = 0.5, mpp: tuple[float, float] | None = None) -> dict:
     """Metrics of one slide (polygons in level-0 px; ``mpp`` only for the mm² columns)."""
-    from tmln.evaluate.segmentation import match_polygons
 
     inter, ta, pa = area_overlap(truth, pred)
     denom = ta + pa
@@ -151,8 +150,6 @@ def evaluate_nodes(truth_dir, predictions_dir, slides=None, iou: float = 0.5) ->
             raise TmlnError(f"{name} folder not found", d)
     mpps: dict = {}
     if slides is not None:
-        from tmln.cohort.table import read_slides_table
-
         entries = read_slides_table(slides)
         ids = [e.slide_id for e in entries]
         for e in entries:
@@ -160,8 +157,6 @@ def evaluate_nodes(truth_dir, predictions_dir, slides=None, iou: float = 0.5) ->
                 mpps[e.slide_id] = (e.mpp, e.mpp)
             elif e.path.is_file():
                 try:
-                    from tmln.slide import Slide
-
                     with Slide(e.path) as s:
                         if s.has_mpp:
                             mpps[e.slide_id] = (s.mpp_x, s.mpp_y)
@@ -216,7 +211,6 @@ def evaluate_nodes(truth_dir, predictions_dir, slides=None, iou: float = 0.5) ->
 
 def write_evaluation(out_dir, frame, matches, summary) -> dict:
     """Write ``nodes_slides.csv``, ``nodes_matches.csv`` and ``nodes.json`` (atomically)."""
-    from tmln.atomic import write_csv, write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

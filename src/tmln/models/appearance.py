@@ -33,6 +33,7 @@ from typing import Iterable
 import numpy as np
 
 from tmln.stain import DEFAULT_IO, OD_THRESHOLD, optical_density
+from tmln.tissue import detect_tissue
 
 FEATURES = ("od_mean_r", "od_mean_g", "od_mean_b", "od_std_r", "od_std_g", "od_std_b", "haematoxylin", "eosin",
             "texture_1", "texture_2", "texture_4", "stained_fraction")
@@ -134,7 +135,6 @@ def distance(slide_table: np.ndarray, stats: dict) -> dict:
 def slide_patches(slide, mpp: float, size: int, n: int = 64, seed: int = 0, tissue=None) -> list[np.ndarray]:
     """Up to ``n`` patches of ``size`` px at ``mpp`` µm/px centred on tissue (``tmln.tissue``; or the
     given ``TissueMask``), drawn with ``seed``."""
-    from tmln.tissue import detect_tissue
 
     tm = tissue if tissue is not None else detect_tissue(slide)
     ys, xs = np.nonzero(np.asarray(tm.mask, bool))

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tmln.atomic import file_digest, file_identity
+from tmln import __version__
+from tmln.atomic import atomic_path, file_digest, file_identity, write_json
 from tmln.errors import ModelCardError
 
 CARD_NAME = "model_card.json"
@@ -57,8 +58,6 @@ class ModelCard:
         if int(self.patch_size) <= 0:
             raise ModelCardError(f"patch_size must be positive, got {self.patch_size!r}")
         if not self.tmln_version:
-            from tmln import __version__
-
             self.tmln_version = __version__
 
     def to_dict(self) -> dict:
@@ -139,8 +138,6 @@ def load_state_dict(model: str | Path) -> dict:
 def save_model_dir(model_dir: str | Path, state_dict: dict, card: ModelCard) -> Path:
     """Write weights and card atomically (each to a temporary name, then renamed; card last)."""
     from safetensors.torch import save_file
-
-    from tmln.atomic import atomic_path, write_json
 
     d = Path(model_dir)
     d.mkdir(parents=True, exist_ok=True)

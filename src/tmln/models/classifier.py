@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from tmln.device import select_device
 from tmln.errors import ModelCardError
+from tmln.models.card import load_state_dict, read_card, resolve_model_dir
+from tmln.stain import normalise as stain_normalise
 
 # torchvision models whose auxiliary heads would change the forward's return type
 _NO_AUX = {"inception_v3", "googlenet"}
@@ -82,8 +85,6 @@ def load_classifier(model_dir_or_name: str | Path, device: str | None = "auto"):
     Weights come from safetensors (no code executed); a card/weights mismatch raises
     ``ModelCardError`` naming the directory.
     """
-    from tmln.device import select_device
-    from tmln.models.card import read_card, resolve_model_dir, load_state_dict
 
     model_dir = resolve_model_dir(model_dir_or_name)
     card = read_card(model_dir)
@@ -131,11 +132,10 @@ class InputTransform:
         (identity when the card has none)."""
         if self.reference is None:
             return rgb
-        from tmln.stain import normalise  # written with the training code; imported lazily
 
         if rgb.ndim == 4:
-            return np.stack([np.asarray(normalise(im, self.reference), dtype=np.uint8) for im in rgb])
-        return np.asarray(normalise(rgb, self.reference), dtype=np.uint8)
+            return np.stack([np.asarray(stain_normalise(im, self.reference), dtype=np.uint8) for im in rgb])
+        return np.asarray(stain_normalise(rgb, self.reference), dtype=np.uint8)
 
     def normalise(self, batch, channels_last_input: bool = True):
         """Torch uint8 batch ``(N, H, W, 3)`` (or ``(N, 3, H, W)`` with ``channels_last_input=False``)

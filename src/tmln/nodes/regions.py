@@ -12,6 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import feature, write_geojson
+from tmln.atomic import write_bytes, write_json, write_npy
+from tmln.errors import TmlnError
+from tmln.regions import polygons_from_labels, rasterise
+
 NODE_CLASS = "Lymph node"
 LABELS_NPY = "node_labels.npy"
 LABELS_JSON = "node_labels.json"
@@ -38,8 +43,6 @@ def labels_to_polygons(labels: np.ndarray, mpp: float, slide_or_mpp, origin=(0.0
     """
     import shapely
 
-    from tmln.regions import polygons_from_labels
-
     mx, my = _slide_mpp(slide_or_mpp)
     geoms = polygons_from_labels(np.asarray(labels), mpp, mx, my, origin=origin, connectivity=4)
     out = []
@@ -53,7 +56,6 @@ def labels_to_polygons(labels: np.ndarray, mpp: float, slide_or_mpp, origin=(0.0
 def polygons_to_labels(polygons, shape: tuple[int, int], mpp: float, slide_or_mpp, origin=(0.0, 0.0)) -> np.ndarray:
     """Polygons in level-0 px -> (h, w) int32 labels at ``mpp`` µm/px (pixel centres inside;
     polygon i gets label i + 1)."""
-    from tmln.regions import rasterise
 
     mx, my = _slide_mpp(slide_or_mpp)
     return rasterise(polygons, shape, (mpp / mx, mpp / my), origin=origin)
@@ -93,8 +95,6 @@ def preview_image(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.35) -> n
 def write_png(path, rgb: np.ndarray) -> None:
     import cv2
 
-    from tmln.atomic import write_bytes
-
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:  # pragma: no cover
         raise RuntimeError("PNG encoding failed")
@@ -103,7 +103,6 @@ def write_png(path, rgb: np.ndarray) -> None:
 
 def node_features(polygons, slide_or_mpp) -> list[dict]:
     """QuPath GeoJSON features (class "Lymph node") with ``area_mm2`` measurements."""
-    from tmln.annotations import feature
 
     mx, my = _slide_mpp(slide_or_mpp)
     return [feature(p, classification=NODE_CLASS, object_type="annotation", name=f"node {k}",
@@ -114,8 +113,6 @@ def node_features(polygons, slide_or_mpp) -> list[dict]:
 def write_node_outputs(out_dir, slide, node_map, card, split_touching: bool = True, preview_max_px: int = 2048) -> dict:
     """Write ``node_labels.npy`` + ``node_labels.json`` (µm/px, origin), ``node_labels.png`` and
     ``nodes.geojson`` into ``out_dir`` (each atomically). Returns the JSON metadata."""
-    from tmln.annotations import write_geojson
-    from tmln.atomic import write_json, write_npy
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +147,6 @@ def write_node_outputs(out_dir, slide, node_map, card, split_touching: bool = Tr
 
 def read_node_labels(path) -> tuple[np.ndarray, dict]:
     """Read ``node_labels.npy`` (or its folder) and its JSON -> (labels, metadata)."""
-    from tmln.errors import TmlnError
 
     p = Path(path)
     if p.is_dir():

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from tmln.atomic import write_text
+
 THUMB_MAX_PX = 480
 # Up to this many slides the overlays are embedded (one self-contained file); beyond it the page links
 # the overlay PNGs in slides/<slide_id>/ so that the report of a large cohort stays small.
@@ -105,7 +107,6 @@ def render_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = ())
 
 def write_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = (), path: str | Path | None = None) -> Path:
     """(Re)write ``RUN/report.html`` (or ``path``) from the run directory's tables; returns its path."""
-    from tmln.atomic import write_text
 
     run_dir = Path(run_dir)
     out = Path(path) if path is not None else run_dir / "report.html"

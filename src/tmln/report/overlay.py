@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from tmln.annotations import CLASS_COLOURS
+from tmln.atomic import write_bytes
+from tmln.regions import rasterise
 
 TUMOUR_RGB = (220, 0, 0)
 TUMOUR_ALPHA = 0.45
@@ -30,8 +32,6 @@ def draw_overlay(image: np.ndarray, measurement, scale_x: float, scale_y: float,
     tiles (x0, y0, x1, y1) in level-0 px, drawn as crossed boxes. Returns a new array."""
     import cv2
     from shapely import get_parts
-
-    from tmln.regions import rasterise
 
     out = image.copy()
     h, w = out.shape[:2]
@@ -89,6 +89,5 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 def write_overlay(path: str | Path, slide, measurement, max_side: int = 1500) -> None:
     """Write the overlay PNG atomically."""
-    from tmln.atomic import write_bytes
 
     write_bytes(path, encode_png(overlay_image(slide, measurement, max_side)))

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from tmln.atomic import atomic_path, write_text
-from tmln.device import native_bf16
+from tmln.device import native_bf16, select_device
+from tmln.errors import TmlnError
+from tmln.models.card import list_bundled, load_state_dict, resolve_model_dir, save_model_dir
 
 log = logging.getLogger("tmln.train")
 
@@ -89,7 +91,6 @@ def init_distributed(device: str | None = "auto") -> DistContext:
 
     GPUs: one per process (``cuda:LOCAL_RANK``), NCCL. CPU: gloo. Safe to call twice.
     """
-    from tmln.device import select_device
 
     rank, world, local = env_world()
     dev = select_device(device)
@@ -413,7 +414,6 @@ def load_checkpoint(
 ) -> dict:
     """Restore what ``save_checkpoint`` wrote into the given objects; returns the state dict
     (``epoch``, ``best_metric``, ``extra``). Uses ``torch.load(weights_only=True)``."""
-    from tmln.errors import TmlnError
 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -484,7 +484,6 @@ class BestTracker:
 
     def save_model_dir(self, model_dir: str | Path, card, fallback_model: torch.nn.Module | None = None) -> Path | None:
         """Write the final model directory (rank 0) with the best weights (or ``fallback_model``'s)."""
-        from tmln.models.card import save_model_dir
 
         state = self.load()
         if state is None and fallback_model is not None:
@@ -517,8 +516,6 @@ def load_initial_weights(model, path) -> str:
     """Initialise ``model`` from a bundled model name, a model directory, a .safetensors file or a torch
     state dict (weights_only), to fine-tune it (``train tumour --init``, ``train nodes --init``).
     Tensors whose names or shapes differ (e.g. another classification head) are skipped; returns a note."""
-    from tmln.errors import TmlnError
-    from tmln.models.card import list_bundled, load_state_dict, resolve_model_dir
 
     p = Path(path)
     if not p.exists():

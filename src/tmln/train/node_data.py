@@ -24,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import AmbiguousAnnotation, find_annotation, node_outlines, read_annotations
+from tmln.cohort.table import read_slides_table
 from tmln.errors import AnnotationError, InputTableError
+from tmln.regions import rasterise
+from tmln.slide import Slide
 
 CLASSES_SEMANTIC = ["node"]
 CLASSES_INSTANCE = ["node", "node_core"]
@@ -100,7 +104,6 @@ def node_targets(instances: np.ndarray, mpp: float, border_um: float | None) -> 
 
 def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
     """The node annotation file of a slide (see module docstring); raises ``AnnotationError``."""
-    from tmln.annotations import AmbiguousAnnotation, find_annotation
 
     try:
         p = find_annotation(folder, slide_id, "nodes")
@@ -115,10 +118,6 @@ def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
 def load_node_slide(path, annotation, mpp: float = 8.0, border_um: float | None = 24.0, slide_id: str | None = None,
                     patient_id: str | None = None, slide_mpp: float | None = None) -> NodeSlide:
     """Read one slide at ``mpp`` µm/px and rasterise its node outlines on that grid."""
-    from tmln.annotations import read_annotations
-    from tmln.annotations import node_outlines
-    from tmln.regions import rasterise  # pixel centres: tmln.regions.burn
-    from tmln.slide import Slide
 
     with Slide(path, mpp=slide_mpp) as s:
         image = s.thumbnail(mpp)
@@ -134,7 +133,6 @@ def load_node_slide(path, annotation, mpp: float = 8.0, border_um: float | None 
 
 def load_node_slides(slides_csv, annotations, mpp: float = 8.0, border_um: float | None = 24.0) -> list[NodeSlide]:
     """Every slide of a slides table with its node outlines from the ``annotations`` folder."""
-    from tmln.cohort.table import read_slides_table
 
     entries = read_slides_table(slides_csv)
     bad = [f"row {e.row}: {e.error}" for e in entries if e.error]

@@ -29,9 +29,14 @@ from typing import Sequence
 
 import numpy as np
 
-from tmln.annotations import candidate_names
+from tmln.annotations import AmbiguousAnnotation, candidate_names, outline_mask, read_annotations, tumour_outlines
+from tmln.annotations import find_annotation as lookup
+from tmln.cohort.table import read_slides_table
 from tmln.errors import AnnotationError, InputTableError, TmlnError
 from tmln.imaging import fit_to_patch, list_images, read_image, resample
+from tmln.slide import Slide
+from tmln.stain import normalise
+from tmln.tissue import tissue_from_rgb
 
 CLASS_FOLDERS = {"tumor": 1, "tumour": 1, "positive": 1, "normal": 0, "negative": 0}
 CLASSES = ["normal", "tumour"]
@@ -210,8 +215,6 @@ def _read_groups(path: str | Path, root: Path, group_column: str | None = None) 
 def find_annotation(folder: str | Path, slide_id: str) -> Path | None:
     """The tumour annotation of ``slide_id`` in ``folder``, by the rules ``tmln analyze`` uses
     (``tmln.annotations``: ``<id>.tumour.*`` first, then one generic ``<id>.geojson|.json|.xml``)."""
-    from tmln.annotations import AmbiguousAnnotation
-    from tmln.annotations import find_annotation as lookup
 
     try:
         return lookup(folder, slide_id, "tumour")
@@ -224,7 +227,6 @@ def tumour_geometry(annotations) -> tuple[object, object]:
     (``tmln.annotations.tumour_outlines``: tumour classes, holes honoured, minus exclusion classes;
     plain unclassified outlines are tumour); ``ignore`` (``Ignore``/``Ignore*``) regions are sampled
     as neither class. Either is None when empty."""
-    from tmln.annotations import tumour_outlines
 
     t = tumour_outlines(list(annotations))
     return (None if t.tumour.is_empty else t.tumour), (None if t.ignore.is_empty else t.ignore)
@@ -233,7 +235,6 @@ def tumour_geometry(annotations) -> tuple[object, object]:
 def tissue_mask_from_thumbnail(rgb: np.ndarray, mpp: float) -> np.ndarray:
     """Tissue (True) on an RGB thumbnail at ``mpp`` µm/px, with ``tmln.tissue``'s detector (pen
     marks and glass rejected, morphological clean-up scaled to µm)."""
-    from tmln.tissue import tissue_from_rgb
 
     mask, _ = tissue_from_rgb(np.ascontiguousarray(rgb), {"mpp": float(mpp)})
     return np.asarray(mask, dtype=bool)
@@ -250,7 +251,6 @@ def collect_slides(slides_csv: str | Path, annotations_dir: str | Path, mpp: flo
         mining; the extra ones are marked ``group`` as usual and kept in ``PatchSet.records``
         after the first ``patches_per_class`` of each slide: see ``split_reserve``).
     """
-    from tmln.cohort.table import read_slides_table
 
     annotations_dir = Path(annotations_dir)
     if not annotations_dir.is_dir():
@@ -307,9 +307,6 @@ def split_reserve(records: Sequence[PatchRecord]) -> tuple[list[int], list[int]]
 def _sample_slide(src: SlideSource, idx: int, ann_path: Path, mpp: float, patch_size: int, per_class: int,
                   min_tumour: float, min_tissue: float, pool_factor: int, rng) -> tuple[list[PatchRecord], str]:
     from scipy import ndimage
-
-    from tmln.annotations import outline_mask, read_annotations
-    from tmln.slide import Slide
 
     with Slide(src.path, mpp=src.mpp) as s:
         anns = read_annotations(ann_path, slide_size=s.dimensions)
@@ -467,8 +464,6 @@ class PatchDataset:
     def _slide(self, k: int):
         s = self._slides.get(k)
         if s is None:
-            from tmln.slide import Slide
-
             src = self.set.slides[k]
             s = Slide(src.path, mpp=src.mpp)
             self._slides[k] = s
@@ -482,8 +477,6 @@ class PatchDataset:
             img = resample(read_image(r.source), self.set.source_mpp, self.mpp)
             img = fit_to_patch(img, self.patch_size, rng)
         if self.stain is not None:
-            from tmln.stain import normalise
-
             img = normalise(img, self.stain)
         return img
 

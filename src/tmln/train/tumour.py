@@ -20,8 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from tmln.atomic import write_csv
 from tmln.errors import TmlnError
+from tmln.evaluate.auc import threshold_metrics as metrics
 from tmln.imaging import read_image
+from tmln.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
+from tmln.models.classifier import build_classifier
+from tmln.stain import StainEstimationError, estimate, reference_from_images
+from tmln.train import common
+from tmln.train import patches as P
+from tmln.train.augment import Augmenter
 
 log = logging.getLogger("tmln.train")
 
@@ -86,12 +94,6 @@ def train_tumour(
     AMP: bf16 on GPUs that support it and on CPUs that run bf16 natively (AVX512-BF16 / AMX).
     """
     import torch
-
-    from tmln.models.card import ModelCard
-    from tmln.models.classifier import build_classifier
-    from tmln.train import common
-    from tmln.train.augment import Augmenter
-    from tmln.train import patches as P
 
     if (patches is None) == (slides is None):
         raise TmlnError("give either a patch folder (patches=) or a slides table (slides=) with annotations=")
@@ -338,14 +340,10 @@ def _on_main(ctx, common, fn):
 
 
 def _norm_mean():
-    from tmln.models.card import IMAGENET_MEAN
-
     return tuple(IMAGENET_MEAN)
 
 
 def _norm_std():
-    from tmln.models.card import IMAGENET_STD
-
     return tuple(IMAGENET_STD)
 
 
@@ -393,7 +391,6 @@ def youden_threshold(labels, scores) -> float:
 
 def threshold_metrics(labels, scores, threshold: float) -> dict:
     """Validation sensitivity and specificity at the card's threshold (``tmln.evaluate.auc``)."""
-    from tmln.evaluate.auc import threshold_metrics as metrics
 
     m = metrics(labels, scores, threshold)
     return {"sensitivity": m["sensitivity"], "specificity": m["specificity"]}
@@ -449,9 +446,6 @@ def _mine_hard_negatives(model, patch_set, train_idx, reserve_idx, mpp, patch_si
 
 
 def _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed) -> dict:
-    from tmln.train import patches as P
-    from tmln.stain import StainEstimationError, estimate, reference_from_images
-
     if isinstance(macenko, (str, Path)) and not isinstance(macenko, bool):
         try:
             return estimate(read_image(macenko))
@@ -471,8 +465,6 @@ def _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed) -> di
 
 def _write_split(path: Path, patch_set, train_idx, val_idx) -> None:
     import pandas as pd
-
-    from tmln.atomic import write_csv
 
     rows = []
     for part, idx in (("train", train_idx), ("validation", val_idx)):

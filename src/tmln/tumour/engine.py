@@ -381,7 +381,6 @@ def _worker_init(_):
 
 
 def _loader(dataset, num_workers: int, pin: bool):
-    import torch
     from torch.utils.data import DataLoader
 
     return DataLoader(

@@ -20,8 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import GENERIC_SUFFIXES, KIND_INFIXES, node_outlines, read_annotations, tumour_outlines
 from tmln.errors import TmlnError
+from tmln.measure.nodes import measure_slide
 from tmln.measure.staging import NODE_COLUMNS
+from tmln.regions import polygon_parts
+from tmln.report.geojson import node_features, tumour_features
+from tmln.slide import Slide
+from tmln.view.review import deposit_map_stats, review_list
+from tmln.view.tiles import DeepZoom
 
 HEAT_MAX_PX = 4096  # the heat layer's longer side (px); finer maps are shrunk for the browser
 
@@ -100,7 +107,6 @@ class RunData:
         """One slide, optionally with a GeoJSON/XML annotation file (nodes and/or tumour outlines) and a
         tumour-map folder (``tmln tumour-map`` output). Nodes in the file are measured as ``analyze``
         would; a file with only tumour outlines is drawn as it is."""
-        from tmln.slide import Slide
 
         path = Path(slide_path).resolve()
         if not path.is_file():
@@ -147,8 +153,6 @@ class RunData:
 
     def deep_zoom(self, info: SlideInfo):
         """The slide's ``DeepZoom`` (opened once, kept); raises ``TmlnError`` when it cannot be opened."""
-        from tmln.slide import Slide
-        from tmln.view.tiles import DeepZoom
 
         with self._lock:
             hit = self._open.get(info.slide_id)
@@ -184,7 +188,6 @@ class RunData:
     def review(self) -> list[dict]:
         """The review list (``tmln.view.review.review_list``), tumour-map statistics included where the
         run has maps; computed once."""
-        from tmln.view.review import review_list
 
         with self._lock:
             hit = self._heat.get("__review__")
@@ -205,8 +208,6 @@ class RunData:
     def deposit_stats(self, info: SlideInfo) -> dict:
         """Near-threshold shares of the slide's deposits (``review.deposit_map_stats``); {} without a map."""
         from shapely.geometry import shape
-
-        from tmln.view.review import deposit_map_stats
 
         if not info.heat_available:
             return {}
@@ -307,7 +308,6 @@ def heat_png(prob: np.ndarray, max_px: int = HEAT_MAX_PX) -> bytes:
 def annotation_role(path) -> str:
     """``nodes``, ``tumour`` or ``both`` from a file name, as ``tmln analyze`` names them
     (``S1.nodes.geojson``, ``S1.tumour.xml``; any other name: one export holding both)."""
-    from tmln.annotations import GENERIC_SUFFIXES, KIND_INFIXES
 
     name = Path(path).name.lower()
     for suf in GENERIC_SUFFIXES:
@@ -329,10 +329,6 @@ def measure_annotations(paths, slide_id: str, size, mpp, mln_rule: str):
     tumour is drawn as it is; without µm/px nothing is measured.
     """
     from shapely.ops import unary_union
-
-    from tmln.annotations import node_outlines, read_annotations, tumour_outlines
-    from tmln.regions import polygon_parts
-    from tmln.report.geojson import node_features, tumour_features
 
     files = [paths] if isinstance(paths, (str, Path)) else list(paths)
     nodes, tumour, notes = [], [], []
@@ -357,7 +353,6 @@ def measure_annotations(paths, slide_id: str, size, mpp, mln_rule: str):
         plain = {"type": "FeatureCollection",
                  "features": [{"type": "Feature", "geometry": g.__geo_interface__, "properties": {}} for g in nodes]}
         return [], {"nodes": plain, "tumour": tumour_geo}, notes + ["the slide has no µm/px: nothing measured (give --mpp)"]
-    from tmln.measure.nodes import measure_slide
 
     m = measure_slide(nodes, tumour, mpp[0], mpp[1], patient_id="", slide_id=slide_id, mln_rule=mln_rule)
     rows = [{c: _csv_value(r.get(c)) for c in NODE_COLUMNS} for r in m.rows]
