@@ -38,6 +38,7 @@ from tmln.models.card import resolve_model_dir
 from tmln.phantom import SlideSpec, make_layout, make_slide
 from tmln.phantom.truth import node_rows, patient_rows
 from tmln.report.html import write_report
+from tmln.rundir import RunDir
 from tmln.survival import run_survival
 from tmln.survival.report import survival_html
 
@@ -412,7 +413,7 @@ def run_demo(out_dir="demo-run", *, patients: int = 8, seed: int = 0, quiet: boo
 
     # 3. survival on the measured table joined with the follow-up
     t = time.perf_counter()
-    measured = pd.read_csv(out / "patients.csv", dtype={"patient_id": str, "n_stage": str})
+    measured = pd.read_csv(RunDir(out).patients_csv, dtype={"patient_id": str, "n_stage": str})
     joined = measured.merge(follow, on="patient_id", how="inner")
     write_csv(out / "patients_followup.csv", joined)
     usable = joined.dropna(subset=["t_mln"])

@@ -3,9 +3,9 @@ import json
 import pytest
 from shapely.geometry import box
 
-from tmln.annotations import node_outlines, read_annotations, tumour_outlines
+from tmln.annotations import node_outlines, read_annotations, tumour_outlines, write_geojson
 from tmln.measure.nodes import measure_slide
-from tmln.report.geojson import node_features, write_slide_geojson
+from tmln.report.geojson import node_features, tumour_features
 
 
 def measurement():
@@ -16,7 +16,8 @@ def measurement():
 
 def test_qupath_features_and_reimport_gives_same_measurements(tmp_path):
     m = measurement()
-    write_slide_geojson(tmp_path, m)
+    write_geojson(tmp_path / "nodes.geojson", node_features(m))
+    write_geojson(tmp_path / "tumour.geojson", tumour_features(m))
     obj = json.loads((tmp_path / "nodes.geojson").read_text())
     assert obj["type"] == "FeatureCollection" and len(obj["features"]) == 3
     props = [f["properties"] for f in obj["features"]]

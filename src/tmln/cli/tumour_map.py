@@ -56,8 +56,8 @@ def command(slide, model, out, mask, node_annotations, threshold, device, batch_
     """
     from pathlib import Path
 
-    from tmln.annotations import feature, read_annotations, write_geojson
-    from tmln.annotations import node_outlines
+    from tmln.annotations import feature, node_outlines, read_annotations, write_geojson
+    from tmln.rundir import TUMOUR_GEOJSON
     from tmln.slide import Slide
     from tmln.tumour import regions_from_map, tumour_map
 
@@ -77,7 +77,7 @@ def command(slide, model, out, mask, node_annotations, threshold, device, batch_
         feats = [feature(p, classification="Tumor", name=f"tumour {i + 1}",
                          measurements={"area_mm2": p.area * um2 / 1e6})
                  for i, p in enumerate(regions)]
-        write_geojson(Path(out) / "tumour.geojson", feats)
+        write_geojson(Path(out) / TUMOUR_GEOJSON, feats)
     if not quiet:
         t = pm.threshold if threshold is None else threshold
         area = sum(f["properties"]["measurements"]["area_mm2"] for f in feats)

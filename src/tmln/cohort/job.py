@@ -10,28 +10,26 @@ Outputs in ``slides/<slide_id>/`` (each written atomically; ``state.json`` last)
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tmln import __version__
-from tmln.annotations import node_outlines, read_annotations, tumour_outlines
+from tmln.annotations import node_outlines, read_annotations, tumour_outlines, write_geojson
 from tmln.atomic import remove_stale_temporaries, write_bytes, write_csv
-from tmln.cohort.state import clear_state, write_state
 from tmln.errors import ModelCardError, TmlnError
 from tmln.measure.nodes import area_mm2, measure_slide
 from tmln.measure.staging import NODE_COLUMNS
 from tmln.models.appearance import WARN_DISTANCE, slide_distance
 from tmln.models.card import read_card
 from tmln.regions import SlideRegions, valid_polygons
-from tmln.report.geojson import write_slide_geojson
+from tmln.report.geojson import node_features, tumour_features
 from tmln.report.overlay import encode_png, overlay_image
+from tmln.rundir import SlideDir
 from tmln.slide import Slide
 
-SLIDE_OUTPUTS = ("nodes.csv", "nodes.geojson", "tumour.geojson", "overlay.png")
 
 
 @dataclass
@@ -147,30 +145,30 @@ def process_slide(job: SlideJob) -> dict:
     """Process one slide; return its state dict (also written to ``slide_dir/state.json``)."""
 
     t0 = time.monotonic()
-    slide_dir = Path(job.slide_dir)
-    slide_dir.mkdir(parents=True, exist_ok=True)
-    clear_state(slide_dir)
-    remove_stale_temporaries(slide_dir)  # left by a worker killed mid-write
+    sd = SlideDir(job.slide_dir)
+    sd.path.mkdir(parents=True, exist_ok=True)
+    sd.clear_state()
+    remove_stale_temporaries(sd.path)  # left by a worker killed mid-write
     base = {"slide_id": job.slide_id, "patient_id": job.patient_id, "slide_path": job.table_slide_path,
             "params_hash": job.params_hash, "params": job.params}
     try:
-        result, notes = _measure_and_write(job, slide_dir)
+        result, notes = _measure_and_write(job, sd)
         state = {**base, "status": "done", "error": None, "result": result, "notes": notes}
     except TmlnError as exc:
-        _remove_outputs(slide_dir)
+        sd.clear()
         state = {**base, "status": "failed", "error": str(exc), "result": None, "notes": []}
     except Exception as exc:  # a bug or an unexpected library error: report, keep the cohort going
-        _remove_outputs(slide_dir)
+        sd.clear()
         state = {**base, "status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}",
                  "traceback": traceback.format_exc(), "result": None, "notes": []}
     state["elapsed_s"] = round(time.monotonic() - t0, 3)
 
     state["tmln_version"] = __version__
-    write_state(slide_dir, state)
+    sd.write_state(state)
     return state
 
 
-def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]:
+def _measure_and_write(job: SlideJob, sd: SlideDir) -> tuple[dict, list[str]]:
     import pandas as pd
 
     with Slide(job.slide_path, mpp=job.mpp) as slide:
@@ -184,9 +182,10 @@ def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]
         overlay = overlay_image(slide, m, max_side=job.overlay_max_px)  # reads pixels: may meet gaps too
         gaps, gap_notes = unread_tiles(slide, m, mpp_x, mpp_y, from_models=bool(job.node_model or job.tumour_model))
         notes = list(regions.notes) + list(m.notes) + gap_notes + appearance_notes
-        write_csv(slide_dir / "nodes.csv", pd.DataFrame(m.rows, columns=NODE_COLUMNS))
-        write_slide_geojson(slide_dir, m)
-        write_bytes(slide_dir / "overlay.png", encode_png(overlay))
+        write_csv(sd.nodes_csv, pd.DataFrame(m.rows, columns=NODE_COLUMNS))
+        write_geojson(sd.nodes_geojson, node_features(m))
+        write_geojson(sd.tumour_geojson, tumour_features(m))
+        write_bytes(sd.overlay, encode_png(overlay))
         result = {
             "slide_id": job.slide_id,
             "patient_id": job.patient_id,
@@ -264,21 +263,3 @@ def unread_tiles(slide, m, mpp_x: float, mpp_y: float, from_models: bool) -> tup
                              "of the node) not seen by the models (unreadable tiles)")
     return ({"unread_area_mm2": total, "unread_node_area_mm2": inside, "unread_tiles_px": [list(b) for b in boxes]},
             notes)
-
-
-def _remove_outputs(slide_dir: Path) -> None:
-    """A failed slide keeps no outputs of an earlier successful run (they would be stale): every file
-    and folder of its slide folder goes (``nodes.*``, ``tumour.geojson``, ``overlay.png``, a model's
-    ``tumour_map.*`` and ``node_labels.*``, ...); ``state.json`` is written afterwards."""
-    import shutil
-
-    for p in slide_dir.iterdir():
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-
-
-def job_dict(job: SlideJob) -> dict:
-    return asdict(job)

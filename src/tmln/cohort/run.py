@@ -23,15 +23,16 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 from tmln import __version__
 from tmln.annotations import AmbiguousAnnotation, find_annotation
 from tmln.atomic import file_digest, file_identity, remove_stale_temporaries, write_csv, write_json, write_text
-from tmln.cohort.job import SLIDE_OUTPUTS, SlideJob, node_provider, process_slide, tumour_provider
-from tmln.cohort.state import is_done, params_hash, read_state
-from tmln.cohort.table import DERIVED_TABLE, SlideEntry, read_slides_table, write_slides_table_from_folders
+from tmln.cohort.job import SlideJob, node_provider, process_slide, tumour_provider
+from tmln.cohort.state import is_done, params_hash
+from tmln.cohort.table import SlideEntry, read_slides_table, write_slides_table_from_folders
 from tmln.errors import TmlnError
 from tmln.measure.nodes import SLIDE_MEASURE_COLUMNS
 from tmln.measure.patients import aggregate_patients
 from tmln.measure.staging import MLN_RULES, NODE_COLUMNS, PATIENT_COLUMNS, STAGES, STAGING_SYSTEMS
 from tmln.models.card import model_identity
 from tmln.report.html import write_report
+from tmln.rundir import RUN_OUTPUTS, RunDir, SlideDir
 
 # bump when a change to the measurement code changes results: finished slides are then redone
 MEASURE_VERSION = 1
@@ -44,7 +45,6 @@ SLIDE_COLUMNS = [
 # patients.csv: the staging columns plus the area of unreadable tiles on the patient's slides (mm²;
 # > 0 marks a patient whose numbers rest on a slide with gaps: see the slides' notes)
 RUN_PATIENT_COLUMNS = [*PATIENT_COLUMNS, "unread_area_mm2", "unread_node_area_mm2"]
-RUN_OUTPUTS = ("nodes.csv", "slides.csv", "patients.csv", "summary.json", "report.html")
 
 
 class Executor(Protocol):
@@ -113,7 +113,7 @@ def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour
               tumour_tile_size: int | None = None) -> SlideJob:
     """The job of one table row: annotation lookup and the parameters that decide whether it is done."""
     job = SlideJob(slide_id=entry.slide_id, patient_id=entry.patient_id, slide_path=str(entry.path),
-                   table_slide_path=entry.slide_path, slide_dir=str(out_dir / "slides" / entry.slide_id),
+                   table_slide_path=entry.slide_path, slide_dir=str(RunDir(out_dir).slide(entry.slide_id).path),
                    mpp=entry.mpp, node_model=node_model, tumour_model=tumour_model, tumour_threshold=tumour_threshold,
                    tumour_precision=tumour_precision, mln_rule=mln_rule,
                    node_split=node_split, min_node_area_mm2=min_node_area_mm2, tumour_method=tumour_method,
@@ -172,7 +172,7 @@ def run_lock(out_dir: Path):
     import fcntl
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / ".tmln.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(RunDir(out_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -184,8 +184,8 @@ def run_lock(out_dir: Path):
 
 
 def _slide_is_finished(job: SlideJob) -> bool:
-    d = Path(job.slide_dir)
-    return is_done(read_state(d), job.params_hash) and all((d / n).is_file() for n in SLIDE_OUTPUTS)
+    sd = SlideDir(job.slide_dir)
+    return is_done(sd.read_state(), job.params_hash) and sd.has_outputs()
 
 
 def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations=None, node_model=None,
@@ -222,7 +222,7 @@ def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations
     out_dir = Path(out_dir)
     if Path(slides_csv).is_dir():
         with run_lock(out_dir):
-            slides_csv = write_slides_table_from_folders(slides_csv, out_dir / DERIVED_TABLE)
+            slides_csv = write_slides_table_from_folders(slides_csv, RunDir(out_dir).derived_table)
     entries = read_slides_table(slides_csv, mpp=mpp)
     with run_lock(out_dir):
         remove_stale_temporaries(out_dir)  # a killed earlier run's half-written tables
@@ -293,7 +293,7 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
         job = jobs.get(e.row)
         row = {c: None for c in SLIDE_COLUMNS}
         row.update(slide_id=e.slide_id, patient_id=e.patient_id, slide_path=e.slide_path)
-        state = read_state(job.slide_dir) if job is not None else None
+        state = SlideDir(job.slide_dir).read_state() if job is not None else None
         if job is None:
             row.update(status="failed", error=e.error)
         elif state is None or state.get("params_hash") != job.params_hash:
@@ -301,7 +301,7 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
         elif state.get("status") != "done":
             row.update(status="failed", error=state.get("error") or "failed")
         else:
-            nodes_csv = Path(job.slide_dir) / "nodes.csv"
+            nodes_csv = SlideDir(job.slide_dir).nodes_csv
             try:
                 lines = nodes_csv.read_text(encoding="utf-8").splitlines()
             except OSError:
@@ -324,10 +324,11 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
                              "slide_path": e.slide_path, "error": row["error"]})
         slide_rows.append(row)
 
-    write_text(out_dir / "nodes.csv", "\n".join([",".join(NODE_COLUMNS), *node_lines]) + "\n")
-    nodes = pd.read_csv(out_dir / "nodes.csv", dtype=str, keep_default_na=False)
+    run = RunDir(out_dir)
+    write_text(run.nodes_csv, "\n".join([",".join(NODE_COLUMNS), *node_lines]) + "\n")
+    nodes = pd.read_csv(run.nodes_csv, dtype=str, keep_default_na=False)
     node_rows = nodes.to_dict("records")
-    write_csv(out_dir / "slides.csv", pd.DataFrame(slide_rows, columns=SLIDE_COLUMNS))
+    write_csv(run.slides_csv, pd.DataFrame(slide_rows, columns=SLIDE_COLUMNS))
 
     # a slide listed again for the same patient is reported (failed row) but measured once: not counted
     same_patient_repeat = {e.row for e in entries
@@ -340,7 +341,7 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
             mine = [r for r in counted if str(r["patient_id"]) == str(p["patient_id"]) and r["status"] == "done"]
             for col in ("unread_area_mm2", "unread_node_area_mm2"):
                 p[col] = float(sum(float(r.get(col) or 0.0) for r in mine))
-    write_csv(out_dir / "patients.csv", pd.DataFrame(patient_rows, columns=RUN_PATIENT_COLUMNS))
+    write_csv(run.patients_csv, pd.DataFrame(patient_rows, columns=RUN_PATIENT_COLUMNS))
     staged = [p for p in patient_rows if p["n_stage"] is not None]
     per_patient: dict[str, list[dict]] = {}
     for r in counted:
@@ -373,6 +374,6 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
         "unread_tiles": unread,  # measured slides with tiles that could not be read (gaps)
         "outputs": list(RUN_OUTPUTS),
     }
-    write_json(out_dir / "summary.json", json.loads(json.dumps(summary)))
+    write_json(run.summary, json.loads(json.dumps(summary)))
     write_report(out_dir, sections=sections)
     return {**counts, "failures": failures, "unread_tiles": unread}

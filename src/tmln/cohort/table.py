@@ -118,7 +118,6 @@ def read_slides_table(path: str | Path, mpp: float | None = None) -> list[SlideE
 # whole-slide image files recognised in a patient folder (OpenSlide's formats, TIFF, DICOM is a folder
 # format and is not listed); other files (annotations, thumbnails, notes) are ignored
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".qptiff")
-DERIVED_TABLE = "slides_table.csv"  # the slides table derived from a folder, written into the run directory
 
 
 def slides_table_from_folders(folder: str | Path) -> list[dict]:

@@ -24,6 +24,7 @@ from tmln.cohort.table import read_slides_table
 from tmln.errors import TmlnError
 from tmln.evaluate.segmentation import match_polygons
 from tmln.nodes.regions import labels_to_polygons, read_node_labels
+from tmln.rundir import NODE_LABELS_NPY, RunDir, SlideDir
 from tmln.slide import Slide
 
 ANNOTATION_SUFFIXES = (".nodes.geojson", ".nodes.json", ".nodes.xml", ".geojson", ".json", ".xml")
@@ -77,11 +78,12 @@ def load_prediction(folder, slide_id: str) -> NodeSet | None:
     found = load_truth(folder, slide_id)
     if found is not None:
         return found
-    for p in (folder / slide_id / "nodes.geojson", folder / "slides" / slide_id / "nodes.geojson"):
+    # a node-map --out folder per slide (FOLDER/<slide_id>/), or a run directory (FOLDER/slides/<slide_id>/)
+    dirs = (SlideDir(folder / slide_id), RunDir(folder).slide(slide_id))
+    for p in (d.nodes_geojson for d in dirs):
         if p.is_file():
             return NodeSet(_read_polygons(p), str(p), _mpp_beside(p.parent))
-    for p in (folder / slide_id / "node_labels.npy", folder / "slides" / slide_id / "node_labels.npy",
-              folder / f"{slide_id}.node_labels.npy"):
+    for p in (*(d.node_labels for d in dirs), folder / f"{slide_id}.{NODE_LABELS_NPY}"):
         if p.is_file():
             labels, meta = read_node_labels(p)
             smpp = meta.get("slide_mpp")
@@ -95,7 +97,7 @@ def load_prediction(folder, slide_id: str) -> NodeSet | None:
 def _mpp_beside(folder: Path):
     import json
 
-    meta = folder / "node_labels.json"
+    meta = SlideDir(folder).node_labels_json
     if meta.is_file():
         try:
             smpp = json.loads(meta.read_text(encoding="utf-8")).get("slide_mpp")

@@ -16,12 +16,9 @@ from tmln.annotations import feature, write_geojson
 from tmln.atomic import write_bytes, write_json, write_npy
 from tmln.errors import TmlnError
 from tmln.regions import polygons_from_labels, rasterise
+from tmln.rundir import NODE_LABELS_JSON, NODE_LABELS_NPY, NODE_LABELS_PNG, NODES_GEOJSON
 
 NODE_CLASS = "Lymph node"
-LABELS_NPY = "node_labels.npy"
-LABELS_JSON = "node_labels.json"
-LABELS_PNG = "node_labels.png"
-NODES_GEOJSON = "nodes.geojson"
 
 
 def _slide_mpp(slide_or_mpp) -> tuple[float, float]:
@@ -134,14 +131,14 @@ def write_node_outputs(out_dir, slide, node_map, card, split_touching: bool = Tr
         "description": "int32 instance labels (0 = background) at `mpp` µm/px; pixel (r, c) covers level-0 "
                        "x in origin_x + [c, c+1) * mpp / slide_mpp_x (same for y)",
     }
-    write_npy(out / LABELS_NPY, labels)
-    write_json(out / LABELS_JSON, meta)
+    write_npy(out / NODE_LABELS_NPY, labels)
+    write_json(out / NODE_LABELS_JSON, meta)
     write_geojson(out / NODES_GEOJSON, node_features(polys, (mx, my)))
     rgb = node_map.rgb
     if rgb is None or max(rgb.shape[:2]) > preview_max_px:
         pmpp = max(node_map.mpp, max(slide.width * mx, slide.height * my) / preview_max_px)
         rgb = slide.thumbnail(pmpp)
-    write_png(out / LABELS_PNG, preview_image(rgb, labels))
+    write_png(out / NODE_LABELS_PNG, preview_image(rgb, labels))
     return meta
 
 
@@ -150,7 +147,7 @@ def read_node_labels(path) -> tuple[np.ndarray, dict]:
 
     p = Path(path)
     if p.is_dir():
-        p = p / LABELS_NPY
+        p = p / NODE_LABELS_NPY
     meta_path = p.with_suffix(".json")
     if not p.is_file():
         raise TmlnError("node label map not found", p)

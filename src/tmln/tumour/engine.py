@@ -43,10 +43,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from tmln.errors import TmlnError
+from tmln.rundir import TUMOUR_MAP_JSON as SIDECAR_NAME
+from tmln.rundir import TUMOUR_MAP_NPY as MAP_NAME
+from tmln.rundir import TUMOUR_MAP_PNG as PREVIEW_NAME
 
-MAP_NAME = "tumour_map.npy"
-SIDECAR_NAME = "tumour_map.json"
-PREVIEW_NAME = "tumour_map.png"
 MASKS = ("tissue", "nodes", None)
 
 METHODS = ("auto", "stream", "dense", "grid")

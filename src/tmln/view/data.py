@@ -26,6 +26,7 @@ from tmln.measure.nodes import measure_slide
 from tmln.measure.staging import NODE_COLUMNS
 from tmln.regions import polygon_parts
 from tmln.report.geojson import node_features, tumour_features
+from tmln.rundir import SLIDES_CSV, TUMOUR_MAP_JSON, RunDir, SlideDir
 from tmln.slide import Slide
 from tmln.view.review import deposit_map_stats, review_list
 from tmln.view.tiles import DeepZoom
@@ -53,8 +54,7 @@ class SlideInfo:
 
     @property
     def heat_available(self) -> bool:
-        return self.heat_dir is not None and (self.heat_dir / "tumour_map.json").is_file() \
-            and (self.heat_dir / "tumour_map.npy").is_file()
+        return self.heat_dir is not None and SlideDir(self.heat_dir).has_tumour_map()
 
 
 @dataclass
@@ -76,12 +76,13 @@ class RunData:
         root = Path(run_dir).resolve()
         if not root.is_dir():
             raise TmlnError("run directory not found", run_dir)
-        if not (root / "slides.csv").is_file():
-            raise TmlnError("not a tmln run directory (no slides.csv)", run_dir)
-        summary = _read_json(root / "summary.json") or {}
-        slides_rows = _read_csv(root / "slides.csv")
-        patients = _read_csv(root / "patients.csv")
-        nodes, node_cols = _read_csv(root / "nodes.csv", with_columns=True)
+        run = RunDir(root)
+        if not run.is_run():
+            raise TmlnError(f"not a tmln run directory (no {SLIDES_CSV})", run_dir)
+        summary = _read_json(run.summary) or {}
+        slides_rows = _read_csv(run.slides_csv)
+        patients = _read_csv(run.patients_csv)
+        nodes, node_cols = _read_csv(run.nodes_csv, with_columns=True)
         table_dir = None
         sc = (summary.get("parameters") or {}).get("slides_csv")
         if sc:
@@ -89,14 +90,15 @@ class RunData:
         slides = []
         for r in slides_rows:
             sid = str(r.get("slide_id", ""))
-            folder = root / "slides" / sid
+            sd = run.slide(sid)
+            folder = sd.path
             info = SlideInfo(slide_id=sid, patient_id=str(r.get("patient_id", "")), status=r.get("status") or "",
                              error=r.get("error") or None, row=r, folder=folder,
-                             nodes_geojson=_file_in(root, folder / "nodes.geojson"),
-                             tumour_geojson=_file_in(root, folder / "tumour.geojson"),
-                             heat_dir=folder if _file_in(root, folder / "tumour_map.json") else None,
+                             nodes_geojson=_file_in(root, sd.nodes_geojson),
+                             tumour_geojson=_file_in(root, sd.tumour_geojson),
+                             heat_dir=folder if _file_in(root, sd.tumour_map_json) else None,
                              mpp=_mpp(r))
-            state = _read_json(folder / "state.json") or {}
+            state = sd.read_state() or {}
             info.path, info.problem, info.warning = locate_slide(r.get("slide_path") or "", table_dir, root, state)
             slides.append(info)
         return cls(root=root, summary=summary, slides=slides, patients=patients, nodes=nodes,
@@ -126,8 +128,8 @@ class RunData:
             info.warning = "; ".join(notes) or None
         if tumour_map is not None:
             d = Path(tumour_map)
-            if not (d / "tumour_map.json").is_file():
-                raise TmlnError("no tumour_map.json in the tumour-map folder", tumour_map)
+            if not SlideDir(d).tumour_map_json.is_file():
+                raise TmlnError(f"no {TUMOUR_MAP_JSON} in the tumour-map folder", tumour_map)
             info.heat_dir = d.resolve()
         data = cls(root=None, summary={"parameters": {"mln_rule": mln_rule}}, slides=[info], patients=[],
                    nodes=nodes, mode="slide")
@@ -178,8 +180,8 @@ class RunData:
         with self._lock:
             hit = self._heat.get(info.slide_id)
         if hit is None:
-            meta = _read_json(info.heat_dir / "tumour_map.json") or {}
-            arr = np.load(info.heat_dir / "tumour_map.npy", allow_pickle=False, mmap_mode="r")
+            meta = _read_json(SlideDir(info.heat_dir).tumour_map_json) or {}
+            arr = np.load(SlideDir(info.heat_dir).tumour_map, allow_pickle=False, mmap_mode="r")
             hit = (heat_placement(meta, arr.shape), heat_png(np.asarray(arr)))
             with self._lock:
                 self._heat[info.slide_id] = hit
@@ -222,8 +224,8 @@ class RunData:
             deps.append((int(m["node_id"]), shape(f["geometry"]), m.get("area_mm2")))
         if not deps:
             return {}
-        meta = _read_json(info.heat_dir / "tumour_map.json") or {}
-        arr = np.load(info.heat_dir / "tumour_map.npy", allow_pickle=False, mmap_mode="r")
+        meta = _read_json(SlideDir(info.heat_dir).tumour_map_json) or {}
+        arr = np.load(SlideDir(info.heat_dir).tumour_map, allow_pickle=False, mmap_mode="r")
         return deposit_map_stats(arr, heat_placement(meta, arr.shape), deps)
 
     def close(self) -> None:
