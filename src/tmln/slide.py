@@ -395,8 +395,3 @@ class Slide:
 
     def __setstate__(self, state):
         self.__init__(state["path"], mpp=state["mpp"], direct=state.get("direct", True))
-
-
-def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
-    """Open a slide (the functional spelling of ``Slide(path, mpp)``)."""
-    return Slide(path, mpp=mpp)

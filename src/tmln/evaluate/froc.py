@@ -188,12 +188,6 @@ def evaluation_mask_from_annotations(annotations: Iterable, width: int, height: 
     return EvaluationMask(m.labels, m.itc, m.mpp, m.level, (int(width), int(height)))
 
 
-def read_truth(path: str | Path, width: int, height: int, mpp: float, level: int = DEFAULT_LEVEL) -> EvaluationMask:
-    """Evaluation mask from an annotation file (ASAP XML, QuPath GeoJSON or NCRF JSON)."""
-
-    return evaluation_mask_from_annotations(read_annotations(path), width, height, mpp, level)
-
-
 # ---------------------------------------------------------------------------- predictions
 _PROB_NAMES = ("probability", "prob", "p", "score", "confidence", "p_tumour", "p_tumor")
 _X_NAMES = ("x", "x_px", "coord_x", "x_level0")

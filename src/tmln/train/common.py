@@ -22,7 +22,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -197,9 +197,6 @@ class DistributedWeightedSampler(torch.utils.data.Sampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-    def set_weights(self, weights: Sequence[float]) -> None:
-        self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + 1000003 * self.epoch)
@@ -498,18 +495,6 @@ class BestTracker:
 # ---------------------------------------------------------------------------- misc
 def count_parameters(model: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in unwrap(model).parameters()))
-
-
-def mean_std_of(values: Iterable[float]) -> tuple[float, float]:
-    a = np.asarray(list(values), dtype=float)
-    return (float(a.mean()), float(a.std())) if a.size else (float("nan"), float("nan"))
-
-
-def run_on_main(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on rank 0, then wait for the others; returns its value on rank 0 (None elsewhere)."""
-    out = fn() if is_main_process() else None
-    barrier()
-    return out
 
 
 def load_initial_weights(model, path) -> str:
