@@ -28,7 +28,7 @@ from tmln.cohort.state import is_done, params_hash
 from tmln.cohort.table import SlideEntry, read_slides_table, write_slides_table_from_folders
 from tmln.errors import TmlnError
 from tmln.measure.nodes import SLIDE_MEASURE_COLUMNS
-from tmln.measure.patients import aggregate_patients
+from tmln.measure.patients import aggregate_patients, counted_slides
 from tmln.measure.staging import MLN_RULES, NODE_COLUMNS, PATIENT_COLUMNS, STAGES, STAGING_SYSTEMS
 from tmln.models.card import model_identity
 from tmln.report.html import write_report
@@ -331,9 +331,7 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
     write_csv(run.slides_csv, pd.DataFrame(slide_rows, columns=SLIDE_COLUMNS))
 
     # a slide listed again for the same patient is reported (failed row) but measured once: not counted
-    same_patient_repeat = {e.row for e in entries
-                           if e.duplicate_of is not None and entries[e.duplicate_of - 1].patient_id == e.patient_id}
-    counted = [r for e, r in zip(entries, slide_rows) if e.row not in same_patient_repeat]
+    counted = counted_slides(slide_rows, [None if e.duplicate_of is None else e.duplicate_of - 1 for e in entries])
     staging = parameters.get("staging", "gastric")
     patient_rows = aggregate_patients(node_rows, counted, staging)
     for p in patient_rows:
