@@ -20,7 +20,7 @@ from tmln import __version__
 from tmln.annotations import node_outlines, read_annotations, tumour_outlines, write_geojson
 from tmln.atomic import remove_stale_temporaries, write_bytes, write_csv
 from tmln.errors import ModelCardError, TmlnError
-from tmln.measure.nodes import area_mm2, measure_slide
+from tmln.measure.nodes import SlideMeasurement, area_mm2, measure_slide
 from tmln.measure.staging import NODE_COLUMNS
 from tmln.models.appearance import WARN_DISTANCE, slide_distance
 from tmln.models.card import read_card
@@ -89,7 +89,7 @@ def _provider(module: str, option: str):
 
 
 # ---------------------------------------------------------------------------- regions
-def slide_regions(job: SlideJob, slide):
+def slide_regions(job: SlideJob, slide: Slide) -> SlideRegions:
     """Node and tumour polygons of one slide (level-0 px) from annotations or models; outlines mean
     what ``tmln.annotations`` says (tumour = tumour classes minus exclusion classes)."""
 
@@ -204,7 +204,7 @@ def _measure_and_write(job: SlideJob, sd: SlideDir) -> tuple[dict, list[str]]:
     return result, notes
 
 
-def model_appearance(slide, job: SlideJob) -> tuple[dict, list[str]]:
+def model_appearance(slide: Slide, job: SlideJob) -> tuple[dict, list[str]]:
     """Each model's appearance distance to this slide (``tmln.models.appearance``): columns
     ``tumour_model_appearance_distance`` / ``node_model_appearance_distance`` (None without a model or
     without statistics in its card) and a note for a slide out of the model's range."""
@@ -233,7 +233,7 @@ def model_appearance(slide, job: SlideJob) -> tuple[dict, list[str]]:
 MAX_GAPS_LISTED = 10  # unreadable tiles named one by one in the notes
 
 
-def unread_tiles(slide, m, mpp_x: float, mpp_y: float, from_models: bool) -> tuple[dict, list[str]]:
+def unread_tiles(slide: Slide, m: SlideMeasurement, mpp_x: float, mpp_y: float, from_models: bool) -> tuple[dict, list[str]]:
     """Gaps (tiles the slide could not decode) met while processing: ``unread_area_mm2`` (all gaps),
     ``unread_node_area_mm2`` (inside nodes), ``unread_tiles_px`` ([x0, y0, x1, y1] level-0 px each)
     and notes; with models, how much of each node the models could not see."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from tmln.device import select_device
 from tmln.errors import ModelCardError
-from tmln.models.card import load_state_dict, read_card, resolve_model_dir
+from tmln.models.card import ModelCard, load_state_dict, read_card, resolve_model_dir
 from tmln.stain import normalise as stain_normalise
 
 # torchvision models whose auxiliary heads would change the forward's return type
@@ -59,7 +59,7 @@ def build_classifier(architecture: str, num_classes: int = 1):
     )
 
 
-def num_outputs(card) -> int:
+def num_outputs(card: ModelCard) -> int:
     """Logits the card's model produces: ``card.params['num_outputs']`` if set, else 1 for a binary
     (or single-class) task, else one per class."""
     n = card.params.get("num_outputs") if isinstance(card.params, dict) else None
@@ -115,7 +115,7 @@ class InputTransform:
     device, so the engine can send uint8 to the GPU and normalise there. Picklable.
     """
 
-    def __init__(self, card):
+    def __init__(self, card: ModelCard):
         norm = card.normalisation or {}
         self.mean = tuple(float(v) for v in norm.get("mean") or (0.0, 0.0, 0.0))
         self.std = tuple(float(v) for v in norm.get("std") or (1.0, 1.0, 1.0))
@@ -160,7 +160,7 @@ class InputTransform:
         return out[0] if single else out
 
 
-def input_transform(card) -> InputTransform:
+def input_transform(card: ModelCard) -> InputTransform:
     """The card's input transform (see ``InputTransform``)."""
     return InputTransform(card)
 

@@ -108,7 +108,7 @@ def load_unet(model_dir_or_name, device="auto"):
     return net.to(select_device(device)).eval(), card
 
 
-def normalise(x, card):
+def normalise(x, card: ModelCard):
     """RGB float tensor (N, 3, H, W) in [0, 1] -> the model's input (``card.normalisation`` mean/std)."""
     import torch
 

@@ -9,6 +9,7 @@ pixel count × pixel area.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from tmln.atomic import write_bytes, write_json, write_npy
 from tmln.errors import TmlnError
 from tmln.regions import polygons_from_labels, rasterise
 from tmln.rundir import NODE_LABELS_JSON, NODE_LABELS_NPY, NODE_LABELS_PNG, NODES_GEOJSON
+
+if TYPE_CHECKING:  # annotations only: no import at run time
+    from tmln.models.card import ModelCard
+    from tmln.slide import Slide
 
 NODE_CLASS = "Lymph node"
 
@@ -107,7 +112,7 @@ def node_features(polygons, slide_or_mpp) -> list[dict]:
             for k, p in enumerate(polygons, start=1)]
 
 
-def write_node_outputs(out_dir, slide, node_map, card, split_touching: bool = True, preview_max_px: int = 2048) -> dict:
+def write_node_outputs(out_dir, slide: Slide, node_map, card: ModelCard, split_touching: bool = True, preview_max_px: int = 2048) -> dict:
     """Write ``node_labels.npy`` + ``node_labels.json`` (µm/px, origin), ``node_labels.png`` and
     ``nodes.geojson`` into ``out_dir`` (each atomically). Returns the JSON metadata."""
 

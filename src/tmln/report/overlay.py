@@ -7,6 +7,7 @@ The thumbnail is read with ``Slide.thumbnail`` at the µm/px that makes its long
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,11 +15,15 @@ from tmln.annotations import CLASS_COLOURS
 from tmln.atomic import write_bytes
 from tmln.regions import rasterise
 
+if TYPE_CHECKING:  # annotations only: no import at run time
+    from tmln.measure.nodes import SlideMeasurement
+    from tmln.slide import Slide
+
 TUMOUR_RGB = (220, 0, 0)
 TUMOUR_ALPHA = 0.45
 
 
-def overlay_mpp(slide, max_side: int = 1500) -> float:
+def overlay_mpp(slide: Slide, max_side: int = 1500) -> float:
     """µm/px of a thumbnail whose longer side is about ``max_side`` px."""
     w_um, h_um = slide.width * slide.mpp_x_required, slide.height * slide.mpp_y_required
     return max(max(w_um, h_um) / max_side, slide.mpp_x_required, slide.mpp_y_required)
@@ -70,7 +75,7 @@ def draw_overlay(image: np.ndarray, measurement, scale_x: float, scale_y: float,
     return out
 
 
-def overlay_image(slide, measurement, max_side: int = 1500) -> np.ndarray:
+def overlay_image(slide: Slide, measurement: SlideMeasurement, max_side: int = 1500) -> np.ndarray:
     """The overlay of one slide as an RGB uint8 array."""
     mpp = overlay_mpp(slide, max_side)
     thumb = slide.thumbnail(mpp)
@@ -87,7 +92,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_overlay(path: str | Path, slide, measurement, max_side: int = 1500) -> None:
+def write_overlay(path: str | Path, slide: Slide, measurement: SlideMeasurement, max_side: int = 1500) -> None:
     """Write the overlay PNG atomically."""
 
     write_bytes(path, encode_png(overlay_image(slide, measurement, max_side)))
