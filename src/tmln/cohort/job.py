@@ -10,7 +10,6 @@ Outputs in ``slides/<slide_id>/`` (each written atomically; ``state.json`` last)
 
 from __future__ import annotations
 
-import importlib
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from tmln import __version__
 from tmln.annotations import node_outlines, read_annotations, tumour_outlines, write_geojson
 from tmln.atomic import remove_stale_temporaries, write_bytes, write_csv
+from tmln.cohort.config import RunConfig, node_provider, tumour_provider
 from tmln.errors import ModelCardError, TmlnError
 from tmln.measure.nodes import SlideMeasurement, area_mm2, measure_slide
 from tmln.measure.staging import NODE_COLUMNS
@@ -29,7 +29,6 @@ from tmln.report.geojson import node_features, tumour_features
 from tmln.report.overlay import encode_png, overlay_image
 from tmln.rundir import SlideDir
 from tmln.slide import Slide
-
 
 
 @dataclass
@@ -46,17 +45,7 @@ class SlideJob:
     tumour_annotation: str | None = None
     node_annotation_error: str | None = None  # lookup failure (missing/ambiguous file)
     tumour_annotation_error: str | None = None
-    node_model: str | None = None
-    tumour_model: str | None = None
-    tumour_threshold: float | None = None  # overrides the tumour model card's threshold
-    tumour_precision: str = "auto"  # tumour classifier arithmetic (tmln.tumour.tumour_map)
-    mln_rule: str = "ajcc"
-    node_split: bool = True  # False: touching nodes stay one instance (--no-split)
-    min_node_area_mm2: float | None = None  # overrides the node model card's
-    tumour_method: str = "auto"  # tumour-map method (stream, dense, grid)
-    tumour_tile_size: int | None = None  # tumour-map strip / tile size, model px
-    device: str = "auto"
-    overlay_max_px: int = 1500
+    config: RunConfig = field(default_factory=RunConfig)  # the run's options (tmln.cohort.config)
     params: dict = field(default_factory=dict)
     params_hash: str = ""
 
@@ -65,67 +54,45 @@ class SlideJobError(TmlnError):
     """A per-slide problem found by the job itself (e.g. no node annotation for the slide)."""
 
 
-# ---------------------------------------------------------------------------- model providers
-def node_provider():
-    """``tmln.nodes.regions_from_model``, imported lazily; a clear error when not installed."""
-    return _provider("tmln.nodes", "--node-model")
-
-
-def tumour_provider():
-    """``tmln.tumour.regions_from_model``, imported lazily; a clear error when not installed."""
-    return _provider("tmln.tumour", "--tumour-model")
-
-
-def _provider(module: str, option: str):
-    try:
-        mod = importlib.import_module(module)
-    except Exception as exc:  # ImportError, or a broken optional dependency (torch, ...)
-        raise TmlnError(f"{option} needs {module}.regions_from_model, which cannot be imported "
-                        f"({type(exc).__name__}: {exc})") from None
-    fn = getattr(mod, "regions_from_model", None)
-    if not callable(fn):
-        raise TmlnError(f"{option} needs {module}.regions_from_model, which this installation does not provide yet")
-    return fn
-
-
 # ---------------------------------------------------------------------------- regions
 def slide_regions(job: SlideJob, slide: Slide) -> SlideRegions:
     """Node and tumour polygons of one slide (level-0 px) from annotations or models; outlines mean
     what ``tmln.annotations`` says (tumour = tumour classes minus exclusion classes)."""
 
+    c = job.config
     regions = SlideRegions()
     size = slide.dimensions
-    if job.node_model:
-        knobs = {**({} if job.node_split else {"split_touching": False}),
-                 **({} if job.min_node_area_mm2 is None else {"min_node_area_mm2": job.min_node_area_mm2})}
-        raw = node_provider()(slide, job.node_model, out_dir=job.slide_dir, device=job.device, **knobs)
+    if c.node_model:
+        knobs = {**({} if c.node_split else {"split_touching": False}),
+                 **({} if c.min_node_area_mm2 is None else {"min_node_area_mm2": c.min_node_area_mm2})}
+        raw = node_provider()(slide, c.node_model, out_dir=job.slide_dir, device=c.device, **knobs)
         regions.nodes, notes = valid_polygons(raw, "node")
         regions.notes += notes
-        regions.nodes_source = f"model:{job.node_model}"
+        regions.nodes_source = f"model:{c.node_model}"
     else:
         if job.node_annotation_error:
             raise SlideJobError(job.node_annotation_error, job.slide_path)
         anns = read_annotations(job.node_annotation, slide_size=size)
         regions.nodes, notes = node_outlines(anns)
-        if _same_file(job.node_annotation, job.tumour_annotation) and not job.tumour_model:
+        if _same_file(job.node_annotation, job.tumour_annotation) and not c.tumour_model:
             notes = [n for n in notes if "tumour outlines, not nodes" not in n]  # one file holds both
         regions.notes += notes
         regions.nodes_source = f"annotations:{Path(job.node_annotation).name}"
         if not regions.nodes:
             regions.notes.append("the node annotation file holds no node polygon")
-    if job.tumour_model:
-        raw = tumour_provider()(slide, job.tumour_model, node_polygons=regions.nodes, out_dir=job.slide_dir,
-                                device=job.device, threshold=job.tumour_threshold, precision=job.tumour_precision,
-                                **({} if job.tumour_method == "auto" else {"method": job.tumour_method}),
-                                **({} if job.tumour_tile_size is None else {"tile_size": job.tumour_tile_size}))
+    if c.tumour_model:
+        raw = tumour_provider()(slide, c.tumour_model, node_polygons=regions.nodes, out_dir=job.slide_dir,
+                                device=c.device, threshold=c.tumour_threshold, precision=c.tumour_precision,
+                                **({} if c.tumour_method == "auto" else {"method": c.tumour_method}),
+                                **({} if c.tumour_tile_size is None else {"tile_size": c.tumour_tile_size}))
         regions.tumour, notes = valid_polygons(raw, "tumour")
         regions.notes += notes
-        regions.tumour_source = f"model:{job.tumour_model}"
+        regions.tumour_source = f"model:{c.tumour_model}"
     elif job.tumour_annotation_error:
         raise SlideJobError(job.tumour_annotation_error, job.slide_path)
     elif job.tumour_annotation:
         anns = read_annotations(job.tumour_annotation, slide_size=size)
-        shared = not job.node_model and _same_file(job.node_annotation, job.tumour_annotation)
+        shared = not c.node_model and _same_file(job.node_annotation, job.tumour_annotation)
         # a file that is also the node file: its unclassified and node-status polygons are nodes
         truth = tumour_outlines(anns, also_node_file=shared)
         regions.tumour = truth.polygons
@@ -178,9 +145,10 @@ def _measure_and_write(job: SlideJob, sd: SlideDir) -> tuple[dict, list[str]]:
         regions = slide_regions(job, slide)
         appearance, appearance_notes = model_appearance(slide, job)
         m = measure_slide(regions.nodes, regions.tumour, mpp_x, mpp_y, patient_id=job.patient_id,
-                          slide_id=job.slide_id, mln_rule=job.mln_rule)
-        overlay = overlay_image(slide, m, max_side=job.overlay_max_px)  # reads pixels: may meet gaps too
-        gaps, gap_notes = unread_tiles(slide, m, mpp_x, mpp_y, from_models=bool(job.node_model or job.tumour_model))
+                          slide_id=job.slide_id, mln_rule=job.config.mln_rule)
+        overlay = overlay_image(slide, m, max_side=job.config.overlay_max_px)  # reads pixels: may meet gaps too
+        from_models = bool(job.config.node_model or job.config.tumour_model)
+        gaps, gap_notes = unread_tiles(slide, m, mpp_x, mpp_y, from_models=from_models)
         notes = list(regions.notes) + list(m.notes) + gap_notes + appearance_notes
         write_csv(sd.nodes_csv, pd.DataFrame(m.rows, columns=NODE_COLUMNS))
         write_geojson(sd.nodes_geojson, node_features(m))
@@ -210,7 +178,7 @@ def model_appearance(slide: Slide, job: SlideJob) -> tuple[dict, list[str]]:
     without statistics in its card) and a note for a slide out of the model's range."""
 
     out, notes = {}, []
-    for kind, model in (("tumour", job.tumour_model), ("node", job.node_model)):
+    for kind, model in (("tumour", job.config.tumour_model), ("node", job.config.node_model)):
         col = f"{kind}_model_appearance_distance"
         out[col] = None
         if not model:
