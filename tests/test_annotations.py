@@ -4,8 +4,10 @@ import pytest
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from tmln.annotations import (
+    AmbiguousAnnotation,
     Annotation,
     feature,
+    find_annotation,
     is_exclusion_label,
     is_tumour_label,
     node_outlines,
@@ -198,3 +200,18 @@ def test_tumour_class_filter():
 def test_multipolygon_annotation_gives_one_node_per_part():
     polys, _ = node_outlines([Annotation(MultiPolygon([box(0, 0, 1, 1), box(5, 5, 6, 6)]))])
     assert len(polys) == 2
+
+
+def test_annotation_lookup_rules(tmp_path):
+    for name in ("S1.nodes.geojson", "S1.tumour.geojson", "S2.geojson", "S3.xml", "S4.geojson", "S4.xml",
+                 "S5.tumor.xml"):
+        (tmp_path / name).write_text("{}")
+    assert find_annotation(tmp_path, "S1", "nodes").name == "S1.nodes.geojson"
+    assert find_annotation(tmp_path, "S1", "tumour").name == "S1.tumour.geojson"
+    assert find_annotation(tmp_path, "S2", "nodes").name == "S2.geojson"
+    assert find_annotation(tmp_path, "S2", "tumour").name == "S2.geojson"
+    assert find_annotation(tmp_path, "S3", "tumour").name == "S3.xml"
+    assert find_annotation(tmp_path, "S5", "tumour").name == "S5.tumor.xml"
+    assert find_annotation(tmp_path, "S9", "nodes") is None
+    with pytest.raises(AmbiguousAnnotation, match="S4.geojson, S4.xml"):
+        find_annotation(tmp_path, "S4", "nodes")
