@@ -308,7 +308,11 @@ def _nan(v) -> bool:
 
 
 def comparison_html(comp, info: dict) -> str:
+    """The demo's report section: measured vs true per patient (``report/templates/demo_comparison.html``;
+    every value is HTML-escaped here, the template only lays it out)."""
     import html
+
+    from jinja2 import Environment, PackageLoader
 
     cols = ["patient_id", "n_slides", "true_n_nodes", "measured_n_nodes", "true_n_metastatic_nodes",
             "measured_n_metastatic_nodes", "true_n_stage", "measured_n_stage", "true_t_mln", "measured_t_mln",
@@ -322,20 +326,15 @@ def comparison_html(comp, info: dict) -> str:
             return f"{v:.3f}"
         return html.escape(str(v))
 
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{cell(r[c])}</td>" for c in cols) + "</tr>" for r in comp.to_dict("records"))
     agree = comp["n_stage_agrees"].mean() if len(comp) else float("nan")
     d = comp["abs_delta_t_mln"].dropna()
-    return (
-        '<section id="demo">'
-        f"<p>Phantom cohort ({html.escape(info['cohort'])}); nodes by <code>{html.escape(info['node_model'])}</code>, "
-        f"tumour by <code>{html.escape(info['tumour_model'])}</code> (trained on phantoms of other seeds; "
-        "not for diagnosis). Follow-up simulated from the TRUE T/MLN: "
-        f"{html.escape(info['follow_up'])}.</p>"
-        f"<p>N stage agrees for {agree:.0%} of patients; |ΔT/MLN| median "
-        f"{(d.median() if len(d) else float('nan')):.3f}, max {(d.max() if len(d) else float('nan')):.3f}.</p>"
-        f'<table class="tmln-table"><tr>{head}</tr>{body}</table></section>'
-    )
+    env = Environment(loader=PackageLoader("tmln.report", "templates"), autoescape=False)
+    return env.get_template("demo_comparison.html").render(
+        cohort=html.escape(info["cohort"]), node_model=html.escape(info["node_model"]),
+        tumour_model=html.escape(info["tumour_model"]), follow_up=html.escape(info["follow_up"]),
+        agree=f"{agree:.0%}", median=f"{(d.median() if len(d) else float('nan')):.3f}",
+        max=f"{(d.max() if len(d) else float('nan')):.3f}", cols=[html.escape(c) for c in cols],
+        rows=[[cell(r[c]) for c in cols] for r in comp.to_dict("records")])
 
 
 def follow_up_description(model: FollowUpModel = FollowUpModel()) -> str:
