@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import shutil
@@ -41,7 +42,7 @@ NAME = "pcam-nodes"
 SLIDE_MPP = 2.0  # phantom level 0; the model reads the 8 µm/px level
 SIZE_MM = (8.0, 6.0)
 # (folder, patients, seed, textured from PCam, non-node fraction)
-TRAIN_COHORTS = (("real", 24, 3000, True, 0.25), ("procedural", 8, 3001, False, 0.25))
+TRAIN_COHORTS = (("real", 24, 3000, True, 0.25), ("procedural", 8, 3001, False, 0.25), ("second-real", 24, 3002, True, 0.25))
 TEST_SEED = 3100
 SECTION_KINDS = ("carcinoma", "muscle", "fibrofatty", "stomach")
 NODE_DECODER = (48, 32, 16, 8, 8)
@@ -57,11 +58,10 @@ INTENDED_USE = (
 
 
 def make_data(shared: Path, work: Path) -> Path:
-    """Training cohorts (symlinked into one folder, ids prefixed) and the test slides."""
+    """Training cohorts (hard-linked into one folder, ids prefixed) and the test slides."""
     import pandas as pd
 
-    from tmln.phantom import make_cohort, make_slide
-    from tmln.phantom.geometry import SlideSpec
+    from tmln.phantom import make_cohort
 
     train = work / "train"
     if (train / "slides.csv").is_file():
@@ -81,8 +81,8 @@ def make_data(shared: Path, work: Path) -> Path:
             for suffix in (".tiff", ".nodes.geojson", ".tumour.geojson"):
                 link = work / "train-staging" / f"{new}{suffix}"
                 link.parent.mkdir(parents=True, exist_ok=True)
-                if not link.exists():
-                    link.symlink_to((d / f"{stem}{suffix}").resolve())
+                if not link.exists():  # a hard link: a symlink would resolve to the original file name (the slide id)
+                    os.link(d / f"{stem}{suffix}", link)
             rows.append({"slide_path": f"{new}.tiff", "patient_id": f"{name[0].upper()}_{r.patient_id}"})
     staging = work / "train-staging"
     pd.DataFrame(rows).to_csv(staging / "slides.csv", index=False)
@@ -133,7 +133,7 @@ def train(train_dir: Path, work: Path, device: str, epochs: int):
 def _score(model, slides: list[Path], truth_of) -> dict:
     """Pooled Dice and instance precision/recall (IoU >= 0.5) of ``model`` over slides."""
     from tmln.nodes import regions_from_model
-    from tmln.nodes.evaluation import evaluate_slide
+    from tmln.evaluate.nodes import evaluate_slide
 
     inter = ta = pa = 0.0
     tp = n_truth = n_pred = 0
@@ -155,7 +155,7 @@ def evaluate(shared: Path, work: Path, models=(NAME, "demo-nodes")) -> dict:
     import pandas as pd
 
     from tmln.nodes import regions_from_model
-    from tmln.nodes.evaluation import load_truth
+    from tmln.evaluate.nodes import load_truth
     from tmln.slide import Slide
 
     tests = make_tests(shared, work)
@@ -255,6 +255,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--epochs", type=int, default=SETTINGS["epochs"])
     a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not (a.shared / "data/pcam/train").is_dir():
         print(f"{a.shared}/data/pcam/train not found: this script needs the PCam patches", file=sys.stderr)
         return 2

@@ -90,9 +90,6 @@ def test_cohort_without_the_new_options_keeps_its_bytes(tmp_path):
 
 
 def test_artefacts_come_with_perinodal_tissue_and_change_only_the_look(tmp_path):
-    from tmln.phantom import make_slide
-    from tmln.slide import Slide
-
     for seed in range(1, 40):
         lay = make_layout(SlideSpec(seed=seed, size_mm=(4.0, 3.0), mpp=2.0, perinodal=True))
         kinds = {k for k, _ in lay.artefacts}

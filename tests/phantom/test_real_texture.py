@@ -14,6 +14,7 @@ from tmln.phantom import make_slide
 from tmln.phantom.geometry import SlideSpec, StainSpec
 from tmln.phantom.real_texture import GROUPS, PatchPools, RealTextureBank, patch_group, quilt, restain
 from tmln.phantom.texture import FAT, GLASS, LYMPH, STROMA, TUMOUR
+from tmln.regions import burn
 from tmln.slide import Slide
 
 PCAM = Path(__file__).resolve().parents[3] / "shared" / "data" / "pcam"
@@ -125,8 +126,6 @@ def test_slide_with_real_textures_keeps_its_geometry(patch_dir, tmp_path):
         img = s.thumbnail(8.0)
     assert img.shape[:2] == (188, 250)
     # lymphoid nodes darker than the rest of the tissue
-    from tmln.evaluate.rasterise import burn
-
     node = np.zeros(img.shape[:2], bool)
     for p in ph.layout.nodes:
         burn(node, p, 4.0)

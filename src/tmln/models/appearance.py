@@ -28,11 +28,16 @@ Features of one RGB patch, on its stained pixels (optical density ≥ 0.15 in so
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from tmln.train.stain import DEFAULT_IO, OD_THRESHOLD, optical_density
+from tmln.stain import DEFAULT_IO, OD_THRESHOLD, optical_density
+from tmln.tissue import detect_tissue
+
+if TYPE_CHECKING:  # annotations only: no import at run time
+    from tmln.models.card import ModelCard
+    from tmln.slide import Slide
 
 FEATURES = ("od_mean_r", "od_mean_g", "od_mean_b", "od_std_r", "od_std_g", "od_std_b", "haematoxylin", "eosin",
             "texture_1", "texture_2", "texture_4", "stained_fraction")
@@ -150,10 +155,9 @@ def distance(slide_table: np.ndarray, stats: dict) -> dict:
             "z": round(z[worst], 3), "n_patches": n}
 
 
-def slide_patches(slide, mpp: float, size: int, n: int = 64, seed: int = 0, tissue=None) -> list[np.ndarray]:
+def slide_patches(slide: Slide, mpp: float, size: int, n: int = 64, seed: int = 0, tissue=None) -> list[np.ndarray]:
     """Up to ``n`` patches of ``size`` px at ``mpp`` µm/px centred on tissue (``tmln.tissue``; or the
     given ``TissueMask``), drawn with ``seed``."""
-    from tmln.tissue import detect_tissue
 
     tm = tissue if tissue is not None else detect_tissue(slide)
     ys, xs = np.nonzero(np.asarray(tm.mask, bool))
@@ -170,7 +174,7 @@ def slide_patches(slide, mpp: float, size: int, n: int = 64, seed: int = 0, tiss
     return out
 
 
-def slide_distance(slide, card, n: int = 64, seed: int = 0, tissue=None) -> dict | None:
+def slide_distance(slide: Slide, card: ModelCard, n: int = 64, seed: int = 0, tissue=None) -> dict | None:
     """``distance`` of a slide to ``card``'s training appearance (None when the card has none)."""
     stats = (card.training or {}).get("appearance")
     if not stats:

@@ -8,8 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import feature, write_geojson
+from tmln.atomic import atomic_path, write_csv
+from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
 from tmln.phantom.geometry import SlideLayout, SlideSpec, make_layout
 from tmln.phantom.non_node import SECTIONS
+from tmln.phantom.render import SlideRenderer
+from tmln.phantom.truth import node_rows, patient_rows
+from tmln.phantom.writer import write_pyramid
 
 FORMATS = ("tiff", "svs")
 
@@ -47,10 +53,6 @@ def make_slide(
     write_mpp : False writes no µm/px at all (for testing the missing-mpp paths).
     compression : ``jpeg`` (default, as scanners write) or ``zlib`` (lossless; generic TIFF only).
     """
-    from tmln.annotations import feature, write_geojson
-    from tmln.atomic import atomic_path
-    from tmln.phantom.render import SlideRenderer
-    from tmln.phantom.writer import write_pyramid
 
     path = Path(path)
     if not isinstance(spec, SlideSpec):
@@ -107,10 +109,6 @@ def make_cohort(
     (``tmln.phantom.real_texture``). ``pen_marks`` draws ink strokes on every slide.
     """
     import pandas as pd
-
-    from tmln.atomic import write_csv
-    from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
-    from tmln.phantom.truth import patient_rows
 
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -169,7 +167,6 @@ def make_cohort(
 
 def _slide_job(job) -> list[dict]:
     """Write one cohort slide; returns its truth rows (a top-level function: picklable)."""
-    from tmln.phantom.truth import node_rows
 
     path, spec, fmt, write_mpp, pid, sid = job
     lay = make_slide(path, spec, fmt=fmt, write_mpp=write_mpp).layout

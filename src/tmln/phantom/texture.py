@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tmln.phantom.geometry import StainSpec
+
 # tissue class codes of the label raster
 GLASS, FAT, LYMPH, FOLLICLE, CAPSULE, TUMOUR, CAPSULE_45, CAPSULE_90, CAPSULE_135 = range(9)
 # non-node tissue (``SlideSpec.perinodal`` / ``SlideSpec.section``): fibrous septa, vessel walls and loose
@@ -92,8 +94,6 @@ class TextureBank:
 
     def __init__(self, seed: int, mpp: float, stain=None, period_px: int = 2048, tile: int = 512,
                  variants: int = 4):
-        from tmln.phantom.geometry import StainSpec
-
         self.mpp = float(mpp)
         self.stain = stain if stain is not None else StainSpec()
         if period_px % 64:

@@ -24,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import AmbiguousAnnotation, find_annotation, node_outlines, read_annotations
+from tmln.cohort.table import read_slides_table
 from tmln.errors import AnnotationError, InputTableError
+from tmln.regions import rasterise
+from tmln.slide import Slide
 
 CLASSES_SEMANTIC = ["node"]
 CLASSES_INSTANCE = ["node", "node_core"]
@@ -110,7 +114,6 @@ def node_targets(instances: np.ndarray, mpp: float, border_um: float | None) -> 
 
 def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
     """The node annotation file of a slide (see module docstring); raises ``AnnotationError``."""
-    from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
 
     try:
         p = find_annotation(folder, slide_id, "nodes")
@@ -125,16 +128,13 @@ def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
 def load_node_slide(path, annotation, mpp: float = 8.0, border_um: float | None = 24.0, slide_id: str | None = None,
                     patient_id: str | None = None, slide_mpp: float | None = None) -> NodeSlide:
     """Read one slide at ``mpp`` µm/px and rasterise its node outlines on that grid."""
-    from tmln.annotations import read_annotations
-    from tmln.regions import node_polygons_from_annotations, rasterize  # pixel centres: tmln.evaluate.rasterise
-    from tmln.slide import Slide
 
     with Slide(path, mpp=slide_mpp) as s:
         image = s.thumbnail(mpp)
         anns = read_annotations(annotation, slide_size=s.dimensions)
-        polys, _ = node_polygons_from_annotations(anns)
+        polys, _ = node_outlines(anns)
         scale = (mpp / s.mpp_x_required, mpp / s.mpp_y_required)
-    instances = rasterize(polys, image.shape[:2], scale)
+    instances = rasterise(polys, image.shape[:2], scale)
     sid = slide_id or Path(path).stem
     return NodeSlide(slide_id=sid, patient_id=patient_id or sid, path=str(path), mpp=float(mpp), image=image,
                      instances=instances, target=node_targets(instances, mpp, border_um), n_nodes=len(polys),
@@ -143,7 +143,6 @@ def load_node_slide(path, annotation, mpp: float = 8.0, border_um: float | None 
 
 def load_node_slides(slides_csv, annotations, mpp: float = 8.0, border_um: float | None = 24.0) -> list[NodeSlide]:
     """Every slide of a slides table with its node outlines from the ``annotations`` folder."""
-    from tmln.cohort.table import read_slides_table
 
     entries = read_slides_table(slides_csv)
     bad = [f"row {e.row}: {e.error}" for e in entries if e.error]

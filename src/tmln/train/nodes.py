@@ -23,6 +23,44 @@ from pathlib import Path
 import numpy as np
 
 from tmln.errors import TmlnError
+from tmln.evaluate.segmentation import match_instances
+from tmln.models.appearance import training_statistics
+from tmln.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
+from tmln.models.unet import TASK, build_unet, normalise, unet_params
+from tmln.nodes.infer import NodeSegmenter
+from tmln.nodes.instances import InstanceParams
+from tmln.train.augment import Augmenter
+from tmln.train.common import (
+    Amp,
+    BestTracker,
+    CSVLogger,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    cleanup_distributed,
+    count_parameters,
+    distributed_sampler,
+    init_distributed,
+    is_main_process,
+    load_checkpoint,
+    load_initial_weights,
+    prepare_model,
+    save_checkpoint,
+    seed_everything,
+    set_epoch,
+    shard_indices,
+    to_device_batch,
+    unwrap,
+)
+from tmln.train.node_data import (
+    CLASSES_INSTANCE,
+    CLASSES_SEMANTIC,
+    NodeCropDataset,
+    crop,
+    data_summary,
+    load_node_slides,
+    split_by_patient,
+)
 
 log = logging.getLogger("tmln.train")
 
@@ -71,9 +109,6 @@ def evaluate_slides(net, card, slides, device, instances: bool = False, overlap:
     """Node-channel pixel Dice/IoU over ``slides`` (pooled), and instance matching when asked.
 
     Under DDP each rank takes every world-size-th slide; counts are summed over ranks."""
-    from tmln.evaluate.segmentation import match_instances
-    from tmln.nodes.infer import NodeSegmenter
-    from tmln.train.common import all_reduce_sum, shard_indices
 
     was_training = net.training
     net.eval()
@@ -166,25 +201,12 @@ def train_nodes(
     """
     import torch
 
-    from tmln.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
-    from tmln.models.unet import TASK, build_unet, normalise, unet_params
-    from tmln.nodes.instances import InstanceParams
-    from tmln.train.augment import Augmenter
-    from tmln.train.common import (
-        Amp, BestTracker, CSVLogger, all_reduce_mean, barrier, cleanup_distributed, count_parameters,
-        init_distributed, is_main_process, load_checkpoint, load_initial_weights, prepare_model, save_checkpoint,
-        seed_everything, to_device_batch, unwrap,
-    )
-    from tmln.train.node_data import (
-        CLASSES_INSTANCE, CLASSES_SEMANTIC, NodeCropDataset, data_summary, load_node_slides, split_by_patient,
-    )
-
     t_start = time.time()
     out = Path(out_dir)
     work = out / "train"
     ctx = init_distributed(device)
     try:
-        gen = seed_everything(seed)
+        seed_everything(seed)
         arch_params = unet_params({"encoder": encoder, "encoder_depth": encoder_depth,
                                    "decoder_channels": decoder_channels,
                                    "classes": CLASSES_INSTANCE if instance_target else CLASSES_SEMANTIC})
@@ -251,8 +273,6 @@ def train_nodes(
         earlier_seconds = sum(float(r.get("seconds") or 0) for r in logger.rows)
         augmenter = Augmenter(**(augment or {}))
         from torch.utils.data import DataLoader
-
-        from tmln.train.common import distributed_sampler, set_epoch
 
         sampler = distributed_sampler(dataset, shuffle=False, seed=seed)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=workers,
@@ -335,9 +355,6 @@ APPEARANCE_PATCH = 64  # px at the model's µm/px: the patches of the node model
 def appearance_of_slides(items, mpp: float, per_slide: int = 32, seed: int = 0) -> dict | None:
     """Appearance statistics (``tmln.models.appearance``) of ``APPEARANCE_PATCH`` px patches of the
     training slides' images, centred on random stained pixels; None when too few patches are stained."""
-    from tmln.models.appearance import training_statistics
-    from tmln.train.node_data import crop
-
     rng = np.random.default_rng(seed)
     patches = []
     for s in items:

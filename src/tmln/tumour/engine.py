@@ -43,10 +43,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from tmln.errors import TmlnError
+from tmln.rundir import TUMOUR_MAP_JSON as SIDECAR_NAME
+from tmln.rundir import TUMOUR_MAP_NPY as MAP_NAME
+from tmln.rundir import TUMOUR_MAP_PNG as PREVIEW_NAME
 
-MAP_NAME = "tumour_map.npy"
-SIDECAR_NAME = "tumour_map.json"
-PREVIEW_NAME = "tumour_map.png"
 MASKS = ("tissue", "nodes", None)
 
 METHODS = ("auto", "stream", "dense", "grid")
@@ -281,10 +281,10 @@ def roi_cells(slide, shape, stride_level0: tuple[float, float], origin_level0: t
     if mask == "nodes":
         if node_polygons is None:
             raise TmlnError("mask='nodes' needs node polygons (e.g. --node-annotations)")
-        from tmln.regions import rasterize
+        from tmln.regions import rasterise
 
         polys = [p for p in node_polygons if p is not None and not p.is_empty]
-        return rasterize(polys, (h, w), scale=stride_level0, origin=origin_level0, all_touched=True,
+        return rasterise(polys, (h, w), scale=stride_level0, origin=origin_level0, all_touched=True,
                          dtype=np.uint8).astype(bool)
     if mask == "tissue":
         tmask, tmpp = _as_mask_mpp(tissue) if tissue is not None else tissue_mask(slide)
@@ -381,7 +381,6 @@ def _worker_init(_):
 
 
 def _loader(dataset, num_workers: int, pin: bool):
-    import torch
     from torch.utils.data import DataLoader
 
     return DataLoader(
