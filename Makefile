@@ -28,7 +28,10 @@ demo-models: $(STAMP)
 real-models: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) scripts/train_real_models.py
 
+# lint (ruff: pyflakes), the layering contract (import-linter, pyproject.toml), then the tests
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n 2 --dist loadfile -q
 
 bench: $(STAMP)

@@ -40,7 +40,7 @@ def main():
     from tmln.annotations import Annotation
     from tmln.evaluate.auc import bootstrap_auc_ci
     from tmln.evaluate.froc import evaluation_mask_from_annotations
-    from tmln.evaluate.rasterise import polygon_mask
+    from tmln.regions import polygon_mask
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)

@@ -42,8 +42,8 @@ def fold_folder(root: Path, rows, data: Path) -> Path:
 
 
 def colour_features(paths) -> np.ndarray:
-    from tmln.train.patches import read_image
-    from tmln.train.stain import optical_density
+    from tmln.imaging import read_image
+    from tmln.stain import optical_density
 
     feats = []
     for p in paths:
@@ -172,7 +172,7 @@ def main() -> None:
     within = [f["fold_auc"] for f in fold_rows if f["fold_auc"] is not None]
     lines += [
         "",
-        f"Within-slide AUC (folds whose held-out slide has both classes): "
+        "Within-slide AUC (folds whose held-out slide has both classes): "
         + ", ".join(f"{f['held_out_slide']} {f['fold_auc']:.2f}" for f in fold_rows if f["fold_auc"] is not None)
         + (f" (mean {np.mean(within):.2f})." if within else "."),
         "",

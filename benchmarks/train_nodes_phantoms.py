@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from tmln.nodes import node_map
-    from tmln.nodes.evaluation import evaluate_nodes, load_truth
+    from tmln.evaluate.nodes import evaluate_nodes, load_truth
     from tmln.train.nodes import train_nodes, weights_size_mb
 
     work = Path(args.work)
@@ -89,7 +89,6 @@ def main(argv=None) -> int:
     model_dir = work / "model"
     if args.fresh and model_dir.exists():
         shutil.rmtree(model_dir)
-    t1 = time.time()
     card = train_nodes(model_dir, slides=train_csv, annotations=train_csv.parent, epochs=args.epochs,
                        tile_size=args.tile_size, crop_size=args.crop_size, encoder=args.encoder,
                        decoder_channels=[int(c) for c in args.decoder_channels.split(",")],

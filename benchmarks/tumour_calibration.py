@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from tmln.tumour.calibrate import calibrate_threshold
+    from tmln.evaluate.maps import calibrate_threshold
 
     torch.set_num_threads(1)
     work = Path(args.work)

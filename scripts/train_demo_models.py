@@ -135,7 +135,7 @@ def extract_tumour_patches(csvs: list[Path], dest: Path, per_slide: int, seed: i
     from scipy import ndimage
 
     from tmln.annotations import read_annotations
-    from tmln.regions import rasterize
+    from tmln.regions import rasterise
     from tmln.slide import Slide
     from tmln.train.patches import tissue_mask_from_thumbnail
 
@@ -156,8 +156,8 @@ def extract_tumour_patches(csvs: list[Path], dest: Path, per_slide: int, seed: i
         stem = csv.parent / Path(rel).stem
         tum_polys = [a.geometry for a in read_annotations(f"{stem}.tumour.geojson")]
         node_polys = [a.geometry for a in read_annotations(f"{stem}.nodes.geojson")]
-        tum = rasterize(tum_polys, (h, w), scale) > 0 if tum_polys else np.zeros((h, w), bool)
-        nodes = rasterize(node_polys, (h, w), scale) > 0
+        tum = rasterise(tum_polys, (h, w), scale) > 0 if tum_polys else np.zeros((h, w), bool)
+        nodes = rasterise(node_polys, (h, w), scale) > 0
         tissue = tissue_mask_from_thumbnail(img, TUMOUR_MPP) | nodes
         win = TUMOUR_PATCH
         tum_frac = ndimage.uniform_filter(tum.astype(np.float32), win, mode="constant")
@@ -167,7 +167,7 @@ def extract_tumour_patches(csvs: list[Path], dest: Path, per_slide: int, seed: i
         inside[size:h - size, size:w - size] = True
         # node capsules (pink fibres) and the borders between touching nodes look most like tumour
         edge = ndimage.binary_dilation(nodes, iterations=4) & ~ndimage.binary_erosion(nodes, iterations=12)
-        labels = rasterize(node_polys, (h, w), scale, values=list(range(1, len(node_polys) + 1)))
+        labels = rasterise(node_polys, (h, w), scale, values=list(range(1, len(node_polys) + 1)))
         edge |= ndimage.morphological_gradient(labels, size=5) > 0
         cands = {
             "tumor": inside & tum & (tum_frac >= 0.5),

@@ -89,7 +89,7 @@ def evaluate(shared: Path, work: Path, device: str, mosaic_side: int = 54) -> di
     if n > len(pv):
         raise SystemExit(f"a {mosaic_side} x {mosaic_side} mosaic needs {n} patches; valid/ has {len(pv)}")
     pick = rng.permutation(len(pv))[:n]
-    from tmln.train.patches import read_image
+    from tmln.imaging import read_image
 
     tiles = [read_image(valid / pv["path"].iloc[i]) for i in pick]
     side = mosaic_side * 96
@@ -227,7 +227,7 @@ def appearance(data: Path, card, model: Path, pv, valid: Path, n_train: int = 40
 
     from tmln.models import appearance as A
     from tmln.slide import Slide
-    from tmln.train.patches import fit_to_patch, list_images, read_image, resample
+    from tmln.imaging import fit_to_patch, list_images, read_image, resample
 
     rng = np.random.default_rng(0)
     files = list_images(data / "pcam" / "train")

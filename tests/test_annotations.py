@@ -1,14 +1,18 @@
 import json
 
 import pytest
-from shapely.geometry import Polygon, box
+from shapely.geometry import MultiPolygon, Polygon, box
 
 from tmln.annotations import (
+    AmbiguousAnnotation,
     Annotation,
     feature,
+    find_annotation,
     is_exclusion_label,
     is_tumour_label,
+    node_outlines,
     read_annotations,
+    tumour_outlines,
     write_asap_xml,
     write_geojson,
 )
@@ -169,3 +173,45 @@ def test_one_lookup(tmp_path):
     (tmp_path / "C.xml").unlink()
     assert {k: v.name for k, v in annotation_index(tmp_path, "tumour").items()} == \
         {"A": "A.tumour.xml", "C": "C.geojson", "b": "b.geojson"}
+
+
+def test_node_class_filter():
+    anns = [Annotation(box(0, 0, 10, 10), label="Lymph node"), Annotation(box(20, 0, 30, 10), label="Tumor"),
+            Annotation(box(40, 0, 50, 10), label="Exclusion"), Annotation(box(60, 0, 70, 10), label="negative"),
+            Annotation(box(80, 0, 90, 10), label=None)]
+    polys, notes = node_outlines(anns)
+    assert [p.bounds[0] for p in polys] == [0, 60, 80]
+    assert any("Tumor" in n for n in notes) and any("Exclusion" in n for n in notes)
+
+
+def test_tumour_class_filter():
+    labelled = [Annotation(box(0, 0, 10, 10), label="Tumor"), Annotation(box(20, 0, 30, 10), label="Lymph node"),
+                Annotation(box(40, 0, 50, 10), label="_0")]
+    truth = tumour_outlines(labelled)
+    polys, notes = truth.polygons, truth.notes
+    assert [p.bounds[0] for p in polys] == [0, 40]
+    assert notes and "Lymph node" in notes[0]
+    unlabelled = [Annotation(box(0, 0, 10, 10)), Annotation(box(20, 0, 30, 10), label="None")]
+    truth = tumour_outlines(unlabelled)
+    polys, notes = truth.polygons, truth.notes
+    assert len(polys) == 2 and not notes
+
+
+def test_multipolygon_annotation_gives_one_node_per_part():
+    polys, _ = node_outlines([Annotation(MultiPolygon([box(0, 0, 1, 1), box(5, 5, 6, 6)]))])
+    assert len(polys) == 2
+
+
+def test_annotation_lookup_rules(tmp_path):
+    for name in ("S1.nodes.geojson", "S1.tumour.geojson", "S2.geojson", "S3.xml", "S4.geojson", "S4.xml",
+                 "S5.tumor.xml"):
+        (tmp_path / name).write_text("{}")
+    assert find_annotation(tmp_path, "S1", "nodes").name == "S1.nodes.geojson"
+    assert find_annotation(tmp_path, "S1", "tumour").name == "S1.tumour.geojson"
+    assert find_annotation(tmp_path, "S2", "nodes").name == "S2.geojson"
+    assert find_annotation(tmp_path, "S2", "tumour").name == "S2.geojson"
+    assert find_annotation(tmp_path, "S3", "tumour").name == "S3.xml"
+    assert find_annotation(tmp_path, "S5", "tumour").name == "S5.tumor.xml"
+    assert find_annotation(tmp_path, "S9", "nodes") is None
+    with pytest.raises(AmbiguousAnnotation, match="S4.geojson, S4.xml"):
+        find_annotation(tmp_path, "S4", "nodes")

@@ -1,16 +1,9 @@
 import numpy as np
 import pytest
-from shapely.geometry import Polygon, box
+from shapely.geometry import MultiPolygon, Point, Polygon, box
+from skimage.draw import polygon as draw_polygon
 
-from tmln.annotations import Annotation
-from tmln.regions import (
-    SlideRegions,
-    node_polygons_from_annotations,
-    polygons_from_labels,
-    polygons_from_mask,
-    rasterize,
-    tumour_polygons_from_annotations,
-)
+from tmln.regions import burn, polygon_mask, polygons_from_labels, polygons_from_mask, rasterise, valid_polygons
 
 
 def test_labels_to_polygons_exact_areas_scale_and_origin():
@@ -33,7 +26,7 @@ def test_anisotropic_pixels():
     assert g.bounds == pytest.approx((0, 0, 10, 24))
 
 
-def test_rasterize_roundtrip():
+def test_rasterise_roundtrip():
     rng = np.random.default_rng(3)
     labels = np.zeros((40, 50), np.int32)
     for k in range(1, 6):
@@ -41,12 +34,12 @@ def test_rasterize_roundtrip():
         labels[y:y + 5, x:x + 5] = k
     geoms = polygons_from_labels(labels, 4.0, 1.0, 1.0)
     present = sorted(set(np.unique(labels)) - {0})
-    back = rasterize(geoms, labels.shape, 4.0, values=present)
+    back = rasterise(geoms, labels.shape, 4.0, values=present)
     np.testing.assert_array_equal(back, labels)
 
 
-def test_rasterize_scale_and_origin():
-    out = rasterize([box(40, 80, 80, 120)], (10, 10), scale=(8, 8), origin=(0, 40))
+def test_rasterise_scale_and_origin():
+    out = rasterise([box(40, 80, 80, 120)], (10, 10), scale=(8, 8), origin=(0, 40))
     assert out.sum() == 5 * 5
     assert out[5:10, 5:10].all()
 
@@ -64,39 +57,7 @@ def test_mask_components_keep_holes():
     assert polygons_from_mask(np.zeros((4, 4), bool), 1.0, 1.0, 1.0) == []
 
 
-def test_node_class_filter():
-    anns = [Annotation(box(0, 0, 10, 10), label="Lymph node"), Annotation(box(20, 0, 30, 10), label="Tumor"),
-            Annotation(box(40, 0, 50, 10), label="Exclusion"), Annotation(box(60, 0, 70, 10), label="negative"),
-            Annotation(box(80, 0, 90, 10), label=None)]
-    polys, notes = node_polygons_from_annotations(anns)
-    assert [p.bounds[0] for p in polys] == [0, 60, 80]
-    assert any("Tumor" in n for n in notes) and any("Exclusion" in n for n in notes)
-
-
-def test_tumour_class_filter():
-    labelled = [Annotation(box(0, 0, 10, 10), label="Tumor"), Annotation(box(20, 0, 30, 10), label="Lymph node"),
-                Annotation(box(40, 0, 50, 10), label="_0")]
-    polys, notes = tumour_polygons_from_annotations(labelled)
-    assert [p.bounds[0] for p in polys] == [0, 40]
-    assert notes and "Lymph node" in notes[0]
-    unlabelled = [Annotation(box(0, 0, 10, 10)), Annotation(box(20, 0, 30, 10), label="None")]
-    polys, notes = tumour_polygons_from_annotations(unlabelled)
-    assert len(polys) == 2 and not notes
-
-
-def test_multipolygon_annotation_gives_one_node_per_part():
-    from shapely.geometry import MultiPolygon
-
-    polys, _ = node_polygons_from_annotations([Annotation(MultiPolygon([box(0, 0, 1, 1), box(5, 5, 6, 6)]))])
-    assert len(polys) == 2
-    assert SlideRegions(nodes=polys).nodes_source == ""
-
-
 def test_valid_polygons_repairs_model_output():
-    from shapely.geometry import MultiPolygon
-
-    from tmln.regions import valid_polygons
-
     bowtie = Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
     polys, notes = valid_polygons([bowtie, Polygon(), MultiPolygon([box(20, 0, 30, 10), box(40, 0, 50, 10)])])
     assert len(polys) == 4 and all(p.is_valid for p in polys)
@@ -124,3 +85,44 @@ def test_polygon_parts_flattens_any_geometry():
                                  GeometryCollection([c, Polygon()])])
     assert [p.bounds for p in polygon_parts(nested)] == [a.bounds, b.bounds, c.bounds]
     assert polygon_parts(None) == [] and polygon_parts(Polygon()) == [] and polygon_parts(a) == [a]
+
+
+# ---------------------------------------------------------------------------- scanline rasteriser
+# agrees with scikit-image's pixel-centre rule, holes included
+def _reference(poly, shape, s, origin=(0.0, 0.0)):
+    m = np.zeros(shape, bool)
+    for ring, val in [(poly.exterior, True)] + [(h, False) for h in poly.interiors]:
+        xy = np.asarray(ring.coords)
+        rr, cc = draw_polygon((xy[:, 1] - origin[1]) / s - 0.5, (xy[:, 0] - origin[0]) / s - 0.5, shape)
+        m[rr, cc] = val
+    return m
+
+
+def test_random_polygons_match_skimage():
+    rng = np.random.default_rng(0)
+    checked = 0
+    for i in range(80):
+        n = int(rng.integers(3, 30))
+        ang = np.sort(rng.random(n)) * 2 * np.pi
+        rad = rng.uniform(40, 400, n)
+        cx, cy = rng.uniform(-200, 2200, 2)  # some cross the grid edge
+        poly = Polygon(np.c_[cx + rad * np.cos(ang), cy + rad * np.sin(ang)])
+        if i % 3 == 0:
+            poly = poly.difference(Point(cx, cy).buffer(35))
+        if not poly.is_valid or poly.geom_type != "Polygon":
+            continue
+        shape, s, origin = (70, 60), 32.0, (10.0, -5.0)
+        r0, c0, local = polygon_mask(poly, shape, s, origin)
+        got = np.zeros(shape, bool)
+        got[r0:r0 + local.shape[0], c0:c0 + local.shape[1]] |= local
+        assert np.array_equal(got, _reference(poly, shape, s, origin)), i
+        checked += 1
+    assert checked > 50
+
+
+def test_burn_multipolygon_and_box_edges():
+    target = np.zeros((10, 10), np.int32)
+    geom = MultiPolygon([box(0, 0, 64, 32), box(128, 128, 160, 320)])
+    assert burn(target, geom, 32.0, value=7)
+    assert target.sum() == 7 * (2 + 6)  # 2 px + 1 x 6 px, pixel edges on the box edges
+    assert not burn(np.zeros((10, 10), bool), box(1000, 1000, 2000, 2000), 32.0)

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from tmln.cli import main
 from tmln.errors import MissingMppError, SlideError
-from tmln.slide import Slide, resize_rgb, rgba_to_rgb_white
+from tmln.imaging import resize_rgb, rgba_to_rgb_white
+from tmln.slide import Slide
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,7 @@ def test_red_ink_rule_spares_real_he(shared_data):
     import cv2
 
     from tmln.tissue import red_ink
-    from tmln.train.patches import read_image
+    from tmln.imaging import read_image
 
     files = []
     for part in ("train", "valid"):

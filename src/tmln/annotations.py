@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tmln.atomic import write_text
 from tmln.errors import AnnotationError
-from tmln.evaluate.rasterise import burn
-from tmln.regions import polygon_parts
+from tmln.regions import burn, polygon_parts
 
 # Camelyon16 ASAP groups: `_0`, `_1`, `Tumor` are tumour, `_2` and `Exclusion` are excluded.
 CAMELYON_TUMOUR_GROUPS = {"_0", "_1", "tumor", "tumour", "metastases"}
@@ -185,8 +185,6 @@ def read_asap_xml(path: str | Path) -> list[Annotation]:
 def write_asap_xml(path: str | Path, annotations: Sequence[Annotation]) -> None:
     """Write polygons (exteriors only; ASAP has no holes) as ASAP XML."""
     from xml.sax.saxutils import quoteattr
-
-    from tmln.atomic import write_text
 
     groups = sorted({a.label or "None" for a in annotations})
     lines = ['<?xml version="1.0"?>', "<ASAP_Annotations>", "\t<Annotations>"]
@@ -565,6 +563,5 @@ def feature_collection(features: list[dict]) -> dict:
 
 def write_geojson(path: str | Path, features: list[dict]) -> None:
     """Write a FeatureCollection atomically (deterministic key order)."""
-    from tmln.atomic import write_text
 
     write_text(path, json.dumps(feature_collection(features), sort_keys=True, separators=(",", ":")) + "\n")

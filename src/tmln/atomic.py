@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary name in the same folder, then rename.
+"""Atomic file output: write to a temporary name in the same folder, then rename; and the identity
+of input files (``file_digest``, ``file_identity``) that resume hashes and model identities use.
 
 No partial output is ever left behind: a reader sees either the old file, no file, or the
 complete new one (``os.replace`` is atomic on POSIX within one file system).
@@ -7,6 +8,7 @@ complete new one (``os.replace`` is atomic on POSIX within one file system).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -97,3 +99,27 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
                     p.unlink()
                     removed.append(p)
     return removed
+
+
+# ---------------------------------------------------------------------------- input file identity
+def file_digest(path: str | Path | None) -> str | None:
+    """sha256 of a (small) file's bytes, None when there is no such file."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_identity(path: str | Path) -> dict | None:
+    """Cheap identity of a (large) slide file: size and modification time (ns)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}

@@ -30,7 +30,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tmln.atomic import write_csv, write_json
+from tmln.cohort.run import run_cohort
 from tmln.errors import TmlnError
+from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
+from tmln.models.card import resolve_model_dir
+from tmln.phantom import SlideSpec, make_layout, make_slide
+from tmln.phantom.truth import node_rows, patient_rows
+from tmln.report.html import write_report
+from tmln.rundir import RunDir
+from tmln.survival import run_survival
+from tmln.survival.report import survival_html
 
 # TRUE N stage of patient i is DEMO_STAGES[i % len(DEMO_STAGES)]
 DEMO_STAGES = ("N0", "N1", "N2", "N3a", "N1", "N0", "N2", "N1")
@@ -109,8 +119,6 @@ def _patient_specs(p: int, target: str, n_slides: int, seed: int, size_mm, mpp):
     A total metastatic-node count in the stage's range is drawn and split over the slides; each slide's
     seed is drawn until its truth has its share (a cheap layout-only check: nothing is rendered).
     """
-    from tmln.phantom import SlideSpec, make_layout
-    from tmln.phantom.truth import node_rows
 
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), p, _COHORT_TAG]))
     lo, hi = _MLN_RANGE[target]
@@ -144,11 +152,6 @@ def make_demo_cohort(out_dir, patients: int = 8, seed: int = 0, *, size_mm=SLIDE
     ``cohort.json`` (the parameters, written last).
     """
     import pandas as pd
-
-    from tmln.atomic import write_csv, write_json
-    from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
-    from tmln.phantom import make_slide
-    from tmln.phantom.truth import node_rows, patient_rows
 
     if patients < 1:
         raise TmlnError(f"patients must be >= 1, got {patients}")
@@ -199,8 +202,6 @@ def _reusable_cohort(folder: Path, params: dict) -> bool:
 # ---------------------------------------------------------------------------- survival
 def _survival(table, out_dir: Path, seed: int) -> tuple[dict | None, str, list[str]]:
     """Univariable survival analysis with a median cut; returns (result, html section, notes)."""
-    from tmln.survival import run_survival
-    from tmln.survival.report import survival_html
 
     notes = []
     n, events = len(table), int(table["event"].sum())
@@ -307,7 +308,11 @@ def _nan(v) -> bool:
 
 
 def comparison_html(comp, info: dict) -> str:
+    """The demo's report section: measured vs true per patient (``report/templates/demo_comparison.html``;
+    every value is HTML-escaped here, the template only lays it out)."""
     import html
+
+    from jinja2 import Environment, PackageLoader
 
     cols = ["patient_id", "n_slides", "true_n_nodes", "measured_n_nodes", "true_n_metastatic_nodes",
             "measured_n_metastatic_nodes", "true_n_stage", "measured_n_stage", "true_t_mln", "measured_t_mln",
@@ -321,20 +326,15 @@ def comparison_html(comp, info: dict) -> str:
             return f"{v:.3f}"
         return html.escape(str(v))
 
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{cell(r[c])}</td>" for c in cols) + "</tr>" for r in comp.to_dict("records"))
     agree = comp["n_stage_agrees"].mean() if len(comp) else float("nan")
     d = comp["abs_delta_t_mln"].dropna()
-    return (
-        '<section id="demo">'
-        f"<p>Phantom cohort ({html.escape(info['cohort'])}); nodes by <code>{html.escape(info['node_model'])}</code>, "
-        f"tumour by <code>{html.escape(info['tumour_model'])}</code> (trained on phantoms of other seeds; "
-        "not for diagnosis). Follow-up simulated from the TRUE T/MLN: "
-        f"{html.escape(info['follow_up'])}.</p>"
-        f"<p>N stage agrees for {agree:.0%} of patients; |ΔT/MLN| median "
-        f"{(d.median() if len(d) else float('nan')):.3f}, max {(d.max() if len(d) else float('nan')):.3f}.</p>"
-        f'<table class="tmln-table"><tr>{head}</tr>{body}</table></section>'
-    )
+    env = Environment(loader=PackageLoader("tmln.report", "templates"), autoescape=False)
+    return env.get_template("demo_comparison.html").render(
+        cohort=html.escape(info["cohort"]), node_model=html.escape(info["node_model"]),
+        tumour_model=html.escape(info["tumour_model"]), follow_up=html.escape(info["follow_up"]),
+        agree=f"{agree:.0%}", median=f"{(d.median() if len(d) else float('nan')):.3f}",
+        max=f"{(d.max() if len(d) else float('nan')):.3f}", cols=[html.escape(c) for c in cols],
+        rows=[[cell(r[c]) for c in cols] for r in comp.to_dict("records")])
 
 
 def follow_up_description(model: FollowUpModel = FollowUpModel()) -> str:
@@ -371,11 +371,6 @@ def run_demo(out_dir="demo-run", *, patients: int = 8, seed: int = 0, quiet: boo
         returned, and printed by the CLI.
     """
     import pandas as pd
-
-    from tmln.atomic import write_csv, write_json
-    from tmln.cohort.run import run_cohort
-    from tmln.models.card import resolve_model_dir
-    from tmln.report.html import write_report
 
     say = echo if echo is not None else ((lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True)))
     for m in (node_model, tumour_model):
@@ -417,7 +412,7 @@ def run_demo(out_dir="demo-run", *, patients: int = 8, seed: int = 0, quiet: boo
 
     # 3. survival on the measured table joined with the follow-up
     t = time.perf_counter()
-    measured = pd.read_csv(out / "patients.csv", dtype={"patient_id": str, "n_stage": str})
+    measured = pd.read_csv(RunDir(out).patients_csv, dtype={"patient_id": str, "n_stage": str})
     joined = measured.merge(follow, on="patient_id", how="inner")
     write_csv(out / "patients_followup.csv", joined)
     usable = joined.dropna(subset=["t_mln"])

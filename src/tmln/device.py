@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tmln.errors import TmlnError
+
 
 def select_device(device: str | None = "auto"):
     import torch
@@ -10,8 +12,6 @@ def select_device(device: str | None = "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from tmln.errors import TmlnError
-
         raise TmlnError(f"device {device!r} requested but CUDA is not available")
     return dev
 

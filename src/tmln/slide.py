@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from tmln.errors import MissingMppError, SlideError
+from tmln.imaging import _affine_sample, iter_blocks, resize_rgb, rgba_to_rgb_white
+from tmln.tiff_tiles import TiffTiles
 
 # A level is "close enough" to the requested downsample when within this relative tolerance;
 # the level is then read without an extra resampling step.
@@ -68,8 +69,6 @@ class Slide:
         self._record_gaps = False
         self.gaps: dict[tuple[int, int, int, int], str] = {}  # (x0, y0, x1, y1) level-0 px -> reason
         if direct:
-            from tmln.tiff_tiles import TiffTiles
-
             self._tiles = TiffTiles.open(self.path, self._osr, self.vendor)
 
     # ------------------------------------------------------------------ unreadable tiles
@@ -396,51 +395,3 @@ class Slide:
 
     def __setstate__(self, state):
         self.__init__(state["path"], mpp=state["mpp"], direct=state.get("direct", True))
-
-
-def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
-    """Open a slide (the functional spelling of ``Slide(path, mpp)``)."""
-    return Slide(path, mpp=mpp)
-
-
-def rgba_to_rgb_white(rgba: np.ndarray) -> np.ndarray:
-    """Composite RGBA (straight alpha) over white -> RGB uint8."""
-    if rgba.ndim == 3 and rgba.shape[2] == 3:
-        return np.ascontiguousarray(rgba)
-    if rgba[..., 3].min() == 255:  # opaque (the usual case): no arithmetic
-        return np.ascontiguousarray(rgba[..., :3])
-    rgb = rgba[..., :3].astype(np.uint16)
-    a = rgba[..., 3:4].astype(np.uint16)
-    out = (rgb * a + 255 * (255 - a) + 127) // 255
-    return out.astype(np.uint8)
-
-
-def resize_rgb(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (h, w, c) to ``size`` = (w, h): area averaging when shrinking, linear when enlarging."""
-    import cv2
-
-    w, h = size
-    shrink = w <= img.shape[1] and h <= img.shape[0]
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(img, (int(w), int(h)), interpolation=interp)
-
-
-def _affine_sample(img: np.ndarray, scale: tuple[float, float], offset: tuple[float, float],
-                   size: tuple[int, int]) -> np.ndarray:
-    """Output pixel (u, v) takes ``img`` at ``offset + (u + 0.5) * scale - 0.5`` (pixel centres),
-    bilinear, edges replicated. ``size`` = (w, h)."""
-    import cv2
-
-    sx, sy = scale
-    ox, oy = offset
-    m = np.array([[sx, 0.0, ox + 0.5 * sx - 0.5], [0.0, sy, oy + 0.5 * sy - 0.5]], np.float64)
-    return cv2.warpAffine(img, m, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
-
-
-def iter_blocks(shape: tuple[int, int], block: int) -> Iterator[tuple[int, int, int, int]]:
-    """Yield (y, x, h, w) blocks covering an array of ``shape`` = (h, w)."""
-    H, W = shape
-    for y in range(0, H, block):
-        for x in range(0, W, block):
-            yield y, x, min(block, H - y), min(block, W - x)

@@ -21,6 +21,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from tmln.imaging import rgba_to_rgb_white
+
 log = logging.getLogger(__name__)
 
 # OpenSlide vendors whose levels are exactly the TIFF pages' tile grids (no overlaps, no
@@ -152,8 +154,6 @@ class TiffTiles:
     def _agrees(self, level: int, page) -> bool:
         """Decode the level's largest stored tile (the most detail: tissue rather than glass) here and
         through OpenSlide."""
-        from tmln.slide import rgba_to_rgb_white
-
         counts = np.asarray(page.databytecounts)
         if not counts.size or counts.max() == 0:
             return False

@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.atomic import atomic_path, write_json
 from tmln.errors import NoTissueError, SlideError
+from tmln.slide import Slide
 
 DEFAULTS = {
     "mpp": 8.0,  # µm/px of the mask
@@ -113,8 +115,6 @@ class TissueMask:
         """Write the mask as a PNG (0/255) and ``<stem>.json`` beside it; returns the JSON path."""
         import cv2
 
-        from tmln.atomic import atomic_path, write_json
-
         path = Path(path)
         ok, buf = cv2.imencode(".png", self.mask.astype(np.uint8) * 255)
         if not ok:  # pragma: no cover
@@ -145,7 +145,6 @@ class TissueMask:
 def detect_tissue(slide, mpp: float = DEFAULTS["mpp"], **params) -> TissueMask:
     """Tissue mask of ``slide`` (a ``Slide`` or a path) at ``mpp`` µm/px. See the module docstring;
     ``params`` override ``DEFAULTS``. Raises ``MissingMppError`` when the slide's µm/px is unknown."""
-    from tmln.slide import Slide
 
     p = {**DEFAULTS, **params, "mpp": float(mpp)}
     unknown = set(params) - set(DEFAULTS)

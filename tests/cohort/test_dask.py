@@ -12,7 +12,8 @@ import cloudpickle
 import pytest
 
 from tmln.cohort.dask_executor import DaskExecutor, parse_resources
-from tmln.cohort.run import RUN_OUTPUTS, run_cohort
+from tmln.cohort.run import run_cohort
+from tmln.rundir import RUN_OUTPUTS
 from tmln.errors import TmlnError
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from tmln.annotations import Annotation, read_annotations, write_asap_xml, write_geojson, feature
-from tmln.cohort.run import RUN_OUTPUTS, run_cohort
+from tmln.cohort.run import run_cohort
+from tmln.rundir import RUN_OUTPUTS
 
 
 def analyze(slides, ann, out, **kw):

@@ -260,13 +260,15 @@ def test_real_svs_slide(cmu_slide, tmp_path):
 
 
 def test_cli_passes_precision_and_device_on(small_cohort, tmp_path, monkeypatch):
+    import dataclasses
+
     import tmln.cohort.run
 
     seen = {}
 
-    def fake_run_cohort(slides, out, **kw):
-        seen.update(kw)
-        return run_cohort(slides, out, **{k: v for k, v in kw.items() if k != "tumour_precision"})
+    def fake_run_cohort(slides, out, config, **kw):  # the CLI builds the run's configuration
+        seen.update(dataclasses.asdict(config))
+        return run_cohort(slides, out, config.replace(tumour_precision="auto"), **kw)
 
     monkeypatch.setattr(tmln.cohort.run, "run_cohort", fake_run_cohort)
     slides, ann = small_cohort

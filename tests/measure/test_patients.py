@@ -1,6 +1,6 @@
 import pytest
 
-from tmln.measure.patients import aggregate_patients, patient_row
+from tmln.measure.patients import aggregate_patients, counted_slides, patient_row
 from tmln.measure.staging import PATIENT_COLUMNS
 
 
@@ -39,3 +39,12 @@ def test_aggregate_keeps_table_order_and_does_not_stage_incomplete_patients():
     assert out[0]["n_stage"] == "N1"
     assert out[1]["n_stage"] is None and out[1]["n_slides"] == 1
     assert out[2]["n_stage"] is None and out[2]["n_slides"] == 0
+
+
+def test_counted_slides_drop_a_repeat_for_the_same_patient_only():
+    rows = [{"patient_id": "P1", "slide_id": "a"}, {"patient_id": "P1", "slide_id": "a"},
+            {"patient_id": "P2", "slide_id": "a"}, {"patient_id": "P2", "slide_id": "b"}]
+    first = [None, 0, 0, None]  # rows 1 and 2 list the file of row 0 again
+    assert [(r["patient_id"], r["slide_id"]) for r in counted_slides(rows, first)] == [("P1", "a"), ("P2", "a"),
+                                                                                         ("P2", "b")]
+    assert counted_slides(rows, [None] * 4) == rows

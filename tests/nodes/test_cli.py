@@ -118,7 +118,7 @@ def test_evaluate_label_map_predictions_and_missing(tmp_path, slide_and_truth, m
 
     node_map(slide_and_truth / "S1.tiff", model_dir, out_dir=tmp_path / "pred" / "S1", device="cpu")
     (tmp_path / "pred" / "S1" / "nodes.geojson").unlink()  # the label map alone must do
-    from tmln.nodes.evaluation import evaluate_nodes
+    from tmln.evaluate.nodes import evaluate_nodes
 
     frame, matches, s = evaluate_nodes(slide_and_truth / "truth", tmp_path / "pred")
     assert frame.loc[0, "pred_source"].endswith("node_labels.npy")

@@ -9,7 +9,8 @@ import pytest
 
 from tmln.phantom import SlideSpec, make_slide
 from tmln.phantom.writer import level_sizes
-from tmln.slide import Slide, resize_rgb
+from tmln.imaging import resize_rgb
+from tmln.slide import Slide
 
 SMALL = (2.0, 1.5)  # mm: 4000 x 3000 px at 0.5 µm/px
 

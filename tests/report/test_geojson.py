@@ -3,10 +3,9 @@ import json
 import pytest
 from shapely.geometry import box
 
-from tmln.annotations import read_annotations
+from tmln.annotations import node_outlines, read_annotations, tumour_outlines, write_geojson
 from tmln.measure.nodes import measure_slide
-from tmln.regions import node_polygons_from_annotations, tumour_polygons_from_annotations
-from tmln.report.geojson import node_features, write_slide_geojson
+from tmln.report.geojson import node_features, tumour_features
 
 
 def measurement():
@@ -17,7 +16,8 @@ def measurement():
 
 def test_qupath_features_and_reimport_gives_same_measurements(tmp_path):
     m = measurement()
-    write_slide_geojson(tmp_path, m)
+    write_geojson(tmp_path / "nodes.geojson", node_features(m))
+    write_geojson(tmp_path / "tumour.geojson", tumour_features(m))
     obj = json.loads((tmp_path / "nodes.geojson").read_text())
     assert obj["type"] == "FeatureCollection" and len(obj["features"]) == 3
     props = [f["properties"] for f in obj["features"]]
@@ -28,8 +28,8 @@ def test_qupath_features_and_reimport_gives_same_measurements(tmp_path):
     assert props[2]["measurements"]["area_mm2"] == pytest.approx(m.rows[2]["area_mm2"])
     assert props[2]["measurements"]["metastatic"] == 1
     # the written files, read back as annotations, reproduce the measurements
-    nodes, _ = node_polygons_from_annotations(read_annotations(tmp_path / "nodes.geojson"))
-    tumour, _ = tumour_polygons_from_annotations(read_annotations(tmp_path / "tumour.geojson"))
+    nodes, _ = node_outlines(read_annotations(tmp_path / "nodes.geojson"))
+    tumour = tumour_outlines(read_annotations(tmp_path / "tumour.geojson")).polygons
     again = measure_slide(nodes, tumour, 0.5, 0.5, patient_id="P", slide_id="S")
     for a, b in zip(m.rows, again.rows):
         assert a == pytest.approx(b)

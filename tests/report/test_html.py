@@ -50,3 +50,21 @@ def test_large_cohorts_link_overlays_instead_of_embedding(tmp_path, monkeypatch)
     monkeypatch.setattr(h, "EMBED_MAX_SLIDES", 1)
     linked = h.render_report(tmp_path / "run")
     assert "data:image/jpeg;base64," not in linked and 'src="slides/S1/overlay.png"' in linked
+
+
+def test_slides_unlike_the_training_data_are_listed_with_their_distance(tmp_path):
+    from tmln.report.html import render_report
+
+    make_run(tmp_path)
+    plain = render_report(tmp_path)
+    assert "unlike the models' training data" not in plain  # no distance columns: no section
+    df = pd.read_csv(tmp_path / "slides.csv")
+    df["node_model_appearance_distance"] = [3.456, None]
+    df["tumour_model_appearance_distance"] = [1.2, None]
+    df.to_csv(tmp_path / "slides.csv", index=False)
+    html = render_report(tmp_path)
+    assert "<h2>Slides unlike the models' training data</h2>" in html
+    section = html.split("unlike the models' training data</h2>")[1].split("<h2>")[0]
+    assert ">S1<" in section and ">node<" in section and ">3.46<" in section
+    assert ">tumour<" not in section  # 1.2 is below the warning level
+    assert "node_model_appearance_distance" in html  # the per-slide column

@@ -76,6 +76,19 @@ def test_crops_are_deterministic_and_hold_both_classes():
         assert np.all(im[t[0] > 0][:, 1] == 60)
 
 
+def test_non_node_crops_centre_on_tissue_outside_the_nodes():
+    s = make_node_slide()
+    s.image[0:4, 52:58] = (230, 150, 190)  # a pink septum far from the nodes
+    assert {tuple(p) for p in s.non_node_pixels()} == {(y, x) for y in range(0, 4) for x in range(52, 58)}
+    ds = NodeCropDataset([s], tile_size=8, samples_per_epoch=60, seed=1, p_boundary=0.0, p_foreground=0.0,
+                         p_shared=0.0, p_non_node=1.0)
+    for i in range(len(ds)):
+        img, tgt = ds[i]
+        assert tgt[0].sum() == 0 and (img == (230, 150, 190)).all(-1).any()  # every crop holds the septum
+    with pytest.raises(ValueError, match="must be <= 1"):
+        NodeCropDataset([s], tile_size=8, p_non_node=0.5)  # 0.5 + 0.25 + 0.5 > 1
+
+
 def test_load_node_slides_from_a_cohort(tmp_path):
     from .node_synth import MPP, make_node_cohort, node_polygons
 

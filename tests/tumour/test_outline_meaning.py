@@ -62,7 +62,7 @@ def slide_and_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("outline_meaning")
     img = np.full((H, W, 3), 230, np.uint8)
     img[100:700, 100:700] = (200, 120, 170)
-    slide = write_slide(d / "S1.tif", img, MPP)
+    write_slide(d / "S1.tif", img, MPP)
     (d / "slides.csv").write_text("slide_path,patient_id\nS1.tif,P1\n")
     return d, make_model_dir(d / "model", mpp=4.0, patch=32)
 
@@ -107,8 +107,9 @@ def test_evaluate_froc_and_slides(outlines, tmp_path):
 
 
 def test_evaluate_maps(outlines, tmp_path, monkeypatch):
+    import tmln.evaluate.maps as maps
     import tmln.tumour.engine as engine
-    from tmln.tumour.calibrate import calibrate_threshold
+    from tmln.evaluate.maps import calibrate_threshold
 
     d, model, ann, _ = outlines
 
@@ -116,7 +117,7 @@ def test_evaluate_maps(outlines, tmp_path, monkeypatch):
         return engine.ProbabilityMap(np.full((H // 8, W // 8), 0.9, np.float32), mpp=8 * MPP, origin=(0.0, 0.0),
                                      slide_mpp=(MPP, MPP), info={"method": "fake", "precision": "fp32"})
 
-    monkeypatch.setattr(engine, "tumour_map", fake_map)
+    monkeypatch.setattr(maps, "tumour_map", fake_map)
     calibrate_threshold(d / "slides.csv", ann, model, tmp_path / "cal", node_annotations=ann, device="cpu")
     slides = pd.read_csv(tmp_path / "cal" / "slides.csv")
     assert slides["true_tumour_mm2"].iloc[0] == pytest.approx(TRUE_MM2, rel=1e-9)

@@ -55,7 +55,7 @@ def test_matches_direct_model_call_and_resampling(model_dir, tmp_path):
     Image.fromarray(big).save(tmp_path / "a" / "x.png")
     f = predict_patches(model_dir, tmp_path / "a", mpp=0.25, device="cpu")
     module, card = load_classifier(model_dir, "cpu")
-    from tmln.slide import resize_rgb
+    from tmln.imaging import resize_rgb
 
     small = resize_rgb(big, (64, 64))
     direct = float(predict_proba(module, torch.from_numpy(small[None]), card=card)[0])
@@ -69,7 +69,7 @@ def test_matches_direct_model_call_and_resampling(model_dir, tmp_path):
 def test_macenko_reference_from_card_is_applied(tmp_path):
     from tmln.models.card import ModelCard, save_model_dir
     from tmln.models.classifier import build_classifier, load_classifier, predict_proba
-    from tmln.train.stain import estimate, normalise
+    from tmln.stain import estimate, normalise
 
     rng = np.random.default_rng(2)
     # a stained-looking image: two OD components

@@ -284,6 +284,18 @@ def test_replaced_slide_gets_a_warning(run_copy, small_run):
     assert "replaced since the run" in info.warning
 
 
+def test_slide_unlike_the_training_data_gets_a_warning(run_copy):
+    import pandas as pd
+
+    df = pd.read_csv(run_copy / "slides.csv")
+    df["node_model_appearance_distance"] = [2.75] + [0.9] * (len(df) - 1)
+    df.to_csv(run_copy / "slides.csv", index=False)
+    data = RunData.from_run(run_copy)
+    first, *rest = data.slides
+    assert "unlike the node model's training data (appearance distance 2.75 > 2)" in first.warning
+    assert all(s.warning is None or "appearance" not in s.warning for s in rest)
+
+
 def test_not_a_run_directory(tmp_path):
     from tmln.errors import TmlnError
 

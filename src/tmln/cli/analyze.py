@@ -73,6 +73,7 @@ def command(slides, out, node_annotations, tumour_annotations, node_model, tumou
     """
     import contextlib
 
+    from tmln.cohort.config import RunConfig
     from tmln.cohort.run import run_cohort
 
     if (no_split or min_node_area is not None) and not node_model:
@@ -81,6 +82,11 @@ def command(slides, out, node_annotations, tumour_annotations, node_model, tumou
         raise click.UsageError("--method and --tile-size apply to --tumour-model")
     if workers and scheduler:
         raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    config = RunConfig(node_annotations=node_annotations, tumour_annotations=tumour_annotations,
+                       node_model=node_model, tumour_model=tumour_model, tumour_threshold=tumour_threshold,
+                       tumour_precision=precision, mln_rule=mln_rule, staging=staging, node_split=not no_split,
+                       min_node_area_mm2=min_node_area, tumour_method=method, tumour_tile_size=tile_size,
+                       device=device, mpp=mpp)
     executor = contextlib.nullcontext(None)
     if workers or scheduler:
         from tmln.cohort.dask_executor import DaskExecutor, parse_resources
@@ -88,11 +94,7 @@ def command(slides, out, node_annotations, tumour_annotations, node_model, tumou
         executor = DaskExecutor(workers=workers, scheduler=scheduler, resources=parse_resources(resources),
                                 retries=retries)
     with executor as ex:
-        summary = run_cohort(slides, out, node_annotations=node_annotations, tumour_annotations=tumour_annotations,
-                             node_model=node_model, tumour_model=tumour_model, tumour_threshold=tumour_threshold,
-                             mln_rule=mln_rule, staging=staging, force=force, node_split=not no_split,
-                             min_node_area_mm2=min_node_area, tumour_method=method, tumour_tile_size=tile_size,
-                             quiet=quiet, device=device, mpp=mpp, executor=ex, tumour_precision=precision)
+        summary = run_cohort(slides, out, config, force=force, quiet=quiet, executor=ex)
     if not quiet or summary.failures:
         click.echo(f"{summary.n_slides} slides: {summary.n_done} measured ({summary.n_reused} from an earlier run), "
                    f"{summary.n_failed} failed; {summary.n_patients_staged} of {summary.n_patients} patients staged; "

@@ -1,5 +1,5 @@
 """``tmln evaluate maps``: pixel-level agreement of dense tumour maps with tumour outlines, and the
-threshold that fits the dense maps (``tmln.tumour.calibrate``)."""
+threshold that fits the dense maps (``tmln.evaluate.maps``)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def command(slides, tumour_annotations, model, node_annotations, rule, write_mod
     Exit 0 when every slide was mapped, 1 when some failed (see OUT/slides.csv), 2 when nothing
     could be calibrated.
     """
-    from tmln.tumour.calibrate import calibrate_threshold
+    from tmln.evaluate.maps import calibrate_threshold
 
     r = calibrate_threshold(slides, tumour_annotations, model, out, node_annotations=node_annotations, rule=rule,
                             device=device, precision=precision, mpp=mpp, write_model=write_model, quiet=quiet)

@@ -28,7 +28,7 @@ def command(truth, predictions, slides, out, iou, quiet):
     Example:
       tmln evaluate nodes --truth outlines/ --predictions run/ --slides slides.csv --out eval/
     """
-    from tmln.nodes.evaluation import evaluate_nodes, write_evaluation
+    from tmln.evaluate.nodes import evaluate_nodes, write_evaluation
 
     frame, matches, summary = evaluate_nodes(truth, predictions, slides=slides, iou=iou)
     write_evaluation(out, frame, matches, summary)

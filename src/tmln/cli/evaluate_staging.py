@@ -41,10 +41,11 @@ def command(run_patients, reference, staging, stages, n_boot, seed, out, quiet):
     from tmln.atomic import write_csv, write_json
     from tmln.evaluate.agreement import confusion_table, evaluate_agreement
     from tmln.measure.staging import N_STAGES
+    from tmln.rundir import RunDir
 
     run_patients = Path(run_patients)
     if run_patients.is_dir():
-        run_patients = run_patients / "patients.csv"
+        run_patients = RunDir(run_patients).patients_csv
     if staging and stages:
         raise click.UsageError("give --staging (a system) or --stages (names), not both")
     order = N_STAGES if stages is None else tuple(s.strip() for s in stages.split(",") if s.strip())

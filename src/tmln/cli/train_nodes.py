@@ -61,12 +61,15 @@ def _channels(ctx, param, value):
 @click.option("--init", "init", default=None,
               help="Initial weights to fine-tune: a bundled model name (e.g. demo-nodes), a model directory, "
                    ".safetensors, or a torch state dict (loaded weights-only); tensors of another shape stay random.")
+@click.option("--non-node-crops", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              help="Share of training crops centred on tissue outside the nodes (septa, vessels, other tissue: "
+                   "hard negatives).")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/train_state.pt exists.")
 @device_option
 @quiet_option
 def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decoder_channels, tile_size, overlap, batch_size, lr,
-            samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, loader_workers, init, no_resume,
-            device, quiet):
+            samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, loader_workers, init,
+            non_node_crops, no_resume, device, quiet):
     """Train the lymph-node segmentation U-Net on slides with node outlines.
 
     \b
@@ -74,8 +77,9 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
       tmln train nodes --out my-nodes --slides slides.csv --annotations outlines/ --epochs 40
       tmln train nodes --out small-nodes --slides slides.csv --annotations outlines/ \\
           --encoder tu-mobilenetv3_small_100 --decoder-channels 64,48,32,24,16
-      tmln train nodes --out my-nodes --init demo-nodes --slides slides.csv --annotations outlines/ \\
-          --encoder tu-mobilenetv3_small_100 --decoder-channels 48,32,16,8,8 --lr 3e-4 --epochs 10
+      tmln train nodes --out my-nodes --init pcam-nodes --slides slides.csv --annotations outlines/ \\
+          --encoder tu-mobilenetv3_small_100 --decoder-channels 48,32,16,8,8 --lr 3e-4 --epochs 10 \\
+          --non-node-crops 0.3
       torchrun --nproc_per_node 2 -m tmln train nodes --out my-nodes --slides slides.csv --annotations outlines/
     Interrupted runs resume from the last finished epoch when run again with the same --out.
     """
@@ -91,7 +95,7 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
         encoder_depth=encoder_depth, decoder_channels=decoder_channels, batch_size=batch_size, lr=lr, seed=seed,
         device=device, resume=not no_resume, val_fraction=val_fraction, samples_per_epoch=samples_per_epoch,
         instance_target=not no_instance_target, border_um=border_um, params={"min_node_area_mm2": min_node_area},
-        workers=loader_workers, quiet=quiet, init=init)
+        workers=loader_workers, quiet=quiet, init=init, non_node_crops=non_node_crops)
     if env_world()[0] == 0 and not quiet:
         v = card.metrics.get("validation", {})
         rec = v.get("instance_recall")

@@ -56,15 +56,15 @@ def command(slide, model, out, mask, node_annotations, threshold, device, batch_
     """
     from pathlib import Path
 
-    from tmln.annotations import feature, read_annotations, write_geojson
-    from tmln.regions import node_polygons_from_annotations
+    from tmln.annotations import feature, node_outlines, read_annotations, write_geojson
+    from tmln.rundir import TUMOUR_GEOJSON
     from tmln.slide import Slide
     from tmln.tumour import regions_from_map, tumour_map
 
     with Slide(slide, mpp=mpp) as s:
         nodes = None
         if node_annotations:
-            nodes, _ = node_polygons_from_annotations(read_annotations(node_annotations, slide_size=s.dimensions))
+            nodes, _ = node_outlines(read_annotations(node_annotations, slide_size=s.dimensions))
         if mask is None:
             mask = "nodes" if nodes is not None else "tissue"
         if mask == "nodes" and nodes is None:
@@ -77,7 +77,7 @@ def command(slide, model, out, mask, node_annotations, threshold, device, batch_
         feats = [feature(p, classification="Tumor", name=f"tumour {i + 1}",
                          measurements={"area_mm2": p.area * um2 / 1e6})
                  for i, p in enumerate(regions)]
-        write_geojson(Path(out) / "tumour.geojson", feats)
+        write_geojson(Path(out) / TUMOUR_GEOJSON, feats)
     if not quiet:
         t = pm.threshold if threshold is None else threshold
         area = sum(f["properties"]["measurements"]["area_mm2"] for f in feats)

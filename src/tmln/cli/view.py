@@ -39,6 +39,7 @@ def command(target, port, host, annotations, tumour_map, mpp, mln_rule, open_bro
       tmln view slide.svs --outlines slide.geojson --tumour-map maps/slide/
     """
     from tmln.errors import TmlnError
+    from tmln.rundir import RUN_OUTPUTS
     from tmln.view.data import RunData
     from tmln.view.server import host_warning, serve
 
@@ -48,7 +49,7 @@ def command(target, port, host, annotations, tumour_map, mpp, mln_rule, open_bro
             raise click.UsageError("--outlines, --tumour-map and --mpp go with a SLIDE, not a run directory")
         data = RunData.from_run(t)
     elif t.is_file():
-        if t.name in ("slides.csv", "nodes.csv", "summary.json", "report.html"):
+        if t.name in RUN_OUTPUTS:
             raise TmlnError("give the run directory, not one of its files", t)
         data = RunData.for_slide(t, annotations=list(annotations), tumour_map=tumour_map, mpp=mpp, mln_rule=mln_rule)
     else:

@@ -20,6 +20,8 @@ import os
 import socket
 from typing import Callable, Iterable, Iterator
 
+from tmln import __version__
+from tmln.rundir import SlideDir
 from tmln.errors import TmlnError
 
 
@@ -115,16 +117,12 @@ def run_logged(fn: Callable, job) -> dict:
 
 def record_failure(job, error: str) -> dict:
     """Write a failed ``state.json`` for a job whose worker never returned."""
-    from pathlib import Path
-
-    from tmln import __version__
-    from tmln.cohort.state import write_state
-
     state = {"slide_id": job.slide_id, "patient_id": job.patient_id, "slide_path": job.table_slide_path,
              "params_hash": job.params_hash, "params": job.params, "status": "failed", "error": error,
              "result": None, "notes": [], "tmln_version": __version__}
-    Path(job.slide_dir).mkdir(parents=True, exist_ok=True)
-    write_state(job.slide_dir, state)
+    sd = SlideDir(job.slide_dir)
+    sd.path.mkdir(parents=True, exist_ok=True)
+    sd.write_state(state)
     _log(job, f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} failed: {error}")
     return state
 

@@ -10,16 +10,25 @@ Outputs in ``slides/<slide_id>/`` (each written atomically; ``state.json`` last)
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tmln import __version__
+from tmln.annotations import node_outlines, read_annotations, tumour_outlines, write_geojson
+from tmln.atomic import remove_stale_temporaries, write_bytes, write_csv
+from tmln.cohort.config import RunConfig, node_provider, tumour_provider
 from tmln.errors import ModelCardError, TmlnError
-
-SLIDE_OUTPUTS = ("nodes.csv", "nodes.geojson", "tumour.geojson", "overlay.png")
+from tmln.measure.nodes import SlideMeasurement, area_mm2, measure_slide
+from tmln.measure.staging import NODE_COLUMNS
+from tmln.models.appearance import WARN_DISTANCE, distance_column, slide_distance
+from tmln.models.card import read_card
+from tmln.regions import SlideRegions, valid_polygons
+from tmln.report.geojson import node_features, tumour_features
+from tmln.report.overlay import encode_png, overlay_image
+from tmln.rundir import SlideDir
+from tmln.slide import Slide
 
 
 @dataclass
@@ -36,17 +45,7 @@ class SlideJob:
     tumour_annotation: str | None = None
     node_annotation_error: str | None = None  # lookup failure (missing/ambiguous file)
     tumour_annotation_error: str | None = None
-    node_model: str | None = None
-    tumour_model: str | None = None
-    tumour_threshold: float | None = None  # overrides the tumour model card's threshold
-    tumour_precision: str = "auto"  # tumour classifier arithmetic (tmln.tumour.tumour_map)
-    mln_rule: str = "ajcc"
-    node_split: bool = True  # False: touching nodes stay one instance (--no-split)
-    min_node_area_mm2: float | None = None  # overrides the node model card's
-    tumour_method: str = "auto"  # tumour-map method (stream, dense, grid)
-    tumour_tile_size: int | None = None  # tumour-map strip / tile size, model px
-    device: str = "auto"
-    overlay_max_px: int = 1500
+    config: RunConfig = field(default_factory=RunConfig)  # the run's options (tmln.cohort.config)
     params: dict = field(default_factory=dict)
     params_hash: str = ""
 
@@ -55,69 +54,45 @@ class SlideJobError(TmlnError):
     """A per-slide problem found by the job itself (e.g. no node annotation for the slide)."""
 
 
-# ---------------------------------------------------------------------------- model providers
-def node_provider():
-    """``tmln.nodes.regions_from_model``, imported lazily; a clear error when not installed."""
-    return _provider("tmln.nodes", "--node-model")
-
-
-def tumour_provider():
-    """``tmln.tumour.regions_from_model``, imported lazily; a clear error when not installed."""
-    return _provider("tmln.tumour", "--tumour-model")
-
-
-def _provider(module: str, option: str):
-    try:
-        mod = importlib.import_module(module)
-    except Exception as exc:  # ImportError, or a broken optional dependency (torch, ...)
-        raise TmlnError(f"{option} needs {module}.regions_from_model, which cannot be imported "
-                        f"({type(exc).__name__}: {exc})") from None
-    fn = getattr(mod, "regions_from_model", None)
-    if not callable(fn):
-        raise TmlnError(f"{option} needs {module}.regions_from_model, which this installation does not provide yet")
-    return fn
-
-
 # ---------------------------------------------------------------------------- regions
-def slide_regions(job: SlideJob, slide):
+def slide_regions(job: SlideJob, slide: Slide) -> SlideRegions:
     """Node and tumour polygons of one slide (level-0 px) from annotations or models; outlines mean
     what ``tmln.annotations`` says (tumour = tumour classes minus exclusion classes)."""
-    from tmln.annotations import node_outlines, read_annotations, tumour_outlines
-    from tmln.regions import SlideRegions, valid_polygons
 
+    c = job.config
     regions = SlideRegions()
     size = slide.dimensions
-    if job.node_model:
-        knobs = {**({} if job.node_split else {"split_touching": False}),
-                 **({} if job.min_node_area_mm2 is None else {"min_node_area_mm2": job.min_node_area_mm2})}
-        raw = node_provider()(slide, job.node_model, out_dir=job.slide_dir, device=job.device, **knobs)
+    if c.node_model:
+        knobs = {**({} if c.node_split else {"split_touching": False}),
+                 **({} if c.min_node_area_mm2 is None else {"min_node_area_mm2": c.min_node_area_mm2})}
+        raw = node_provider()(slide, c.node_model, out_dir=job.slide_dir, device=c.device, **knobs)
         regions.nodes, notes = valid_polygons(raw, "node")
         regions.notes += notes
-        regions.nodes_source = f"model:{job.node_model}"
+        regions.nodes_source = f"model:{c.node_model}"
     else:
         if job.node_annotation_error:
             raise SlideJobError(job.node_annotation_error, job.slide_path)
         anns = read_annotations(job.node_annotation, slide_size=size)
         regions.nodes, notes = node_outlines(anns)
-        if _same_file(job.node_annotation, job.tumour_annotation) and not job.tumour_model:
+        if _same_file(job.node_annotation, job.tumour_annotation) and not c.tumour_model:
             notes = [n for n in notes if "tumour outlines, not nodes" not in n]  # one file holds both
         regions.notes += notes
         regions.nodes_source = f"annotations:{Path(job.node_annotation).name}"
         if not regions.nodes:
             regions.notes.append("the node annotation file holds no node polygon")
-    if job.tumour_model:
-        raw = tumour_provider()(slide, job.tumour_model, node_polygons=regions.nodes, out_dir=job.slide_dir,
-                                device=job.device, threshold=job.tumour_threshold, precision=job.tumour_precision,
-                                **({} if job.tumour_method == "auto" else {"method": job.tumour_method}),
-                                **({} if job.tumour_tile_size is None else {"tile_size": job.tumour_tile_size}))
+    if c.tumour_model:
+        raw = tumour_provider()(slide, c.tumour_model, node_polygons=regions.nodes, out_dir=job.slide_dir,
+                                device=c.device, threshold=c.tumour_threshold, precision=c.tumour_precision,
+                                **({} if c.tumour_method == "auto" else {"method": c.tumour_method}),
+                                **({} if c.tumour_tile_size is None else {"tile_size": c.tumour_tile_size}))
         regions.tumour, notes = valid_polygons(raw, "tumour")
         regions.notes += notes
-        regions.tumour_source = f"model:{job.tumour_model}"
+        regions.tumour_source = f"model:{c.tumour_model}"
     elif job.tumour_annotation_error:
         raise SlideJobError(job.tumour_annotation_error, job.slide_path)
     elif job.tumour_annotation:
         anns = read_annotations(job.tumour_annotation, slide_size=size)
-        shared = not job.node_model and _same_file(job.node_annotation, job.tumour_annotation)
+        shared = not c.node_model and _same_file(job.node_annotation, job.tumour_annotation)
         # a file that is also the node file: its unclassified and node-status polygons are nodes
         truth = tumour_outlines(anns, also_node_file=shared)
         regions.tumour = truth.polygons
@@ -135,43 +110,33 @@ def _same_file(a: str | None, b: str | None) -> bool:
 # ---------------------------------------------------------------------------- the job
 def process_slide(job: SlideJob) -> dict:
     """Process one slide; return its state dict (also written to ``slide_dir/state.json``)."""
-    from tmln.atomic import remove_stale_temporaries
-    from tmln.cohort.state import clear_state, write_state
 
     t0 = time.monotonic()
-    slide_dir = Path(job.slide_dir)
-    slide_dir.mkdir(parents=True, exist_ok=True)
-    clear_state(slide_dir)
-    remove_stale_temporaries(slide_dir)  # left by a worker killed mid-write
+    sd = SlideDir(job.slide_dir)
+    sd.path.mkdir(parents=True, exist_ok=True)
+    sd.clear_state()
+    remove_stale_temporaries(sd.path)  # left by a worker killed mid-write
     base = {"slide_id": job.slide_id, "patient_id": job.patient_id, "slide_path": job.table_slide_path,
             "params_hash": job.params_hash, "params": job.params}
     try:
-        result, notes = _measure_and_write(job, slide_dir)
+        result, notes = _measure_and_write(job, sd)
         state = {**base, "status": "done", "error": None, "result": result, "notes": notes}
     except TmlnError as exc:
-        _remove_outputs(slide_dir)
+        sd.clear()
         state = {**base, "status": "failed", "error": str(exc), "result": None, "notes": []}
     except Exception as exc:  # a bug or an unexpected library error: report, keep the cohort going
-        _remove_outputs(slide_dir)
+        sd.clear()
         state = {**base, "status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}",
                  "traceback": traceback.format_exc(), "result": None, "notes": []}
     state["elapsed_s"] = round(time.monotonic() - t0, 3)
-    from tmln import __version__
 
     state["tmln_version"] = __version__
-    write_state(slide_dir, state)
+    sd.write_state(state)
     return state
 
 
-def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]:
+def _measure_and_write(job: SlideJob, sd: SlideDir) -> tuple[dict, list[str]]:
     import pandas as pd
-
-    from tmln.atomic import write_bytes, write_csv
-    from tmln.measure.nodes import measure_slide
-    from tmln.measure.staging import NODE_COLUMNS
-    from tmln.report.geojson import write_slide_geojson
-    from tmln.report.overlay import encode_png, overlay_image
-    from tmln.slide import Slide
 
     with Slide(job.slide_path, mpp=job.mpp) as slide:
         mpp_x, mpp_y = slide.mpp_x_required, slide.mpp_y_required
@@ -180,13 +145,15 @@ def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]
         regions = slide_regions(job, slide)
         appearance, appearance_notes = model_appearance(slide, job)
         m = measure_slide(regions.nodes, regions.tumour, mpp_x, mpp_y, patient_id=job.patient_id,
-                          slide_id=job.slide_id, mln_rule=job.mln_rule)
-        overlay = overlay_image(slide, m, max_side=job.overlay_max_px)  # reads pixels: may meet gaps too
-        gaps, gap_notes = unread_tiles(slide, m, mpp_x, mpp_y, from_models=bool(job.node_model or job.tumour_model))
+                          slide_id=job.slide_id, mln_rule=job.config.mln_rule)
+        overlay = overlay_image(slide, m, max_side=job.config.overlay_max_px)  # reads pixels: may meet gaps too
+        from_models = bool(job.config.node_model or job.config.tumour_model)
+        gaps, gap_notes = unread_tiles(slide, m, mpp_x, mpp_y, from_models=from_models)
         notes = list(regions.notes) + list(m.notes) + gap_notes + appearance_notes
-        write_csv(slide_dir / "nodes.csv", pd.DataFrame(m.rows, columns=NODE_COLUMNS))
-        write_slide_geojson(slide_dir, m)
-        write_bytes(slide_dir / "overlay.png", encode_png(overlay))
+        write_csv(sd.nodes_csv, pd.DataFrame(m.rows, columns=NODE_COLUMNS))
+        write_geojson(sd.nodes_geojson, node_features(m))
+        write_geojson(sd.tumour_geojson, tumour_features(m))
+        write_bytes(sd.overlay, encode_png(overlay))
         result = {
             "slide_id": job.slide_id,
             "patient_id": job.patient_id,
@@ -205,16 +172,14 @@ def _measure_and_write(job: SlideJob, slide_dir: Path) -> tuple[dict, list[str]]
     return result, notes
 
 
-def model_appearance(slide, job: SlideJob) -> tuple[dict, list[str]]:
+def model_appearance(slide: Slide, job: SlideJob) -> tuple[dict, list[str]]:
     """Each model's appearance distance to this slide (``tmln.models.appearance``): columns
     ``tumour_model_appearance_distance`` / ``node_model_appearance_distance`` (None without a model or
     without statistics in its card) and a note for a slide out of the model's range."""
-    from tmln.models.appearance import WARN_DISTANCE, slide_distance
-    from tmln.models.card import read_card
 
     out, notes = {}, []
-    for kind, model in (("tumour", job.tumour_model), ("node", job.node_model)):
-        col = f"{kind}_model_appearance_distance"
+    for kind, model in (("tumour", job.config.tumour_model), ("node", job.config.node_model)):
+        col = distance_column(kind)
         out[col] = None
         if not model:
             continue
@@ -236,13 +201,11 @@ def model_appearance(slide, job: SlideJob) -> tuple[dict, list[str]]:
 MAX_GAPS_LISTED = 10  # unreadable tiles named one by one in the notes
 
 
-def unread_tiles(slide, m, mpp_x: float, mpp_y: float, from_models: bool) -> tuple[dict, list[str]]:
+def unread_tiles(slide: Slide, m: SlideMeasurement, mpp_x: float, mpp_y: float, from_models: bool) -> tuple[dict, list[str]]:
     """Gaps (tiles the slide could not decode) met while processing: ``unread_area_mm2`` (all gaps),
     ``unread_node_area_mm2`` (inside nodes), ``unread_tiles_px`` ([x0, y0, x1, y1] level-0 px each)
     and notes; with models, how much of each node the models could not see."""
     from shapely.ops import unary_union
-
-    from tmln.measure.nodes import area_mm2
 
     if not slide.gaps:
         return {"unread_area_mm2": 0.0, "unread_node_area_mm2": 0.0, "unread_tiles_px": []}, []
@@ -268,21 +231,3 @@ def unread_tiles(slide, m, mpp_x: float, mpp_y: float, from_models: bool) -> tup
                              "of the node) not seen by the models (unreadable tiles)")
     return ({"unread_area_mm2": total, "unread_node_area_mm2": inside, "unread_tiles_px": [list(b) for b in boxes]},
             notes)
-
-
-def _remove_outputs(slide_dir: Path) -> None:
-    """A failed slide keeps no outputs of an earlier successful run (they would be stale): every file
-    and folder of its slide folder goes (``nodes.*``, ``tumour.geojson``, ``overlay.png``, a model's
-    ``tumour_map.*`` and ``node_labels.*``, ...); ``state.json`` is written afterwards."""
-    import shutil
-
-    for p in slide_dir.iterdir():
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-
-
-def job_dict(job: SlideJob) -> dict:
-    return asdict(job)

@@ -20,17 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
-from tmln.atomic import remove_stale_temporaries
-from tmln.cohort.job import SLIDE_OUTPUTS, SlideJob, node_provider, process_slide, tumour_provider
-from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
-from tmln.cohort.state import file_digest, file_identity, is_done, params_hash, read_state
-from tmln.cohort.table import DERIVED_TABLE, SlideEntry, read_slides_table, write_slides_table_from_folders
+from tmln import __version__
+from tmln.annotations import AmbiguousAnnotation, find_annotation
+from tmln.atomic import file_digest, file_identity, remove_stale_temporaries, write_csv, write_json, write_text
+from tmln.cohort.config import RunConfig
+from tmln.cohort.job import SlideJob, process_slide
+from tmln.cohort.state import is_done, params_hash
+from tmln.cohort.table import SlideEntry, read_slides_table, write_slides_table_from_folders
 from tmln.errors import TmlnError
-from tmln.measure.nodes import SLIDE_MEASURE_COLUMNS
-from tmln.measure.staging import MLN_RULES, NODE_COLUMNS, PATIENT_COLUMNS, STAGES, STAGING_SYSTEMS
-
-# bump when a change to the measurement code changes results: finished slides are then redone
-MEASURE_VERSION = 1
+from tmln.measure.nodes import MEASURE_VERSION, SLIDE_MEASURE_COLUMNS
+from tmln.measure.patients import aggregate_patients, counted_slides
+from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS, STAGES
+from tmln.models.card import model_identity
+from tmln.report.html import write_report
+from tmln.rundir import RUN_OUTPUTS, RunDir, SlideDir
 
 SLIDE_COLUMNS = [
     "slide_id", "patient_id", "slide_path", "status", "error", "mpp_x", "mpp_y", "width_px", "height_px",
@@ -40,7 +43,6 @@ SLIDE_COLUMNS = [
 # patients.csv: the staging columns plus the area of unreadable tiles on the patient's slides (mm²;
 # > 0 marks a patient whose numbers rest on a slide with gaps: see the slides' notes)
 RUN_PATIENT_COLUMNS = [*PATIENT_COLUMNS, "unread_area_mm2", "unread_node_area_mm2"]
-RUN_OUTPUTS = ("nodes.csv", "slides.csv", "patients.csv", "summary.json", "report.html")
 
 
 class Executor(Protocol):
@@ -79,67 +81,24 @@ class RunSummary:
         return not self.failures
 
 
-def model_identity(name: str) -> dict:
-    """What a model is, not how its name or path is spelt: the digest of its card and the size and
-    modification time of its weights, so a retrained model redoes slides and ``models/m``,
-    ``./models/m/`` and ``/abs/models/m`` are one model. The name as given when it cannot be resolved."""
-    try:
-        from tmln.models.card import resolve_model_dir
-
-        d = resolve_model_dir(name)
-        return {"card_sha256": file_digest(Path(d) / "model_card.json"),
-                "weights": file_identity(Path(d) / "model.safetensors")}
-    except Exception:  # the provider reports unusable models per slide
-        return {"name": str(name)}
-
-
-def _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule,
-                   staging="gastric") -> None:
-    if mln_rule not in MLN_RULES:
-        raise TmlnError(f"unknown MLN rule {mln_rule!r}; expected one of {', '.join(MLN_RULES)}")
-    if staging not in STAGING_SYSTEMS:
-        raise TmlnError(f"unknown staging system {staging!r}; expected one of {', '.join(STAGING_SYSTEMS)}")
-    if node_annotations and node_model:
-        raise TmlnError("give either node annotations or a node model, not both")
-    if tumour_annotations and tumour_model:
-        raise TmlnError("give either tumour annotations or a tumour model, not both")
-    if not (node_annotations or node_model):
-        raise TmlnError("no node source: give --node-annotations DIR or --node-model MODEL")
-    if not (tumour_annotations or tumour_model):
-        raise TmlnError("no tumour source: give --tumour-annotations DIR or --tumour-model MODEL")
-    for folder, what in ((node_annotations, "node"), (tumour_annotations, "tumour")):
-        if folder and not Path(folder).is_dir():
-            raise TmlnError(f"{what} annotation folder not found", folder)
-    if node_model:
-        node_provider()
-    if tumour_model:
-        tumour_provider()
-
-
-def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour_annotations=None,
-              node_model=None, tumour_model=None, mln_rule="ajcc", device="auto", overlay_max_px=1500,
-              tumour_threshold=None, tumour_precision="auto", node_split: bool = True,
-              min_node_area_mm2: float | None = None, tumour_method: str = "auto",
-              tumour_tile_size: int | None = None) -> SlideJob:
+def build_job(entry: SlideEntry, out_dir: Path, config: RunConfig) -> SlideJob:
     """The job of one table row: annotation lookup and the parameters that decide whether it is done."""
+    c = config
     job = SlideJob(slide_id=entry.slide_id, patient_id=entry.patient_id, slide_path=str(entry.path),
-                   table_slide_path=entry.slide_path, slide_dir=str(out_dir / "slides" / entry.slide_id),
-                   mpp=entry.mpp, node_model=node_model, tumour_model=tumour_model, tumour_threshold=tumour_threshold,
-                   tumour_precision=tumour_precision, mln_rule=mln_rule,
-                   node_split=node_split, min_node_area_mm2=min_node_area_mm2, tumour_method=tumour_method,
-                   tumour_tile_size=tumour_tile_size, device=device, overlay_max_px=overlay_max_px)
-    if node_annotations:
+                   table_slide_path=entry.slide_path, slide_dir=str(RunDir(out_dir).slide(entry.slide_id).path),
+                   mpp=entry.mpp, config=config)
+    if c.node_annotations:
         try:
-            p = find_annotation(node_annotations, entry.slide_id, "nodes")
+            p = find_annotation(c.node_annotations, entry.slide_id, "nodes")
             if p is None:
-                job.node_annotation_error = f"no node annotation for slide {entry.slide_id!r} in {node_annotations}"
+                job.node_annotation_error = f"no node annotation for slide {entry.slide_id!r} in {c.node_annotations}"
             else:
                 job.node_annotation = str(p)
         except AmbiguousAnnotation as exc:
             job.node_annotation_error = str(exc)
-    if tumour_annotations:
+    if c.tumour_annotations:
         try:
-            p = find_annotation(tumour_annotations, entry.slide_id, "tumour")
+            p = find_annotation(c.tumour_annotations, entry.slide_id, "tumour")
             job.tumour_annotation = None if p is None else str(p)
         except AmbiguousAnnotation as exc:
             job.tumour_annotation_error = str(exc)
@@ -151,18 +110,18 @@ def build_job(entry: SlideEntry, out_dir: Path, *, node_annotations=None, tumour
         # paths are spelt: a rerun from elsewhere, with absolute paths, or a moved run directory resumes
         "slide": {"name": Path(entry.path).name, **(file_identity(entry.path) or {})},
         "mpp": entry.mpp,
-        "mln_rule": mln_rule,
-        "overlay_max_px": overlay_max_px,
+        "mln_rule": c.mln_rule,
+        "overlay_max_px": c.overlay_max_px,
         # model knobs join the identity only when chosen (runs made before the options stay finished)
-        "nodes": ({"model": model_identity(node_model), **({} if node_split else {"split": False}),
-                   **({} if min_node_area_mm2 is None else {"min_node_area_mm2": min_node_area_mm2})} if node_model else
-                  _annotation_identity(job.node_annotation, job.node_annotation_error)),
+        "nodes": ({"model": model_identity(c.node_model), **({} if c.node_split else {"split": False}),
+                   **({} if c.min_node_area_mm2 is None else {"min_node_area_mm2": c.min_node_area_mm2})}
+                  if c.node_model else _annotation_identity(job.node_annotation, job.node_annotation_error)),
         # precision joins the identity only when chosen (runs made before the option stay finished)
-        "tumour": ({"model": model_identity(tumour_model), "threshold": tumour_threshold,
-                    **({"precision": tumour_precision} if tumour_precision != "auto" else {}),
-                    **({"method": tumour_method} if tumour_method != "auto" else {}),
-                    **({"tile_size": tumour_tile_size} if tumour_tile_size is not None else {})} if tumour_model else
-                   _annotation_identity(job.tumour_annotation, job.tumour_annotation_error)),
+        "tumour": ({"model": model_identity(c.tumour_model), "threshold": c.tumour_threshold,
+                    **({"precision": c.tumour_precision} if c.tumour_precision != "auto" else {}),
+                    **({"method": c.tumour_method} if c.tumour_method != "auto" else {}),
+                    **({"tile_size": c.tumour_tile_size} if c.tumour_tile_size is not None else {})}
+                   if c.tumour_model else _annotation_identity(job.tumour_annotation, job.tumour_annotation_error)),
     }
     job.params_hash = params_hash(job.params)
     return job
@@ -182,7 +141,7 @@ def run_lock(out_dir: Path):
     import fcntl
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / ".tmln.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(RunDir(out_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -194,68 +153,47 @@ def run_lock(out_dir: Path):
 
 
 def _slide_is_finished(job: SlideJob) -> bool:
-    d = Path(job.slide_dir)
-    return is_done(read_state(d), job.params_hash) and all((d / n).is_file() for n in SLIDE_OUTPUTS)
+    sd = SlideDir(job.slide_dir)
+    return is_done(sd.read_state(), job.params_hash) and sd.has_outputs()
 
 
-def run_cohort(slides_csv, out_dir, *, node_annotations=None, tumour_annotations=None, node_model=None,
-               tumour_model=None, tumour_threshold: float | None = None, mln_rule: str = "ajcc",
-               force: bool = False, quiet: bool = False, tumour_precision: str = "auto",
-               device: str = "auto", executor: Executor | None = None, mpp: float | None = None,
-               overlay_max_px: int = 1500, report_sections: Sequence[tuple[str, str]] = (),
-               staging: str = "gastric", node_split: bool = True, min_node_area_mm2: float | None = None,
-               tumour_method: str = "auto", tumour_tile_size: int | None = None) -> RunSummary:
+def run_cohort(slides_csv, out_dir, config: RunConfig | None = None, *, force: bool = False, quiet: bool = False,
+               executor: Executor | None = None, report_sections: Sequence[tuple[str, str]] = (),
+               **options) -> RunSummary:
     """Measure a cohort. Returns a :class:`RunSummary`; ``summary.exit_code`` is non-zero if anything failed.
 
     slides_csv : table with ``slide_path``, ``patient_id``, optional ``mpp``; or a folder with one
         sub-folder per patient (its name the patient id) holding the patient's slide files: the table
         derived from it is written to ``RUN/slides_table.csv`` and used.
     out_dir : the run directory (created; reused for resume).
-    node_annotations / tumour_annotations : folders with per-slide annotation files.
-    node_model / tumour_model : model names or directories (need ``tmln.nodes`` / ``tmln.tumour``).
-    tumour_threshold : P(tumour) threshold overriding the tumour model card's (None = the card's).
-    tumour_precision : tumour classifier arithmetic, as ``tmln.tumour.tumour_map``'s ``precision``.
-    mln_rule : ``ajcc`` (micro/macro metastatic) or ``any`` (any tumour).
-    staging : the system of patients.csv's ``n_stage`` (``tmln.measure.staging.STAGING_SYSTEMS``); it
-        only changes the run-level tables, so changing it redoes no slide.
-    node_split / min_node_area_mm2 : node-model post-processing (False: touching nodes stay one instance;
-        smallest node kept, mm²; default: the model card's). tumour_method / tumour_tile_size : the
-        tumour map's method and strip/tile size (``tmln.tumour.tumour_map``). Model knobs only.
-    force : redo slides that are already finished. mpp : µm/px for rows without an ``mpp`` cell.
+    config : the run's options (:class:`tmln.cohort.config.RunConfig`: annotation folders or models,
+        threshold, precision, MLN rule, staging, model knobs, device, mpp, overlay size); ``options``
+        are its fields as keyword arguments (``run_cohort(csv, out, node_model="demo-nodes", ...)``),
+        applied over ``config``.
+    force : redo slides that are already finished. quiet : no progress bar.
     executor : object with ``map(process_slide, jobs)``; default serial in this process.
+    report_sections : extra (title, html) sections of report.html.
     Raises ``TmlnError`` for problems with the run as a whole (bad table, missing folder, no provider,
     another run holding the run directory).
     """
-    # model names or directories, as strings (they go into the job parameters and summary.json)
-    node_model, tumour_model = (None if m is None else str(m) for m in (node_model, tumour_model))
-    _check_sources(node_annotations, tumour_annotations, node_model, tumour_model, mln_rule, staging)
+    config = (config or RunConfig()).replace(**options)
+    config.check()
     out_dir = Path(out_dir)
     if Path(slides_csv).is_dir():
         with run_lock(out_dir):
-            slides_csv = write_slides_table_from_folders(slides_csv, out_dir / DERIVED_TABLE)
-    entries = read_slides_table(slides_csv, mpp=mpp)
+            slides_csv = write_slides_table_from_folders(slides_csv, RunDir(out_dir).derived_table)
+    entries = read_slides_table(slides_csv, mpp=config.mpp)
     with run_lock(out_dir):
         remove_stale_temporaries(out_dir)  # a killed earlier run's half-written tables
-        return _run_locked(entries, slides_csv, out_dir, node_annotations=node_annotations,
-                           tumour_annotations=tumour_annotations, node_model=node_model, tumour_model=tumour_model,
-                           tumour_threshold=tumour_threshold, tumour_precision=tumour_precision, mln_rule=mln_rule,
-                           force=force, quiet=quiet, device=device, executor=executor, mpp=mpp,
-                           overlay_max_px=overlay_max_px, report_sections=report_sections, staging=staging,
-                           knobs=dict(node_split=node_split, min_node_area_mm2=min_node_area_mm2,
-                                      tumour_method=tumour_method, tumour_tile_size=tumour_tile_size))
+        return _run_locked(entries, slides_csv, out_dir, config, force=force, quiet=quiet, executor=executor,
+                           report_sections=report_sections)
 
 
-def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_annotations, node_model,
-                tumour_model, tumour_threshold, tumour_precision, mln_rule, force, quiet, device, executor, mpp,
-                overlay_max_px,
-                report_sections, staging="gastric", knobs=None) -> RunSummary:
+def _run_locked(entries, slides_csv, out_dir: Path, config: RunConfig, *, force: bool, quiet: bool,
+                executor: Executor | None, report_sections: Sequence[tuple[str, str]]) -> RunSummary:
     from tqdm import tqdm
 
-    kw = dict(node_annotations=node_annotations, tumour_annotations=tumour_annotations, node_model=node_model,
-              tumour_model=tumour_model, tumour_threshold=tumour_threshold, tumour_precision=tumour_precision,
-              mln_rule=mln_rule, device=device,
-              overlay_max_px=overlay_max_px, **(knobs or {}))
-    jobs = {e.row: build_job(e, out_dir, **kw) for e in entries if e.error is None}
+    jobs = {e.row: build_job(e, out_dir, config) for e in entries if e.error is None}
     todo = [j for j in jobs.values() if force or not _slide_is_finished(j)]
     run = RunSummary(out_dir=out_dir, n_processed=len(todo), n_reused=len(jobs) - len(todo))
     ex = executor if executor is not None else SerialExecutor()
@@ -264,24 +202,7 @@ def _run_locked(entries, slides_csv, out_dir: Path, *, node_annotations, tumour_
             bar.update(1)
             if state.get("status") != "done" and not quiet:
                 bar.write(f"failed: {state.get('slide_id')}: {state.get('error')}")
-    parameters = {
-        "slides_csv": str(Path(slides_csv).resolve()),
-        "node_annotations": None if not node_annotations else str(Path(node_annotations).resolve()),
-        "tumour_annotations": None if not tumour_annotations else str(Path(tumour_annotations).resolve()),
-        "node_model": node_model,
-        "tumour_model": tumour_model,
-        "tumour_threshold": tumour_threshold,
-        "tumour_precision": tumour_precision,
-        "mln_rule": mln_rule,
-        "staging": staging,
-        **{k: v for k, v in (knobs or {}).items()
-           if not (v is None or v is True or (isinstance(v, str) and v == "auto"))},
-        "mpp": mpp,
-        "nodes_from": f"model {node_model}" if node_model else "annotations",
-        "tumour_from": f"model {tumour_model}" if tumour_model else "annotations",
-        "measure_version": MEASURE_VERSION,
-    }
-    totals = rebuild_run(out_dir, entries, jobs, parameters, sections=report_sections)
+    totals = rebuild_run(out_dir, entries, jobs, config.summary_parameters(slides_csv), sections=report_sections)
     run.n_slides, run.n_done, run.n_failed = totals["slides"], totals["done"], totals["failed"]
     run.n_patients, run.n_patients_staged = totals["patients"], totals["patients_staged"]
     run.failures = totals["failures"]
@@ -298,17 +219,12 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
     """
     import pandas as pd
 
-    from tmln import __version__
-    from tmln.atomic import write_csv, write_json, write_text
-    from tmln.measure.patients import aggregate_patients
-    from tmln.report.html import write_report
-
     slide_rows, node_lines, failures, unread = [], [], [], []
     for e in entries:
         job = jobs.get(e.row)
         row = {c: None for c in SLIDE_COLUMNS}
         row.update(slide_id=e.slide_id, patient_id=e.patient_id, slide_path=e.slide_path)
-        state = read_state(job.slide_dir) if job is not None else None
+        state = SlideDir(job.slide_dir).read_state() if job is not None else None
         if job is None:
             row.update(status="failed", error=e.error)
         elif state is None or state.get("params_hash") != job.params_hash:
@@ -316,7 +232,7 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
         elif state.get("status") != "done":
             row.update(status="failed", error=state.get("error") or "failed")
         else:
-            nodes_csv = Path(job.slide_dir) / "nodes.csv"
+            nodes_csv = SlideDir(job.slide_dir).nodes_csv
             try:
                 lines = nodes_csv.read_text(encoding="utf-8").splitlines()
             except OSError:
@@ -339,15 +255,14 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
                              "slide_path": e.slide_path, "error": row["error"]})
         slide_rows.append(row)
 
-    write_text(out_dir / "nodes.csv", "\n".join([",".join(NODE_COLUMNS), *node_lines]) + "\n")
-    nodes = pd.read_csv(out_dir / "nodes.csv", dtype=str, keep_default_na=False)
+    run = RunDir(out_dir)
+    write_text(run.nodes_csv, "\n".join([",".join(NODE_COLUMNS), *node_lines]) + "\n")
+    nodes = pd.read_csv(run.nodes_csv, dtype=str, keep_default_na=False)
     node_rows = nodes.to_dict("records")
-    write_csv(out_dir / "slides.csv", pd.DataFrame(slide_rows, columns=SLIDE_COLUMNS))
+    write_csv(run.slides_csv, pd.DataFrame(slide_rows, columns=SLIDE_COLUMNS))
 
     # a slide listed again for the same patient is reported (failed row) but measured once: not counted
-    same_patient_repeat = {e.row for e in entries
-                           if e.duplicate_of is not None and entries[e.duplicate_of - 1].patient_id == e.patient_id}
-    counted = [r for e, r in zip(entries, slide_rows) if e.row not in same_patient_repeat]
+    counted = counted_slides(slide_rows, [None if e.duplicate_of is None else e.duplicate_of - 1 for e in entries])
     staging = parameters.get("staging", "gastric")
     patient_rows = aggregate_patients(node_rows, counted, staging)
     for p in patient_rows:
@@ -355,7 +270,7 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
             mine = [r for r in counted if str(r["patient_id"]) == str(p["patient_id"]) and r["status"] == "done"]
             for col in ("unread_area_mm2", "unread_node_area_mm2"):
                 p[col] = float(sum(float(r.get(col) or 0.0) for r in mine))
-    write_csv(out_dir / "patients.csv", pd.DataFrame(patient_rows, columns=RUN_PATIENT_COLUMNS))
+    write_csv(run.patients_csv, pd.DataFrame(patient_rows, columns=RUN_PATIENT_COLUMNS))
     staged = [p for p in patient_rows if p["n_stage"] is not None]
     per_patient: dict[str, list[dict]] = {}
     for r in counted:
@@ -388,6 +303,6 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
         "unread_tiles": unread,  # measured slides with tiles that could not be read (gaps)
         "outputs": list(RUN_OUTPUTS),
     }
-    write_json(out_dir / "summary.json", json.loads(json.dumps(summary)))
+    write_json(run.summary, json.loads(json.dumps(summary)))
     write_report(out_dir, sections=sections)
     return {**counts, "failures": failures, "unread_tiles": unread}

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from tmln.atomic import write_csv
 from tmln.errors import InputTableError
 
 REQUIRED_COLUMNS = ("slide_path", "patient_id")
@@ -117,7 +118,6 @@ def read_slides_table(path: str | Path, mpp: float | None = None) -> list[SlideE
 # whole-slide image files recognised in a patient folder (OpenSlide's formats, TIFF, DICOM is a folder
 # format and is not listed); other files (annotations, thumbnails, notes) are ignored
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".qptiff")
-DERIVED_TABLE = "slides_table.csv"  # the slides table derived from a folder, written into the run directory
 
 
 def slides_table_from_folders(folder: str | Path) -> list[dict]:
@@ -155,8 +155,6 @@ def slides_table_from_folders(folder: str | Path) -> list[dict]:
 def write_slides_table_from_folders(folder: str | Path, path: str | Path) -> Path:
     """Derive the slides table of ``folder`` (``slides_table_from_folders``) and write it to ``path``."""
     import pandas as pd
-
-    from tmln.atomic import write_csv
 
     rows = slides_table_from_folders(folder)
     write_csv(Path(path), pd.DataFrame(rows, columns=list(REQUIRED_COLUMNS)))

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from tmln.errors import InputTableError, TmlnError
+from tmln.evaluate.tables import numeric_column, read_table
 from tmln.measure.staging import N_STAGES, STAGES, n_stage, stage
 
 PATIENT_ALIASES = {
@@ -44,7 +45,6 @@ def read_staged_table(path: str | Path, staging: str, prefer: str = "stage"):
     ``patient_000.zip`` rows and per-slide ``*.tif`` rows) is read as it is: slide rows are dropped and
     ``.zip`` removed from patient ids.
     """
-    from tmln.evaluate.tables import numeric_column, read_table
 
     if staging not in STAGES:
         raise TmlnError(f"unknown staging system {staging!r}; expected one of {', '.join(STAGES)}")
@@ -85,7 +85,6 @@ def read_patient_table(path: str | Path, stages: Sequence[str] = N_STAGES):
     stages are normalised to the spelling in ``stages`` (case-insensitive; a ``p``/``yp`` prefix is
     accepted). Returns a DataFrame indexed by ``patient_id`` (string).
     """
-    from tmln.evaluate.tables import numeric_column, read_table
 
     t = read_table(path, ["patient_id"], aliases=PATIENT_ALIASES)
     if "n_metastatic_nodes" not in t.columns and "n_stage" not in t.columns:

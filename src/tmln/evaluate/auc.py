@@ -14,7 +14,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tmln.annotations import annotation_index, read_annotations, tumour_outlines
 from tmln.errors import InputTableError, TmlnError
+from tmln.evaluate.froc import _lookup, _mask_index, read_predictions
+from tmln.evaluate.tables import numeric_column, read_table
 
 SCORE_REDUCERS: dict[str, Callable[[np.ndarray], float]] = {
     "max": lambda p: float(p.max()) if p.size else 0.0,
@@ -143,8 +146,6 @@ def slide_scores_from_predictions(predictions: str | Path, reduce: str = "max"):
     """One score per prediction CSV in a folder (Camelyon16 format): DataFrame ``slide_id, score``."""
     import pandas as pd
 
-    from tmln.evaluate.froc import read_predictions
-
     predictions = Path(predictions)
     if not predictions.is_dir():
         raise TmlnError("predictions folder not found", predictions)
@@ -162,8 +163,6 @@ def slide_scores_from_predictions(predictions: str | Path, reduce: str = "max"):
 def slide_labels_from_truth(truth: str | Path, slide_ids: Sequence[str]) -> np.ndarray:
     """1 for slides with an annotation file holding a tumour polygon or, without one, an official
     ``<slide_id>_Mask.tif`` (Camelyon16 ships masks for tumour slides only); else 0."""
-    from tmln.annotations import annotation_index, read_annotations, tumour_outlines
-    from tmln.evaluate.froc import _lookup, _mask_index
 
     truth = Path(truth)
     if not truth.is_dir():
@@ -197,7 +196,6 @@ def parse_label(value, path=None, row: int | None = None) -> int:
 
 def read_slide_table(path: str | Path, score_column: str = "score", label_column: str = "label"):
     """CSV ``slide_id, score, label`` (label tumour/normal or 1/0) -> DataFrame with int labels."""
-    from tmln.evaluate.tables import numeric_column, read_table
 
     t = read_table(path, ["slide_id", score_column, label_column],
                    aliases={"slide_id": ["slide", "image", "id"], "label": ["truth", "y", "class"],
@@ -210,7 +208,6 @@ def read_slide_table(path: str | Path, score_column: str = "score", label_column
 
 def read_slide_labels(path: str | Path) -> dict[str, int]:
     """CSV ``slide_id, label`` (tumour/normal or 1/0) -> {slide_id: 0/1}."""
-    from tmln.evaluate.tables import read_table
 
     t = read_table(path, ["slide_id", "label"], aliases={"slide_id": ["slide", "image", "id"],
                                                          "label": ["truth", "y", "class"]})
@@ -225,7 +222,6 @@ def evaluate_slides(scores, labels, threshold: float = 0.5, n_boot: int = 2000, 
 # ---------------------------------------------------------------------------- patch level
 def read_patch_predictions(path: str | Path):
     """``predict-patches`` output: CSV ``path, p_tumour`` (also ``p_tumor``/``probability``)."""
-    from tmln.evaluate.tables import numeric_column, read_table
 
     t = read_table(path, ["path", "p_tumour"], aliases={"p_tumour": ["p_tumor", "probability", "prob", "score"],
                                                         "path": ["patch", "file", "image"]})
@@ -257,7 +253,6 @@ def patch_labels(paths: Sequence[str], labels_csv: str | Path | None = None, sou
     or, without one, from folder names."""
     if labels_csv is None:
         return labels_from_folders(paths, source)
-    from tmln.evaluate.tables import read_table
 
     t = read_table(labels_csv, ["path", "label"], aliases={
         "path": ["patch", "file", "image", "filename"],

@@ -36,8 +36,12 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from tmln.errors import InputTableError, TmlnError
-from tmln.regions import polygon_parts
+from tmln.annotations import annotation_index, read_annotations, tumour_outlines
+from tmln.atomic import atomic_path, write_csv, write_json
+from tmln.errors import InputTableError, SlideError, TmlnError
+from tmln.evaluate.tables import numeric_column, read_table
+from tmln.regions import burn
+from tmln.slide import Slide
 
 FROC_FPS_PER_SLIDE = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_LEVEL = 5
@@ -105,7 +109,6 @@ def rasterise_truth(annotations: Iterable, width: int, height: int, level: int =
     small to contain any pixel centre still marks the pixel holding its representative point, so
     tiny lesions are not lost.
     """
-    from tmln.annotations import tumour_outlines
 
     shape = grid_shape(width, height, level)
     tumour = np.zeros(shape, dtype=bool)
@@ -117,7 +120,6 @@ def rasterise_truth(annotations: Iterable, width: int, height: int, level: int =
 
 def _fill_polygon(poly, target: np.ndarray, d: float, keep_tiny: bool) -> None:
     """OR one polygon (pixel centres inside, holes respected) into ``target``."""
-    from tmln.evaluate.rasterise import burn
 
     if not burn(target, poly, d) and keep_tiny:
         p = poly.representative_point()
@@ -184,13 +186,6 @@ def evaluation_mask_from_annotations(annotations: Iterable, width: int, height: 
     """Evaluation mask of one slide from its annotations (level-0 px; slide ``width`` x ``height`` px)."""
     m = evaluation_mask(rasterise_truth(annotations, width, height, level), mpp, level)
     return EvaluationMask(m.labels, m.itc, m.mpp, m.level, (int(width), int(height)))
-
-
-def read_truth(path: str | Path, width: int, height: int, mpp: float, level: int = DEFAULT_LEVEL) -> EvaluationMask:
-    """Evaluation mask from an annotation file (ASAP XML, QuPath GeoJSON or NCRF JSON)."""
-    from tmln.annotations import read_annotations
-
-    return evaluation_mask_from_annotations(read_annotations(path), width, height, mpp, level)
 
 
 # ---------------------------------------------------------------------------- predictions
@@ -495,7 +490,6 @@ def _lookup(index: Mapping[str, Path], key: str):
 def slide_geometries(slides: str | Path | None, slide_ids: Iterable[str], mpp: float | None = None) -> dict[str, SlideGeometry]:
     """Size and µm/px per slide id from a folder of slides (matched by file stem) or a CSV
     ``slide_id,width_px,height_px[,mpp]``. ``mpp`` overrides every slide's own value."""
-    from tmln.errors import SlideError
 
     slide_ids = list(slide_ids)
     if not slide_ids:
@@ -505,8 +499,6 @@ def slide_geometries(slides: str | Path | None, slide_ids: Iterable[str], mpp: f
     slides = Path(slides)
     out: dict[str, SlideGeometry] = {}
     if slides.is_file():
-        from tmln.evaluate.tables import numeric_column, read_table
-
         t = read_table(slides, ["slide_id", "width_px", "height_px"],
                        aliases={"slide_id": ["slide", "id", "image"], "width_px": ["width"], "height_px": ["height"]})
         w = numeric_column(t, "width_px", slides)
@@ -524,7 +516,6 @@ def slide_geometries(slides: str | Path | None, slide_ids: Iterable[str], mpp: f
         return out
     if not slides.is_dir():
         raise SlideError("slides folder or table not found", slides)
-    from tmln.slide import Slide
 
     index = _index_by_stem(slides, None)
     index = {k: v for k, v in index.items() if v.suffix.lower() not in (".xml", ".csv", ".json", ".geojson", ".txt", ".md")}
@@ -565,7 +556,6 @@ def evaluate_froc(truth: str | Path, predictions: str | Path, slides: str | Path
     pred_index = _index_by_stem(predictions, (".csv",))
     if not pred_index:
         raise InputTableError("no predictions CSV (<slide_id>.csv) in the folder", predictions)
-    from tmln.annotations import annotation_index
 
     ann_index = annotation_index(truth, "tumour")
     mask_index = _mask_index(truth)
@@ -577,7 +567,6 @@ def evaluate_froc(truth: str | Path, predictions: str | Path, slides: str | Path
             f"{len(missing)} annotated slide(s) have no predictions CSV (e.g. {missing[0]}); "
             "pass --allow-missing to count them as slides without detections", predictions)
     slide_ids = sorted(pred_index) + missing
-    from tmln.annotations import read_annotations, tumour_outlines
 
     anns, masks_for = {}, {}
     for sid in slide_ids:
@@ -637,7 +626,6 @@ def read_mask_truth(path: str | Path, mpp: float | None = None, level: int = DEF
     equals ``tumour_value`` (255). A mask without that level is sampled from level 0 at the
     grid-pixel centres (the rule used for annotations). ``mpp`` overrides the file's µm/px.
     """
-    from tmln.slide import Slide
 
     d = 2 ** level
     with Slide(path, mpp=mpp) as s:
@@ -662,7 +650,6 @@ def read_mask_truth(path: str | Path, mpp: float | None = None, level: int = DEF
 # ---------------------------------------------------------------------------- output
 def write_froc(result: FrocResult, out: str | Path) -> dict[str, Path]:
     """Write froc.json, froc_curve.csv, froc_slides.csv, froc_detections.csv, froc.png (atomically)."""
-    from tmln.atomic import write_csv, write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -682,8 +669,6 @@ def plot_froc(result: FrocResult, path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from tmln.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
     c = result.curve

@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tmln.regions import burn
+
 
 def _ratio(a: float, b: float):
     return float(a) / float(b) if b else None
@@ -197,7 +199,6 @@ def match_polygons(truth: Sequence, pred: Sequence, iou: float = 0.5, method: st
 
 def rasterise_instances(truth: Sequence, pred: Sequence, pixel_size: float) -> tuple[np.ndarray, np.ndarray]:
     """Label rasters (int32) of two polygon lists on their common bounding grid (ids = position + 1)."""
-    from tmln.evaluate.rasterise import burn
 
     if not pixel_size > 0:
         raise ValueError("pixel_size must be > 0")

@@ -29,6 +29,8 @@ from tmln.regions import polygon_parts
 
 UM2_PER_MM2 = 1e6
 UM_PER_MM = 1e3
+# bump when a change to the measurement code changes results: a run's finished slides are then redone
+MEASURE_VERSION = 1
 # Boolean operations on outlines that share a boundary (touching nodes, tumour drawn up to the capsule,
 # coordinates rounded on export) leave slivers. A piece is a sliver, and ignored, when its area is below
 # SLIVER_AREA_PX2 or its mean thickness (2 * area / perimeter) below SLIVER_THICKNESS_PX (level-0 px):

@@ -22,7 +22,7 @@ Slides of one patient are assumed to show distinct nodes (their nodes are summed
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from tmln.measure.staging import GASTRIC_MIN_NODES_EXAMINED, PATIENT_COLUMNS, check_system, stage
 
@@ -85,6 +85,19 @@ def unstaged_row(patient_id: str, n_slides_done: int) -> dict:
     row = {c: None for c in PATIENT_COLUMNS}
     row.update(patient_id=patient_id, n_slides=int(n_slides_done))
     return row
+
+
+def counted_slides(slides: Sequence[dict], first_listing: Sequence[int | None]) -> list[dict]:
+    """The slides that count for their patient, in table order: every row of the slides table except a
+    slide file listed again for the same patient (measured once; its repeat row is reported, not counted).
+    A file listed for two patients counts for both.
+
+    slides : per-slide dicts with ``patient_id`` (one per table row).
+    first_listing : per row, the index (0-based) of the row that first lists the same slide file, or None.
+    """
+    slides = list(slides)
+    return [s for s, first in zip(slides, first_listing)
+            if first is None or str(slides[first]["patient_id"]) != str(s["patient_id"])]
 
 
 def aggregate_patients(node_rows: Iterable[dict], slides: Iterable[dict], staging: str = "gastric") -> list[dict]:

@@ -28,15 +28,39 @@ Features of one RGB patch, on its stained pixels (optical density ≥ 0.15 in so
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from tmln.train.stain import DEFAULT_IO, OD_THRESHOLD, optical_density
+from tmln.stain import DEFAULT_IO, OD_THRESHOLD, optical_density
+from tmln.tissue import detect_tissue
+
+if TYPE_CHECKING:  # annotations only: no import at run time
+    from tmln.models.card import ModelCard
+    from tmln.slide import Slide
 
 FEATURES = ("od_mean_r", "od_mean_g", "od_mean_b", "od_std_r", "od_std_g", "od_std_b", "haematoxylin", "eosin",
             "texture_1", "texture_2", "texture_4", "stained_fraction")
 WARN_DISTANCE = 2.0  # documented level: slides farther than this from the training data are flagged
+MODEL_KINDS = ("node", "tumour")
+
+
+def distance_column(kind: str) -> str:
+    """The ``slides.csv`` column of a model's appearance distance (``node`` or ``tumour`` model)."""
+    return f"{kind}_model_appearance_distance"
+
+
+def out_of_range(row: dict) -> list[tuple[str, float]]:
+    """(model kind, distance) of a ``slides.csv`` row's models whose distance is above ``WARN_DISTANCE``."""
+    out = []
+    for kind in MODEL_KINDS:
+        try:
+            d = float(row.get(distance_column(kind)) or "nan")
+        except (TypeError, ValueError):
+            continue
+        if d > WARN_DISTANCE:
+            out.append((kind, d))
+    return out
 MIN_STAINED = 0.05  # patches with less stained area than this are background and not summarised
 _MIN_STD = 1e-6
 _RIDGE = 1e-9  # added to the covariance's diagonal before inversion (constant features)
@@ -131,10 +155,9 @@ def distance(slide_table: np.ndarray, stats: dict) -> dict:
             "z": round(z[worst], 3), "n_patches": n}
 
 
-def slide_patches(slide, mpp: float, size: int, n: int = 64, seed: int = 0, tissue=None) -> list[np.ndarray]:
+def slide_patches(slide: Slide, mpp: float, size: int, n: int = 64, seed: int = 0, tissue=None) -> list[np.ndarray]:
     """Up to ``n`` patches of ``size`` px at ``mpp`` µm/px centred on tissue (``tmln.tissue``; or the
     given ``TissueMask``), drawn with ``seed``."""
-    from tmln.tissue import detect_tissue
 
     tm = tissue if tissue is not None else detect_tissue(slide)
     ys, xs = np.nonzero(np.asarray(tm.mask, bool))
@@ -151,10 +174,11 @@ def slide_patches(slide, mpp: float, size: int, n: int = 64, seed: int = 0, tiss
     return out
 
 
-def slide_distance(slide, card, n: int = 64, seed: int = 0, tissue=None) -> dict | None:
+def slide_distance(slide: Slide, card: ModelCard, n: int = 64, seed: int = 0, tissue=None) -> dict | None:
     """``distance`` of a slide to ``card``'s training appearance (None when the card has none)."""
     stats = (card.training or {}).get("appearance")
     if not stats:
         return None
-    patches = slide_patches(slide, float(stats.get("mpp", card.mpp)), int(card.patch_size), n, seed, tissue)
+    size = int(stats.get("patch_size", card.patch_size))  # node models: a patch smaller than the tile
+    patches = slide_patches(slide, float(stats.get("mpp", card.mpp)), size, n, seed, tissue)
     return distance(feature_table(patches), stats)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,12 +278,6 @@ def calibration_points(roi: np.ndarray, n: int = CALIBRATION_TILES) -> list[tupl
     return [(int(i // roi.shape[1]), int(i % roi.shape[1])) for i in pick]
 
 
-def timed(fn, *a, **kw):
-    t = time.perf_counter()
-    out = fn(*a, **kw)
-    return out, time.perf_counter() - t
-
-
 def slide_calibration(slide, card, transform, roi: np.ndarray, stride_l0, origin_l0,
                       n: int = CALIBRATION_TILES, tile_px: int = CALIBRATION_PX):
     """(normalised (1, 3, t, t) float batches, ``Calibration``): ``n`` tiles of ``tile_px`` model px
@@ -302,26 +295,3 @@ def slide_calibration(slide, card, transform, roi: np.ndarray, stride_l0, origin
         batches.append(transform.normalise(x).float())
         locs.append((round(loc[0], 1), round(loc[1], 1)))
     return batches, Calibration(str(getattr(slide, "path", "")), locs, tile_px, float(card.mpp))
-
-
-def int8_dense(dense, streamed, slide, card, transform, roi, stride_l0, origin_l0):
-    """The tumour engine's int8 step: quantise the dense form on tiles of this slide, stream it where
-    the float form streamed. Returns (int8 dense form, int8 streamed net or None, calibration record)."""
-    from tmln.tumour.stream import NotStreamable, StreamedNet
-
-    t = time.perf_counter()
-    batches, cal = slide_calibration(slide, card, transform, roi, stride_l0, origin_l0)
-    if not batches:  # an empty region: nothing will run, the float form stays
-        cal.seconds = time.perf_counter() - t
-        return dense, streamed, cal.record()
-    qdense, cal.cache = quantize(dense, batches)
-    if streamed is not None:
-        try:
-            net = StreamedNet(qdense)
-            net.check()
-            streamed = net
-        except NotStreamable as e:  # run the int8 form as tiles instead
-            cal.extra["not_streamed"] = str(e)
-            streamed = None
-    cal.seconds = time.perf_counter() - t
-    return qdense, streamed, cal.record()

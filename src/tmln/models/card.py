@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tmln import __version__
+from tmln.atomic import atomic_path, file_digest, file_identity, write_json
 from tmln.errors import ModelCardError
 
 CARD_NAME = "model_card.json"
@@ -56,8 +58,6 @@ class ModelCard:
         if int(self.patch_size) <= 0:
             raise ModelCardError(f"patch_size must be positive, got {self.patch_size!r}")
         if not self.tmln_version:
-            from tmln import __version__
-
             self.tmln_version = __version__
 
     def to_dict(self) -> dict:
@@ -98,6 +98,17 @@ def list_bundled() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CARD_NAME).is_file())
 
 
+def model_identity(name: str | Path) -> dict:
+    """What a model is, not how its name or path is spelt: the sha256 of its card and the size and
+    modification time (ns) of its weights, so a retrained model redoes slides and ``models/m``,
+    ``./models/m/`` and ``/abs/models/m`` are one model. The name as given when it cannot be resolved."""
+    try:
+        d = resolve_model_dir(name)
+        return {"card_sha256": file_digest(Path(d) / CARD_NAME), "weights": file_identity(Path(d) / WEIGHTS_NAME)}
+    except Exception:  # the provider reports unusable models per slide
+        return {"name": str(name)}
+
+
 def read_card(model: str | Path) -> ModelCard:
     d = resolve_model_dir(model)
     path = d / CARD_NAME
@@ -127,8 +138,6 @@ def load_state_dict(model: str | Path) -> dict:
 def save_model_dir(model_dir: str | Path, state_dict: dict, card: ModelCard) -> Path:
     """Write weights and card atomically (each to a temporary name, then renamed; card last)."""
     from safetensors.torch import save_file
-
-    from tmln.atomic import atomic_path, write_json
 
     d = Path(model_dir)
     d.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from tmln.device import select_device
 from tmln.errors import ModelCardError
+from tmln.models.card import ModelCard, load_state_dict, read_card, resolve_model_dir
+from tmln.stain import normalise as stain_normalise
 
 # torchvision models whose auxiliary heads would change the forward's return type
 _NO_AUX = {"inception_v3", "googlenet"}
@@ -56,7 +59,7 @@ def build_classifier(architecture: str, num_classes: int = 1):
     )
 
 
-def num_outputs(card) -> int:
+def num_outputs(card: ModelCard) -> int:
     """Logits the card's model produces: ``card.params['num_outputs']`` if set, else 1 for a binary
     (or single-class) task, else one per class."""
     n = card.params.get("num_outputs") if isinstance(card.params, dict) else None
@@ -82,8 +85,6 @@ def load_classifier(model_dir_or_name: str | Path, device: str | None = "auto"):
     Weights come from safetensors (no code executed); a card/weights mismatch raises
     ``ModelCardError`` naming the directory.
     """
-    from tmln.device import select_device
-    from tmln.models.card import read_card, resolve_model_dir, load_state_dict
 
     model_dir = resolve_model_dir(model_dir_or_name)
     card = read_card(model_dir)
@@ -114,7 +115,7 @@ class InputTransform:
     device, so the engine can send uint8 to the GPU and normalise there. Picklable.
     """
 
-    def __init__(self, card):
+    def __init__(self, card: ModelCard):
         norm = card.normalisation or {}
         self.mean = tuple(float(v) for v in norm.get("mean") or (0.0, 0.0, 0.0))
         self.std = tuple(float(v) for v in norm.get("std") or (1.0, 1.0, 1.0))
@@ -131,11 +132,10 @@ class InputTransform:
         (identity when the card has none)."""
         if self.reference is None:
             return rgb
-        from tmln.train.stain import normalise  # written with the training code; imported lazily
 
         if rgb.ndim == 4:
-            return np.stack([np.asarray(normalise(im, self.reference), dtype=np.uint8) for im in rgb])
-        return np.asarray(normalise(rgb, self.reference), dtype=np.uint8)
+            return np.stack([np.asarray(stain_normalise(im, self.reference), dtype=np.uint8) for im in rgb])
+        return np.asarray(stain_normalise(rgb, self.reference), dtype=np.uint8)
 
     def normalise(self, batch, channels_last_input: bool = True):
         """Torch uint8 batch ``(N, H, W, 3)`` (or ``(N, 3, H, W)`` with ``channels_last_input=False``)
@@ -160,7 +160,7 @@ class InputTransform:
         return out[0] if single else out
 
 
-def input_transform(card) -> InputTransform:
+def input_transform(card: ModelCard) -> InputTransform:
     """The card's input transform (see ``InputTransform``)."""
     return InputTransform(card)
 

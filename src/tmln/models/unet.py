@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tmln.device import select_device
 from tmln.errors import ModelCardError
+from tmln.models.card import ModelCard, load_state_dict, read_card, resolve_model_dir
 
 TASK = "node-segmentation"
 DEFAULT_ENCODER = "resnet18"
@@ -27,7 +29,6 @@ def unet_params(card_or_params: Any) -> dict:
     A dict may give ``encoder`` (or ``architecture="unet:<encoder>"``), ``encoder_depth``,
     ``decoder_channels`` and ``classes`` (an int or a list of class names).
     """
-    from tmln.models.card import ModelCard
 
     if isinstance(card_or_params, ModelCard):
         card = card_or_params
@@ -92,8 +93,6 @@ def load_unet(model_dir_or_name, device="auto"):
     The module is on ``device`` ("auto": CUDA if available, else CPU). Weights come from safetensors
     (no code is executed); a mismatch between card and weights raises ``ModelCardError``.
     """
-    from tmln.device import select_device
-    from tmln.models.card import load_state_dict, read_card, resolve_model_dir
 
     path = resolve_model_dir(model_dir_or_name)
     card = read_card(path)
@@ -109,7 +108,7 @@ def load_unet(model_dir_or_name, device="auto"):
     return net.to(select_device(device)).eval(), card
 
 
-def normalise(x, card):
+def normalise(x, card: ModelCard):
     """RGB float tensor (N, 3, H, W) in [0, 1] -> the model's input (``card.normalisation`` mean/std)."""
     import torch
 

@@ -9,14 +9,21 @@ pixel count × pixel area.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tmln.annotations import feature, write_geojson
+from tmln.atomic import write_bytes, write_json, write_npy
+from tmln.errors import TmlnError
+from tmln.regions import polygons_from_labels, rasterise
+from tmln.rundir import NODE_LABELS_JSON, NODE_LABELS_NPY, NODE_LABELS_PNG, NODES_GEOJSON
+
+if TYPE_CHECKING:  # annotations only: no import at run time
+    from tmln.models.card import ModelCard
+    from tmln.slide import Slide
+
 NODE_CLASS = "Lymph node"
-LABELS_NPY = "node_labels.npy"
-LABELS_JSON = "node_labels.json"
-LABELS_PNG = "node_labels.png"
-NODES_GEOJSON = "nodes.geojson"
 
 
 def _slide_mpp(slide_or_mpp) -> tuple[float, float]:
@@ -38,8 +45,6 @@ def labels_to_polygons(labels: np.ndarray, mpp: float, slide_or_mpp, origin=(0.0
     """
     import shapely
 
-    from tmln.regions import polygons_from_labels
-
     mx, my = _slide_mpp(slide_or_mpp)
     geoms = polygons_from_labels(np.asarray(labels), mpp, mx, my, origin=origin, connectivity=4)
     out = []
@@ -53,10 +58,9 @@ def labels_to_polygons(labels: np.ndarray, mpp: float, slide_or_mpp, origin=(0.0
 def polygons_to_labels(polygons, shape: tuple[int, int], mpp: float, slide_or_mpp, origin=(0.0, 0.0)) -> np.ndarray:
     """Polygons in level-0 px -> (h, w) int32 labels at ``mpp`` µm/px (pixel centres inside;
     polygon i gets label i + 1)."""
-    from tmln.regions import rasterize
 
     mx, my = _slide_mpp(slide_or_mpp)
-    return rasterize(polygons, shape, (mpp / mx, mpp / my), origin=origin)
+    return rasterise(polygons, shape, (mpp / mx, mpp / my), origin=origin)
 
 
 def label_colours(n: int) -> np.ndarray:
@@ -93,8 +97,6 @@ def preview_image(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.35) -> n
 def write_png(path, rgb: np.ndarray) -> None:
     import cv2
 
-    from tmln.atomic import write_bytes
-
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:  # pragma: no cover
         raise RuntimeError("PNG encoding failed")
@@ -103,7 +105,6 @@ def write_png(path, rgb: np.ndarray) -> None:
 
 def node_features(polygons, slide_or_mpp) -> list[dict]:
     """QuPath GeoJSON features (class "Lymph node") with ``area_mm2`` measurements."""
-    from tmln.annotations import feature
 
     mx, my = _slide_mpp(slide_or_mpp)
     return [feature(p, classification=NODE_CLASS, object_type="annotation", name=f"node {k}",
@@ -111,11 +112,9 @@ def node_features(polygons, slide_or_mpp) -> list[dict]:
             for k, p in enumerate(polygons, start=1)]
 
 
-def write_node_outputs(out_dir, slide, node_map, card, split_touching: bool = True, preview_max_px: int = 2048) -> dict:
+def write_node_outputs(out_dir, slide: Slide, node_map, card: ModelCard, split_touching: bool = True, preview_max_px: int = 2048) -> dict:
     """Write ``node_labels.npy`` + ``node_labels.json`` (µm/px, origin), ``node_labels.png`` and
     ``nodes.geojson`` into ``out_dir`` (each atomically). Returns the JSON metadata."""
-    from tmln.annotations import write_geojson
-    from tmln.atomic import write_json, write_npy
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,24 +136,23 @@ def write_node_outputs(out_dir, slide, node_map, card, split_touching: bool = Tr
         "description": "int32 instance labels (0 = background) at `mpp` µm/px; pixel (r, c) covers level-0 "
                        "x in origin_x + [c, c+1) * mpp / slide_mpp_x (same for y)",
     }
-    write_npy(out / LABELS_NPY, labels)
-    write_json(out / LABELS_JSON, meta)
+    write_npy(out / NODE_LABELS_NPY, labels)
+    write_json(out / NODE_LABELS_JSON, meta)
     write_geojson(out / NODES_GEOJSON, node_features(polys, (mx, my)))
     rgb = node_map.rgb
     if rgb is None or max(rgb.shape[:2]) > preview_max_px:
         pmpp = max(node_map.mpp, max(slide.width * mx, slide.height * my) / preview_max_px)
         rgb = slide.thumbnail(pmpp)
-    write_png(out / LABELS_PNG, preview_image(rgb, labels))
+    write_png(out / NODE_LABELS_PNG, preview_image(rgb, labels))
     return meta
 
 
 def read_node_labels(path) -> tuple[np.ndarray, dict]:
     """Read ``node_labels.npy`` (or its folder) and its JSON -> (labels, metadata)."""
-    from tmln.errors import TmlnError
 
     p = Path(path)
     if p.is_dir():
-        p = p / LABELS_NPY
+        p = p / NODE_LABELS_NPY
     meta_path = p.with_suffix(".json")
     if not p.is_file():
         raise TmlnError("node label map not found", p)

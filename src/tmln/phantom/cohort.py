@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import feature, write_geojson
+from tmln.atomic import atomic_path, write_csv
+from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
 from tmln.phantom.geometry import SlideLayout, SlideSpec, make_layout
+from tmln.phantom.non_node import SECTIONS
+from tmln.phantom.render import SlideRenderer
+from tmln.phantom.truth import node_rows, patient_rows
+from tmln.phantom.writer import write_pyramid
 
 FORMATS = ("tiff", "svs")
 
@@ -46,10 +53,6 @@ def make_slide(
     write_mpp : False writes no µm/px at all (for testing the missing-mpp paths).
     compression : ``jpeg`` (default, as scanners write) or ``zlib`` (lossless; generic TIFF only).
     """
-    from tmln.annotations import feature, write_geojson
-    from tmln.atomic import atomic_path
-    from tmln.phantom.render import SlideRenderer
-    from tmln.phantom.writer import write_pyramid
 
     path = Path(path)
     if not isinstance(spec, SlideSpec):
@@ -85,6 +88,11 @@ def make_cohort(
     negative_fraction: float = 0.25,
     stain: str = "normal",
     workers: int = 1,
+    perinodal: bool = False,
+    non_node_fraction: float = 0.0,
+    textures: str | os.PathLike | None = None,
+    textures_mpp: float = 0.97,
+    pen_marks: bool = False,
 ) -> Path:
     """Write a phantom cohort into ``out_dir``; returns the path of its ``slides.csv``.
 
@@ -94,12 +102,13 @@ def make_cohort(
     About ``negative_fraction`` of the slides hold no tumour (at least one when there are >= 2
     slides and the fraction is > 0); the first slide always has a pair of touching nodes.
     ``workers`` > 1 writes slides in that many processes (same bytes as ``workers=1``).
+    ``perinodal`` adds non-node tissue around and inside the nodes (``tmln.phantom.non_node``);
+    ``non_node_fraction`` of the slides (never the first) are sections without any node (carcinoma,
+    muscle, fibro-fatty tissue, gastric wall, in turn); ``textures`` is a patch folder (``tumor/``,
+    ``normal/`` at ``textures_mpp`` µm/px) whose real patches texture the slides
+    (``tmln.phantom.real_texture``). ``pen_marks`` draws ink strokes on every slide.
     """
     import pandas as pd
-
-    from tmln.atomic import write_csv
-    from tmln.measure.staging import NODE_COLUMNS, PATIENT_COLUMNS
-    from tmln.phantom.truth import patient_rows
 
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -107,6 +116,8 @@ def make_cohort(
         raise ValueError("patients and slides_per_patient must be >= 1")
     if not 0.0 <= negative_fraction <= 1.0:
         raise ValueError("negative_fraction must be in [0, 1]")
+    if not 0.0 <= non_node_fraction < 1.0:
+        raise ValueError("non_node_fraction must be in [0, 1)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = patients * slides_per_patient
@@ -117,6 +128,11 @@ def make_cohort(
     if negative_fraction < 1 and n >= 2:
         n_neg = min(n - 1, n_neg)
     negatives = set(rng.permutation(n)[:n_neg].tolist())
+    # sections without nodes: their own stream, so a cohort without them keeps its bytes
+    n_sec = int(round(non_node_fraction * n))
+    rng_sec = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EC]))
+    sections = {k: SECTIONS[1 + j % (len(SECTIONS) - 1)]
+                for j, k in enumerate(sorted((1 + rng_sec.permutation(n - 1)[:n_sec]).tolist()))} if n > 1 else {}
     ext = "svs" if fmt == "svs" else "tiff"
 
     jobs, slide_rows, n_slides = [], [], {}
@@ -128,7 +144,9 @@ def make_cohort(
             sid = f"{pid}_S{s + 1:02d}"
             slide_seed = int(np.random.SeedSequence([int(seed), p, s]).generate_state(1)[0])
             spec = SlideSpec(seed=slide_seed, size_mm=tuple(size_mm), mpp=float(mpp), negative=k in negatives,
-                             touching_pair=True if k == 0 else None, stain=stain)
+                             touching_pair=True if k == 0 else None, stain=stain, perinodal=perinodal, pen_marks=pen_marks,
+                             section=sections.get(k, "node"),
+                             textures=None if textures is None else str(textures), textures_mpp=float(textures_mpp))
             jobs.append((out / f"{sid}.{ext}", spec, fmt, write_mpp, pid, sid))
             slide_rows.append({"slide_path": f"{sid}.{ext}", "patient_id": pid})
             k += 1
@@ -149,7 +167,6 @@ def make_cohort(
 
 def _slide_job(job) -> list[dict]:
     """Write one cohort slide; returns its truth rows (a top-level function: picklable)."""
-    from tmln.phantom.truth import node_rows
 
     path, spec, fmt, write_mpp, pid, sid = job
     lay = make_slide(path, spec, fmt=fmt, write_mpp=write_mpp).layout

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field, asdict
 
 import numpy as np
 
+from tmln.phantom.shapes import GRID_PX, plain, snap, star_polygon
+from tmln.phantom.non_node import artefacts, perinodal_tissue, section_tissue
 from tmln.regions import polygon_parts
 
-GRID_PX = 0.125  # snapping grid in level-0 px (exact in 3 decimals)
 
 # deposit greatest-dimension ranges (mm) per target category, away from the 0.2 / 2 mm thresholds
 DEPOSIT_MM = {"itc": (0.04, 0.16), "micro": (0.3, 1.7), "macro": (2.3, 7.0)}
@@ -84,6 +85,14 @@ class SlideSpec:
     stain: str = "normal"  # normal | pale | dark | none
     pen_marks: bool = False
     blank: bool = False  # glass only (no tissue): for "no tissue" tests
+    # non-node tissue (``tmln.phantom.non_node``): septa, vessels, connective-tissue islands, a hilum,
+    # fatty replacement inside nodes, a fragment of carcinoma or muscle; never changes nodes or truth
+    perinodal: bool = False
+    section: str = "node"  # node (nodes in fat) | carcinoma | muscle | fibrofatty | stomach (no node at all)
+    # textures quilted from real H&E patches (a folder with tumor/ and normal/; ``tmln.phantom.real_texture``)
+    # in place of the procedural ones; ``textures_mpp`` is the patches' µm/px
+    textures: str | None = None
+    textures_mpp: float = 0.97
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -118,44 +127,17 @@ class SlideLayout:
     pen: list[PenStroke] = field(default_factory=list)
     touching_pairs: list[tuple[int, int]] = field(default_factory=list)
     target_categories: list[str] = field(default_factory=list)  # per node, what was aimed for
+    other: list[tuple[str, object]] = field(default_factory=list)  # non-node tissue: (kind, polygon) outside nodes
+    node_fat: list = field(default_factory=list)  # fatty replacement inside nodes (rendering only; still node)
+    artefacts: list[tuple[str, object]] = field(default_factory=list)  # tears, folds, bubbles (rendering only)
+    shading: tuple | None = None  # uneven illumination (``non_node.artefacts``; rendering only)
 
     @property
     def tissue(self):
-        """Nodes and fat together (what a tissue detector should find)."""
+        """Nodes, fat and non-node tissue together (what a tissue detector should find)."""
         from shapely.ops import unary_union
 
-        return unary_union([*self.nodes, self.fat])
-
-
-# ---------------------------------------------------------------------------- shapes
-def _star_polygon(rng, cx, cy, rx, ry, angle, roughness=0.08, harmonics=6, n=96):
-    """A star-shaped (hence simple) blob: an ellipse with random low-frequency radial wobble."""
-    from shapely.geometry import Polygon
-
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    r = np.ones_like(t)
-    for k in range(2, harmonics + 1):
-        amp = roughness * rng.uniform(0.3, 1.0) / (k - 1)
-        r += amp * np.cos(k * t + rng.uniform(0, 2 * np.pi))
-    r = np.clip(r, 0.55, None)
-    x, y = rx * r * np.cos(t), ry * r * np.sin(t)
-    ca, sa = math.cos(angle), math.sin(angle)
-    pts = np.column_stack([cx + ca * x - sa * y, cy + sa * x + ca * y])
-    return Polygon(pts)
-
-
-def _snap(geom):
-    import shapely
-
-    return _plain(shapely.set_precision(geom, GRID_PX))
-
-
-def _plain(geom):
-    """The same coordinates without GEOS's attached precision model (which would also round derived
-    values such as centroids to the grid): what a reader of the GeoJSON gets."""
-    import shapely
-
-    return shapely.from_wkb(shapely.to_wkb(geom))
+        return unary_union([*self.nodes, self.fat, *(g for _, g in self.other)])
 
 
 def feret_diameter(geom) -> float:
@@ -186,7 +168,7 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
     mpp = float(spec.mpp)
     width, height = int(round(W_um / mpp)), int(round(H_um / mpp))
     stain = StainSpec.preset(spec.stain, rng)
-    to_px = lambda g: _snap(affinity.scale(g, 1.0 / mpp, 1.0 / mpp, origin=(0, 0)))  # noqa: E731
+    to_px = lambda g: snap(affinity.scale(g, 1.0 / mpp, 1.0 / mpp, origin=(0, 0)))  # noqa: E731
 
     if spec.blank:
         layout = SlideLayout(spec, width, height, mpp, [], [], [], [], Polygon(), [], stain)
@@ -196,6 +178,16 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
 
     margin = min(400.0, 0.08 * min(W_um, H_um))
     inner = box(margin, margin, W_um - margin, H_um - margin)
+    # non-node tissue has a random stream of its own: turning it on changes nothing else
+    rng_other = np.random.default_rng(np.random.SeedSequence([int(spec.seed), 0x5E97]))
+    if spec.section != "node":
+        fat_um, other_um = section_tissue(rng_other, spec.section, W_um, H_um, margin)
+        layout = SlideLayout(spec, width, height, mpp, [], [], [], [], to_px(fat_um), [], stain,
+                             other=[(k, to_px(g)) for k, g in other_um])
+        _add_artefacts(layout, spec, fat_um, W_um, H_um)
+        if spec.pen_marks:
+            layout.pen = _pen_strokes(rng, W_um, H_um, mpp, fat_um)
+        return layout
     area_mm2 = spec.size_mm[0] * spec.size_mm[1]
     n_nodes = spec.n_nodes if spec.n_nodes is not None else int(np.clip(round(rng.uniform(2, 5) * math.sqrt(area_mm2 / 48.0)), 1, 60))
     touching = spec.touching_pair if spec.touching_pair is not None else bool(rng.random() < 0.6)
@@ -226,7 +218,7 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
             rx, ry, ang = random_node(length)
             cx = rng.uniform(margin + rx, max(margin + rx + 1, W_um - margin - rx))
             cy = rng.uniform(margin + rx * 0.8, max(margin + rx + 1, H_um - margin - rx * 0.8))
-            poly = _star_polygon(rng, cx, cy, rx, ry, ang, roughness=rng.uniform(0.03, 0.12))
+            poly = star_polygon(rng, cx, cy, rx, ry, ang, roughness=rng.uniform(0.03, 0.12))
             if free(poly):
                 nodes_um.append(poly)
                 break
@@ -237,7 +229,7 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
     # the partner was cut by its neighbour in µm; cutting again on the px grid keeps them disjoint
     for a, b in touching_pairs:
         cut = shapely.difference(nodes[b], nodes[a], grid_size=GRID_PX)
-        nodes[b] = _plain(max(polygon_parts(cut), key=lambda g: g.area))
+        nodes[b] = plain(max(polygon_parts(cut), key=lambda g: g.area))
 
     # stable node order: by centroid (y, x)
     order = sorted(range(len(nodes)), key=lambda k: (nodes[k].centroid.y, nodes[k].centroid.x))
@@ -259,7 +251,7 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
         for _ in range(int(rng.integers(0, 2 + int(math.sqrt(core.area) / 800)))):
             r = rng.uniform(70, 260)
             cx, cy = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
-            f = _star_polygon(rng, cx, cy, r, r * rng.uniform(0.7, 1.0), rng.uniform(0, np.pi), 0.1, 4, 48)
+            f = star_polygon(rng, cx, cy, r, r * rng.uniform(0.7, 1.0), rng.uniform(0, np.pi), 0.1, 4, 48)
             f = f.intersection(core)
             if not f.is_empty and f.area > 0:
                 follicles += polygon_parts(to_px(f))
@@ -289,7 +281,7 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
             room = nodes[k].buffer(-1.0)
             if k in shared:
                 room = shapely.difference(room, shared[k], grid_size=GRID_PX)
-            inside = _plain(shapely.intersection(merged, room, grid_size=GRID_PX))
+            inside = plain(shapely.intersection(merged, room, grid_size=GRID_PX))
             for comp in polygon_parts(inside):
                 if comp.area * mpp * mpp > 1.0:  # drop sub-µm² slivers
                     tumour.append(comp)
@@ -301,12 +293,12 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
         fat_um.append(p.buffer(rng.uniform(250, 1400), quad_segs=8))
     if nodes_um:
         c = unary_union(nodes_um).centroid
-        fat_um.append(_star_polygon(rng, c.x, c.y, rng.uniform(0.3, 0.5) * W_um, rng.uniform(0.3, 0.5) * H_um,
+        fat_um.append(star_polygon(rng, c.x, c.y, rng.uniform(0.3, 0.5) * W_um, rng.uniform(0.3, 0.5) * H_um,
                                     rng.uniform(0, np.pi), 0.15, 5))
     tissue_um = unary_union(fat_um).intersection(box(margin / 2, margin / 2, W_um - margin / 2, H_um - margin / 2))
     tissue_um = tissue_um.simplify(5.0)
     fat = to_px(tissue_um)
-    fat = _plain(shapely.difference(fat, unary_union(nodes), grid_size=GRID_PX)) if nodes else fat
+    fat = plain(shapely.difference(fat, unary_union(nodes), grid_size=GRID_PX)) if nodes else fat
 
     layout = SlideLayout(
         spec=spec, width=width, height=height, mpp=mpp, nodes=nodes, tumour=tumour, tumour_node=tumour_node,
@@ -315,7 +307,23 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
     )
     if spec.pen_marks:
         layout.pen = _pen_strokes(rng, W_um, H_um, mpp, tissue_um)
+    if spec.perinodal:
+        other_um, node_fat_um = perinodal_tissue(rng_other, nodes_um, capsule_um, tissue_um, inner)
+        layout.other = [(k, to_px(g)) for k, g in other_um]
+        layout.node_fat = [to_px(g) for _, g in node_fat_um]
+        _add_artefacts(layout, spec, tissue_um, W_um, H_um)
     return layout
+
+
+def _add_artefacts(layout: SlideLayout, spec: SlideSpec, tissue_um, W_um: float, H_um: float) -> None:
+    """Tears, folds, bubbles and uneven illumination (their own random stream; rendering only)."""
+    from shapely import affinity
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(spec.seed), 0xA87E]))
+    arts, (amp, lx, ly, phase) = artefacts(rng, tissue_um, W_um, H_um)
+    s = 1.0 / layout.mpp
+    layout.artefacts = [(k, snap(affinity.scale(g, s, s, origin=(0, 0)))) for k, g in arts]
+    layout.shading = (amp, lx * s, ly * s, phase)
 
 
 def shared_capsules(nodes: list, touching_pairs: list, capsule_px: list) -> dict:
@@ -369,7 +377,7 @@ def _add_touching_partner(rng, nodes_um, inner, gap_um, touching_pairs, min_len_
         ra = max(Point(ca).distance(g) for g in getattr(hit, "geoms", [hit]))
         d = ra + 0.75 * ry
         cx, cy = ca.x + d * math.cos(theta), ca.y + d * math.sin(theta)
-        b = _star_polygon(rng, cx, cy, rx, ry, theta + np.pi / 2, roughness=rng.uniform(0.03, 0.08))
+        b = star_polygon(rng, cx, cy, rx, ry, theta + np.pi / 2, roughness=rng.uniform(0.03, 0.08))
         b = b.difference(a)
         parts = polygon_parts(b)
         if not parts:
@@ -399,7 +407,7 @@ def _deposits_for(rng, node_um, cat: str, capsule_um: float) -> list:
         # effacing deposit: most of the node replaced by tumour
         c = node_um.centroid
         eff = core.buffer(-rng.uniform(0.02, 0.15) * math.sqrt(core.area))
-        blob = _star_polygon(rng, c.x, c.y, 0.6 * math.sqrt(core.area), 0.5 * math.sqrt(core.area), rng.uniform(0, np.pi), 0.2, 6)
+        blob = star_polygon(rng, c.x, c.y, 0.6 * math.sqrt(core.area), 0.5 * math.sqrt(core.area), rng.uniform(0, np.pi), 0.2, 6)
         dep = eff.union(blob.intersection(core))
         if not dep.is_empty:
             deps.append(dep)
@@ -418,7 +426,7 @@ def _deposits_for(rng, node_um, cat: str, capsule_um: float) -> list:
         else:
             p = region.representative_point()
         rx = size_um / 2 / 1.12  # the wobble enlarges the blob; aim for the drawn Feret size
-        deps.append(_star_polygon(rng, p.x, p.y, rx, rx * rng.uniform(0.55, 0.95), rng.uniform(0, np.pi), 0.12, 7, 72))
+        deps.append(star_polygon(rng, p.x, p.y, rx, rx * rng.uniform(0.55, 0.95), rng.uniform(0, np.pi), 0.12, 7, 72))
     # satellites
     if cat in ("micro", "macro") and rng.random() < 0.35:
         minx, miny, maxx, maxy = core.bounds
@@ -426,7 +434,7 @@ def _deposits_for(rng, node_um, cat: str, capsule_um: float) -> list:
             p = Point(rng.uniform(minx, maxx), rng.uniform(miny, maxy))
             if core.contains(p):
                 r = rng.uniform(20, 70)
-                deps.append(_star_polygon(rng, p.x, p.y, r, r * 0.8, rng.uniform(0, np.pi), 0.1, 4, 32))
+                deps.append(star_polygon(rng, p.x, p.y, r, r * 0.8, rng.uniform(0, np.pi), 0.1, 4, 32))
     return deps
 
 

@@ -6,7 +6,10 @@ import numpy as np
 
 from tmln.phantom.geometry import SlideLayout
 from tmln.regions import polygon_parts
-from tmln.phantom.texture import CAPSULE_BY_ORIENTATION, FAT, FOLLICLE, LYMPH, TUMOUR, TextureBank, compose
+from tmln.phantom.real_texture import RealTextureBank
+from tmln.phantom.texture import (
+    CAPSULE_BY_ORIENTATION, FAT, FOLLICLE, GLASS, LYMPH, OTHER_CLASSES, TUMOUR, TextureBank, compose,
+)
 
 _SHIFT = 3  # cv2 fixed-point bits (1/8 px)
 
@@ -19,20 +22,31 @@ class SlideRenderer:
 
     def __init__(self, layout: SlideLayout, tile: int = 512, period_px: int = 2048):
         self.layout = layout
-        self.bank = TextureBank(layout.spec.seed, layout.mpp, layout.stain, period_px=period_px, tile=tile)
+        spec = layout.spec
+        if spec.textures:
+            self.bank = RealTextureBank(spec.textures, spec.seed, layout.mpp, layout.stain, patch_mpp=spec.textures_mpp,
+                                        period_px=period_px, tile=tile)
+        else:
+            self.bank = TextureBank(spec.seed, layout.mpp, layout.stain, period_px=period_px, tile=tile)
         # (class, polygon, bounds) in drawing order: later classes paint over earlier ones
         items = []
         for p in polygon_parts(layout.fat):
             items.append((FAT, p))
+        for kind, g in layout.other:
+            items += [(OTHER_CLASSES[kind], p) for p in polygon_parts(g)]
         for p in layout.nodes:
             items.append((LYMPH, p))
         for p in layout.follicles:
             items.append((FOLLICLE, p))
+        for g in layout.node_fat:
+            items += [(FAT, p) for p in polygon_parts(g)]
         self._items = [(c, p, p.bounds) for c, p in items]
         self._caps = [(p, p.bounds, cap / layout.mpp) for p, cap in zip(layout.nodes, layout.capsule_um)]
         self._tumour = [(p, p.bounds) for p in layout.tumour]
         self._pen = [(s, (s.points[:, 0].min() - s.width_px, s.points[:, 1].min() - s.width_px,
                           s.points[:, 0].max() + s.width_px, s.points[:, 1].max() + s.width_px)) for s in layout.pen]
+        self._artefacts = {k: [(p, p.bounds) for kk, g in layout.artefacts if kk == k for p in polygon_parts(g)]
+                           for k in ("tear", "fold", "bubble")}
 
     @staticmethod
     def _hits(bounds, x0, y0, x1, y1) -> bool:
@@ -86,7 +100,31 @@ class SlideRenderer:
                 tmp[:] = 0
                 self._fill(tmp, poly, ds, x0, y0)
                 lab[tmp > 0] = TUMOUR
+        for poly, b in self._artefacts["tear"]:  # cracks show the glass, over any tissue
+            if self._hits(b, X0, Y0, X1, Y1):
+                tmp[:] = 0
+                self._fill(tmp, poly, ds, x0, y0)
+                lab[tmp > 0] = GLASS
         return lab
+
+    def _mask(self, items, ds, x0, y0, w, h) -> np.ndarray | None:
+        X0, Y0, X1, Y1 = x0 * ds, y0 * ds, (x0 + w) * ds, (y0 + h) * ds
+        out = None
+        for poly, b in items:
+            if self._hits(b, X0, Y0, X1, Y1):
+                out = np.zeros((h, w), np.uint8) if out is None else out
+                self._fill(out, poly, ds, x0, y0)
+        return out
+
+    def _shading(self, ds, x0, y0, w, h) -> np.ndarray | None:
+        """Uneven illumination: a smooth grey optical density (h, w, 1) float32, or None."""
+        if not self.layout.shading or self.layout.shading[0] <= 0:
+            return None
+        amp, lx, ly, phase = self.layout.shading
+        xs = (np.arange(w, dtype=np.float32) + x0 + 0.5) * ds
+        ys = (np.arange(h, dtype=np.float32) + y0 + 0.5) * ds
+        f = 0.5 + 0.5 * np.cos(2 * np.pi * (xs[None, :] / lx + ys[:, None] / ly) + phase)
+        return (np.float32(amp) * f.astype(np.float32))[..., None]
 
     def ink(self, ds: int, x0: int, y0: int, w: int, h: int):
         """Pen-mark optical density (h, w, 3) float32, or None."""
@@ -107,7 +145,23 @@ class SlideRenderer:
 
     def tile(self, ds: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
         lab = self.labels(ds, x0, y0, w, h)
-        return compose(lab, self.bank, ds, x0, y0, self.ink(ds, x0, y0, w, h))
+        ink = self.ink(ds, x0, y0, w, h)
+        if self.layout.artefacts or self.layout.shading:
+            extra = np.zeros((h, w, 3), np.float32)
+            rim = self._mask(self._artefacts["bubble"], ds, x0, y0, w, h)
+            if rim is not None:  # a bubble's edge: a thin grey line
+                extra += rim[..., None].astype(np.float32) * np.float32(0.35)
+            shade = self._shading(ds, x0, y0, w, h)
+            if shade is not None:
+                extra += shade
+            ink = extra if ink is None else ink + extra
+        out = compose(lab, self.bank, ds, x0, y0, ink)
+        fold = self._mask(self._artefacts["fold"], ds, x0, y0, w, h)
+        if fold is not None:  # tissue folded over itself: its optical density doubled
+            f = fold.astype(bool) & (lab != GLASS)
+            v = out[f].astype(np.float32)
+            out[f] = np.clip(v * v / 245.0 + 0.5, 0, 255).astype(np.uint8)
+        return out
 
     def region(self, ds: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
         """A region of any size (assembled from tile-sized pieces)."""

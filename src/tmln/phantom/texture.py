@@ -24,9 +24,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tmln.phantom.geometry import StainSpec
+
 # tissue class codes of the label raster
 GLASS, FAT, LYMPH, FOLLICLE, CAPSULE, TUMOUR, CAPSULE_45, CAPSULE_90, CAPSULE_135 = range(9)
-CLASS_NAMES = ("glass", "fat", "lymphoid", "follicle", "capsule", "tumour", "capsule-45", "capsule-90", "capsule-135")
+# non-node tissue (``SlideSpec.perinodal`` / ``SlideSpec.section``): fibrous septa, vessel walls and loose
+# connective tissue; smooth muscle; carcinoma outside any node (a primary tumour, not a deposit)
+STROMA, MUSCLE, CARCINOMA = range(9, 12)
+CLASS_NAMES = ("glass", "fat", "lymphoid", "follicle", "capsule", "tumour", "capsule-45", "capsule-90", "capsule-135",
+               "stroma", "muscle", "carcinoma")
+# the label raster's codes of non-node tissue, by the names the layout uses (``SlideLayout.other``)
+OTHER_CLASSES = {"stroma": STROMA, "muscle": MUSCLE, "carcinoma": CARCINOMA}
 # capsule classes by fibre direction (0, 45, 90, 135 degrees): fibres run along the node outline
 CAPSULE_BY_ORIENTATION = (CAPSULE, CAPSULE_45, CAPSULE_90, CAPSULE_135)
 
@@ -70,6 +78,9 @@ PARAMS = {
     CAPSULE_90: ClassParams(0.04, 0.22, 0.80),
     CAPSULE_135: ClassParams(0.04, 0.22, 0.80),
     TUMOUR: ClassParams(0.06, 0.10, 0.55),
+    STROMA: ClassParams(0.02, 0.16, 0.60),
+    MUSCLE: ClassParams(0.04, 0.34, 0.70),
+    CARCINOMA: ClassParams(0.06, 0.10, 0.55),
 }
 
 
@@ -83,8 +94,6 @@ class TextureBank:
 
     def __init__(self, seed: int, mpp: float, stain=None, period_px: int = 2048, tile: int = 512,
                  variants: int = 4):
-        from tmln.phantom.geometry import StainSpec
-
         self.mpp = float(mpp)
         self.stain = stain if stain is not None else StainSpec()
         if period_px % 64:
@@ -100,7 +109,11 @@ class TextureBank:
         fields = _cached_fields(self.seed, self.mpp, self.period)
         lut = stain_lut(self.stain)
         self._rgb0 = {cls: class_rgb(cls, fields, self.stain, lut) for cls in range(len(CLASS_NAMES))}
-        blur = getattr(self.stain, "blur_um", 0.0) / self.mpp  # scanner focus, px
+        self._focus()
+
+    def _focus(self) -> None:
+        """The scanner's focus (``stain.blur_um``): a periodic Gaussian blur of every class texture."""
+        blur = getattr(self.stain, "blur_um", 0.0) / self.mpp  # px
         if blur > 0.1:
             import cv2
 
@@ -468,7 +481,11 @@ def class_rgb(cls: int, F: dict, stain, lut: np.ndarray | None = None) -> np.nda
         wall = f32(F["fat"])
         cE += 0.40 * wall
         cH += 0.06 * wall
-    elif cls == TUMOUR:
+    elif cls in (STROMA, MUSCLE):  # wavy collagen / parallel smooth-muscle fibres with spindle nuclei
+        k = 0 if cls == STROMA else 2
+        cH += p.h_nuc * f32(F[f"fibnuc{k}"]) * (0.5 if cls == STROMA else 1.0)
+        cE += (0.35 if cls == STROMA else 0.25) * f32(F[f"fib{k}"]) + 0.1 * blot
+    elif cls in (TUMOUR, CARCINOMA):
         cyt = f32(F["tcyt"])
         tn = f32(F["tnuc"])
         # a sparse lymphocytic infiltrate in patches (~25 % of the area), between the tumour nuclei

@@ -6,14 +6,14 @@ classification ``Lymph node: <category>`` (QuPath derived class) coloured by cat
 metastatic 0/1, n_deposits). ``tumour.geojson``: one "Tumor" feature per deposit (measurements
 node_id, area_mm2, greatest_dimension_mm) and one "Tumor" feature named "extranodal tumour" for
 tumour outside every node. Re-reading these files as annotations reproduces the measurements.
+The features are returned; ``tmln.cohort.job`` writes them into the run directory (``tmln.rundir``).
 """
 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
-from tmln.annotations import CLASS_COLOURS, feature, write_geojson
+from tmln.annotations import CLASS_COLOURS, feature
 
 NODE_CLASS_PREFIX = "Lymph node"
 _ID_NAMESPACE = uuid.UUID("6f1c1b0e-4a57-4c1e-9d0a-746d6c6e0001")
@@ -69,10 +69,3 @@ def tumour_features(measurement, object_type: str = "annotation") -> list[dict]:
         feats.append(feature(ex, classification="Tumor", object_type=object_type, name="extranodal tumour",
                              measurements={"area_mm2": measurement.summary["extranodal_tumour_area_mm2"]}))
     return feats
-
-
-def write_slide_geojson(slide_dir: str | Path, measurement, object_type: str = "annotation") -> None:
-    """Write ``nodes.geojson`` and ``tumour.geojson`` into ``slide_dir`` (atomically)."""
-    slide_dir = Path(slide_dir)
-    write_geojson(slide_dir / "nodes.geojson", node_features(measurement, object_type))
-    write_geojson(slide_dir / "tumour.geojson", tumour_features(measurement, object_type))

@@ -14,6 +14,10 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from tmln.atomic import write_text
+from tmln.models.appearance import MODEL_KINDS, WARN_DISTANCE, distance_column, out_of_range
+from tmln.rundir import RunDir
+
 THUMB_MAX_PX = 480
 # Up to this many slides the overlays are embedded (one self-contained file); beyond it the page links
 # the overlay PNGs in slides/<slide_id>/ so that the report of a large cohort stays small.
@@ -40,10 +44,10 @@ def _thumb_data_uri(png_path: Path, max_px: int = THUMB_MAX_PX) -> str | None:
 
 
 def _overlay_src(run_dir: Path, slide_id: str, embed: bool) -> str | None:
-    png = run_dir / "slides" / slide_id / "overlay.png"
+    png = RunDir(run_dir).slide(slide_id).overlay
     if embed:
         return _thumb_data_uri(png)
-    return f"slides/{slide_id}/overlay.png" if png.is_file() else None
+    return png.relative_to(run_dir).as_posix() if png.is_file() else None
 
 
 def _read_csv(path: Path):
@@ -72,12 +76,14 @@ def render_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = ())
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    patients = _read_csv(run_dir / "patients.csv")
-    slides = _read_csv(run_dir / "slides.csv")
+    run = RunDir(run_dir)
+    summary = json.loads(run.summary.read_text(encoding="utf-8"))
+    patients = _read_csv(run.patients_csv)
+    slides = _read_csv(run.slides_csv)
     slide_cols = [c for c in ("slide_id", "patient_id", "status", "n_nodes", "n_metastatic_nodes", "n_itc",
                               "n_micro", "n_macro", "node_area_mm2", "tumour_area_mm2",
-                              "extranodal_tumour_area_mm2", "largest_deposit_mm") if c in slides.columns]
+                              "extranodal_tumour_area_mm2", "largest_deposit_mm", *map(distance_column, MODEL_KINDS))
+                 if c in slides.columns]
     slide_rows = []
     embed = len(slides) <= EMBED_MAX_SLIDES
     for rec in slides.to_dict("records"):
@@ -90,6 +96,7 @@ def render_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = ())
             "notes": rec.get("notes", ""),
             "overlay": _overlay_src(run_dir, sid, embed) if rec.get("status") == "done" else None,
         })
+    unlike = unlike_training(slides)
     env = Environment(loader=PackageLoader("tmln.report", "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     tpl = env.get_template("report.html")
@@ -100,14 +107,22 @@ def render_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = ())
         slide_cols=slide_cols,
         slide_rows=slide_rows,
         sections=[(str(t), str(h)) for t, h in sections],
+        unlike=unlike,
+        warn_distance=WARN_DISTANCE,
     )
+
+
+def unlike_training(slides) -> list[dict]:
+    """Slides whose appearance lies farther than ``WARN_DISTANCE`` from a model's training data:
+    ``[{"slide_id", "model", "distance"}]`` (``slides.csv``'s ``*_model_appearance_distance`` columns)."""
+    return [{"slide_id": rec.get("slide_id", ""), "model": kind, "distance": f"{d:.2f}"}
+            for rec in slides.to_dict("records") for kind, d in out_of_range(rec)]
 
 
 def write_report(run_dir: str | Path, sections: Sequence[tuple[str, str]] = (), path: str | Path | None = None) -> Path:
     """(Re)write ``RUN/report.html`` (or ``path``) from the run directory's tables; returns its path."""
-    from tmln.atomic import write_text
 
     run_dir = Path(run_dir)
-    out = Path(path) if path is not None else run_dir / "report.html"
+    out = Path(path) if path is not None else RunDir(run_dir).report
     write_text(out, render_report(run_dir, sections))
     return out

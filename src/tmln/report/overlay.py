@@ -7,16 +7,23 @@ The thumbnail is read with ``Slide.thumbnail`` at the µm/px that makes its long
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tmln.annotations import CLASS_COLOURS
+from tmln.atomic import write_bytes
+from tmln.regions import rasterise
+
+if TYPE_CHECKING:  # annotations only: no import at run time
+    from tmln.measure.nodes import SlideMeasurement
+    from tmln.slide import Slide
 
 TUMOUR_RGB = (220, 0, 0)
 TUMOUR_ALPHA = 0.45
 
 
-def overlay_mpp(slide, max_side: int = 1500) -> float:
+def overlay_mpp(slide: Slide, max_side: int = 1500) -> float:
     """µm/px of a thumbnail whose longer side is about ``max_side`` px."""
     w_um, h_um = slide.width * slide.mpp_x_required, slide.height * slide.mpp_y_required
     return max(max(w_um, h_um) / max_side, slide.mpp_x_required, slide.mpp_y_required)
@@ -31,15 +38,13 @@ def draw_overlay(image: np.ndarray, measurement, scale_x: float, scale_y: float,
     import cv2
     from shapely import get_parts
 
-    from tmln.regions import rasterize
-
     out = image.copy()
     h, w = out.shape[:2]
     tumour = [d.geometry for d in measurement.deposits]
     if measurement.extranodal is not None and not measurement.extranodal.is_empty:
         tumour += list(get_parts(measurement.extranodal))
     if tumour:
-        mask = rasterize(tumour, (h, w), (1.0 / scale_x, 1.0 / scale_y), values=[1] * len(tumour),
+        mask = rasterise(tumour, (h, w), (1.0 / scale_x, 1.0 / scale_y), values=[1] * len(tumour),
                          all_touched=True) > 0
         tint = np.array(TUMOUR_RGB, np.float32)
         out[mask] = (out[mask].astype(np.float32) * (1 - TUMOUR_ALPHA) + tint * TUMOUR_ALPHA).round().astype(np.uint8)
@@ -70,7 +75,7 @@ def draw_overlay(image: np.ndarray, measurement, scale_x: float, scale_y: float,
     return out
 
 
-def overlay_image(slide, measurement, max_side: int = 1500) -> np.ndarray:
+def overlay_image(slide: Slide, measurement: SlideMeasurement, max_side: int = 1500) -> np.ndarray:
     """The overlay of one slide as an RGB uint8 array."""
     mpp = overlay_mpp(slide, max_side)
     thumb = slide.thumbnail(mpp)
@@ -87,8 +92,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_overlay(path: str | Path, slide, measurement, max_side: int = 1500) -> None:
+def write_overlay(path: str | Path, slide: Slide, measurement: SlideMeasurement, max_side: int = 1500) -> None:
     """Write the overlay PNG atomically."""
-    from tmln.atomic import write_bytes
 
     write_bytes(path, encode_png(overlay_image(slide, measurement, max_side)))

@@ -21,9 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tmln import __version__
+from tmln import __version__, atomic
 from tmln.errors import InputTableError
-from tmln.survival import concordance, cox, cutpoint as cp, kaplan_meier as km, plots
+from tmln.survival import concordance, cox, plots
+from tmln.survival import cutpoint as cp
+from tmln.survival import kaplan_meier as km
+from tmln.survival.followup import join_followup, patients_path
+from tmln.survival.markers import compare_markers, read_marker_table
+from tmln.survival.report import survival_html
 from tmln.survival.table import SurvivalTable, design_matrix, read_survival_table
 
 CUTPOINT_METHODS = ("maxstat", "median")
@@ -240,8 +245,6 @@ def run_survival(
     join = None
     source = None
     if followup is not None:
-        from tmln.survival.followup import join_followup
-
         table, join = join_followup(table, followup)
         source = f"{join['patients']} joined with {join['followup']}"
         for side, ids in (("the patients table", join["only_in_patients"]), ("the follow-up", join["only_in_followup"])):
@@ -249,8 +252,6 @@ def run_survival(
                 warnings.append(f"{len(ids)} patient_id(s) only in {side}, not analysed: "
                                 + ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else ""))
     elif not isinstance(table, pd.DataFrame) and Path(table).is_dir():
-        from tmln.survival.followup import patients_path
-
         table = patients_path(table)
     tab = read_survival_table(table, time, event, marker, tuple(covariates), on_missing=on_missing,
                               categorical=tuple(categorical), source=source)
@@ -279,8 +280,6 @@ def run_survival(
         tables["patients_followup"] = table
     result["marker_comparison"] = None
     if markers:
-        from tmln.survival.markers import compare_markers, read_marker_table
-
         mtab = read_marker_table(table, time, event, list(markers), reference, on_missing=on_missing, source=source)
         comp, forest = compare_markers(mtab, list(markers), reference, bootstrap=bootstrap, seed=seed)
         tables["marker_comparison"] = comp
@@ -299,8 +298,6 @@ def run_survival(
     result["validation"] = None
     if validation is not None:
         if not isinstance(validation, pd.DataFrame) and Path(validation).is_dir():
-            from tmln.survival.followup import patients_path
-
             validation = patients_path(validation)
         vtab = read_survival_table(validation, time, event, marker, tuple(covariates), on_missing=on_missing,
                                    categorical=tuple(categorical), levels=tab.categorical)
@@ -323,8 +320,6 @@ def run_survival(
 
 def write_outputs(out_dir, result: dict, tables: dict, figures: dict, tab: SurvivalTable) -> list[str]:
     """Write survival.json, CSV tables, PNG/SVG figures and survival.html (all atomic); list the names."""
-    from tmln import atomic
-    from tmln.survival.report import survival_html
 
     out = Path(out_dir)
     names = []

@@ -220,11 +220,6 @@ def fixed_cut(time, event, marker, value: float, method: str) -> CutpointResult:
                           scan=_scan_table(time, event, marker, cuts, z, ome, var))
 
 
-def groups_for(marker, value: float, low: str = "low", high: str = "high") -> np.ndarray:
-    """Group labels for a cut: ``high`` where ``marker > value`` else ``low``."""
-    return np.where(np.asarray(marker, dtype=float) > value, high, low)
-
-
 def critical_value(alpha: float = 0.05, min_prop: float = 0.1, max_prop: float = 0.9) -> float:
     """``b`` with ``lausen_schumacher_1992(b) = alpha`` (the corrected 5 % threshold for max |Z|)."""
     from scipy.optimize import brentq

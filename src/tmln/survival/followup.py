@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from tmln.errors import InputTableError
+from tmln.rundir import RunDir
 
 ID = "patient_id"
 
@@ -25,9 +26,9 @@ def patients_path(path) -> Path:
     """A run directory's ``patients.csv``, or the path itself."""
     p = Path(path)
     if p.is_dir():
-        p = p / "patients.csv"
+        p = RunDir(p).patients_csv
         if not p.is_file():
-            raise InputTableError("the run directory has no patients.csv (run tmln analyze first)", path)
+            raise InputTableError(f"the run directory has no {p.name} (run tmln analyze first)", path)
     return p
 
 

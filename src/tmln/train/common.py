@@ -22,13 +22,15 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from tmln.atomic import atomic_path, write_text
-from tmln.device import native_bf16
+from tmln.device import native_bf16, select_device
+from tmln.errors import TmlnError
+from tmln.models.card import list_bundled, load_state_dict, resolve_model_dir, save_model_dir
 
 log = logging.getLogger("tmln.train")
 
@@ -89,7 +91,6 @@ def init_distributed(device: str | None = "auto") -> DistContext:
 
     GPUs: one per process (``cuda:LOCAL_RANK``), NCCL. CPU: gloo. Safe to call twice.
     """
-    from tmln.device import select_device
 
     rank, world, local = env_world()
     dev = select_device(device)
@@ -196,9 +197,6 @@ class DistributedWeightedSampler(torch.utils.data.Sampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-    def set_weights(self, weights: Sequence[float]) -> None:
-        self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + 1000003 * self.epoch)
@@ -413,7 +411,6 @@ def load_checkpoint(
 ) -> dict:
     """Restore what ``save_checkpoint`` wrote into the given objects; returns the state dict
     (``epoch``, ``best_metric``, ``extra``). Uses ``torch.load(weights_only=True)``."""
-    from tmln.errors import TmlnError
 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -484,7 +481,6 @@ class BestTracker:
 
     def save_model_dir(self, model_dir: str | Path, card, fallback_model: torch.nn.Module | None = None) -> Path | None:
         """Write the final model directory (rank 0) with the best weights (or ``fallback_model``'s)."""
-        from tmln.models.card import save_model_dir
 
         state = self.load()
         if state is None and fallback_model is not None:
@@ -501,24 +497,10 @@ def count_parameters(model: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in unwrap(model).parameters()))
 
 
-def mean_std_of(values: Iterable[float]) -> tuple[float, float]:
-    a = np.asarray(list(values), dtype=float)
-    return (float(a.mean()), float(a.std())) if a.size else (float("nan"), float("nan"))
-
-
-def run_on_main(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on rank 0, then wait for the others; returns its value on rank 0 (None elsewhere)."""
-    out = fn() if is_main_process() else None
-    barrier()
-    return out
-
-
 def load_initial_weights(model, path) -> str:
     """Initialise ``model`` from a bundled model name, a model directory, a .safetensors file or a torch
     state dict (weights_only), to fine-tune it (``train tumour --init``, ``train nodes --init``).
     Tensors whose names or shapes differ (e.g. another classification head) are skipped; returns a note."""
-    from tmln.errors import TmlnError
-    from tmln.models.card import list_bundled, load_state_dict, resolve_model_dir
 
     p = Path(path)
     if not p.exists():

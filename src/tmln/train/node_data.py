@@ -24,10 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import AmbiguousAnnotation, find_annotation, node_outlines, read_annotations
+from tmln.cohort.table import read_slides_table
 from tmln.errors import AnnotationError, InputTableError
+from tmln.regions import rasterise
+from tmln.slide import Slide
 
 CLASSES_SEMANTIC = ["node"]
 CLASSES_INSTANCE = ["node", "node_core"]
+NON_NODE_OD = 0.25  # optical density sum (RGB) above which a pixel outside the nodes counts as tissue
 
 
 @dataclass
@@ -47,6 +52,7 @@ class NodeSlide:
     _boundary: np.ndarray | None = field(default=None, repr=False)
     _foreground: np.ndarray | None = field(default=None, repr=False)
     _shared: np.ndarray | None = field(default=None, repr=False)
+    _non_node: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def node_area_mm2(self) -> float:
@@ -70,6 +76,14 @@ class NodeSlide:
         if self._foreground is None:
             self._foreground = np.argwhere(self.instances > 0)
         return self._foreground
+
+    def non_node_pixels(self) -> np.ndarray:
+        """Stained pixels outside every node (optical density sum > ``NON_NODE_OD``): septa, vessels,
+        fat, other tissue, pen marks: where a node finder must learn to say no."""
+        if self._non_node is None:
+            od = -np.log10(np.clip(self.image.astype(np.float32), 1.0, 255.0) / 255.0).sum(-1)
+            self._non_node = np.argwhere((od > NON_NODE_OD) & (self.instances == 0))
+        return self._non_node
 
 
 def shared_border_band(instances: np.ndarray, border_px: float) -> np.ndarray:
@@ -100,7 +114,6 @@ def node_targets(instances: np.ndarray, mpp: float, border_um: float | None) -> 
 
 def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
     """The node annotation file of a slide (see module docstring); raises ``AnnotationError``."""
-    from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
 
     try:
         p = find_annotation(folder, slide_id, "nodes")
@@ -115,16 +128,13 @@ def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
 def load_node_slide(path, annotation, mpp: float = 8.0, border_um: float | None = 24.0, slide_id: str | None = None,
                     patient_id: str | None = None, slide_mpp: float | None = None) -> NodeSlide:
     """Read one slide at ``mpp`` µm/px and rasterise its node outlines on that grid."""
-    from tmln.annotations import read_annotations
-    from tmln.regions import node_polygons_from_annotations, rasterize  # pixel centres: tmln.evaluate.rasterise
-    from tmln.slide import Slide
 
     with Slide(path, mpp=slide_mpp) as s:
         image = s.thumbnail(mpp)
         anns = read_annotations(annotation, slide_size=s.dimensions)
-        polys, _ = node_polygons_from_annotations(anns)
+        polys, _ = node_outlines(anns)
         scale = (mpp / s.mpp_x_required, mpp / s.mpp_y_required)
-    instances = rasterize(polys, image.shape[:2], scale)
+    instances = rasterise(polys, image.shape[:2], scale)
     sid = slide_id or Path(path).stem
     return NodeSlide(slide_id=sid, patient_id=patient_id or sid, path=str(path), mpp=float(mpp), image=image,
                      instances=instances, target=node_targets(instances, mpp, border_um), n_nodes=len(polys),
@@ -133,7 +143,6 @@ def load_node_slide(path, annotation, mpp: float = 8.0, border_um: float | None 
 
 def load_node_slides(slides_csv, annotations, mpp: float = 8.0, border_um: float | None = 24.0) -> list[NodeSlide]:
     """Every slide of a slides table with its node outlines from the ``annotations`` folder."""
-    from tmln.cohort.table import read_slides_table
 
     entries = read_slides_table(slides_csv)
     bad = [f"row {e.row}: {e.error}" for e in entries if e.error]
@@ -181,7 +190,8 @@ class NodeCropDataset:
     """
 
     def __init__(self, slides: list[NodeSlide], tile_size: int = 256, samples_per_epoch: int | None = None,
-                 seed: int = 0, p_boundary: float = 0.5, p_foreground: float = 0.25, p_shared: float = 0.25):
+                 seed: int = 0, p_boundary: float = 0.5, p_foreground: float = 0.25, p_shared: float = 0.25,
+                 p_non_node: float = 0.0):
         if not slides:
             raise ValueError("no training slides")
         self.slides = slides
@@ -189,6 +199,9 @@ class NodeCropDataset:
         self.seed = int(seed)
         self.epoch = 0
         self.p_boundary, self.p_foreground, self.p_shared = p_boundary, p_foreground, p_shared
+        self.p_non_node = float(p_non_node)  # crops centred on tissue outside the nodes (hard negatives)
+        if self.p_boundary + p_foreground + self.p_non_node > 1:
+            raise ValueError("p_boundary + p_foreground + p_non_node must be <= 1")
         areas = np.array([s.image.shape[0] * s.image.shape[1] for s in slides], float)
         self.weights = areas / areas.sum()
         if samples_per_epoch is None:
@@ -213,6 +226,8 @@ class NodeCropDataset:
             pool = s.boundary_pixels()
         elif u < self.p_boundary + self.p_foreground:
             pool = s.foreground_pixels()
+        elif u < self.p_boundary + self.p_foreground + self.p_non_node:
+            pool = s.non_node_pixels()
         if pool is not None and len(pool):
             cy, cx = pool[int(rng.integers(len(pool)))]
             jitter = self.tile // 4

@@ -23,6 +23,44 @@ from pathlib import Path
 import numpy as np
 
 from tmln.errors import TmlnError
+from tmln.evaluate.segmentation import match_instances
+from tmln.models.appearance import training_statistics
+from tmln.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
+from tmln.models.unet import TASK, build_unet, normalise, unet_params
+from tmln.nodes.infer import NodeSegmenter
+from tmln.nodes.instances import InstanceParams
+from tmln.train.augment import Augmenter
+from tmln.train.common import (
+    Amp,
+    BestTracker,
+    CSVLogger,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    cleanup_distributed,
+    count_parameters,
+    distributed_sampler,
+    init_distributed,
+    is_main_process,
+    load_checkpoint,
+    load_initial_weights,
+    prepare_model,
+    save_checkpoint,
+    seed_everything,
+    set_epoch,
+    shard_indices,
+    to_device_batch,
+    unwrap,
+)
+from tmln.train.node_data import (
+    CLASSES_INSTANCE,
+    CLASSES_SEMANTIC,
+    NodeCropDataset,
+    crop,
+    data_summary,
+    load_node_slides,
+    split_by_patient,
+)
 
 log = logging.getLogger("tmln.train")
 
@@ -71,9 +109,6 @@ def evaluate_slides(net, card, slides, device, instances: bool = False, overlap:
     """Node-channel pixel Dice/IoU over ``slides`` (pooled), and instance matching when asked.
 
     Under DDP each rank takes every world-size-th slide; counts are summed over ranks."""
-    from tmln.evaluate.segmentation import match_instances
-    from tmln.nodes.infer import NodeSegmenter
-    from tmln.train.common import all_reduce_sum, shard_indices
 
     was_training = net.training
     net.eval()
@@ -146,6 +181,7 @@ def train_nodes(
     amp: bool = True,
     quiet: bool = False,
     init: str | Path | None = None,
+    non_node_crops: float = 0.0,
 ):
     """Train the node U-Net; returns the ``ModelCard`` of the model written to ``out_dir``.
 
@@ -158,29 +194,19 @@ def train_nodes(
     ``init``: initial weights to fine-tune (a bundled model name such as ``demo-nodes``, a model
     directory, .safetensors or a state dict; ``tmln.train.common.load_initial_weights``): tensors of
     the same name and shape are loaded, the others stay at their initialisation. A resumed run
-    continues from its checkpoint instead.
+    continues from its checkpoint instead. ``non_node_crops``: share of training crops centred on
+    tissue outside the nodes (septa, vessels, other tissue: the hard negatives), taken evenly from the
+    other kinds of crops. The card's ``training.appearance`` holds the appearance statistics of the
+    training slides (``tmln.models.appearance``), against which analyze measures each slide.
     """
     import torch
-
-    from tmln.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
-    from tmln.models.unet import TASK, build_unet, normalise, unet_params
-    from tmln.nodes.instances import InstanceParams
-    from tmln.train.augment import Augmenter
-    from tmln.train.common import (
-        Amp, BestTracker, CSVLogger, all_reduce_mean, barrier, cleanup_distributed, count_parameters,
-        init_distributed, is_main_process, load_checkpoint, load_initial_weights, prepare_model, save_checkpoint,
-        seed_everything, to_device_batch, unwrap,
-    )
-    from tmln.train.node_data import (
-        CLASSES_INSTANCE, CLASSES_SEMANTIC, NodeCropDataset, data_summary, load_node_slides, split_by_patient,
-    )
 
     t_start = time.time()
     out = Path(out_dir)
     work = out / "train"
     ctx = init_distributed(device)
     try:
-        gen = seed_everything(seed)
+        seed_everything(seed)
         arch_params = unet_params({"encoder": encoder, "encoder_depth": encoder_depth,
                                    "decoder_channels": decoder_channels,
                                    "classes": CLASSES_INSTANCE if instance_target else CLASSES_SEMANTIC})
@@ -204,7 +230,11 @@ def train_nodes(
         if not val_items:
             val_items = train_items
             validation_note = "training slides (fewer than two patients: no held-out validation)"
-        dataset = NodeCropDataset(train_items, crop_size, samples_per_epoch, seed=seed)
+        if not 0.0 <= non_node_crops < 1.0:
+            raise TmlnError(f"non_node_crops {non_node_crops} must be in [0, 1)")
+        keep = 1.0 - float(non_node_crops)
+        dataset = NodeCropDataset(train_items, crop_size, samples_per_epoch, seed=seed, p_boundary=0.5 * keep,
+                                  p_foreground=0.25 * keep, p_non_node=float(non_node_crops))
 
         classes = CLASSES_INSTANCE if instance_target else CLASSES_SEMANTIC
         post = InstanceParams.from_dict(params).to_dict()
@@ -243,8 +273,6 @@ def train_nodes(
         earlier_seconds = sum(float(r.get("seconds") or 0) for r in logger.rows)
         augmenter = Augmenter(**(augment or {}))
         from torch.utils.data import DataLoader
-
-        from tmln.train.common import distributed_sampler, set_epoch
 
         sampler = distributed_sampler(dataset, shuffle=False, seed=seed)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=workers,
@@ -310,6 +338,8 @@ def train_nodes(
             "train_seconds": round(earlier_seconds + time.time() - t_start, 1),  # incl. resumed runs' epochs
             "split": "by patient", "validation": validation_note,
             "init_checkpoint": None if init is None else str(init), "init_note": init_note,
+            "non_node_crops": float(non_node_crops),
+            "appearance": appearance_of_slides(train_items, float(mpp), seed=seed),
         }
         if is_main_process():
             best.save_model_dir(out, card, fallback_model=model)
@@ -317,6 +347,28 @@ def train_nodes(
         return card
     finally:
         cleanup_distributed()
+
+
+APPEARANCE_PATCH = 64  # px at the model's µm/px: the patches of the node model's appearance statistics
+
+
+def appearance_of_slides(items, mpp: float, per_slide: int = 32, seed: int = 0) -> dict | None:
+    """Appearance statistics (``tmln.models.appearance``) of ``APPEARANCE_PATCH`` px patches of the
+    training slides' images, centred on random stained pixels; None when too few patches are stained."""
+    rng = np.random.default_rng(seed)
+    patches = []
+    for s in items:
+        od = -np.log10(np.clip(s.image[::4, ::4].astype(np.float32), 1.0, 255.0) / 255.0).sum(-1)
+        ys, xs = np.nonzero(od > 0.25)
+        for i in rng.choice(len(ys), min(per_slide, len(ys)), replace=False) if len(ys) else []:
+            top, left = 4 * int(ys[i]) - APPEARANCE_PATCH // 2, 4 * int(xs[i]) - APPEARANCE_PATCH // 2
+            patches.append(crop(s.image, top, left, APPEARANCE_PATCH, 255))
+    try:
+        stats = training_statistics(patches, mpp, source="training slides")
+    except ValueError:
+        return None
+    stats["patch_size"] = APPEARANCE_PATCH
+    return stats
 
 
 def _collate(batch):

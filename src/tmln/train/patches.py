@@ -29,10 +29,15 @@ from typing import Sequence
 
 import numpy as np
 
-from tmln.cohort.lookup import candidate_names
+from tmln.annotations import AmbiguousAnnotation, candidate_names, outline_mask, read_annotations, tumour_outlines
+from tmln.annotations import find_annotation as lookup
+from tmln.cohort.table import read_slides_table
 from tmln.errors import AnnotationError, InputTableError, TmlnError
+from tmln.imaging import fit_to_patch, list_images, read_image, resample
+from tmln.slide import Slide
+from tmln.stain import normalise
+from tmln.tissue import tissue_from_rgb
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 CLASS_FOLDERS = {"tumor": 1, "tumour": 1, "positive": 1, "normal": 0, "negative": 0}
 CLASSES = ["normal", "tumour"]
 MAX_GROUPS_LISTED = 200  # the model card lists the training/validation groups up to this many
@@ -79,87 +84,6 @@ class PatchSet:
 
     def groups(self) -> np.ndarray:
         return np.array([r.group for r in self.records], dtype=object)
-
-
-# ---------------------------------------------------------------------------- image reading
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB (RGBA composited on white, greyscale expanded,
-    16-bit scaled). Raises ``TmlnError`` naming the file when it cannot be read."""
-    from tmln.slide import rgba_to_rgb_white
-
-    path = Path(path)
-    arr = None
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                arr = np.asarray(im.convert("RGBA"))
-            elif im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = None  # let tifffile handle high bit depth
-            else:
-                arr = np.asarray(im.convert("RGB"))
-    except Exception:
-        arr = None
-    if arr is None and path.suffix.lower() in (".tif", ".tiff"):
-        try:
-            import tifffile
-
-            arr = tifffile.imread(path)
-        except Exception:
-            arr = None
-    if arr is None:
-        raise TmlnError("cannot read image (not a readable PNG, JPEG or TIFF)", path)
-    arr = np.array(arr)  # a writable copy
-    if arr.size == 0 or arr.ndim < 2 or min(arr.shape[:2]) < 1:
-        raise TmlnError(f"empty or truncated image (shape {arr.shape})", path)
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    if arr.dtype != np.uint8:
-        a = arr.astype(np.float64)
-        hi = 65535.0 if arr.dtype == np.uint16 else (a.max() if a.max() > 1 else 1.0)
-        arr = np.clip(a / hi * 255 + 0.5, 0, 255).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or min(arr.shape[:2]) < 1:
-        raise TmlnError(f"unsupported image shape {arr.shape} (expected RGB or RGBA)", path)
-    return rgba_to_rgb_white(arr)
-
-
-def resample(rgb: np.ndarray, source_mpp: float | None, target_mpp: float) -> np.ndarray:
-    """Resample an image from ``source_mpp`` to ``target_mpp`` µm/px (no-op when equal or None)."""
-    from tmln.slide import resize_rgb
-
-    if source_mpp is None or abs(source_mpp / target_mpp - 1) < 1e-6:
-        return rgb
-    f = source_mpp / target_mpp
-    h, w = rgb.shape[:2]
-    return resize_rgb(rgb, (max(1, int(round(w * f))), max(1, int(round(h * f)))))
-
-
-def fit_to_patch(rgb: np.ndarray, size: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Crop (centred, or at a random offset given ``rng``) or reflect-pad to ``size`` x ``size``."""
-    h, w = rgb.shape[:2]
-    if h < size or w < size:
-        ph, pw = max(0, size - h), max(0, size - w)
-        mode = "reflect" if min(h, w) > 1 else "edge"
-        rgb = np.pad(rgb, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode=mode)
-        if rgb.shape[0] < size or rgb.shape[1] < size:  # reflect cannot pad more than the image size
-            rgb = np.pad(rgb, ((0, max(0, size - rgb.shape[0])), (0, max(0, size - rgb.shape[1])), (0, 0)), mode="edge")
-        h, w = rgb.shape[:2]
-    if rng is not None:
-        y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-    else:
-        y0, x0 = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(rgb[y0 : y0 + size, x0 : x0 + size])
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files (PNG, JPEG, TIFF) under ``folder``, recursively, sorted."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
 
 
 # ---------------------------------------------------------------------------- patch folders
@@ -290,9 +214,7 @@ def _read_groups(path: str | Path, root: Path, group_column: str | None = None) 
 # ---------------------------------------------------------------------------- slides + annotations
 def find_annotation(folder: str | Path, slide_id: str) -> Path | None:
     """The tumour annotation of ``slide_id`` in ``folder``, by the rules ``tmln analyze`` uses
-    (``tmln.cohort.lookup``: ``<id>.tumour.*`` first, then one generic ``<id>.geojson|.json|.xml``)."""
-    from tmln.cohort.lookup import AmbiguousAnnotation
-    from tmln.cohort.lookup import find_annotation as lookup
+    (``tmln.annotations``: ``<id>.tumour.*`` first, then one generic ``<id>.geojson|.json|.xml``)."""
 
     try:
         return lookup(folder, slide_id, "tumour")
@@ -305,7 +227,6 @@ def tumour_geometry(annotations) -> tuple[object, object]:
     (``tmln.annotations.tumour_outlines``: tumour classes, holes honoured, minus exclusion classes;
     plain unclassified outlines are tumour); ``ignore`` (``Ignore``/``Ignore*``) regions are sampled
     as neither class. Either is None when empty."""
-    from tmln.annotations import tumour_outlines
 
     t = tumour_outlines(list(annotations))
     return (None if t.tumour.is_empty else t.tumour), (None if t.ignore.is_empty else t.ignore)
@@ -314,7 +235,6 @@ def tumour_geometry(annotations) -> tuple[object, object]:
 def tissue_mask_from_thumbnail(rgb: np.ndarray, mpp: float) -> np.ndarray:
     """Tissue (True) on an RGB thumbnail at ``mpp`` µm/px, with ``tmln.tissue``'s detector (pen
     marks and glass rejected, morphological clean-up scaled to µm)."""
-    from tmln.tissue import tissue_from_rgb
 
     mask, _ = tissue_from_rgb(np.ascontiguousarray(rgb), {"mpp": float(mpp)})
     return np.asarray(mask, dtype=bool)
@@ -331,7 +251,6 @@ def collect_slides(slides_csv: str | Path, annotations_dir: str | Path, mpp: flo
         mining; the extra ones are marked ``group`` as usual and kept in ``PatchSet.records``
         after the first ``patches_per_class`` of each slide: see ``split_reserve``).
     """
-    from tmln.cohort.table import read_slides_table
 
     annotations_dir = Path(annotations_dir)
     if not annotations_dir.is_dir():
@@ -388,9 +307,6 @@ def split_reserve(records: Sequence[PatchRecord]) -> tuple[list[int], list[int]]
 def _sample_slide(src: SlideSource, idx: int, ann_path: Path, mpp: float, patch_size: int, per_class: int,
                   min_tumour: float, min_tissue: float, pool_factor: int, rng) -> tuple[list[PatchRecord], str]:
     from scipy import ndimage
-
-    from tmln.annotations import outline_mask, read_annotations
-    from tmln.slide import Slide
 
     with Slide(src.path, mpp=src.mpp) as s:
         anns = read_annotations(ann_path, slide_size=s.dimensions)
@@ -518,7 +434,7 @@ class PatchDataset:
     """``(uint8 (H, W, 3) patch, label)`` items at the model's µm/px and patch size.
 
     train : random crops of oversized patch-folder images (else centred crops).
-    stain : a Macenko reference (``tmln.train.stain``) applied to each patch, or None.
+    stain : a Macenko reference (``tmln.stain``) applied to each patch, or None.
     Picklable: slides are opened lazily, once per worker process.
     """
 
@@ -548,8 +464,6 @@ class PatchDataset:
     def _slide(self, k: int):
         s = self._slides.get(k)
         if s is None:
-            from tmln.slide import Slide
-
             src = self.set.slides[k]
             s = Slide(src.path, mpp=src.mpp)
             self._slides[k] = s
@@ -563,8 +477,6 @@ class PatchDataset:
             img = resample(read_image(r.source), self.set.source_mpp, self.mpp)
             img = fit_to_patch(img, self.patch_size, rng)
         if self.stain is not None:
-            from tmln.train.stain import normalise
-
             img = normalise(img, self.stain)
         return img
 

@@ -20,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from tmln.atomic import write_csv
 from tmln.errors import TmlnError
+from tmln.evaluate.auc import threshold_metrics as metrics
+from tmln.imaging import read_image
+from tmln.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
+from tmln.models.classifier import build_classifier
+from tmln.stain import StainEstimationError, estimate, reference_from_images
+from tmln.train import common
+from tmln.train import patches as P
+from tmln.train.augment import Augmenter
 
 log = logging.getLogger("tmln.train")
 
@@ -86,12 +95,6 @@ def train_tumour(
     """
     import torch
 
-    from tmln.models.card import ModelCard
-    from tmln.models.classifier import build_classifier
-    from tmln.train import common
-    from tmln.train.augment import Augmenter
-    from tmln.train import patches as P
-
     if (patches is None) == (slides is None):
         raise TmlnError("give either a patch folder (patches=) or a slides table (slides=) with annotations=")
     if keep not in ("best", "last"):
@@ -113,11 +116,11 @@ def train_tumour(
         # ---- data (rank 0 collects, everyone receives the same records)
         pool_factor = 4 if hard_negative else 1
         if patches is not None:
-            patch_set = _on_main(ctx, common, lambda: P.collect_patch_folder(
+            patch_set = _on_main(ctx, lambda: P.collect_patch_folder(
                 patches, groups_csv=groups, source_mpp=patches_mpp, progress=show and ctx.is_main,
                 val_folder=val_patches))
         else:
-            patch_set = _on_main(ctx, common, lambda: P.collect_slides(
+            patch_set = _on_main(ctx, lambda: P.collect_slides(
                 slides, annotations, mpp, patch_size, patches_per_class=patches_per_class,
                 negative_pool_factor=pool_factor, seed=seed))
         main_idx, reserve_idx = P.split_reserve(patch_set.records)
@@ -137,7 +140,7 @@ def train_tumour(
         # ---- stain reference
         stain_ref = None
         if macenko:
-            stain_ref = _on_main(ctx, common, lambda: _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed))
+            stain_ref = _on_main(ctx, lambda: _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed))
 
         config = {"arch": arch, "mpp": float(mpp), "patch_size": int(patch_size), "macenko": bool(macenko),
                   "source": str(patches if patches is not None else slides),
@@ -198,7 +201,7 @@ def train_tumour(
             t0 = time.time()
             if hard_negative and not hn_done and epoch >= hn_epoch:
                 train_idx, weights = _mine_hard_negatives(model, patch_set, train_idx, reserve_idx, mpp, patch_size,
-                                                          stain_ref, ctx, mean, std, batch_size, num_workers, common, P)
+                                                          stain_ref, ctx, mean, std, batch_size, num_workers)
                 hn_done = True
             train_ds = P.PatchDataset(patch_set, train_idx, mpp, patch_size, train=True, stain=stain_ref, seed=seed)
             train_ds.epoch = epoch
@@ -237,7 +240,7 @@ def train_tumour(
             # ---- validation (sharded over ranks, gathered)
             row = {"epoch": epoch, "train_loss": train_loss, "lr": epoch_lr}
             if len(val_idx):
-                scores, vlabels = _predict(common.unwrap(model), val_ds, ctx, mean, std, batch_size, num_workers, common)
+                scores, vlabels = _predict(common.unwrap(model), val_ds, ctx, mean, std, batch_size, num_workers)
                 vm = validation_metrics(vlabels, scores)
                 row.update({f"val_{k}": v for k, v in vm.items()})
                 metric, secondary = vm["auc"], -vm["loss"]
@@ -321,7 +324,7 @@ def train_tumour(
 
 
 # ---------------------------------------------------------------------------- helpers
-def _on_main(ctx, common, fn):
+def _on_main(ctx, fn):
     """Run ``fn`` on rank 0 and broadcast its result; a ``TmlnError`` there is raised on every rank
     (so bad input ends all processes instead of leaving them waiting)."""
     out = None
@@ -337,14 +340,10 @@ def _on_main(ctx, common, fn):
 
 
 def _norm_mean():
-    from tmln.models.card import IMAGENET_MEAN
-
     return tuple(IMAGENET_MEAN)
 
 
 def _norm_std():
-    from tmln.models.card import IMAGENET_STD
-
     return tuple(IMAGENET_STD)
 
 
@@ -392,13 +391,12 @@ def youden_threshold(labels, scores) -> float:
 
 def threshold_metrics(labels, scores, threshold: float) -> dict:
     """Validation sensitivity and specificity at the card's threshold (``tmln.evaluate.auc``)."""
-    from tmln.evaluate.auc import threshold_metrics as metrics
 
     m = metrics(labels, scores, threshold)
     return {"sensitivity": m["sensitivity"], "specificity": m["specificity"]}
 
 
-def _predict(module, dataset, ctx, mean, std, batch_size, num_workers, common, indices=None):
+def _predict(module, dataset, ctx, mean, std, batch_size, num_workers, indices=None):
     """Tumour probabilities for ``dataset`` (sharded over ranks and gathered, dataset order)."""
     import torch
 
@@ -425,14 +423,14 @@ def _predict(module, dataset, ctx, mean, std, batch_size, num_workers, common, i
 
 
 def _mine_hard_negatives(model, patch_set, train_idx, reserve_idx, mpp, patch_size, stain, ctx, mean, std,
-                         batch_size, num_workers, common, P):
+                         batch_size, num_workers):
     """Score normal candidates; return (new train indices, new sampling weights)."""
     labels = patch_set.labels()
     train_idx = np.asarray(train_idx)
     if len(reserve_idx):
         pool = np.asarray(reserve_idx)
         ds = P.PatchDataset(patch_set, pool, mpp, patch_size, train=False, stain=stain)
-        scores, _ = _predict(common.unwrap(model), ds, ctx, mean, std, batch_size, num_workers, common)
+        scores, _ = _predict(common.unwrap(model), ds, ctx, mean, std, batch_size, num_workers)
         n_neg = int((labels[train_idx] == 0).sum())
         k = min(len(pool), max(1, n_neg // 2))
         hardest = pool[np.argsort(-scores, kind="stable")[:k]]
@@ -442,18 +440,15 @@ def _mine_hard_negatives(model, patch_set, train_idx, reserve_idx, mpp, patch_si
     neg_scores = np.zeros(len(train_idx))
     neg_pos = np.nonzero(labels[train_idx] == 0)[0]
     sub = P.PatchDataset(patch_set, train_idx[neg_pos], mpp, patch_size, train=False, stain=stain)
-    s, _ = _predict(common.unwrap(model), sub, ctx, mean, std, batch_size, num_workers, common)
+    s, _ = _predict(common.unwrap(model), sub, ctx, mean, std, batch_size, num_workers)
     neg_scores[neg_pos] = s
     return train_idx, P.hard_negative_weights(labels[train_idx], neg_scores)
 
 
 def _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed) -> dict:
-    from tmln.train import patches as P
-    from tmln.train.stain import StainEstimationError, estimate, reference_from_images
-
     if isinstance(macenko, (str, Path)) and not isinstance(macenko, bool):
         try:
-            return estimate(P.read_image(macenko))
+            return estimate(read_image(macenko))
         except StainEstimationError as err:
             raise TmlnError(f"cannot estimate a Macenko reference from this image ({err.message})", macenko) from None
     rng = np.random.default_rng(seed)
@@ -470,8 +465,6 @@ def _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed) -> di
 
 def _write_split(path: Path, patch_set, train_idx, val_idx) -> None:
     import pandas as pd
-
-    from tmln.atomic import write_csv
 
     rows = []
     for part, idx in (("train", train_idx), ("validation", val_idx)):

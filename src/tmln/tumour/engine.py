@@ -43,10 +43,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from tmln.errors import TmlnError
+from tmln.rundir import TUMOUR_MAP_JSON as SIDECAR_NAME
+from tmln.rundir import TUMOUR_MAP_NPY as MAP_NAME
+from tmln.rundir import TUMOUR_MAP_PNG as PREVIEW_NAME
 
-MAP_NAME = "tumour_map.npy"
-SIDECAR_NAME = "tumour_map.json"
-PREVIEW_NAME = "tumour_map.png"
 MASKS = ("tissue", "nodes", None)
 
 METHODS = ("auto", "stream", "dense", "grid")
@@ -281,10 +281,10 @@ def roi_cells(slide, shape, stride_level0: tuple[float, float], origin_level0: t
     if mask == "nodes":
         if node_polygons is None:
             raise TmlnError("mask='nodes' needs node polygons (e.g. --node-annotations)")
-        from tmln.regions import rasterize
+        from tmln.regions import rasterise
 
         polys = [p for p in node_polygons if p is not None and not p.is_empty]
-        return rasterize(polys, (h, w), scale=stride_level0, origin=origin_level0, all_touched=True,
+        return rasterise(polys, (h, w), scale=stride_level0, origin=origin_level0, all_touched=True,
                          dtype=np.uint8).astype(bool)
     if mask == "tissue":
         tmask, tmpp = _as_mask_mpp(tissue) if tissue is not None else tissue_mask(slide)
@@ -381,7 +381,6 @@ def _worker_init(_):
 
 
 def _loader(dataset, num_workers: int, pin: bool):
-    import torch
     from torch.utils.data import DataLoader
 
     return DataLoader(
@@ -507,7 +506,9 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     timing = {"read_s": 0.0, "compute_s": 0.0, "wait_s": 0.0}
     int8 = None
     if prec == "int8":  # calibrated on tiles of this slide's region of interest (tmln.models.backend)
-        dense, streamed, int8 = BK.int8_dense(dense, streamed, slide, card, transform, roi, stride_l0, origin_l0)
+        from tmln.tumour.int8 import int8_dense
+
+        dense, streamed, int8 = int8_dense(dense, streamed, slide, card, transform, roi, stride_l0, origin_l0)
         timing["int8_build_s"] = int8["build_s"]
     with _deterministic(cuda), torch.inference_mode():
         if streamed is not None:

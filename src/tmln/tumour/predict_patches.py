@@ -33,7 +33,7 @@ class _ImageDataset:
     def __getitem__(self, i):
         import torch
 
-        from tmln.train.patches import fit_to_patch, read_image, resample
+        from tmln.imaging import fit_to_patch, read_image, resample
 
         try:
             img = read_image(self.paths[i])
@@ -41,7 +41,7 @@ class _ImageDataset:
             return torch.zeros((self.size, self.size, 3), dtype=torch.uint8), i, err.message
         img = fit_to_patch(resample(img, self.source_mpp, self.mpp), self.size)
         if self.stain is not None:
-            from tmln.train.stain import normalise
+            from tmln.stain import normalise
 
             img = normalise(img, self.stain)
         return torch.from_numpy(np.ascontiguousarray(img)), i, ""
@@ -58,7 +58,7 @@ def predict_patches(model, folder: str | Path, mpp: float | None = None, batch_s
     import torch
 
     from tmln.models.classifier import InputTransform, load_classifier
-    from tmln.train.patches import list_images
+    from tmln.imaging import list_images
 
     folder = Path(folder)
     if not folder.is_dir():

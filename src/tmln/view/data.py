@@ -20,8 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import GENERIC_SUFFIXES, KIND_INFIXES, node_outlines, read_annotations, tumour_outlines
 from tmln.errors import TmlnError
+from tmln.measure.nodes import measure_slide
+from tmln.models.appearance import WARN_DISTANCE, out_of_range
 from tmln.measure.staging import NODE_COLUMNS
+from tmln.regions import polygon_parts
+from tmln.report.geojson import node_features, tumour_features
+from tmln.rundir import SLIDES_CSV, TUMOUR_MAP_JSON, RunDir, SlideDir
+from tmln.slide import Slide
+from tmln.view.review import deposit_map_stats, review_list
+from tmln.view.tiles import DeepZoom
 
 HEAT_MAX_PX = 4096  # the heat layer's longer side (px); finer maps are shrunk for the browser
 
@@ -46,8 +55,7 @@ class SlideInfo:
 
     @property
     def heat_available(self) -> bool:
-        return self.heat_dir is not None and (self.heat_dir / "tumour_map.json").is_file() \
-            and (self.heat_dir / "tumour_map.npy").is_file()
+        return self.heat_dir is not None and SlideDir(self.heat_dir).has_tumour_map()
 
 
 @dataclass
@@ -69,12 +77,13 @@ class RunData:
         root = Path(run_dir).resolve()
         if not root.is_dir():
             raise TmlnError("run directory not found", run_dir)
-        if not (root / "slides.csv").is_file():
-            raise TmlnError("not a tmln run directory (no slides.csv)", run_dir)
-        summary = _read_json(root / "summary.json") or {}
-        slides_rows = _read_csv(root / "slides.csv")
-        patients = _read_csv(root / "patients.csv")
-        nodes, node_cols = _read_csv(root / "nodes.csv", with_columns=True)
+        run = RunDir(root)
+        if not run.is_run():
+            raise TmlnError(f"not a tmln run directory (no {SLIDES_CSV})", run_dir)
+        summary = _read_json(run.summary) or {}
+        slides_rows = _read_csv(run.slides_csv)
+        patients = _read_csv(run.patients_csv)
+        nodes, node_cols = _read_csv(run.nodes_csv, with_columns=True)
         table_dir = None
         sc = (summary.get("parameters") or {}).get("slides_csv")
         if sc:
@@ -82,15 +91,20 @@ class RunData:
         slides = []
         for r in slides_rows:
             sid = str(r.get("slide_id", ""))
-            folder = root / "slides" / sid
+            sd = run.slide(sid)
+            folder = sd.path
             info = SlideInfo(slide_id=sid, patient_id=str(r.get("patient_id", "")), status=r.get("status") or "",
                              error=r.get("error") or None, row=r, folder=folder,
-                             nodes_geojson=_file_in(root, folder / "nodes.geojson"),
-                             tumour_geojson=_file_in(root, folder / "tumour.geojson"),
-                             heat_dir=folder if _file_in(root, folder / "tumour_map.json") else None,
+                             nodes_geojson=_file_in(root, sd.nodes_geojson),
+                             tumour_geojson=_file_in(root, sd.tumour_geojson),
+                             heat_dir=folder if _file_in(root, sd.tumour_map_json) else None,
                              mpp=_mpp(r))
-            state = _read_json(folder / "state.json") or {}
+            state = sd.read_state() or {}
             info.path, info.problem, info.warning = locate_slide(r.get("slide_path") or "", table_dir, root, state)
+            unlike = [f"this slide looks unlike the {kind} model's training data (appearance distance {d:.2f} > "
+                      f"{WARN_DISTANCE:g}): check its counts by eye" for kind, d in out_of_range(r)]
+            if unlike:
+                info.warning = "; ".join([info.warning, *unlike] if info.warning else unlike)
             slides.append(info)
         return cls(root=root, summary=summary, slides=slides, patients=patients, nodes=nodes,
                    node_columns=node_cols or list(NODE_COLUMNS))
@@ -100,7 +114,6 @@ class RunData:
         """One slide, optionally with a GeoJSON/XML annotation file (nodes and/or tumour outlines) and a
         tumour-map folder (``tmln tumour-map`` output). Nodes in the file are measured as ``analyze``
         would; a file with only tumour outlines is drawn as it is."""
-        from tmln.slide import Slide
 
         path = Path(slide_path).resolve()
         if not path.is_file():
@@ -120,8 +133,8 @@ class RunData:
             info.warning = "; ".join(notes) or None
         if tumour_map is not None:
             d = Path(tumour_map)
-            if not (d / "tumour_map.json").is_file():
-                raise TmlnError("no tumour_map.json in the tumour-map folder", tumour_map)
+            if not SlideDir(d).tumour_map_json.is_file():
+                raise TmlnError(f"no {TUMOUR_MAP_JSON} in the tumour-map folder", tumour_map)
             info.heat_dir = d.resolve()
         data = cls(root=None, summary={"parameters": {"mln_rule": mln_rule}}, slides=[info], patients=[],
                    nodes=nodes, mode="slide")
@@ -147,8 +160,6 @@ class RunData:
 
     def deep_zoom(self, info: SlideInfo):
         """The slide's ``DeepZoom`` (opened once, kept); raises ``TmlnError`` when it cannot be opened."""
-        from tmln.slide import Slide
-        from tmln.view.tiles import DeepZoom
 
         with self._lock:
             hit = self._open.get(info.slide_id)
@@ -174,8 +185,8 @@ class RunData:
         with self._lock:
             hit = self._heat.get(info.slide_id)
         if hit is None:
-            meta = _read_json(info.heat_dir / "tumour_map.json") or {}
-            arr = np.load(info.heat_dir / "tumour_map.npy", allow_pickle=False, mmap_mode="r")
+            meta = _read_json(SlideDir(info.heat_dir).tumour_map_json) or {}
+            arr = np.load(SlideDir(info.heat_dir).tumour_map, allow_pickle=False, mmap_mode="r")
             hit = (heat_placement(meta, arr.shape), heat_png(np.asarray(arr)))
             with self._lock:
                 self._heat[info.slide_id] = hit
@@ -184,7 +195,6 @@ class RunData:
     def review(self) -> list[dict]:
         """The review list (``tmln.view.review.review_list``), tumour-map statistics included where the
         run has maps; computed once."""
-        from tmln.view.review import review_list
 
         with self._lock:
             hit = self._heat.get("__review__")
@@ -206,8 +216,6 @@ class RunData:
         """Near-threshold shares of the slide's deposits (``review.deposit_map_stats``); {} without a map."""
         from shapely.geometry import shape
 
-        from tmln.view.review import deposit_map_stats
-
         if not info.heat_available:
             return {}
         raw = self.geojson(info, "tumour")
@@ -221,8 +229,8 @@ class RunData:
             deps.append((int(m["node_id"]), shape(f["geometry"]), m.get("area_mm2")))
         if not deps:
             return {}
-        meta = _read_json(info.heat_dir / "tumour_map.json") or {}
-        arr = np.load(info.heat_dir / "tumour_map.npy", allow_pickle=False, mmap_mode="r")
+        meta = _read_json(SlideDir(info.heat_dir).tumour_map_json) or {}
+        arr = np.load(SlideDir(info.heat_dir).tumour_map, allow_pickle=False, mmap_mode="r")
         return deposit_map_stats(arr, heat_placement(meta, arr.shape), deps)
 
     def close(self) -> None:
@@ -307,7 +315,6 @@ def heat_png(prob: np.ndarray, max_px: int = HEAT_MAX_PX) -> bytes:
 def annotation_role(path) -> str:
     """``nodes``, ``tumour`` or ``both`` from a file name, as ``tmln analyze`` names them
     (``S1.nodes.geojson``, ``S1.tumour.xml``; any other name: one export holding both)."""
-    from tmln.annotations import GENERIC_SUFFIXES, KIND_INFIXES
 
     name = Path(path).name.lower()
     for suf in GENERIC_SUFFIXES:
@@ -329,10 +336,6 @@ def measure_annotations(paths, slide_id: str, size, mpp, mln_rule: str):
     tumour is drawn as it is; without µm/px nothing is measured.
     """
     from shapely.ops import unary_union
-
-    from tmln.annotations import node_outlines, read_annotations, tumour_outlines
-    from tmln.regions import polygon_parts
-    from tmln.report.geojson import node_features, tumour_features
 
     files = [paths] if isinstance(paths, (str, Path)) else list(paths)
     nodes, tumour, notes = [], [], []
@@ -357,7 +360,6 @@ def measure_annotations(paths, slide_id: str, size, mpp, mln_rule: str):
         plain = {"type": "FeatureCollection",
                  "features": [{"type": "Feature", "geometry": g.__geo_interface__, "properties": {}} for g in nodes]}
         return [], {"nodes": plain, "tumour": tumour_geo}, notes + ["the slide has no µm/px: nothing measured (give --mpp)"]
-    from tmln.measure.nodes import measure_slide
 
     m = measure_slide(nodes, tumour, mpp[0], mpp[1], patient_id="", slide_id=slide_id, mln_rule=mln_rule)
     rows = [{c: _csv_value(r.get(c)) for c in NODE_COLUMNS} for r in m.rows]

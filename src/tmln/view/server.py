@@ -34,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
+from tmln.rundir import NODES_GEOJSON, TUMOUR_GEOJSON
 from tmln.view.data import RunData
 from tmln.view.tiles import FORMATS, TileRequestError, unreadable_tile
 
@@ -227,7 +228,7 @@ class Handler(BaseHTTPRequestHandler):
         info = self._slide(parts[0])
         if len(parts) == 1:
             return self._json(slide_json(data, info))
-        if len(parts) == 2 and parts[1] in ("nodes.geojson", "tumour.geojson"):
+        if len(parts) == 2 and parts[1] in (NODES_GEOJSON, TUMOUR_GEOJSON):
             body = data.geojson(info, parts[1].split(".")[0])
             if body is None:
                 raise NotFound(f"slide {info.slide_id} has no {parts[1]}")

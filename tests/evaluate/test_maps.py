@@ -1,4 +1,4 @@
-"""tmln.tumour.calibrate: pixel-level comparison of dense maps with outlines, threshold choice."""
+"""tmln.evaluate.maps: pixel-level comparison of dense maps with outlines, threshold choice."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from tmln.annotations import feature, write_geojson
 from tmln.cli import main
 from tmln.errors import TmlnError
 from tmln.evaluate.auc import roc_auc
-from tmln.tumour.calibrate import BINS, binned_auc, calibrate_threshold, choose, slide_pixels, sweep, truth_on_map
+from tmln.evaluate.maps import BINS, binned_auc, calibrate_threshold, choose, slide_pixels, sweep, truth_on_map
 from tmln.tumour.engine import ProbabilityMap
 
-from .helpers import make_model_dir, texture, write_slide
+from tumour.helpers import make_model_dir, texture, write_slide
 
 
 def test_binned_metrics_match_direct_counts():

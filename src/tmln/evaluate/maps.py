@@ -24,7 +24,20 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import (
+    AmbiguousAnnotation,
+    find_annotation,
+    node_outlines,
+    outline_mask,
+    read_annotations,
+    tumour_outlines,
+)
+from tmln.atomic import atomic_path, file_digest, file_identity, write_csv, write_json
+from tmln.cohort.table import read_slides_table
 from tmln.errors import TmlnError
+from tmln.models.card import CARD_NAME, WEIGHTS_NAME, model_identity, read_card, resolve_model_dir
+from tmln.slide import Slide
+from tmln.tumour.engine import ProbabilityMap, tumour_map
 
 BINS = 10_000
 RULES = ("youden", "dice")
@@ -49,8 +62,6 @@ def truth_on_map(pm, tumour_polygons, exclusion_polygons=()) -> tuple[np.ndarray
     """(tumour, excluded) boolean arrays on the map grid: a pixel is tumour (excluded) when its
     centre lies inside a tumour (exclusion) polygon (level-0 px; ``tmln.annotations.outline_mask``)."""
     from shapely.ops import unary_union
-
-    from tmln.annotations import outline_mask
 
     out = []
     for polys in (tumour_polygons, exclusion_polygons):
@@ -127,11 +138,6 @@ def calibrate_threshold(slides_csv, tumour_annotations, model, out_dir, *, node_
     """
     from tqdm import tqdm
 
-    from tmln.atomic import write_csv, write_json
-    from tmln.cohort.lookup import AmbiguousAnnotation
-    from tmln.cohort.table import read_slides_table
-    from tmln.models.card import read_card, resolve_model_dir
-
     if rule not in RULES:
         raise TmlnError(f"rule must be one of {RULES}, got {rule!r}")
     for folder in (tumour_annotations, node_annotations):
@@ -204,9 +210,6 @@ def write_calibrated_model(model_dir, card, dest, result: dict) -> Path:
     directory with a card is complete)."""
     import dataclasses
 
-    from tmln.atomic import atomic_path, write_json
-    from tmln.models.card import CARD_NAME, WEIGHTS_NAME
-
     dest = Path(dest)
     if dest.resolve() == Path(model_dir).resolve():
         raise TmlnError("--write-model must be a new directory, not the model being calibrated", dest)
@@ -224,12 +227,6 @@ def write_calibrated_model(model_dir, card, dest, result: dict) -> Path:
 
 # ---------------------------------------------------------------------------- per slide
 def _slide(entry, model_dir, tumour_annotations, node_annotations, map_dir: Path, device, precision) -> SlidePixels:
-    from tmln.annotations import find_annotation, node_outlines, read_annotations, tumour_outlines
-    from tmln.cohort.run import model_identity
-    from tmln.cohort.state import file_digest, file_identity
-    from tmln.slide import Slide
-    from tmln.tumour.engine import ProbabilityMap, tumour_map
-
     with Slide(entry.path, mpp=entry.mpp) as slide:
         size = slide.dimensions
         tumour_file = find_annotation(tumour_annotations, entry.slide_id, "tumour")
@@ -251,7 +248,6 @@ def _slide(entry, model_dir, tumour_annotations, node_annotations, map_dir: Path
         else:
             pm = tumour_map(slide, model_dir, mask=params["mask"], node_polygons=nodes, out_dir=map_dir,
                             device=device, precision=precision)
-            from tmln.atomic import write_json
 
             write_json(cached, params)
     sp = slide_pixels(entry.slide_id, pm, tumour)
@@ -272,7 +268,5 @@ def _slide_row(s: SlidePixels, k_card: int, k: int) -> dict:
 
 def _write_slides(out: Path, rows: list[dict]) -> None:
     import pandas as pd
-
-    from tmln.atomic import write_csv
 
     write_csv(out / "slides.csv", pd.DataFrame(rows, columns=SLIDE_COLUMNS))

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.annotations import AmbiguousAnnotation, find_annotation, node_outlines, read_annotations
+from tmln.atomic import write_csv, write_json
+from tmln.cohort.table import read_slides_table
 from tmln.errors import TmlnError
+from tmln.evaluate.segmentation import match_polygons
+from tmln.nodes.regions import labels_to_polygons, read_node_labels
+from tmln.rundir import NODE_LABELS_NPY, RunDir, SlideDir
+from tmln.slide import Slide
 
 ANNOTATION_SUFFIXES = (".nodes.geojson", ".nodes.json", ".nodes.xml", ".geojson", ".json", ".xml")
 SLIDE_COLUMNS = ["slide_id", "status", "dice", "iou", "n_truth", "n_pred", "tp", "fp", "fn", "precision", "recall",
@@ -52,16 +59,11 @@ def slide_ids_in(folder) -> list[str]:
 
 
 def _read_polygons(path: Path) -> list:
-    from tmln.annotations import read_annotations
-    from tmln.regions import node_polygons_from_annotations
-
-    polys, _ = node_polygons_from_annotations(read_annotations(path))
+    polys, _ = node_outlines(read_annotations(path))
     return polys
 
 
 def load_truth(folder, slide_id: str) -> NodeSet | None:
-    from tmln.cohort.lookup import AmbiguousAnnotation, find_annotation
-
     try:
         p = find_annotation(folder, slide_id, "nodes")
     except AmbiguousAnnotation as exc:
@@ -71,17 +73,17 @@ def load_truth(folder, slide_id: str) -> NodeSet | None:
 
 def load_prediction(folder, slide_id: str) -> NodeSet | None:
     """Predicted nodes of a slide (see module docstring for the names looked for)."""
-    from tmln.nodes.regions import labels_to_polygons, read_node_labels
 
     folder = Path(folder)
     found = load_truth(folder, slide_id)
     if found is not None:
         return found
-    for p in (folder / slide_id / "nodes.geojson", folder / "slides" / slide_id / "nodes.geojson"):
+    # a node-map --out folder per slide (FOLDER/<slide_id>/), or a run directory (FOLDER/slides/<slide_id>/)
+    dirs = (SlideDir(folder / slide_id), RunDir(folder).slide(slide_id))
+    for p in (d.nodes_geojson for d in dirs):
         if p.is_file():
             return NodeSet(_read_polygons(p), str(p), _mpp_beside(p.parent))
-    for p in (folder / slide_id / "node_labels.npy", folder / "slides" / slide_id / "node_labels.npy",
-              folder / f"{slide_id}.node_labels.npy"):
+    for p in (*(d.node_labels for d in dirs), folder / f"{slide_id}.{NODE_LABELS_NPY}"):
         if p.is_file():
             labels, meta = read_node_labels(p)
             smpp = meta.get("slide_mpp")
@@ -95,7 +97,7 @@ def load_prediction(folder, slide_id: str) -> NodeSet | None:
 def _mpp_beside(folder: Path):
     import json
 
-    meta = folder / "node_labels.json"
+    meta = SlideDir(folder).node_labels_json
     if meta.is_file():
         try:
             smpp = json.loads(meta.read_text(encoding="utf-8")).get("slide_mpp")
@@ -119,7 +121,6 @@ def area_overlap(truth: list, pred: list) -> tuple[float, float, float]:
 
 def evaluate_slide(truth: list, pred: list, iou: float = 0.5, mpp: tuple[float, float] | None = None) -> dict:
     """Metrics of one slide (polygons in level-0 px; ``mpp`` only for the mm² columns)."""
-    from tmln.evaluate.segmentation import match_polygons
 
     inter, ta, pa = area_overlap(truth, pred)
     denom = ta + pa
@@ -151,8 +152,6 @@ def evaluate_nodes(truth_dir, predictions_dir, slides=None, iou: float = 0.5) ->
             raise TmlnError(f"{name} folder not found", d)
     mpps: dict = {}
     if slides is not None:
-        from tmln.cohort.table import read_slides_table
-
         entries = read_slides_table(slides)
         ids = [e.slide_id for e in entries]
         for e in entries:
@@ -160,8 +159,6 @@ def evaluate_nodes(truth_dir, predictions_dir, slides=None, iou: float = 0.5) ->
                 mpps[e.slide_id] = (e.mpp, e.mpp)
             elif e.path.is_file():
                 try:
-                    from tmln.slide import Slide
-
                     with Slide(e.path) as s:
                         if s.has_mpp:
                             mpps[e.slide_id] = (s.mpp_x, s.mpp_y)
@@ -216,7 +213,6 @@ def evaluate_nodes(truth_dir, predictions_dir, slides=None, iou: float = 0.5) ->
 
 def write_evaluation(out_dir, frame, matches, summary) -> dict:
     """Write ``nodes_slides.csv``, ``nodes_matches.csv`` and ``nodes.json`` (atomically)."""
-    from tmln.atomic import write_csv, write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tmln.errors import TmlnError
-from tmln.train.stain import StainEstimationError, check_reference, estimate, normalise, reference_from_images
+from tmln.stain import StainEstimationError, check_reference, estimate, normalise, reference_from_images
 
 H = np.array([0.65, 0.70, 0.29])
 E = np.array([0.07, 0.99, 0.11])
