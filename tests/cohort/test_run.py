@@ -279,7 +279,7 @@ def test_cli_passes_precision_and_device_on(small_cohort, tmp_path, monkeypatch)
     assert seen["tumour_precision"] == "fp32" and seen["device"] == "cpu"
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0 and seen["tumour_precision"] == "auto"
-    assert CliRunner().invoke(main, args + ["--precision", "int8"]).exit_code == 2
+    assert CliRunner().invoke(main, args + ["--precision", "int4"]).exit_code == 2
 
 
 def test_notes_name_unknown_and_mixed_classes(tmp_path):

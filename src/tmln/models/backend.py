@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.atomic import write_bytes
+from tmln import device as _device  # looked up at call time (tests patch tmln.device)
 from tmln.errors import TmlnError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
@@ -49,11 +51,9 @@ def cpu_isa() -> str:
     / ``+VNNI`` where oneDNN is allowed to use them (``ONEDNN_MAX_CPU_ISA``)."""
     import torch
 
-    from tmln.device import _avx512_allowed
-
     cap = torch.backends.cpu.get_cpu_capability()
     extra = []
-    if _avx512_allowed():
+    if _device._avx512_allowed():
         for name, probe in (("VNNI", "_is_vnni_supported"), ("BF16", "_is_avx512_bf16_supported"),
                             ("AMX", "_is_amx_tile_supported")):
             try:
@@ -87,8 +87,6 @@ def resolve_precision(precision: str, device, int8_ok: bool = True, why_not_int8
     not shown to stay the maps)."""
     import torch
 
-    from tmln.device import native_bf16
-
     if precision not in PRECISIONS:
         raise TmlnError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     dev = torch.device(device)
@@ -104,12 +102,12 @@ def resolve_precision(precision: str, device, int8_ok: bool = True, why_not_int8
     if precision != "auto":
         return precision
     if dev.type == "cuda":
-        return "bf16" if native_bf16(dev) else "fp16"
+        return "bf16" if _device.native_bf16(dev) else "fp16"
     if dev.type == "cpu" and not cpu_reduced:
         return "fp32"
     # int8 is never chosen by auto: its thresholded maps differ from float32 in more than 0.5 % of
     # pixels on real tissue (0.8-1.3 %, benchmarks/results/tumour_backends.md)
-    return "bf16" if native_bf16(dev) else "fp32"
+    return "bf16" if _device.native_bf16(dev) else "fp32"
 
 
 def amp_dtype(precision: str):
@@ -234,8 +232,6 @@ def quantize(module, batches, example=None, use_cache: bool = True, float_layers
 
 def _save_observers(prepared, path: Path) -> str:
     from safetensors.torch import save
-
-    from tmln.atomic import write_bytes
 
     st = {k: v.detach().cpu().clone() for k, v in prepared.state_dict().items() if "activation_post_process" in k}
     try:
