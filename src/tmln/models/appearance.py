@@ -133,6 +133,11 @@ def _mahalanobis(table: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.nda
     return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", diff, prec, diff), 0.0))
 
 
+def patch_distances(table: np.ndarray, stats: dict) -> np.ndarray:
+    """Mahalanobis distance of each row of a feature table to the training statistics."""
+    return _mahalanobis(table, np.asarray(stats["mean"]), np.asarray(stats["covariance"]))
+
+
 def distance(slide_table: np.ndarray, stats: dict) -> dict:
     """How far a slide (its patch feature table) lies from the training statistics.
 
