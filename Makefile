@@ -23,10 +23,12 @@ demo: $(STAMP)
 demo-models: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) scripts/train_demo_models.py
 
-# rebuild the bundled real-tissue tumour model pcam-tumour from ../shared/data/pcam (PCam, CC0): train, evaluate,
-# bundle; ~70 min on 2 CPU cores with native bf16 (see the card's training.wall_seconds); uses a GPU when present
+# rebuild the bundled real-tissue models from ../shared/data/pcam (PCam, CC0): pcam-tumour (train, evaluate, bundle;
+# ~70 min on 2 CPU cores with native bf16) and pcam-nodes (real-textured phantoms ~20 min, training ~35 min);
+# see each card's training.wall_seconds; a GPU is used when present
 real-models: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) scripts/train_real_models.py
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) scripts/train_real_nodes.py
 
 # lint (ruff: pyflakes), the layering contract (import-linter, pyproject.toml), then the tests
 test: $(STAMP)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = [
+    ("Real tissue: the bundled node model pcam-nodes on held-out phantoms and a real non-node slide (issue 15)",
+     "pcam_nodes.md"),
+    ("Phantom realism: real-textured vs procedural phantoms against real PCam patches (issue 15)", "phantom_realism.md"),
     ("Tumour map engine on AVX2-only cores: float32 and int8 vs the original (issue 20)", "tumour_engine_avx2.md"),
     ("Inference backends, CPU capped to AVX2 (issue 20)", "tumour_backends_avx2.md"),
     ("Inference backends, the full CPU: AVX-512 with VNNI and BF16 (issue 20)", "tumour_backends.md"),
