@@ -136,6 +136,19 @@ def perinodal_tissue(rng, nodes_um: list, capsule_um: list, tissue_um, inner) ->
     return other, node_fat
 
 
+def _masses(rng, kind: str, body, count: tuple, radius_um: tuple, aspect: tuple, roughness: float,
+            harmonics: int) -> list:
+    """``count`` (a range) irregular masses of ``kind`` inside ``body``, µm."""
+    out = []
+    for _ in range(int(rng.integers(*count))):
+        p = _random_point_in(rng, body)
+        if p is not None:
+            r = rng.uniform(*radius_um)
+            out.append((kind, star_polygon(rng, p.x, p.y, r, r * rng.uniform(*aspect), rng.uniform(0, np.pi), roughness,
+                                           harmonics).intersection(body)))
+    return out
+
+
 def section_tissue(rng, kind: str, W_um: float, H_um: float, margin: float) -> tuple[object, list]:
     """A section with no lymph node (µm): ``(fat, other)`` as in ``perinodal_tissue``.
 
@@ -172,20 +185,11 @@ def section_tissue(rng, kind: str, W_um: float, H_um: float, margin: float) -> t
     body = star_polygon(rng, cx, cy, rng.uniform(0.3, 0.42) * W_um, rng.uniform(0.3, 0.42) * H_um,
                         rng.uniform(0, np.pi), 0.18, 6).intersection(inner)
     fat = body
+    side = min(W_um, H_um)
     if kind == "carcinoma":
-        for _ in range(int(rng.integers(1, 3))):
-            p = _random_point_in(rng, body)
-            if p is not None:
-                r = rng.uniform(0.15, 0.3) * min(W_um, H_um)
-                other.append(("carcinoma", star_polygon(rng, p.x, p.y, r, r * rng.uniform(0.6, 1.0),
-                                                        rng.uniform(0, np.pi), 0.25, 7).intersection(body)))
+        other += _masses(rng, "carcinoma", body, (1, 3), (0.15 * side, 0.3 * side), (0.6, 1.0), 0.25, 7)
     elif kind == "muscle":
-        for _ in range(int(rng.integers(2, 5))):
-            p = _random_point_in(rng, body)
-            if p is not None:
-                r = rng.uniform(0.15, 0.35) * min(W_um, H_um)
-                other.append(("muscle", star_polygon(rng, p.x, p.y, r, r * rng.uniform(0.25, 0.5),
-                                                     rng.uniform(0, np.pi), 0.15, 5).intersection(body)))
+        other += _masses(rng, "muscle", body, (2, 5), (0.15 * side, 0.35 * side), (0.25, 0.5), 0.15, 5)
     strands, _ = perinodal_tissue(rng, [], [], body, inner)
     other += [(k, g) for k, g in strands if k == "stroma"]
     other = [(k, g) for k, g in other if not g.is_empty]
