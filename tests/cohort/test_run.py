@@ -16,6 +16,16 @@ from .helpers import fc, feat, make_tiff, square, write_json
 
 
 
+def fake_providers(monkeypatch, nodes_from_model, tumour_from_model):
+    """Stand-ins for the node and tumour model packages (their ``regions_from_model``)."""
+    fake_nodes = types.ModuleType("tmln.nodes")
+    fake_nodes.regions_from_model = nodes_from_model
+    fake_tumour = types.ModuleType("tmln.tumour")
+    fake_tumour.regions_from_model = tumour_from_model
+    monkeypatch.setitem(sys.modules, "tmln.nodes", fake_nodes)
+    monkeypatch.setitem(sys.modules, "tmln.tumour", fake_tumour)
+
+
 def run(slides, ann, out, **kw):
     return run_cohort(slides, out, node_annotations=ann, tumour_annotations=ann, quiet=True, **kw)
 
@@ -179,12 +189,7 @@ def test_model_providers_missing_and_present(small_cohort, tmp_path, monkeypatch
         precisions.append(precision)
         return [box(100, 100, 700, 700)]  # 300 µm side: micro
 
-    fake_nodes = types.ModuleType("tmln.nodes")
-    fake_nodes.regions_from_model = nodes_from_model
-    fake_tumour = types.ModuleType("tmln.tumour")
-    fake_tumour.regions_from_model = tumour_from_model
-    monkeypatch.setitem(sys.modules, "tmln.nodes", fake_nodes)
-    monkeypatch.setitem(sys.modules, "tmln.tumour", fake_tumour)
+    fake_providers(monkeypatch, nodes_from_model, tumour_from_model)
     s = run_cohort(slides, tmp_path / "m", node_model="n1", tumour_model="t1", quiet=True, device="cpu")
     assert s.exit_code == 0 and len(calls) == 3 and calls[0][1:] == ("n1", "cpu")
     assert thresholds == [None] * 3  # the card's own threshold
@@ -493,12 +498,7 @@ def test_analyze_model_knobs_reach_the_providers_and_redo_slides(small_cohort, t
         tumour_kw.append(kw)
         return [box(100, 100, 700, 700)]
 
-    fake_nodes = types.ModuleType("tmln.nodes")
-    fake_nodes.regions_from_model = nodes_from_model
-    fake_tumour = types.ModuleType("tmln.tumour")
-    fake_tumour.regions_from_model = tumour_from_model
-    monkeypatch.setitem(sys.modules, "tmln.nodes", fake_nodes)
-    monkeypatch.setitem(sys.modules, "tmln.tumour", fake_tumour)
+    fake_providers(monkeypatch, nodes_from_model, tumour_from_model)
     args = ["analyze", "--slides", str(slides), "--out", str(tmp_path / "r"), "--node-model", "n1",
             "--tumour-model", "t1", "-q", "--device", "cpu"]
     r = CliRunner().invoke(main, args)
