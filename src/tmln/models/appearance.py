@@ -42,7 +42,10 @@ if TYPE_CHECKING:  # annotations only: no import at run time
 FEATURES = ("od_mean_r", "od_mean_g", "od_mean_b", "od_std_r", "od_std_g", "od_std_b", "haematoxylin", "eosin",
             "texture_1", "texture_2", "texture_4", "stained_fraction")
 WARN_DISTANCE = 2.0  # documented level: slides farther than this from the training data are flagged
-MODEL_KINDS = ("node", "tumour")
+MODEL_KINDS = ("node", "tumour")  # the models whose distance slides.csv reports
+MIN_STAINED = 0.05  # patches with less stained area than this are background and not summarised
+_MIN_STD = 1e-6
+_RIDGE = 1e-9  # added to the covariance's diagonal before inversion (constant features)
 
 
 def distance_column(kind: str) -> str:
@@ -61,9 +64,6 @@ def out_of_range(row: dict) -> list[tuple[str, float]]:
         if d > WARN_DISTANCE:
             out.append((kind, d))
     return out
-MIN_STAINED = 0.05  # patches with less stained area than this are background and not summarised
-_MIN_STD = 1e-6
-_RIDGE = 1e-9  # added to the covariance's diagonal before inversion (constant features)
 
 
 def patch_features(rgb: np.ndarray) -> dict[str, float] | None:
@@ -113,7 +113,11 @@ def training_statistics(patches: Iterable[np.ndarray], mpp: float, source: str =
     """The card's ``training["appearance"]`` from training patches at ``mpp`` µm/px: feature mean,
     covariance, the training patches' median and 99th-percentile Mahalanobis distance, and per
     feature mean/std/1st/99th percentile (for explanations)."""
-    table = feature_table(patches)
+    return table_statistics(feature_table(patches), mpp, source)
+
+
+def table_statistics(table: np.ndarray, mpp: float, source: str = "") -> dict:
+    """``training_statistics`` of a feature table (``feature_table`` rows) already computed."""
     if table.shape[0] <= len(FEATURES):
         raise ValueError(f"{table.shape[0]} stained training patches: too few for appearance statistics")
     mean = table.mean(axis=0)
@@ -163,7 +167,6 @@ def distance(slide_table: np.ndarray, stats: dict) -> dict:
 def slide_patches(slide: Slide, mpp: float, size: int, n: int = 64, seed: int = 0, tissue=None) -> list[np.ndarray]:
     """Up to ``n`` patches of ``size`` px at ``mpp`` µm/px centred on tissue (``tmln.tissue``; or the
     given ``TissueMask``), drawn with ``seed``."""
-
     tm = tissue if tissue is not None else detect_tissue(slide)
     ys, xs = np.nonzero(np.asarray(tm.mask, bool))
     if ys.size == 0:

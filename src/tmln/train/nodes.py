@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from tmln.errors import TmlnError
-from tmln.slide import Slide
 from tmln.evaluate.segmentation import match_instances
-from tmln.models.appearance import feature_table, patch_distances, slide_patches, training_statistics
+from tmln.models.appearance import feature_table, patch_distances, slide_patches, table_statistics
 from tmln.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
 from tmln.models.unet import TASK, build_unet, normalise, unet_params
 from tmln.nodes.infer import NodeSegmenter
 from tmln.nodes.instances import InstanceParams
+from tmln.slide import Slide
+from tmln.tissue import tissue_from_rgb
 from tmln.train.augment import Augmenter
 from tmln.train.common import (
     Amp,
@@ -53,7 +54,6 @@ from tmln.train.common import (
     to_device_batch,
     unwrap,
 )
-from tmln.tissue import tissue_from_rgb
 from tmln.train.node_data import (
     CLASSES_INSTANCE,
     CLASSES_SEMANTIC,
@@ -356,38 +356,33 @@ APPEARANCE_PATCH = 64  # px at the model's µm/px: the patches of the node model
 
 def appearance_of_slides(items, mpp: float, per_slide: int = 32, seed: int = 0) -> dict | None:
     """Appearance statistics (``tmln.models.appearance``) of ``APPEARANCE_PATCH`` px patches of the
-    training slides' images (at ``mpp`` µm/px), centred on random pixels of each image's tissue mask
-    (``tmln.tissue``): the same sampling ``appearance.slide_distance`` uses on a slide, so a slide like
-    the training data lies at distance ≈ 1. None when too few patches are stained."""
+    training slides at ``mpp`` µm/px, read as ``appearance.slide_distance`` reads a slide at analysis
+    (``slide_patches``: tissue mask, resampling included — texture features depend on it; crops of
+    the in-memory image only where the file has no µm/px). The reference distance is that of a
+    typical training *slide*, so a slide like the training data lies at ≈ 1. None when too few
+    patches are stained."""
     rng = np.random.default_rng(seed)
-    patches, owner = [], []
+    tables = []
     for k, s in enumerate(items):
-        try:  # read as analyze reads a slide (resampling included: texture features depend on it)
+        try:
             with Slide(s.path) as sl:
                 got = slide_patches(sl, float(mpp), APPEARANCE_PATCH, per_slide, seed=seed + k)
-        except TmlnError:  # no µm/px in the file (given in the slides table): crops of the in-memory image
+        except TmlnError:  # no µm/px in the file (given in the slides table)
             mask, _ = tissue_from_rgb(s.image, {"mpp": float(mpp)})
             ys, xs = np.nonzero(mask)
             pick = rng.choice(len(ys), min(per_slide, len(ys)), replace=False) if len(ys) else []
             got = [crop(s.image, int(ys[i]) - APPEARANCE_PATCH // 2, int(xs[i]) - APPEARANCE_PATCH // 2,
                         APPEARANCE_PATCH, 255) for i in pick]
-        patches += got
-        owner += [k] * len(got)
+        tables.append(feature_table(got))
     try:
-        stats = training_statistics(patches, mpp, source="training slides")
+        stats = table_statistics(np.concatenate(tables), mpp, source="training slides")
     except ValueError:
         return None
-    # the reference is a typical training *slide*: the median over slides of each slide's median patch
-    # distance (patches of one slide share its stain, so a slide's median lies above the pooled patch
-    # median; with the pooled median as reference, training slides themselves measured 1.5-2.2)
-    per_slide_median = []
-    for k in sorted(set(owner)):
-        table = feature_table([p for p, o in zip(patches, owner) if o == k])
-        if len(table):
-            per_slide_median.append(float(np.median(patch_distances(table, stats))))
-    if per_slide_median:
-        stats["median_distance"] = float(np.median(per_slide_median))
-        stats["reference"] = "median over the training slides of each slide's median patch distance"
+    # reference: the median over slides of each slide's median patch distance (patches of one slide
+    # share its stain; the pooled patch median would not describe one slide)
+    per_slide_median = [float(np.median(patch_distances(t, stats))) for t in tables if len(t)]
+    stats["median_distance"] = float(np.median(per_slide_median))
+    stats["reference"] = "median over the training slides of each slide's median patch distance"
     stats["patch_size"] = APPEARANCE_PATCH
     return stats
 
