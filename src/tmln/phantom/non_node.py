@@ -98,7 +98,7 @@ def perinodal_tissue(rng, nodes_um: list, capsule_um: list, tissue_um, inner) ->
             taken.append(isl)
             other.append(("stroma", isl))
     # a hilum: a wedge of fibrous tissue leaving a node (outside it, beyond the capsule gap)
-    for k, node in enumerate(nodes_um):
+    for node in nodes_um:
         if rng.random() < 0.3 and not fat.is_empty:
             b = node.boundary.interpolate(rng.uniform(0, node.boundary.length))
             wedge = star_polygon(rng, b.x, b.y, rng.uniform(250, 700), rng.uniform(120, 300), rng.uniform(0, np.pi),

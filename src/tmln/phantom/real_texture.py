@@ -30,13 +30,13 @@ Textures are never sharper than ``patch_mpp`` (PCam: 0.97 µm/px): finer slides 
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
 
 from tmln.errors import TmlnError
-from tmln.phantom.geometry import StainSpec
 from tmln.phantom.texture import (
     CAPSULE_BY_ORIENTATION, CARCINOMA, FAT, FOLLICLE, GLASS, LYMPH, MUSCLE, REF_E, REF_H, STROMA, TUMOUR,
     TextureBank, stain_vectors,
@@ -134,19 +134,14 @@ class PatchPools:
         return [self.groups[group][i] for i in near]
 
 
-_POOLS: dict = {}
-
-
 def pools_for(folder: str | Path, patch_mpp: float, mpp: float) -> PatchPools:
     """``PatchPools`` cached per process (reading and sorting the patches is the costly part)."""
-    key = (str(Path(folder).resolve()), round(float(patch_mpp), 9), round(float(mpp), 9))
-    p = _POOLS.get(key)
-    if p is None:
-        p = PatchPools(folder, patch_mpp, mpp)
-        if len(_POOLS) >= 2:
-            _POOLS.pop(next(iter(_POOLS)))
-        _POOLS[key] = p
-    return p
+    return _pools(str(Path(folder).resolve()), round(float(patch_mpp), 9), round(float(mpp), 9))
+
+
+@functools.lru_cache(maxsize=2)
+def _pools(folder: str, patch_mpp: float, mpp: float) -> PatchPools:
+    return PatchPools(folder, patch_mpp, mpp)
 
 
 def quilt(patches: list[np.ndarray], period: int, rng, overlap: float = 0.3) -> np.ndarray:
@@ -201,12 +196,7 @@ class RealTextureBank(TextureBank):
 
     def __init__(self, folder: str | Path, seed: int, mpp: float, stain=None, patch_mpp: float = 0.97,
                  period_px: int = 2048, tile: int = 512):
-        self.mpp = float(mpp)
-        self.stain = stain if stain is not None else StainSpec()
-        if period_px % 64:
-            raise ValueError("period_px must be a multiple of 64 (pyramid downsamples up to 64 stay integral)")
-        self.period, self.tile = int(period_px), int(tile)
-        self._levels: dict[int, dict] = {}
+        self._frame(mpp, stain, period_px, tile)
         rs = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7E47]))
         self.seed = int(seed)
         self.offset = (int(rs.integers(0, self.period)), int(rs.integers(0, self.period)))

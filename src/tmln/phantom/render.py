@@ -100,14 +100,13 @@ class SlideRenderer:
                 tmp[:] = 0
                 self._fill(tmp, poly, ds, x0, y0)
                 lab[tmp > 0] = TUMOUR
-        for poly, b in self._artefacts["tear"]:  # cracks show the glass, over any tissue
-            if self._hits(b, X0, Y0, X1, Y1):
-                tmp[:] = 0
-                self._fill(tmp, poly, ds, x0, y0)
-                lab[tmp > 0] = GLASS
+        tear = self._mask(self._artefacts["tear"], ds, x0, y0, w, h)
+        if tear is not None:  # cracks show the glass, over any tissue
+            lab[tear > 0] = GLASS
         return lab
 
     def _mask(self, items, ds, x0, y0, w, h) -> np.ndarray | None:
+        """The union of ``items`` ((polygon, bounds) pairs) on the tile as uint8, or None where none hits."""
         X0, Y0, X1, Y1 = x0 * ds, y0 * ds, (x0 + w) * ds, (y0 + h) * ds
         out = None
         for poly, b in items:

@@ -94,13 +94,7 @@ class TextureBank:
 
     def __init__(self, seed: int, mpp: float, stain=None, period_px: int = 2048, tile: int = 512,
                  variants: int = 4):
-        self.mpp = float(mpp)
-        self.stain = stain if stain is not None else StainSpec()
-        if period_px % 64:
-            raise ValueError("period_px must be a multiple of 64 (pyramid downsamples up to 64 stay integral)")
-        self.period = int(period_px)
-        self.tile = int(tile)
-        self._levels: dict[int, dict] = {}
+        self._frame(mpp, stain, period_px, tile)
         # Raw fields are drawn for one of ``variants`` texture seeds (cached per process: drawing them
         # is the costly part); each slide sees them through its own random offset and its own stain.
         rs = np.random.default_rng(np.random.SeedSequence([int(seed), 0x0FF5]))
@@ -110,6 +104,16 @@ class TextureBank:
         lut = stain_lut(self.stain)
         self._rgb0 = {cls: class_rgb(cls, fields, self.stain, lut) for cls in range(len(CLASS_NAMES))}
         self._focus()
+
+    def _frame(self, mpp: float, stain, period_px: int, tile: int) -> None:
+        """Resolution, stain, texture period and tile size (what every bank, procedural or real, has)."""
+        self.mpp = float(mpp)
+        self.stain = stain if stain is not None else StainSpec()
+        if period_px % 64:
+            raise ValueError("period_px must be a multiple of 64 (pyramid downsamples up to 64 stay integral)")
+        self.period = int(period_px)
+        self.tile = int(tile)
+        self._levels: dict[int, dict] = {}
 
     def _focus(self) -> None:
         """The scanner's focus (``stain.blur_um``): a periodic Gaussian blur of every class texture."""
