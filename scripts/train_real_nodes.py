@@ -122,59 +122,41 @@ def make_tests(shared: Path, work: Path) -> dict[str, Path]:
     return out
 
 
-def train(train_dir: Path, work: Path, device: str, epochs: int):
+def _train(train_dir: Path, out: Path, device: str, init: str, epochs: int, lr: float, non_node_crops: float):
+    """One training stage into ``out`` (resumes there); the seed, hence the validation patients, is shared."""
     from tmln.train.nodes import train_nodes
 
     t = time.time()
-    card = train_nodes(work / NAME, slides=train_dir / "slides.csv", annotations=train_dir, epochs=epochs, mpp=8.0,
-                       tile_size=SETTINGS["tile_size"], crop_size=SETTINGS["crop_size"],
-                       encoder="tu-mobilenetv3_small_100", decoder_channels=list(NODE_DECODER),
-                       batch_size=SETTINGS["batch_size"], lr=SETTINGS["lr"], samples_per_epoch=SETTINGS["samples_per_epoch"],
-                       seed=SETTINGS["seed"], device=device, params={"neck_ratio": 0.85}, augment=SETTINGS["augment"],
-                       init="demo-nodes", non_node_crops=SETTINGS["non_node_crops"], resume=True, quiet=False)
-    print(f"{NAME} trained in {(time.time() - t) / 60:.1f} min; validation {json.dumps(card.metrics.get('validation'))}",
-          flush=True)
-    (work / "train_seconds.txt").write_text(f"{time.time() - t:.0f}\n")
-    return card
-
-
-def finetune(train_dir: Path, work: Path, device: str):
-    """Second stage: from the trained model, a lower learning rate and more crops on non-node tissue. Same
-    seed, so the same patients are held out for validation as in the first stage."""
-    from tmln.train.nodes import train_nodes
-
-    t = time.time()
-    card = train_nodes(work / FINAL, slides=train_dir / "slides.csv", annotations=train_dir, mpp=8.0,
+    card = train_nodes(out, slides=train_dir / "slides.csv", annotations=train_dir, epochs=epochs, lr=lr, mpp=8.0,
                        tile_size=SETTINGS["tile_size"], crop_size=SETTINGS["crop_size"],
                        encoder="tu-mobilenetv3_small_100", decoder_channels=list(NODE_DECODER),
                        batch_size=SETTINGS["batch_size"], samples_per_epoch=SETTINGS["samples_per_epoch"],
                        seed=SETTINGS["seed"], device=device, params={"neck_ratio": 0.85}, augment=SETTINGS["augment"],
-                       init=str(work / NAME), resume=True, quiet=False, **FINETUNE)
-    print(f"{FINAL} fine-tuned in {(time.time() - t) / 60:.1f} min; validation {json.dumps(card.metrics.get('validation'))}",
-          flush=True)
-    (work / "finetune_seconds.txt").write_text(f"{time.time() - t:.0f}\n")
+                       init=init, non_node_crops=non_node_crops, resume=True, quiet=False)
+    print(f"{out.name} trained in {(time.time() - t) / 60:.1f} min; validation "
+          f"{json.dumps(card.metrics.get('validation'))}", flush=True)
     return card
 
 
-def _score(model, slides: list[Path], truth_of) -> dict:
-    """Pooled Dice and instance precision/recall (IoU >= 0.5) of ``model`` over slides."""
-    from tmln.nodes import regions_from_model
-    from tmln.evaluate.nodes import evaluate_slide
+def train(train_dir: Path, work: Path, device: str, epochs: int):
+    """Stage 1: the encoder from demo-nodes, the settings of ``SETTINGS``."""
+    return _train(train_dir, work / NAME, device, "demo-nodes", epochs, SETTINGS["lr"], SETTINGS["non_node_crops"])
 
-    inter = ta = pa = 0.0
-    tp = n_truth = n_pred = 0
-    per = []
-    for p in slides:
-        pred = regions_from_model(p, model)
-        truth = truth_of(p)
-        m = evaluate_slide(truth, pred, mpp=(SLIDE_MPP, SLIDE_MPP))
-        inter, ta, pa = inter + m["_inter"], ta + m["_ta"], pa + m["_pa"]
-        tp, n_truth, n_pred = tp + m["tp"], n_truth + m["n_truth"], n_pred + m["n_pred"]
-        per.append({"slide": p.name, "n_truth": m["n_truth"], "n_pred": m["n_pred"], "tp": m["tp"],
-                    "dice": round(m["dice"], 4), "pred_area_mm2": round(m["pred_area_mm2"] or 0.0, 3)})
-    return {"dice": 2 * inter / (ta + pa) if ta + pa else 1.0, "precision": tp / n_pred if n_pred else 1.0,
-            "recall": tp / n_truth if n_truth else 1.0, "n_truth": n_truth, "n_pred": n_pred, "tp": tp,
-            "slides": len(slides), "per_slide": per}
+
+def finetune(train_dir: Path, work: Path, device: str):
+    """Stage 2: from the stage-1 model, a lower learning rate and more crops on non-node tissue."""
+    return _train(train_dir, work / FINAL, device, str(work / NAME), **FINETUNE)
+
+
+def _score(model, slides: list[Path], truth_of) -> dict:
+    """Pooled Dice and instance precision/recall (IoU >= 0.5) of ``model`` over slides, and per slide."""
+    from tmln.evaluate.nodes import evaluate_slide, pooled
+    from tmln.nodes import regions_from_model
+
+    results = [evaluate_slide(truth_of(p), regions_from_model(p, model), mpp=(SLIDE_MPP, SLIDE_MPP)) for p in slides]
+    per = [{"slide": p.name, "n_truth": m["n_truth"], "n_pred": m["n_pred"], "tp": m["tp"], "dice": round(m["dice"], 4),
+            "pred_area_mm2": round(m["pred_area_mm2"] or 0.0, 3)} for p, m in zip(slides, results)]
+    return {**pooled(results), "slides": len(slides), "per_slide": per}
 
 
 def evaluate(shared: Path, work: Path, models=(NAME, "demo-nodes")) -> dict:
@@ -279,8 +261,8 @@ def markdown(ev: dict) -> str:
     for model, res in ev.items():
         for k, label in names.items():
             r = res[k]
-            lines.append(f"| {model} | {label} | {r['slides']} | {r['dice']:.3f} | {r['precision']:.3f} | "
-                         f"{r['recall']:.3f} | {r['n_pred']} / {r['n_truth']} |")
+            cells = " | ".join("–" if r[k] is None else f"{r[k]:.3f}" for k in ("dice", "precision", "recall"))
+            lines.append(f"| {model} | {label} | {r['slides']} | {cells} | {r['n_pred']} / {r['n_truth']} |")
         if "cmu" in res:
             lines.append(f"| {model} | CMU-1-Small-Region.svs (real heart, no node) | 1 | – | – | – | "
                          f"{res['cmu']['n_pred']} / 0 ({res['cmu']['pred_area_mm2']} mm²) |")

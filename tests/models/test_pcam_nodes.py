@@ -14,7 +14,7 @@ import pytest
 
 from tmln.models.card import list_bundled, read_card
 from tmln.nodes import regions_from_model
-from tmln.evaluate.nodes import evaluate_slide
+from tmln.evaluate.nodes import evaluate_slide, pooled
 from tmln.phantom import make_slide
 from tmln.phantom.geometry import SlideSpec
 
@@ -49,11 +49,8 @@ def _score(tmp_path, spec: SlideSpec) -> dict:
 
 
 def _pooled(results: list[dict]) -> tuple[float, float, float]:
-    inter = sum(r["_inter"] for r in results)
-    area = sum(r["_ta"] + r["_pa"] for r in results)
-    tp = sum(r["tp"] for r in results)
-    return (2 * inter / area, tp / max(1, sum(r["n_pred"] for r in results)),
-            tp / max(1, sum(r["n_truth"] for r in results)))
+    p = pooled(results)
+    return p["dice"], p["precision"], p["recall"]
 
 
 def test_finds_the_nodes_of_procedural_phantoms_it_never_saw(tmp_path):

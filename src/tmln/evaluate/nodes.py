@@ -138,6 +138,19 @@ def evaluate_slide(truth: list, pred: list, iou: float = 0.5, mpp: tuple[float, 
     }
 
 
+def pooled(results: list[dict]) -> dict:
+    """Pooled metrics of ``evaluate_slide`` results (before their ``_`` keys are dropped): Dice and IoU of
+    all node areas together, micro instance precision/recall and the counts; None where undefined."""
+    inter = sum(r["_inter"] for r in results)
+    ta = sum(r["_ta"] for r in results)
+    pa = sum(r["_pa"] for r in results)
+    tp, n_truth, n_pred = (sum(r[k] for r in results) for k in ("tp", "n_truth", "n_pred"))
+    return {"dice": 2 * inter / (ta + pa) if ta + pa else None,
+            "iou": inter / (ta + pa - inter) if ta + pa - inter > 0 else None,
+            "precision": tp / n_pred if n_pred else None, "recall": tp / n_truth if n_truth else None,
+            "tp": int(tp), "n_truth": int(n_truth), "n_pred": int(n_pred)}
+
+
 def evaluate_nodes(truth_dir, predictions_dir, slides=None, iou: float = 0.5) -> tuple:
     """Evaluate every slide -> (slides DataFrame, matches DataFrame, summary dict).
 
@@ -168,9 +181,7 @@ def evaluate_nodes(truth_dir, predictions_dir, slides=None, iou: float = 0.5) ->
         ids = slide_ids_in(truth_dir)
     if not ids:
         raise TmlnError("no node annotation files (<slide_id>.nodes.geojson, .geojson, .xml) found", truth_dir)
-    rows, matches = [], []
-    tot = np.zeros(3)
-    inst = np.zeros(3)  # tp, n_truth, n_pred
+    rows, matches, results = [], [], []
     errs = np.zeros(2)
     for sid in ids:
         t = load_truth(truth_dir, sid)
@@ -183,26 +194,25 @@ def evaluate_nodes(truth_dir, predictions_dir, slides=None, iou: float = 0.5) ->
             p, status = NodeSet([], ""), "no prediction (counted as empty)"
         mpp = mpps.get(sid) or p.mpp
         r = evaluate_slide(t.polygons, p.polygons, iou=iou, mpp=mpp)
-        tot += [r.pop("_inter"), r.pop("_ta"), r.pop("_pa")]
-        inst += [r["tp"], r["n_truth"], r["n_pred"]]
+        results.append(r)
         errs += [r["split_errors"], r["merge_errors"]]
-        for mt in r.pop("_matches"):
+        for mt in r["_matches"]:
             matches.append({"slide_id": sid, **mt})
-        rows.append({"slide_id": sid, "status": status, **r, "truth_source": t.source, "pred_source": p.source})
+        rows.append({"slide_id": sid, "status": status, **{k: v for k, v in r.items() if not k.startswith("_")},
+                     "truth_source": t.source, "pred_source": p.source})
     frame = pd.DataFrame(rows, columns=SLIDE_COLUMNS)
     evaluated = frame[frame["status"] != "no truth"]
-    inter, ta, pa = tot
+    pool = pooled(results)
     summary = {
         "slides": int(len(evaluated)),
         "slides_without_prediction": int((frame["status"] != "ok").sum() - (frame["status"] == "no truth").sum()),
         "slides_without_truth": int((frame["status"] == "no truth").sum()),
-        "dice_pooled": 2 * inter / (ta + pa) if ta + pa else None,
-        "iou_pooled": inter / (ta + pa - inter) if ta + pa - inter > 0 else None,
+        "dice_pooled": pool["dice"], "iou_pooled": pool["iou"],
         "dice_mean": float(evaluated["dice"].mean()) if len(evaluated) else None,
         "dice_min": float(evaluated["dice"].min()) if len(evaluated) else None,
-        "n_truth": int(inst[1]), "n_pred": int(inst[2]), "tp": int(inst[0]),
-        "precision": inst[0] / inst[2] if inst[2] else None, "recall": inst[0] / inst[1] if inst[1] else None,
-        "count_error": int(inst[2] - inst[1]),
+        "n_truth": pool["n_truth"], "n_pred": pool["n_pred"], "tp": pool["tp"],
+        "precision": pool["precision"], "recall": pool["recall"],
+        "count_error": pool["n_pred"] - pool["n_truth"],
         "abs_count_error_sum": int(evaluated["count_error"].abs().sum()) if len(evaluated) else 0,
         "split_errors": int(errs[0]), "merge_errors": int(errs[1]),
         "iou_threshold": float(iou),
