@@ -151,19 +151,23 @@ def lattice_points(poly, stride_px, n_max):
 
 def read_only(slide, card, module, poly, workers, cuda: bool = False):
     """The streamed engine's reads (segments cut into bands), through the same DataLoader, no model."""
+    from tmln.infer.plan import plan_dense
+    from tmln.infer.readers import TileReader, default_workers, loader
+    from tmln.infer.roi import roi_cells
     from tmln.models.classifier import input_transform
     from tmln.tumour import engine as E
     from tmln.tumour.dense import dense_form
+    from tmln.tumour.runners import stream_reads
 
-    plan = E._plan_dense(slide, card, dense_form(module), E.STRIP_WIDTH_CUDA if cuda else E.STRIP_WIDTH_CPU)
-    f = plan.f
-    roi = E.roi_cells(slide, plan.shape, (plan.stride * f[0], plan.stride * f[1]),
-                      (plan.origin_model * f[0], plan.origin_model * f[1]), "nodes", [poly])
-    _, locs, sizes, _ = E.stream_reads(plan, roi, E.BAND_PX)
-    data = E._TileReader(slide, locs, sizes, card.mpp, input_transform(card))
+    dense = dense_form(module)
+    plan = plan_dense(slide, card.mpp, card.patch_size, dense.stride, dense.rf.margins(),
+                      E.STRIP_WIDTH_CUDA if cuda else E.STRIP_WIDTH_CPU, "stream")
+    roi = roi_cells(slide, plan.shape, plan.stride_level0, plan.origin_level0, "nodes", [poly])
+    _, locs, sizes, _ = stream_reads(plan, roi, E.BAND_PX)
+    data = TileReader(slide, locs, sizes, card.mpp, stain=input_transform(card).stain)
     t = time.perf_counter()
     n = 0
-    for _, tile, _ in E._loader(data, E.default_workers(cuda) if workers is None else workers, False):
+    for _, tile, _ in loader(data, default_workers(cuda) if workers is None else workers, False):
         n += tile.numel()
     return time.perf_counter() - t, len(plan.tiles), float(roi.sum()) * (plan.stride * card.mpp / 1000) ** 2
 
@@ -395,7 +399,7 @@ def _isa_native() -> str:
 
 
 def _workers_text(workers, cuda: bool) -> str:
-    from tmln.tumour.engine import default_workers
+    from tmln.infer.readers import default_workers
 
     n = default_workers(cuda) if workers is None else workers
     return f"{n} reader process(es)" + (" (the engine's default)" if workers is None else "") + \

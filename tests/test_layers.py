@@ -20,9 +20,6 @@ LAZY_TMLN_IMPORTS = {
     # one module per command, each importing the API inside its command so that `tmln --help` (which
     # loads every command for its one-line help) and `tmln info` do not import torch, pandas and shapely
     "cli/": "commands import the API when run",
-    # being split into a shared inference core on another branch (issue 19 step 3); hoisted after it lands
-    "tumour/": "inference core being split (issue 19 step 3)",
-    "nodes/infer.py": "inference core being split (issue 19 step 3)",
 }
 
 

@@ -15,7 +15,7 @@ from tmln.cli import main
 from tmln.errors import TmlnError
 from tmln.evaluate.auc import roc_auc
 from tmln.evaluate.maps import BINS, binned_auc, calibrate_threshold, choose, slide_pixels, sweep, truth_on_map
-from tmln.tumour.engine import ProbabilityMap
+from tmln.tumour import ProbabilityMap
 
 from tumour.helpers import make_model_dir, texture, write_slide
 

@@ -73,6 +73,39 @@ def test_node_map_writes_label_map_json_geojson_png(tmp_path, slide_and_truth, m
     assert r.exit_code == 0 and json.loads((tmp_path / "nm2" / "node_labels.json").read_text())["split_touching"] is False
 
 
+def test_node_map_precision_and_reader_processes(tmp_path, slide_and_truth, model_dir, monkeypatch):
+    """--precision and --loader-workers as tumour-map's: read tile by tile in 2 reader processes, the
+    label map is the one read in this process; the arithmetic is recorded in the sidecar."""
+    from tmln.nodes import infer
+
+    monkeypatch.setattr(infer, "IN_MEMORY_MAX_PX", 0)  # tile by tile, as a large slide
+    outs = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}"
+        r = CliRunner().invoke(main, ["node-map", str(slide_and_truth / "S1.tiff"), "--model", str(model_dir),
+                                      "--out", str(out), "--device", "cpu", "--precision", "fp32",
+                                      "--loader-workers", workers, "--quiet"])
+        assert r.exit_code == 0, r.output
+        outs[workers] = np.load(out / "node_labels.npy")
+        meta = json.loads((out / "node_labels.json").read_text())
+        assert meta["inference"]["precision"] == "fp32" and meta["inference"]["reader_processes"] == int(workers)
+    np.testing.assert_array_equal(outs["0"], outs["2"])
+    r = CliRunner().invoke(main, ["node-map", str(slide_and_truth / "S1.tiff"), "--model", str(model_dir),
+                                  "--out", str(tmp_path / "bad"), "--precision", "fp64"])
+    assert r.exit_code == 2 and "fp64" in r.output
+
+
+def test_regions_from_model_leaves_the_geojson_to_its_caller(tmp_path, slide_and_truth, model_dir):
+    """In a run the job writes the measured nodes.geojson: the model step writes the label map only
+    (it used to write nodes.geojson too, which the job then overwrote)."""
+    from tmln.nodes import node_map, regions_from_model
+
+    polys = regions_from_model(slide_and_truth / "S1.tiff", model_dir, out_dir=tmp_path / "r", device="cpu")
+    assert (tmp_path / "r" / "node_labels.npy").is_file() and not (tmp_path / "r" / "nodes.geojson").exists()
+    nm = node_map(slide_and_truth / "S1.tiff", model_dir, out_dir=tmp_path / "n", device="cpu")
+    assert len(polys) == int(nm.labels.max()) and (tmp_path / "n" / "nodes.geojson").is_file()
+
+
 def test_node_map_errors(tmp_path, slide_and_truth, model_dir):
     r = CliRunner().invoke(main, ["node-map", str(tmp_path / "none.svs"), "--model", str(model_dir), "--out",
                                   str(tmp_path / "o")])

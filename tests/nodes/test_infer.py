@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tmln.nodes import infer
-from tmln.nodes.infer import array_reader, blend_window, predict_tiled, tile_origins
+from tmln.nodes.infer import array_reader, blend_window, predict_tiled
 
 
 def red_channel(batch):
@@ -49,13 +49,9 @@ def test_two_channels_and_bad_predict_shape():
         predict_tiled(array_reader(img), (100, 100), lambda b: np.zeros((len(b), 1, 8, 8)), tile=32, overlap=8)
 
 
-def test_window_and_origins():
+def test_blend_window():
     w = blend_window(64, 16)
     assert w.min() > 0 and w.max() == 1 and np.allclose(w, w.T)
-    xs = tile_origins(200, 64, 16)
-    assert xs[0] == -8 and xs[-1] + 64 >= 200 and all(b - a == 48 for a, b in zip(xs, xs[1:]))
-    with pytest.raises(ValueError):
-        tile_origins(100, 32, 32)
 
 
 def test_array_reader_pads_with_glass():
@@ -86,8 +82,10 @@ def test_streamed_slide_equals_in_memory(tmp_path, monkeypatch):
         whole = s.thumbnail(8.0)
         assert infer.slide_shape(s, 8.0) == whole.shape[:2] == (312, 375)
         a = predict_tiled(array_reader(whole), whole.shape[:2], red_channel, 64, 16)
-        b = predict_tiled(infer.slide_reader(s, 8.0), whole.shape[:2], red_channel, 64, 16)
+        b = predict_tiled(infer.SlideReader(s, 8.0), whole.shape[:2], red_channel, 64, 16)
         np.testing.assert_allclose(a, b, atol=1e-6)
+        c = predict_tiled(infer.SlideReader(s, 8.0, workers=2), whole.shape[:2], red_channel, 64, 16)
+        np.testing.assert_array_equal(b, c)  # reader processes read the same tiles, in order
         torch.manual_seed(0)
         card = ModelCard(task="node-segmentation", architecture="unet:tu-mobilenetv3_small_050", mpp=8.0,
                          patch_size=64, classes=["node"],

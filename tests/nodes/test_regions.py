@@ -74,9 +74,10 @@ def test_write_and_read_node_outputs(tmp_path):
     nm = NodeMap(lab, 8.0, rgb=np.full((40, 50, 3), 230, np.uint8))
     meta = write_node_outputs(tmp_path / "out", FakeSlide(), nm, card)
     assert meta["n_nodes"] == 4 and meta["slide_mpp"] == [0.5, 0.5]
-    labels, meta2 = read_node_labels(tmp_path / "out")
-    np.testing.assert_array_equal(labels, lab)
-    assert meta2["mpp"] == 8.0 and meta2["origin_px"] == [0.0, 0.0]
+    back = read_node_labels(tmp_path / "out")
+    np.testing.assert_array_equal(back.labels, lab)
+    assert back.mpp == 8.0 and back.origin == (0.0, 0.0) and back.slide_mpp == (0.5, 0.5)
+    assert meta["format"] == 1 and meta["array"] == "node_labels.npy" and meta["values"] == NodeMap.VALUES
     gj = json.loads((tmp_path / "out" / "nodes.geojson").read_text())
     assert len(gj["features"]) == 4
     assert (tmp_path / "out" / "node_labels.png").read_bytes()[:4] == b"\x89PNG"

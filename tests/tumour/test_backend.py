@@ -12,7 +12,7 @@ import torch
 from tmln.errors import TmlnError
 from tmln.models import backend as BK
 from tmln.tumour.dense import dense_form
-from tmln.tumour.engine import ProbabilityMap, tumour_map
+from tmln.tumour import ProbabilityMap, tumour_map
 
 from .helpers import card, small_resnet, texture, write_slide
 

@@ -17,7 +17,7 @@ from tmln.errors import TmlnError
 from tmln.models.classifier import build_classifier
 from tmln.slide import Slide
 from tmln.tumour.dense import dense_form, receptive_field
-from tmln.tumour.engine import ProbabilityMap, tumour_map
+from tmln.tumour import ProbabilityMap, tumour_map
 
 from .helpers import card, small_resnet, texture, write_slide
 
@@ -253,101 +253,6 @@ def test_missing_mpp_is_an_error(tmp_path):
     tifffile.imwrite(p, texture(64, 64), photometric="rgb", tile=(64, 64), metadata=None)
     with pytest.raises(MissingMppError):
         tumour_map(p, (small_resnet(), card(patch=64)), mask=None, num_workers=0, device="cpu", precision="fp32")
-
-
-def _equal_strips(need, cols, gap):
-    """Reference plan: each column run cut into the fewest equal strips at most ``cols`` wide."""
-    from tmln.tumour.engine import _runs, _segments
-
-    out = []
-    for a, b in _runs(np.flatnonzero(need.any(0)), gap):
-        edges = np.linspace(a, b + 1, -(-(b - a + 1) // cols) + 1).round().astype(int)
-        for c0, c1 in zip(edges[:-1], edges[1:]):
-            out += _segments(need, c0, c1, gap)
-    return out
-
-
-def _cells(segs, gap):
-    return sum((nr + gap) * (nc + gap) for _, _, nr, nc in segs)
-
-
-def test_strips_cover_needed_cells_with_segments():
-    """Streaming segments: column runs cut into strips at most ``cols`` wide, rows split where the
-    gap exceeds the margin, columns trimmed per segment; together they cover every needed cell."""
-    from tmln.tumour.engine import _strips
-
-    need = np.zeros((40, 30), bool)
-    need[2:6, 3:7] = True
-    need[9:12, 4:6] = True  # 3 rows below: joined (gap <= 5)
-    need[30:33, 1:3] = True  # far below: a segment of its own
-    need[5, 9:15] = True  # columns 1..14 form one run of 14 columns -> two strips
-    need[0, 25] = True  # 10 columns away: a run of its own
-    segs = _strips(need, 10, 5, step=1)
-    assert sorted(segs) == [(0, 25, 1, 1), (2, 3, 10, 4), (5, 9, 1, 6), (30, 1, 3, 2)]
-    assert _strips(np.zeros((4, 4), bool), 10, 5) == []
-    rng = np.random.default_rng(0)
-    for trial in range(20):
-        need = rng.random((60, 90)) < 0.02
-        need[rng.integers(0, 40):, rng.integers(0, 60):][:15, :20] = True
-        for step in (1, 4, 16):
-            segs = _strips(need, 12, 5, step=step)
-            covered = np.zeros_like(need)
-            for r0, c0, nr, nc in segs:
-                assert nc <= 12
-                covered[r0 : r0 + nr, c0 : c0 + nc] = True
-            assert covered[need].all()
-        assert _cells(_strips(need, 12, 5, step=1), 5) <= _cells(_equal_strips(need, 12, 5), 5)
-
-
-def test_strip_cuts_spend_fewer_cells_on_round_nodes():
-    """A round node: cuts placed by the dynamic programme compute fewer cells than equal strips."""
-    from tmln.tumour.engine import _strips
-
-    yy, xx = np.mgrid[:200, :200]
-    need = (yy - 100) ** 2 + (xx - 100) ** 2 < 90**2
-    dp, equal = _cells(_strips(need, 128, 13), 13), _cells(_equal_strips(need, 128, 13), 13)
-    assert dp < 0.97 * equal  # 4 % here; ~10 % over the nodes of a whole phantom slide
-
-
-def test_tiles_are_trimmed_to_the_cells_they_produce():
-    from tmln.tumour.engine import _tiles_over, _trim_tiles
-
-    need = np.zeros((10, 10), bool)
-    need[2:4, 3:5] = True  # inside the first 6x6 block
-    need[7, 9] = True  # one cell in the last block
-    tiles = _trim_tiles(need, _tiles_over(need, (6, 6)), (6, 6))
-    assert tiles == [(2, 3, 2, 2), (7, 9, 1, 1)]
-    covered = np.zeros_like(need)
-    for r0, c0, nr, nc in tiles:
-        covered[r0 : r0 + nr, c0 : c0 + nc] = True
-    assert covered[need].all()
-
-
-def test_default_reader_processes(monkeypatch):
-    """No reader processes on small CPUs (they would compete with the model), some on CUDA hosts."""
-    import os
-
-    from tmln.tumour.engine import default_workers
-
-    for cores, cpu, cuda in ((2, 0, 1), (4, 0, 2), (16, 4, 8), (64, 4, 8)):
-        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
-        assert (default_workers(False), default_workers(True)) == (cpu, cuda)
-
-
-def test_auto_precision_follows_native_bf16(monkeypatch):
-    """auto = bf16 where the device runs it natively, fp16 on older CUDA, float32 on other CPUs."""
-    import torch
-
-    import tmln.device
-    from tmln.tumour.engine import _amp_dtype
-
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    for native, on_cpu, on_cuda in ((True, torch.bfloat16, torch.bfloat16), (False, None, torch.float16)):
-        monkeypatch.setattr(tmln.device, "native_bf16", lambda _dev, v=native: v)
-        assert (_amp_dtype("auto", cpu), _amp_dtype("auto", cuda)) == (on_cpu, on_cuda)
-    assert _amp_dtype("fp32", cuda) is None and _amp_dtype("bf16", cpu) == torch.bfloat16
-    with pytest.raises(TmlnError, match="precision"):
-        _amp_dtype("int8", cpu)
 
 
 def test_bf16_map_is_close_to_float32_and_recorded(tmp_path):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tmln.cli.options import device_option, mpp_option, out_dir_option, quiet_option
+from tmln.cli.options import (
+    device_option, map_loader_workers_option, mpp_option, node_precision_option, out_dir_option, quiet_option,
+)
 
 
 @click.command("node-map")
@@ -16,8 +18,10 @@ from tmln.cli.options import device_option, mpp_option, out_dir_option, quiet_op
               help="Smallest node kept, mm² (default: the model card's).")
 @mpp_option
 @device_option
+@node_precision_option
+@map_loader_workers_option
 @quiet_option
-def command(slide, model, out, no_split, min_node_area, mpp, device, quiet):
+def command(slide, model, out, no_split, min_node_area, mpp, device, precision, workers, quiet):
     """Segment the lymph nodes of a slide into instances.
 
     Writes into OUT: node_labels.npy (int32 instance labels at the model's µm/px) + node_labels.json
@@ -32,7 +36,7 @@ def command(slide, model, out, no_split, min_node_area, mpp, device, quiet):
     from tmln.nodes.infer import NodeSegmenter, node_map
 
     params = {} if min_node_area is None else {"min_node_area_mm2": float(min_node_area)}
-    seg = NodeSegmenter(model, device=device, params=params)
+    seg = NodeSegmenter(model, device=device, params=params, precision=precision, num_workers=workers)
     progress = None
     if not quiet:
         from tqdm import tqdm
@@ -44,8 +48,8 @@ def command(slide, model, out, no_split, min_node_area, mpp, device, quiet):
             bar.n = done
             bar.refresh()
 
-    labels, label_mpp = node_map(slide, seg, out_dir=out, split_touching=False if no_split else None, mpp=mpp,
-                                 progress=progress)
+    nm = node_map(slide, seg, out_dir=out, split_touching=False if no_split else None, mpp=mpp, progress=progress)
     if not quiet:
         bar.close()
-        click.echo(f"{int(labels.max())} node(s) at {label_mpp:g} µm/px written to {out}")
+        click.echo(f"{int(nm.labels.max())} node(s) at {nm.mpp:g} µm/px ({seg.predict.info['precision']}) "
+                   f"written to {out}")

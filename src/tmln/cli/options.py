@@ -28,6 +28,19 @@ precision_option = click.option(
     "(about 2x fp32 there; calibrated on tiles of each slide, recorded in the map's sidecar; changes ~1 % of "
     "thresholded pixels, so never chosen by auto); fp32 gives the same maps on every machine.",
 )
+node_precision_option = click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
+    default="auto",
+    show_default=True,
+    help="Node U-Net arithmetic, chosen as tumour-map's except that auto keeps fp32 on every CPU (its reduced-"
+    "precision label maps were not validated): auto = fp32 on CPUs, bf16 on CUDA with bf16, else fp16; int8 is "
+    "calibrated on the slide's first tiles and recorded in node_labels.json.",
+)
+map_loader_workers_option = click.option(
+    "--loader-workers", "workers", type=click.IntRange(min=0), default=None,
+    help="DataLoader processes reading tiles (default: none on CPUs of up to 4 cores, where they would "
+         "compete with the model; on CUDA half the CPUs, at most 8; 0 = read in the main process).")
 out_dir_option = click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder (created if missing)."
 )
@@ -53,7 +66,7 @@ VOCABULARY: dict[str, tuple[str, str]] = {
     "--loader-workers": ("DataLoader processes reading and decoding the model's input", r"dataloader"),
     "--batch-size": ("samples or tiles per model step", r"batch|forward pass"),
     "--device": ("torch device", r"torch device"),
-    "--precision": ("tumour classifier arithmetic", r"arithmetic"),
+    "--precision": ("the model's arithmetic", r"arithmetic"),
     "--out": ("where the outputs go", r"output|to write"),
     "--quiet": ("no progress output", r"no progress"),
     "-q": ("no progress output", r"no progress"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from tmln.cli.options import (
-    Command, deprecated_alias, device_option, mpp_option, out_dir_option, precision_option, quiet_option,
+    Command, deprecated_alias, device_option, map_loader_workers_option, mpp_option, out_dir_option, precision_option, quiet_option,
 )
 
 
@@ -24,9 +24,7 @@ from tmln.cli.options import (
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Tiles per forward pass for --method dense, patches for grid (default 1 tile on CPU, 2 on "
                    "CUDA; 64 patches). The streamed default runs one strip at a time.")
-@click.option("--loader-workers", "workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader processes reading tiles (default: none on CPUs of up to 4 cores, where they would "
-                   "compete with the model; on CUDA half the CPUs, at most 8; 0 = read in the main process).")
+@map_loader_workers_option
 @deprecated_alias("--workers", "--loader-workers", "workers", click.IntRange(min=0), "DataLoader processes")
 @click.option("--tile-size", type=click.IntRange(min=64), default=None,
               help="Strip width (stream; default 4096 on CPU, 8192 on CUDA) or tile edge (dense; 2048 / 4096) in "

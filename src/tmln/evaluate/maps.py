@@ -37,7 +37,7 @@ from tmln.cohort.table import read_slides_table
 from tmln.errors import TmlnError
 from tmln.models.card import CARD_NAME, WEIGHTS_NAME, model_identity, read_card, resolve_model_dir
 from tmln.slide import Slide
-from tmln.tumour.engine import ProbabilityMap, tumour_map
+from tmln.tumour import ProbabilityMap, tumour_map
 
 BINS = 10_000
 RULES = ("youden", "dice")

@@ -85,12 +85,11 @@ def load_prediction(folder, slide_id: str) -> NodeSet | None:
             return NodeSet(_read_polygons(p), str(p), _mpp_beside(p.parent))
     for p in (*(d.node_labels for d in dirs), folder / f"{slide_id}.{NODE_LABELS_NPY}"):
         if p.is_file():
-            labels, meta = read_node_labels(p)
-            smpp = meta.get("slide_mpp")
-            if not smpp:
+            nm = read_node_labels(p)
+            if not nm.slide_mpp:
                 raise TmlnError("label map JSON lacks slide_mpp (the slide's level-0 µm/px)", p)
-            polys = labels_to_polygons(labels, float(meta["mpp"]), tuple(smpp), tuple(meta.get("origin_px", (0, 0))))
-            return NodeSet(polys, str(p), (float(smpp[0]), float(smpp[1])))
+            polys = labels_to_polygons(nm.labels, nm.mpp, nm.slide_mpp, nm.origin)
+            return NodeSet(polys, str(p), (float(nm.slide_mpp[0]), float(nm.slide_mpp[1])))
     return None
 
 

@@ -1,71 +1,42 @@
 """Slide-scale node segmentation: tiled U-Net inference with blending, then instances.
 
 The slide is read at the model card's µm/px (default 8 µm/px, where a 100k px slide is ~3k px).
-Tiles of ``card.patch_size`` px overlap by ``params["overlap"]`` px and are blended with a
-separable cosine window that is nearly 0 on the outer quarter of the overlap (where padding
-artefacts are) and strictly positive, so every pixel is a weighted mean of the tiles that cover
-it: no seams, and a pointwise model gives back exactly its pointwise output. Tiles are
+Tiles of ``card.patch_size`` px overlap by ``params["overlap"]`` px (``tmln.infer.plan.tile_origins``)
+and are blended with a separable cosine window that is nearly 0 on the outer quarter of the overlap
+(where padding artefacts are) and strictly positive, so every pixel is a weighted mean of the tiles
+that cover it: no seams, and a pointwise model gives back exactly its pointwise output. Tiles are
 processed one row at a time into a band buffer of one tile's height, so memory is bounded by the
 output map plus one band, for any slide size. Small slides are read once as a thumbnail (the same
-pixels the model was trained on); large ones are streamed tile by tile.
+pixels the model was trained on); large ones are streamed tile by tile, by reader processes where
+the tumour engine would use them (``tmln.infer.readers.default_workers``). Precision and
+deterministic kernels as the tumour engine's (``tmln.infer.precision``).
 
 Post-processing (``tmln.nodes.instances``): threshold from the card, hole filling, splitting of
-touching nodes, minimum node area in mm². Units: label maps travel with their µm/px.
+touching nodes, minimum node area in mm². Units: label maps travel with their µm/px (``NodeMap``, a
+``tmln.raster.Raster``).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from tmln.infer import precision as P
+from tmln.infer.plan import tile_origins
+from tmln.infer.readers import Reader, SlideReader, array_reader, default_workers, slide_shape
+from tmln.models import backend
+from tmln.models.card import resolve_model_dir
+from tmln.models.unet import load_unet, normalise
 from tmln.nodes.instances import InstanceParams, instances_from_mask
+from tmln.nodes.regions import NodeMap, labels_to_polygons, write_node_outputs
+from tmln.slide import Slide
 
 DEFAULT_OVERLAP = 64  # px at the model's µm/px
 IN_MEMORY_MAX_PX = 4096 * 4096  # read the whole slide at the model's µm/px when at most this big
-WHITE = 255
-
-Reader = Callable[[int, int, int, int], np.ndarray]  # (x, y, w, h) -> (h, w, 3) uint8, padded white
-
-
-# ---------------------------------------------------------------------------- readers
-def array_reader(image: np.ndarray) -> Reader:
-    """Tiles of an in-memory (H, W, 3) uint8 image; outside it is white (glass)."""
-    img = np.asarray(image)
-    H, W = img.shape[:2]
-
-    def read(x: int, y: int, w: int, h: int) -> np.ndarray:
-        out = np.full((h, w, 3), WHITE, np.uint8)
-        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
-        if x1 > x0 and y1 > y0:
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = img[y0:y1, x0:x1]
-        return out
-
-    return read
-
-
-def slide_reader(slide, mpp: float) -> Reader:
-    """Tiles read from a slide at ``mpp`` µm/px (tile px -> level 0 by the slide's own µm/px)."""
-    fx, fy = mpp / slide.mpp_x_required, mpp / slide.mpp_y_required
-    H, W = slide_shape(slide, mpp)
-
-    def read(x: int, y: int, w: int, h: int) -> np.ndarray:
-        out = np.full((h, w, 3), WHITE, np.uint8)
-        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
-        if x1 > x0 and y1 > y0:
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = slide.read((x0 * fx, y0 * fy), (x1 - x0, y1 - y0), mpp=mpp)
-        return out
-
-    return read
-
-
-def slide_shape(slide, mpp: float) -> tuple[int, int]:
-    """(h, w) of the slide at ``mpp`` µm/px (the same as ``Slide.thumbnail(mpp)``)."""
-    w = max(1, int(round(slide.width * slide.mpp_x_required / mpp)))
-    h = max(1, int(round(slide.height * slide.mpp_y_required / mpp)))
-    return h, w
 
 
 # ---------------------------------------------------------------------------- blending
@@ -87,30 +58,21 @@ def blend_window(tile: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts covering [0, length): the first starts ``overlap // 2`` before 0 (so image borders
-    get context), then every ``tile - overlap`` px until the last tile reaches ``length``."""
-    stride = tile - overlap
-    if stride <= 0:
-        raise ValueError(f"overlap ({overlap}) must be smaller than the tile size ({tile})")
-    start = -(overlap // 2)
-    out = [start]
-    while out[-1] + tile - overlap // 2 < length:
-        out.append(out[-1] + stride)
-    return out
-
-
 def predict_tiled(read: Reader, shape: tuple[int, int], predict: Callable[[np.ndarray], np.ndarray],
                   tile: int, overlap: int = DEFAULT_OVERLAP, batch_size: int = 8, channels: int = 1,
                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Blend ``predict`` over overlapping tiles of an image of ``shape`` = (H, W).
 
+    read : a ``Reader`` (tile at model px (x, y, w, h)), e.g. ``array_reader`` or ``SlideReader``.
     predict : (N, tile, tile, 3) uint8 -> (N, C, tile, tile) float (probabilities).
     Returns (C, H, W) float32. Rows of tiles go through a band buffer of one tile's height.
     """
     H, W = int(shape[0]), int(shape[1])
     win = blend_window(tile, overlap)
     ys, xs = tile_origins(H, tile, overlap), tile_origins(W, tile, overlap)
+    # a SlideReader reads the whole list in order (in reader processes when it has them)
+    tiles = read.tiles([(x, y) for y in ys for x in xs], tile) if hasattr(read, "tiles") else \
+        (read(x, y, tile, tile) for y in ys for x in xs)
     x0 = xs[0]
     bw = xs[-1] + tile - x0  # band width covering every tile of a row
     out = np.zeros((channels, H, W), np.float32)
@@ -121,7 +83,7 @@ def predict_tiled(read: Reader, shape: tuple[int, int], predict: Callable[[np.nd
     for r, y in enumerate(ys):
         for b in range(0, len(xs), batch_size):
             bx = xs[b : b + batch_size]
-            batch = np.stack([read(x, y, tile, tile) for x in bx])
+            batch = np.stack([next(tiles) for _ in bx])
             prob = np.asarray(predict(batch), np.float64)
             if prob.shape != (len(bx), channels, tile, tile):
                 raise ValueError(f"predict returned {prob.shape}, expected {(len(bx), channels, tile, tile)}")
@@ -156,24 +118,16 @@ def _flush(out, num, den, y, n_rows, x0, H, W):
 def model_predictor(net, card, device=None, amp: bool = True, precision: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
     """(N, h, w, 3) uint8 -> (N, C, h, w) sigmoid probabilities with a loaded U-Net.
 
-    precision : as the tumour engine's (``tmln.models.backend``), except that ``auto`` keeps float32
-        on CPUs (float16 autocast on CUDA): the U-Net at 8 µm/px is a small share of a slide's time
-        and its int8 / bf16 maps were not shown to stay the maps (docs/tumour-inference.md). ``int8``
-        is calibrated on the first batch of tiles (the slide's own), recorded in ``predict.info``.
+    precision : as the tumour engine's (``tmln.infer.precision``), except that ``auto`` keeps float32
+        on CPUs: the U-Net at 8 µm/px is a small share of a slide's time and its int8 / bf16 maps were
+        not shown to stay the maps (docs/tumour-inference.md). ``int8`` is calibrated on the first
+        batch of tiles (the slide's own), recorded in ``predict.info``. ``amp=False``: float32.
     """
     import torch
 
-    from tmln.models import backend as BK
-    from tmln.models.unet import normalise
-
     dev = device if device is not None else next(net.parameters()).device
-    if not amp:
-        prec = "fp32"
-    elif precision == "auto" and dev.type == "cuda":
-        prec = "fp16"
-    else:
-        prec = BK.resolve_precision(precision, dev, cpu_reduced=False)
-    dtype = BK.amp_dtype(prec)
+    prec = P.resolve("fp32" if not amp else precision, dev, cpu_reduced=False)
+    dtype = P.amp_dtype(prec)
     state: dict = {"net": net if prec != "int8" else None}
 
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -181,27 +135,17 @@ def model_predictor(net, card, device=None, amp: bool = True, precision: str = "
         x = normalise(x, card)
         if state["net"] is None:  # int8: calibrate on this first batch of the slide's tiles
             t0 = time.perf_counter()
-            q, cache = BK.quantize(net, [x[i : i + 1] for i in range(len(x))])
-            cal = BK.Calibration("the first batch of node-model tiles", list(range(len(x))), int(x.shape[-1]),
-                                 float(card.mpp), cache, time.perf_counter() - t0)
+            q, cache = backend.quantize(net, [x[i : i + 1] for i in range(len(x))])
+            cal = backend.Calibration("the first batch of node-model tiles", list(range(len(x))),
+                                      int(x.shape[-1]), float(card.mpp), cache, time.perf_counter() - t0)
             state["net"] = q
             predict.info["int8"] = cal.record()
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with P.deterministic(dev.type == "cuda"), torch.inference_mode(), P.autocast(dev, dtype):
             logits = state["net"](x)
         return torch.sigmoid(logits.float()).cpu().numpy()
 
     predict.info = {"precision": prec}
     return predict
-
-
-@dataclass
-class NodeMap:
-    """A node instance label map with its µm/px; ``prob`` is (C, H, W) (node, [node_core])."""
-
-    labels: np.ndarray
-    mpp: float
-    prob: np.ndarray | None = None
-    rgb: np.ndarray | None = None  # the slide at ``mpp`` when it was read in memory
 
 
 class NodeSegmenter:
@@ -210,11 +154,11 @@ class NodeSegmenter:
     model : model directory, bundled model name, or an already loaded ``(module, card)`` pair.
     params : overrides of the card's post-processing parameters (``InstanceParams`` fields).
     precision : ``model_predictor``'s (``auto``: float32 on CPUs); ``self.predict.info`` says what ran.
+    num_workers : reader processes for slides read tile by tile (default ``default_workers``).
     """
 
-    def __init__(self, model, device="auto", params: dict | None = None, batch_size: int = 8, precision: str = "auto"):
-        from tmln.models.unet import load_unet
-
+    def __init__(self, model, device="auto", params: dict | None = None, batch_size: int = 8, precision: str = "auto",
+                 num_workers: int | None = None):
         if isinstance(model, tuple):
             self.net, self.card = model
             self.net.eval()
@@ -229,6 +173,7 @@ class NodeSegmenter:
         self.batch_size = int(batch_size)
         self.mpp = float(self.card.mpp)
         self.predict = model_predictor(self.net, self.card, self.device, precision=precision)
+        self.workers = default_workers(self.device.type == "cuda") if num_workers is None else max(0, int(num_workers))
 
     @property
     def channels(self) -> int:
@@ -240,14 +185,14 @@ class NodeSegmenter:
         return predict_tiled(array_reader(img), img.shape[:2], self.predict, self.tile, self.overlap,
                              self.batch_size, self.channels, progress)
 
-    def slide_probabilities(self, slide, progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+    def slide_probabilities(self, slide: Slide, progress=None) -> tuple[np.ndarray, np.ndarray | None]:
         """(C, H, W) probabilities at the model's µm/px for a slide, and the RGB when read whole."""
         H, W = slide_shape(slide, self.mpp)
         if H * W <= IN_MEMORY_MAX_PX:
             rgb = slide.thumbnail(self.mpp)
             return self.probabilities(rgb, progress), rgb
-        prob = predict_tiled(slide_reader(slide, self.mpp), (H, W), self.predict, self.tile, self.overlap,
-                             self.batch_size, self.channels, progress)
+        prob = predict_tiled(SlideReader(slide, self.mpp, self.workers), (H, W), self.predict, self.tile,
+                             self.overlap, self.batch_size, self.channels, progress)
         return prob, None
 
     def instances(self, prob: np.ndarray, split_touching: bool | None = None) -> np.ndarray:
@@ -262,9 +207,13 @@ class NodeSegmenter:
         core = prob[self.card.classes.index("node_core")] if "node_core" in self.card.classes else None
         return instances_from_mask(mask, self.mpp, core=core, params=p)
 
-    def node_map(self, slide, split_touching: bool | None = None, progress=None) -> NodeMap:
+    def node_map(self, slide: Slide, split_touching: bool | None = None, progress=None) -> NodeMap:
+        """The slide's node instances at the model's µm/px (origin at level-0 (0, 0))."""
         prob, rgb = self.slide_probabilities(slide, progress)
-        return NodeMap(self.instances(prob, split_touching), self.mpp, prob, rgb)
+        return NodeMap(self.instances(prob, split_touching), self.mpp, (0.0, 0.0),
+                       (slide.mpp_x_required, slide.mpp_y_required), prob=prob, rgb=rgb,
+                       info={**self.predict.info, "device": str(self.device),
+                             "reader_processes": self.workers if rgb is None else 0})
 
 
 _CACHE: dict = {}
@@ -276,8 +225,6 @@ def get_segmenter(model, device="auto") -> NodeSegmenter:
         return model
     if isinstance(model, tuple):
         return NodeSegmenter(model)
-    from tmln.models.card import resolve_model_dir
-
     path = resolve_model_dir(model).resolve()
     key = (str(path), str(device), path.joinpath("model.safetensors").stat().st_mtime_ns
            if path.joinpath("model.safetensors").exists() else 0)
@@ -289,18 +236,16 @@ def get_segmenter(model, device="auto") -> NodeSegmenter:
     return seg
 
 
-def _open(slide, mpp=None):
-    from tmln.slide import Slide
-
+def _open(slide, mpp=None) -> tuple[Slide, bool]:
     if isinstance(slide, Slide):
         return slide, False
     return Slide(slide, mpp=mpp), True
 
 
 def node_map(slide, model, out_dir=None, device="auto", *, split_touching: bool | None = None,
-             mpp: float | None = None, progress=None) -> tuple[np.ndarray, float]:
-    """Node instance labels of a slide -> ``(labels, mpp)``: int32 (H, W) at ``mpp`` µm/px (the card's),
-    origin at level-0 (0, 0). ``slide``: a ``Slide`` or a path (``mpp`` overrides its µm/px).
+             mpp: float | None = None, progress=None) -> NodeMap:
+    """Node instances of a slide: a ``NodeMap`` (``.labels`` int32 (H, W) at ``.mpp`` µm/px, the card's;
+    origin at level-0 (0, 0)). ``slide``: a ``Slide`` or a path (``mpp`` overrides its µm/px).
     When ``out_dir`` is given, also writes ``node_labels.npy``, ``node_labels.json``,
     ``node_labels.png`` (preview) and ``nodes.geojson`` there (atomically)."""
     seg = get_segmenter(model, device)
@@ -308,14 +253,12 @@ def node_map(slide, model, out_dir=None, device="auto", *, split_touching: bool 
     try:
         nm = seg.node_map(s, split_touching=split_touching, progress=progress)
         if out_dir is not None:
-            from tmln.nodes.regions import write_node_outputs
-
             write_node_outputs(out_dir, s, nm, seg.card, split_touching=seg.params.split_touching
                                if split_touching is None else split_touching)
     finally:
         if opened:
             s.close()
-    return nm.labels, nm.mpp
+    return nm
 
 
 def regions_from_model(slide, model, out_dir=None, device="auto", *, split_touching: bool | None = None,
@@ -323,16 +266,11 @@ def regions_from_model(slide, model, out_dir=None, device="auto", *, split_touch
     """Lymph-node instances of a slide as shapely Polygons in level-0 px (one per node, in label order).
 
     model : model directory, bundled name (e.g. ``"demo-nodes"``) or a ``NodeSegmenter``.
-    out_dir : when given, the label map (``node_labels.npy`` + ``.json``), a PNG preview and
-        ``nodes.geojson`` are written there too.
+    out_dir : when given, the label map (``node_labels.npy`` + ``.json``) and a PNG preview are
+        written there (the caller writes the nodes' GeoJSON: ``tmln.cohort.job`` its measured one).
     split_touching : False keeps touching nodes as one instance (default: the card's).
     min_node_area_mm2 : smallest node kept (default: the card's).
     """
-    import copy
-    import dataclasses
-
-    from tmln.nodes.regions import labels_to_polygons
-
     seg = get_segmenter(model, device)
     if min_node_area_mm2 is not None:  # a shallow copy: the cached segmenter (and its weights) is shared
         seg = copy.copy(seg)
@@ -341,10 +279,8 @@ def regions_from_model(slide, model, out_dir=None, device="auto", *, split_touch
     try:
         nm = seg.node_map(s, split_touching=split_touching)
         if out_dir is not None:
-            from tmln.nodes.regions import write_node_outputs
-
             write_node_outputs(out_dir, s, nm, seg.card, split_touching=seg.params.split_touching
-                               if split_touching is None else split_touching)
+                               if split_touching is None else split_touching, geojson=False)
         return labels_to_polygons(nm.labels, nm.mpp, s)
     finally:
         if opened:
@@ -352,4 +288,4 @@ def regions_from_model(slide, model, out_dir=None, device="auto", *, split_touch
 
 
 __all__ = ["NodeSegmenter", "NodeMap", "node_map", "regions_from_model", "predict_tiled", "blend_window",
-           "tile_origins", "array_reader", "slide_reader", "slide_shape", "get_segmenter"]
+           "tile_origins", "array_reader", "SlideReader", "slide_shape", "get_segmenter", "Reader"]

@@ -8,22 +8,40 @@ pixel count × pixel area.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tmln.annotations import feature, write_geojson
-from tmln.atomic import write_bytes, write_json, write_npy
-from tmln.errors import TmlnError
+from tmln.atomic import write_bytes
+from tmln.raster import Raster, raster_fields, read_raster
 from tmln.regions import polygons_from_labels, rasterise
-from tmln.rundir import NODE_LABELS_JSON, NODE_LABELS_NPY, NODE_LABELS_PNG, NODES_GEOJSON
+from tmln.rundir import NODE_LABELS_NPY, NODE_LABELS_PNG, NODES_GEOJSON
 
 if TYPE_CHECKING:  # annotations only: no import at run time
     from tmln.models.card import ModelCard
     from tmln.slide import Slide
 
 NODE_CLASS = "Lymph node"
+
+
+@dataclass
+class NodeMap(Raster):
+    """Node instances of a slide: int32 labels (0 = background) at ``mpp`` µm/px (a ``Raster``);
+    ``prob`` the model's (C, H, W) probabilities (node, [node_core]) when it made them, ``rgb`` the
+    slide at ``mpp`` when it was read in memory."""
+
+    prob: np.ndarray | None = None
+    rgb: np.ndarray | None = None
+    info: dict = field(default_factory=dict)  # how it was computed: precision (int8: its calibration), ...
+
+    VALUES = "int32 instance labels (0 = background)"
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.array
 
 
 def _slide_mpp(slide_or_mpp) -> tuple[float, float]:
@@ -112,33 +130,28 @@ def node_features(polygons, slide_or_mpp) -> list[dict]:
             for k, p in enumerate(polygons, start=1)]
 
 
-def write_node_outputs(out_dir, slide: Slide, node_map, card: ModelCard, split_touching: bool = True, preview_max_px: int = 2048) -> dict:
-    """Write ``node_labels.npy`` + ``node_labels.json`` (µm/px, origin), ``node_labels.png`` and
-    ``nodes.geojson`` into ``out_dir`` (each atomically). Returns the JSON metadata."""
-
+def write_node_outputs(out_dir, slide: Slide, node_map: NodeMap, card: ModelCard, split_touching: bool = True,
+                       preview_max_px: int = 2048, geojson: bool = True) -> dict:
+    """Write ``node_labels.npy`` + ``node_labels.json`` (its sidecar, ``tmln.raster``), ``node_labels.png``
+    and, with ``geojson``, ``nodes.geojson`` into ``out_dir`` (each atomically). Returns the sidecar."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels = np.asarray(node_map.labels, np.int32)
     mx, my = _slide_mpp(slide)
-    polys = labels_to_polygons(labels, node_map.mpp, (mx, my))
     areas = np.bincount(labels.ravel())[1:] * (node_map.mpp ** 2) / 1e6
-    meta = {
-        "mpp": float(node_map.mpp),
-        "origin_px": [0.0, 0.0],
-        "shape": [int(labels.shape[0]), int(labels.shape[1])],
+    raster = NodeMap(labels, float(node_map.mpp), tuple(node_map.origin), (mx, my))
+    meta = raster.write(out / NODE_LABELS_NPY, {
+        "slide": str(getattr(slide, "path", "")),
         "n_nodes": int(labels.max()),
         "node_area_mm2": [round(float(a), 6) for a in areas],
-        "slide": str(getattr(slide, "path", "")),
-        "slide_mpp": [mx, my],
         "model": {"task": card.task, "architecture": card.architecture, "mpp": card.mpp,
                   "threshold": card.threshold, "tmln_version": card.tmln_version},
         "split_touching": bool(split_touching),
-        "description": "int32 instance labels (0 = background) at `mpp` µm/px; pixel (r, c) covers level-0 "
-                       "x in origin_x + [c, c+1) * mpp / slide_mpp_x (same for y)",
-    }
-    write_npy(out / NODE_LABELS_NPY, labels)
-    write_json(out / NODE_LABELS_JSON, meta)
-    write_geojson(out / NODES_GEOJSON, node_features(polys, (mx, my)))
+        **({"inference": node_map.info} if node_map.info else {}),
+    })
+    if geojson:
+        polys = labels_to_polygons(labels, node_map.mpp, (mx, my), origin=node_map.origin)
+        write_geojson(out / NODES_GEOJSON, node_features(polys, (mx, my)))
     rgb = node_map.rgb
     if rgb is None or max(rgb.shape[:2]) > preview_max_px:
         pmpp = max(node_map.mpp, max(slide.width * mx, slide.height * my) / preview_max_px)
@@ -147,24 +160,11 @@ def write_node_outputs(out_dir, slide: Slide, node_map, card: ModelCard, split_t
     return meta
 
 
-def read_node_labels(path) -> tuple[np.ndarray, dict]:
-    """Read ``node_labels.npy`` (or its folder) and its JSON -> (labels, metadata)."""
-
+def read_node_labels(path) -> NodeMap:
+    """Read ``node_labels.npy`` (or its folder) and its sidecar -> ``NodeMap`` (``.labels``, ``.mpp``,
+    ``.origin``, ``.slide_mpp``); a ``TmlnError`` naming the file when it is missing or not a label map."""
     p = Path(path)
     if p.is_dir():
         p = p / NODE_LABELS_NPY
-    meta_path = p.with_suffix(".json")
-    if not p.is_file():
-        raise TmlnError("node label map not found", p)
-    if not meta_path.is_file():
-        raise TmlnError(f"label map has no {meta_path.name} beside it (its µm/px is unknown)", p)
-    import json
-
-    try:
-        labels = np.load(p, allow_pickle=False)
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except Exception as exc:
-        raise TmlnError(f"cannot read node label map ({exc})", p) from None
-    if labels.ndim != 2 or "mpp" not in meta:
-        raise TmlnError("not a node label map (needs a 2-D array and 'mpp' in its JSON)", p)
-    return labels.astype(np.int32), meta
+    labels, meta = read_raster(p, "node label map")
+    return NodeMap(labels.astype(np.int32), **raster_fields(meta))

@@ -4,7 +4,8 @@
 (``regions``) threshold it into polygons in level-0 px for the measurement core.
 """
 
-from tmln.tumour.engine import ProbabilityMap, tumour_map
+from tmln.tumour.engine import tumour_map
+from tmln.tumour.probability_map import ProbabilityMap
 from tmln.tumour.regions import regions_from_map, regions_from_model, tumour_mask
 
 __all__ = ["ProbabilityMap", "tumour_map", "regions_from_map", "regions_from_model", "tumour_mask"]

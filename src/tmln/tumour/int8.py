@@ -6,13 +6,12 @@ from __future__ import annotations
 import time
 
 from tmln.models.backend import quantize, slide_calibration
+from tmln.tumour.stream import NotStreamable, StreamedNet
 
 
 def int8_dense(dense, streamed, slide, card, transform, roi, stride_l0, origin_l0):
     """The tumour engine's int8 step: quantise the dense form on tiles of this slide, stream it where
     the float form streamed. Returns (int8 dense form, int8 streamed net or None, calibration record)."""
-    from tmln.tumour.stream import NotStreamable, StreamedNet
-
     t = time.perf_counter()
     batches, cal = slide_calibration(slide, card, transform, roi, stride_l0, origin_l0)
     if not batches:  # an empty region: nothing will run, the float form stays

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tmln.atomic import write_csv
 from tmln.errors import TmlnError
+from tmln.imaging import fit_to_patch, list_images, read_image, resample
+from tmln.models.classifier import InputTransform, load_classifier
+from tmln.stain import normalise as stain_normalise
+from tmln.tumour.runners import activate
 
 
 class _ImageDataset:
@@ -33,17 +38,13 @@ class _ImageDataset:
     def __getitem__(self, i):
         import torch
 
-        from tmln.imaging import fit_to_patch, read_image, resample
-
         try:
             img = read_image(self.paths[i])
         except TmlnError as err:
             return torch.zeros((self.size, self.size, 3), dtype=torch.uint8), i, err.message
         img = fit_to_patch(resample(img, self.source_mpp, self.mpp), self.size)
         if self.stain is not None:
-            from tmln.stain import normalise
-
-            img = normalise(img, self.stain)
+            img = stain_normalise(img, self.stain)
         return torch.from_numpy(np.ascontiguousarray(img)), i, ""
 
 
@@ -56,9 +57,6 @@ def predict_patches(model, folder: str | Path, mpp: float | None = None, batch_s
     """
     import pandas as pd
     import torch
-
-    from tmln.models.classifier import InputTransform, load_classifier
-    from tmln.imaging import list_images
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -74,8 +72,6 @@ def predict_patches(model, folder: str | Path, mpp: float | None = None, batch_s
     ds = _ImageDataset(paths, mpp, card, transform.reference)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     probs = np.zeros(len(paths), dtype=np.float64)
-    names = [str(c).lower() for c in card.classes]
-    tumour_col = next((i for i, c in enumerate(names) if c in ("tumour", "tumor", "positive")), len(names) - 1)
     channels_last = dev.type == "cuda"
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
@@ -88,7 +84,7 @@ def predict_patches(model, folder: str | Path, mpp: float | None = None, batch_s
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = module(x).float()
-            p = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, 1)[:, tumour_col]
+            p = activate(logits.T, card)
             probs[idx.numpy()] = p.cpu().numpy()
     rel = [p.relative_to(folder).as_posix() for p in paths]
     return pd.DataFrame({"path": rel, "p_tumour": probs})
@@ -96,7 +92,5 @@ def predict_patches(model, folder: str | Path, mpp: float | None = None, batch_s
 
 def write_predictions(frame, out: str | Path) -> Path:
     """Write the predictions CSV atomically."""
-    from tmln.atomic import write_csv
-
     write_csv(out, frame)
     return Path(out)

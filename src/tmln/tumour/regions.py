@@ -24,16 +24,16 @@ from typing import Sequence
 
 import numpy as np
 
-from tmln.regions import polygon_parts
-from tmln.tumour.engine import ProbabilityMap
+from tmln.errors import TmlnError
+from tmln.regions import polygon_parts, polygons_from_mask
+from tmln.tumour.engine import tumour_map
+from tmln.tumour.probability_map import ProbabilityMap
 
 
 def tumour_mask(pm: ProbabilityMap, threshold: float | None = None) -> np.ndarray:
     """Boolean map: ``P >= threshold`` (NaN -> False)."""
     t = pm.threshold if threshold is None else float(threshold)
     if not 0.0 <= t <= 1.0:
-        from tmln.errors import TmlnError
-
         raise TmlnError(f"threshold must be in [0, 1], got {t}")
     with np.errstate(invalid="ignore"):
         return np.nan_to_num(pm.array, nan=-1.0) >= t
@@ -49,8 +49,6 @@ def regions_from_map(pm: ProbabilityMap, threshold: float | None = None, node_po
     Returns Polygons ordered by (top, left).
     """
     from shapely.ops import unary_union
-
-    from tmln.regions import polygons_from_mask
 
     mask = tumour_mask(pm, threshold)
     polys = polygons_from_mask(mask, pm.mpp, pm.slide_mpp[0], pm.slide_mpp[1], origin=pm.origin)
@@ -103,8 +101,6 @@ def regions_from_model(slide, model, node_polygons=None, out_dir=None, device="a
     threshold : overrides the model card's threshold. precision, method, tile_size : as ``tumour_map``'s.
     Returns a list of shapely Polygons in level-0 px.
     """
-    from tmln.tumour.engine import tumour_map
-
     mask = "nodes" if node_polygons is not None else "tissue"
     pm = tumour_map(slide, model, mask=mask, node_polygons=node_polygons,
                     out_dir=Path(out_dir) if out_dir is not None else None, device=device, precision=precision,
