@@ -31,6 +31,7 @@ import numpy as np
 
 from tmln.atomic import atomic_path, write_json
 from tmln.errors import NoTissueError, SlideError
+from tmln.raster import Raster, raster_fields
 from tmln.slide import Slide
 
 DEFAULTS = {
@@ -49,18 +50,19 @@ DEFAULTS = {
 
 
 @dataclass
-class TissueMask:
-    """A boolean tissue mask of a slide at ``mpp`` µm/px (mask pixel (0, 0) = slide top-left)."""
+class TissueMask(Raster):
+    """A boolean tissue mask of a slide at ``mpp`` µm/px (a ``Raster``; mask pixel (0, 0) = slide top-left)."""
 
-    mask: np.ndarray
-    mpp: float
     slide_path: str | None = None
     params: dict = field(default_factory=dict)
     threshold: float | None = None  # saturation threshold used (0-255)
 
+    VALUES = "tissue (PNG 255) or not (0)"
+
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.mask.shape
+    def mask(self) -> np.ndarray:
+        """The bool (h, w) mask (the raster's array)."""
+        return self.array
 
     @property
     def empty(self) -> bool:
@@ -99,10 +101,11 @@ class TissueMask:
         h = max(1, int(round(H * self.mpp / mpp)))
         return cv2.resize(self.mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
 
-    def sidecar(self) -> dict:
+    def sidecar(self, array_name: str = "") -> dict:
+        """The raster sidecar (``tmln.raster``) with the mask's own keys."""
         return {
+            **super().sidecar(array_name),
             "slide": self.slide_path,
-            "mpp": self.mpp,
             "width": int(self.mask.shape[1]),
             "height": int(self.mask.shape[0]),
             "tissue_found": not self.empty,
@@ -122,7 +125,7 @@ class TissueMask:
         with atomic_path(path) as tmp:
             tmp.write_bytes(buf.tobytes())
         side = path.with_suffix(".json")
-        write_json(side, self.sidecar())
+        write_json(side, self.sidecar(path.name))
         return side
 
     @classmethod
@@ -138,8 +141,8 @@ class TissueMask:
         img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if img is None:
             raise SlideError("not a readable PNG", path)
-        return cls(img > 127, float(meta["mpp"]), meta.get("slide"), meta.get("params", {}),
-                   meta.get("saturation_threshold"))
+        return cls(img > 127, **raster_fields(meta), slide_path=meta.get("slide"), params=meta.get("params", {}),
+                   threshold=meta.get("saturation_threshold"))
 
 
 def detect_tissue(slide, mpp: float = DEFAULTS["mpp"], **params) -> TissueMask:
@@ -156,11 +159,12 @@ def detect_tissue(slide, mpp: float = DEFAULTS["mpp"], **params) -> TissueMask:
         s.mpp  # noqa: B018 - raises MissingMppError with the three ways to give it
         rgb = s.thumbnail(p["mpp"])
         path = str(s.path)
+        slide_mpp = (s.mpp_x, s.mpp_y)
     finally:
         if own:
             s.close()
     mask, thr = tissue_from_rgb(rgb, p)
-    return TissueMask(mask, p["mpp"], path, p, thr)
+    return TissueMask(mask, p["mpp"], slide_mpp=slide_mpp, slide_path=path, params=p, threshold=thr)
 
 
 def tissue_from_rgb(rgb: np.ndarray, params: dict | None = None) -> tuple[np.ndarray, float | None]:

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from tmln.errors import TmlnError
+from tmln.raster import Raster
 from tmln.regions import rasterise
 from tmln.tissue import detect_tissue
 
@@ -47,9 +48,9 @@ def tissue_mask(slide) -> tuple[np.ndarray, float]:
 
 
 def as_mask_mpp(tissue) -> tuple[np.ndarray, float]:
-    """A ``TissueMask`` or a ``(mask, mpp)`` pair -> (bool mask, µm/px)."""
-    if hasattr(tissue, "mask") and hasattr(tissue, "mpp"):
-        return np.asarray(tissue.mask, bool), float(tissue.mpp)
+    """A ``TissueMask`` (any ``Raster``) or a ``(mask, mpp)`` pair -> (bool mask, µm/px)."""
+    if isinstance(tissue, Raster):
+        return np.asarray(tissue.array, bool), float(tissue.mpp)
     m, mpp = tissue
     return np.asarray(m, bool), float(mpp)
 
