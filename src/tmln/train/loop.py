@@ -17,10 +17,11 @@ What differs between the models is in a ``Hooks`` subclass (``tmln.train.tumour`
     validate(epoch, train_loss) -> Validation(metric, secondary, columns, detail)
     record(epoch, train_loss, lr, validation, improved) -> the log row (the loop adds "seconds")
     epoch_line(row, validation, improved) -> the printed line
+    state() -> the hooks' part of the checkpoint saved after the epoch
 
-and ``state()`` / ``restore(extra)`` put the hooks' own state into the checkpoint and take it back;
-``card(trainer)`` writes the model card once the epochs are done. Epochs are 0-based here; the log
-and the best-epoch record number them from ``Hooks.first_epoch``.
+``restore(extra)`` takes that state back when a run resumes; ``card(trainer)`` returns the model
+card once the epochs are done, and the loop writes the model directory with the best weights.
+Epochs are 0-based here; the log and the best-epoch record number them from ``Hooks.first_epoch``.
 """
 
 from __future__ import annotations
@@ -85,9 +86,11 @@ class Hooks:
         raise NotImplementedError
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The batch's loss (a scalar) from the model's output, computed outside autocast."""
         raise NotImplementedError
 
     def validate(self, epoch: int, train_loss: float) -> Validation:
+        """Validation after the epoch's optimiser and scheduler steps (collective under DDP)."""
         raise NotImplementedError
 
     def record(self, epoch: int, train_loss: float, lr: float, validation: Validation, improved: bool) -> dict:
@@ -106,6 +109,7 @@ class Hooks:
         """Take back what ``state`` saved (``extra`` holds the whole checkpoint's extras)."""
 
     def card(self, trainer: Trainer) -> ModelCard:
+        """The finished model's card (metrics, training record); may write extra files to ``trainer.work``."""
         raise NotImplementedError
 
 
@@ -187,9 +191,9 @@ class Trainer:
         t0 = time.time()
         hooks.on_epoch_start(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
-        train_loss = self._train(hooks, epoch)
+        sums = self._train(hooks, epoch)
         self.scheduler.step()
-        train_loss = self._reduce(hooks, *train_loss)
+        train_loss = self._reduce(hooks, *sums)
         validation = hooks.validate(epoch, train_loss)
         number = epoch + hooks.first_epoch
         improved = self.tracker.update(validation.metric, number, self.model, validation.secondary)
@@ -207,7 +211,7 @@ class Trainer:
         """One pass over this rank's batches: (sum of item losses, items, batch losses)."""
         loader, n_items = hooks.batches(epoch)
         s = self.settings
-        generator = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch * 7919 + self.ctx.rank)
+        generator = torch.Generator().manual_seed(int(s.seed) * 1_000_003 + epoch * 7919 + self.ctx.rank)
         self.model.train()
         loss_sum, n_seen, batch_losses = 0.0, 0, []
         bar = common.progress_bar(n_items, f"epoch {epoch + 1}/{s.epochs}", hooks.unit, s.progress and self.ctx.is_main)

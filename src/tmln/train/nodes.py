@@ -16,7 +16,6 @@ channels-last on CUDA. ``resume=True`` continues from ``OUT/train/train_state.pt
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +58,6 @@ from tmln.train.node_data import (
     load_node_slides,
     split_by_patient,
 )
-
-log = logging.getLogger("tmln.train")
 
 STATE_NAME = "train_state.pt"
 BEST_NAME = "best.safetensors"
@@ -149,7 +146,7 @@ def _config(**kw) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
 
 
-def train_nodes(  # public API: one keyword per option of `tmln train nodes`
+def train_nodes(  # public API: one keyword per option of `tmln train nodes` (the signature is most of its length)
     out_dir,
     *,
     slides,

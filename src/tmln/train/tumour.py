@@ -12,7 +12,6 @@ Output: ``OUT/model.safetensors`` + ``OUT/model_card.json`` (written last, atomi
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -34,13 +33,11 @@ from tmln.train import patches as P
 from tmln.train.augment import Augmenter
 from tmln.train.loop import Hooks, LoopSettings, Trainer, Validation, session
 
-log = logging.getLogger("tmln.train")
-
 DEFAULT_LR = 1e-3
 WEIGHT_DECAY = 1e-4
 
 
-def train_tumour(  # public API: one keyword per option of `tmln train tumour`
+def train_tumour(  # public API: one keyword per option of `tmln train tumour` (the signature is most of its length)
     out_dir: str | Path,
     *,
     patches: str | Path | None = None,
