@@ -16,11 +16,13 @@ channels-last on CUDA. ``resume=True`` continues from ``OUT/train/train_state.pt
 
 from __future__ import annotations
 
-import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
 from tmln.errors import TmlnError
 from tmln.evaluate.segmentation import match_instances
@@ -34,26 +36,19 @@ from tmln.tissue import tissue_from_rgb
 from tmln.train.augment import Augmenter
 from tmln.train.common import (
     Amp,
-    BestTracker,
-    CSVLogger,
-    all_reduce_mean,
+    DistContext,
     all_reduce_sum,
-    barrier,
-    cleanup_distributed,
     count_parameters,
     distributed_sampler,
-    init_distributed,
     is_main_process,
-    load_checkpoint,
     load_initial_weights,
     prepare_model,
-    save_checkpoint,
-    seed_everything,
     set_epoch,
     shard_indices,
     to_device_batch,
     unwrap,
 )
+from tmln.train.loop import Hooks, LoopSettings, Trainer, Validation, session
 from tmln.train.node_data import (
     CLASSES_INSTANCE,
     CLASSES_SEMANTIC,
@@ -63,8 +58,6 @@ from tmln.train.node_data import (
     load_node_slides,
     split_by_patient,
 )
-
-log = logging.getLogger("tmln.train")
 
 STATE_NAME = "train_state.pt"
 BEST_NAME = "best.safetensors"
@@ -153,7 +146,7 @@ def _config(**kw) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
 
 
-def train_nodes(
+def train_nodes(  # public API: one keyword per option of `tmln train nodes` (the signature is most of its length)
     out_dir,
     *,
     slides,
@@ -201,17 +194,11 @@ def train_nodes(
     other kinds of crops. The card's ``training.appearance`` holds the appearance statistics of the
     training slides (``tmln.models.appearance``), against which analyze measures each slide.
     """
-    import torch
-
     t_start = time.time()
-    out = Path(out_dir)
-    work = out / "train"
-    ctx = init_distributed(device)
-    try:
-        seed_everything(seed)
+    with session(device, seed, deterministic=True) as ctx:
+        classes = CLASSES_INSTANCE if instance_target else CLASSES_SEMANTIC
         arch_params = unet_params({"encoder": encoder, "encoder_depth": encoder_depth,
-                                   "decoder_channels": decoder_channels,
-                                   "classes": CLASSES_INSTANCE if instance_target else CLASSES_SEMANTIC})
+                                   "decoder_channels": decoder_channels, "classes": classes})
         multiple = 2 ** arch_params["encoder_depth"]
         crop_size = int(crop_size or tile_size)
         for name, v in (("tile size", tile_size), ("crop size", crop_size)):
@@ -224,7 +211,7 @@ def train_nodes(
         config = _config(mpp=float(mpp), tile_size=int(tile_size), crop_size=crop_size, encoder=encoder,
                          encoder_depth=arch_params["encoder_depth"], decoder_channels=arch_params["decoder_channels"],
                          instance_target=bool(instance_target), border_um=float(border_um), seed=int(seed),
-                         batch_size=int(batch_size), lr=float(lr), val_fraction=float(val_fraction))
+                         batch_size=int(batch_size), val_fraction=float(val_fraction))  # must match to resume (lr may change)
 
         items = load_node_slides(slides, annotations, mpp=mpp, border_um=border_um if instance_target else None)
         train_items, val_items = split_by_patient(items, val_fraction, seed)
@@ -238,13 +225,12 @@ def train_nodes(
         dataset = NodeCropDataset(train_items, crop_size, samples_per_epoch, seed=seed, p_boundary=0.5 * keep,
                                   p_foreground=0.25 * keep, p_non_node=float(non_node_crops))
 
-        classes = CLASSES_INSTANCE if instance_target else CLASSES_SEMANTIC
-        post = InstanceParams.from_dict(params).to_dict()
         card = ModelCard(
             task=TASK, architecture=f"unet:{encoder}", mpp=float(mpp), patch_size=int(tile_size), classes=classes,
             threshold=float(threshold),
             normalisation={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "stain": None},
-            params={**post, "overlap": int(overlap), "border_um": float(border_um) if instance_target else None,
+            params={**InstanceParams.from_dict(params).to_dict(), "overlap": int(overlap),
+                    "border_um": float(border_um) if instance_target else None,
                     "unet": {"encoder_depth": arch_params["encoder_depth"],
                              "decoder_channels": arch_params["decoder_channels"]}},
         )
@@ -253,81 +239,8 @@ def train_nodes(
         model = prepare_model(net, ctx)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.02)
-        scaler = Amp(ctx.device, enabled=amp)
-        best = BestTracker(work / BEST_NAME, mode="max")
-        start_epoch = 0
-        state_path = work / STATE_NAME
-        if resume and state_path.is_file():
-            state = load_checkpoint(state_path, model, optimizer, scheduler)
-            saved = state.get("extra", {}).get("config", {})
-            diff = {k: (saved.get(k), v) for k, v in config.items() if k in saved and saved.get(k) != v and k != "lr"}
-            if diff:
-                raise TmlnError(f"checkpoint was made with other settings {diff} (saved, now); use a new --out "
-                                f"folder or --no-resume", state_path)
-            scaler.load_state_dict(state.get("extra", {}).get("amp") or {})
-            start_epoch = int(state["epoch"])
-            best.best = state.get("best_metric")
-            best.best_epoch = state.get("extra", {}).get("best_epoch")
-            if is_main_process() and not quiet:
-                log.info("resuming from epoch %d (best validation Dice + instance F1: %s)", start_epoch, best.best)
-        logger = CSVLogger(work / LOG_NAME, start_epoch=start_epoch + 1, tensorboard=False)  # 1-based epochs
-        # epochs of earlier (resumed) runs count in the card's training time
-        earlier_seconds = sum(float(r.get("seconds") or 0) for r in logger.rows)
         augmenter = Augmenter(**(augment or {}))
-        from torch.utils.data import DataLoader
-
-        sampler = distributed_sampler(dataset, shuffle=False, seed=seed)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=workers,
-                            drop_last=len(dataset) >= 2 * batch_size * ctx.world_size, collate_fn=_collate)
-        for epoch in range(start_epoch, epochs):
-            t0 = time.time()
-            dataset.set_epoch(epoch)
-            set_epoch(sampler, epoch)
-            model.train()
-            g = torch.Generator().manual_seed(int(seed) * 1000003 + epoch * 7919 + ctx.rank)
-            losses = []
-            for img, tgt in loader:
-                x = torch.from_numpy(img).permute(0, 3, 1, 2).float().div_(255.0)
-                y = torch.from_numpy(tgt)
-                x, y = augmenter(x, masks=y, generator=g)
-                x = normalise(to_device_batch(x, ctx.device), card)
-                y = y.to(ctx.device, non_blocking=True)
-                with scaler.autocast():
-                    logits = model(x)
-                loss = segmentation_loss(logits, y)
-                scaler.step(loss, optimizer)
-                losses.append(float(loss.detach()))
-            scheduler.step()
-            train_loss = all_reduce_mean(float(np.mean(losses)) if losses else float("nan"))
-            val = evaluate_slides(unwrap(model), card, val_items, ctx.device, instances=True, overlap=overlap,
-                                  batch_size=batch_size)
-            f1 = 2 * val["tp"] / (val["n_truth"] + val["n_pred"]) if val["n_truth"] + val["n_pred"] else 1.0
-            score = val["dice"] + f1  # pixel Dice and instance F1 (touching nodes must come apart)
-            improved = best.update(score, epoch + 1, model)
-            save_checkpoint(state_path, model, optimizer, scheduler, epoch + 1, best.best,
-                            extra={"config": config, "amp": scaler.state_dict(), "best_epoch": best.best_epoch})
-            logger.log({"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_dice": round(val["dice"], 6),
-                        "val_iou": round(val["iou"], 6), "val_instance_f1": round(f1, 6),
-                        "val_score": round(score, 6), "lr": optimizer.param_groups[0]["lr"],
-                        "seconds": round(time.time() - t0, 2)})
-            if is_main_process() and not quiet:
-                log.info("epoch %d/%d loss %.4f val Dice %.4f instance F1 %.3f%s (%.1f s)", epoch + 1, epochs,
-                         train_loss, val["dice"], f1, " *" if improved else "", time.time() - t0)
-            barrier()
-        logger.close()
-
-        # final metrics with the best weights (pixel and instance), then the model directory
-        state = best.load()
-        if state is not None:
-            unwrap(model).load_state_dict(state)
-        final = evaluate_slides(unwrap(model), card, val_items, ctx.device, instances=True, overlap=overlap,
-                                batch_size=batch_size)
-        per_slide = final.pop("per_slide")
-        card.metrics = {"validation": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in final.items()},
-                        "validation_on": validation_note, "best_epoch": best.best_epoch,
-                        "selection": "best validation node Dice + instance F1 (IoU >= 0.5)",
-                        "per_slide": per_slide if is_main_process() else []}
-        card.training = {
+        card.training = {  # train_seconds and appearance: filled in by _NodeHooks.card
             "data": data_summary(train_items, [] if validation_note.startswith("training") else val_items),
             "slides_table": str(Path(slides).resolve()), "annotations": str(Path(annotations).resolve()),
             "epochs": int(epochs), "tile_size_px": int(tile_size), "crop_size_px": crop_size, "batch_size": int(batch_size),
@@ -337,18 +250,93 @@ def train_nodes(
                              "hed": augmenter.hed},
             "world_size": ctx.world_size, "device": str(ctx.device.type),
             "parameters": count_parameters(model),
-            "train_seconds": round(earlier_seconds + time.time() - t_start, 1),  # incl. resumed runs' epochs
+            "train_seconds": None,  # incl. resumed runs' epochs
             "split": "by patient", "validation": validation_note,
             "init_checkpoint": None if init is None else str(init), "init_note": init_note,
             "non_node_crops": float(non_node_crops),
-            "appearance": appearance_of_slides(train_items, float(mpp), seed=seed),
+            "appearance": None,
         }
-        if is_main_process():
-            best.save_model_dir(out, card, fallback_model=model)
-        barrier()
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=distributed_sampler(dataset, shuffle=False, seed=seed),
+                            num_workers=workers, drop_last=len(dataset) >= 2 * batch_size * ctx.world_size, collate_fn=_collate)
+        hooks = _NodeHooks(ctx, model, optimizer, card, loader, augmenter, train_items, val_items, overlap=overlap,
+                           epochs=epochs, seed=seed, t_start=t_start)
+        settings = LoopSettings(epochs=epochs, seed=seed, resume=resume, quiet=quiet, checkpoint=STATE_NAME, log=LOG_NAME,
+                                best=BEST_NAME, tensorboard=False)
+        return Trainer(ctx, model, optimizer, scheduler, Amp(ctx.device, enabled=amp), out_dir, settings, config).fit(hooks)
+
+
+@dataclass
+class _NodeHooks(Hooks):
+    """The node U-Net's part of the training loop: random crops with their masks augmented alike,
+    BCE + soft Dice, validation on whole slides (pixel Dice + instance F1 at IoU >= 0.5), the card's
+    metrics recomputed with the best weights."""
+
+    ctx: DistContext
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    card_template: ModelCard  # all but the metrics and training.train_seconds / training.appearance
+    loader: DataLoader
+    augmenter: Augmenter
+    train_items: list
+    val_items: list
+    overlap: int
+    epochs: int
+    seed: int
+    t_start: float
+    first_epoch = 1  # the log and the card count epochs from 1
+    mean_of_batches = True
+    unit = "crop"
+
+    def batches(self, epoch):
+        self.loader.dataset.set_epoch(epoch)
+        set_epoch(self.loader.sampler, epoch)
+        return self.loader, len(self.loader.sampler)
+
+    def inputs(self, batch, generator):
+        img, tgt = batch
+        x = torch.from_numpy(img).permute(0, 3, 1, 2).float().div_(255.0)
+        x, y = self.augmenter(x, masks=torch.from_numpy(tgt), generator=generator)
+        return normalise(to_device_batch(x, self.ctx.device), self.card_template), y.to(self.ctx.device, non_blocking=True)
+
+    def loss(self, output, target):
+        return segmentation_loss(output, target)
+
+    def _evaluate(self) -> dict:
+        return evaluate_slides(unwrap(self.model), self.card_template, self.val_items, self.ctx.device, instances=True,
+                               overlap=self.overlap, batch_size=self.loader.batch_size)
+
+    def validate(self, epoch, train_loss):
+        val = self._evaluate()
+        f1 = 2 * val["tp"] / (val["n_truth"] + val["n_pred"]) if val["n_truth"] + val["n_pred"] else 1.0
+        score = val["dice"] + f1  # pixel Dice and instance F1 (touching nodes must come apart)
+        columns = {"val_dice": round(val["dice"], 6), "val_iou": round(val["iou"], 6), "val_instance_f1": round(f1, 6),
+                   "val_score": round(score, 6)}
+        return Validation(score, None, columns, detail={"train_loss": train_loss, "dice": val["dice"], "f1": f1})
+
+    def record(self, epoch, train_loss, lr, validation, improved):
+        return {"epoch": epoch, "train_loss": round(train_loss, 6), **validation.columns,
+                "lr": self.optimizer.param_groups[0]["lr"]}  # the next epoch's rate (after the scheduler step)
+
+    def epoch_line(self, row, validation, improved):
+        d = validation.detail
+        return (f"epoch {row['epoch']}/{self.epochs} loss {d['train_loss']:.4f} val Dice {d['dice']:.4f} "
+                f"instance F1 {d['f1']:.3f}{' *' if improved else ''} ({row['seconds']:.1f} s)")
+
+    def card(self, trainer):
+        """Final metrics with the best weights (pixel and instance) and the training slides' appearance."""
+        state = trainer.tracker.load()
+        if state is not None:
+            unwrap(self.model).load_state_dict(state)
+        final = self._evaluate()
+        per_slide = final.pop("per_slide")
+        card = self.card_template
+        card.metrics = {"validation": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in final.items()},
+                        "validation_on": card.training["validation"], "best_epoch": trainer.tracker.best_epoch,
+                        "selection": "best validation node Dice + instance F1 (IoU >= 0.5)",
+                        "per_slide": per_slide if is_main_process() else []}
+        card.training["train_seconds"] = round(trainer.resumed_seconds + time.time() - self.t_start, 1)
+        card.training["appearance"] = appearance_of_slides(self.train_items, card.mpp, seed=self.seed)
         return card
-    finally:
-        cleanup_distributed()
 
 
 APPEARANCE_PATCH = 64  # px at the model's µm/px: the patches of the node model's appearance statistics

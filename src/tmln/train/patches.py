@@ -240,10 +240,11 @@ def tissue_mask_from_thumbnail(rgb: np.ndarray, mpp: float) -> np.ndarray:
     return np.asarray(mask, dtype=bool)
 
 
-def collect_slides(slides_csv: str | Path, annotations_dir: str | Path, mpp: float, patch_size: int, *,
-                   patches_per_class: int = 200, min_tumour_fraction: float = 0.5,
-                   min_tissue_fraction: float = 0.5, negative_pool_factor: int = 1, seed: int = 0,
-                   slide_mpp: float | None = None) -> PatchSet:
+def collect_slides(  # ten parameters: the slide-sampling options of `train tumour --slides`, one keyword each
+        slides_csv: str | Path, annotations_dir: str | Path, mpp: float, patch_size: int, *,
+        patches_per_class: int = 200, min_tumour_fraction: float = 0.5,
+        min_tissue_fraction: float = 0.5, negative_pool_factor: int = 1, seed: int = 0,
+        slide_mpp: float | None = None) -> PatchSet:
     """Patch records sampled from every slide of a slides table with its annotation.
 
     patches_per_class : at most this many tumour and this many normal patches per slide
@@ -304,8 +305,9 @@ def split_reserve(records: Sequence[PatchRecord]) -> tuple[list[int], list[int]]
     return main, reserve
 
 
-def _sample_slide(src: SlideSource, idx: int, ann_path: Path, mpp: float, patch_size: int, per_class: int,
-                  min_tumour: float, min_tissue: float, pool_factor: int, rng) -> tuple[list[PatchRecord], str]:
+def _sample_slide(  # ten parameters: collect_slides' sampling options, passed on per slide
+        src: SlideSource, idx: int, ann_path: Path, mpp: float, patch_size: int, per_class: int,
+        min_tumour: float, min_tissue: float, pool_factor: int, rng) -> tuple[list[PatchRecord], str]:
     from scipy import ndimage
 
     with Slide(src.path, mpp=src.mpp) as s:

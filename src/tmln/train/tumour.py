@@ -12,13 +12,14 @@ Output: ``OUT/model.safetensors`` + ``OUT/model_card.json`` (written last, atomi
 
 from __future__ import annotations
 
-import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from tmln.atomic import write_csv
 from tmln.errors import TmlnError
@@ -30,15 +31,13 @@ from tmln.stain import StainEstimationError, estimate, reference_from_images
 from tmln.train import common
 from tmln.train import patches as P
 from tmln.train.augment import Augmenter
-
-log = logging.getLogger("tmln.train")
+from tmln.train.loop import Hooks, LoopSettings, Trainer, Validation, session
 
 DEFAULT_LR = 1e-3
 WEIGHT_DECAY = 1e-4
-CONFIG_KEYS = ("arch", "mpp", "patch_size", "macenko", "source", "val_source", "keep")  # must match to resume
 
 
-def train_tumour(
+def train_tumour(  # public API: one keyword per option of `tmln train tumour` (the signature is most of its length)
     out_dir: str | Path,
     *,
     patches: str | Path | None = None,
@@ -93,8 +92,6 @@ def train_tumour(
     progress : a progress bar per epoch (patches/s, ETA, running loss); default: unless ``quiet``.
     AMP: bf16 on GPUs that support it and on CPUs that run bf16 natively (AVX512-BF16 / AMX).
     """
-    import torch
-
     if (patches is None) == (slides is None):
         raise TmlnError("give either a patch folder (patches=) or a slides table (slides=) with annotations=")
     if keep not in ("best", "last"):
@@ -106,15 +103,10 @@ def train_tumour(
     if epochs < 1 or batch_size < 2 or patch_size < 8 or not mpp > 0:
         raise TmlnError(f"bad settings: epochs={epochs} (>= 1), batch_size={batch_size} (>= 2), "
                         f"patch_size={patch_size} (>= 8), mpp={mpp} (> 0)")
-    out_dir = Path(out_dir)
-    work = out_dir / "train"
-    ctx = common.init_distributed(device)
-    common.seed_everything(seed, deterministic=ctx.device.type == "cpu")
-    t_start = time.time()
     show = (not quiet) if progress is None else bool(progress)
-    try:
+    t_start = time.time()
+    with session(device, seed) as ctx:  # deterministic kernels on CPU
         # ---- data (rank 0 collects, everyone receives the same records)
-        pool_factor = 4 if hard_negative else 1
         if patches is not None:
             patch_set = _on_main(ctx, lambda: P.collect_patch_folder(
                 patches, groups_csv=groups, source_mpp=patches_mpp, progress=show and ctx.is_main,
@@ -122,179 +114,29 @@ def train_tumour(
         else:
             patch_set = _on_main(ctx, lambda: P.collect_slides(
                 slides, annotations, mpp, patch_size, patches_per_class=patches_per_class,
-                negative_pool_factor=pool_factor, seed=seed))
-        main_idx, reserve_idx = P.split_reserve(patch_set.records)
-        labels_all = patch_set.labels()
-        groups_all = patch_set.groups()
-        if val_patches is not None:  # an explicit validation folder: no split of the training patches
-            is_val = np.array([r.split == "validation" for r in patch_set.records])
-            train_idx = np.nonzero(~is_val)[0]
-            val_idx = np.nonzero(is_val)[0]
-        else:
-            tr_rel, va_rel = P.group_split(labels_all[main_idx], groups_all[main_idx], val_fraction, seed)
-            train_idx = np.asarray(main_idx)[tr_rel]
-            val_idx = np.asarray(main_idx)[va_rel]
-        val_groups = set(groups_all[val_idx].tolist())
-        reserve_idx = np.asarray([i for i in reserve_idx if groups_all[i] not in val_groups], dtype=np.int64)
-
-        # ---- stain reference
+                negative_pool_factor=4 if hard_negative else 1, seed=seed))
+        train_idx, val_idx, reserve_idx = _split(patch_set, val_patches is not None, val_fraction, seed)
         stain_ref = None
         if macenko:
             stain_ref = _on_main(ctx, lambda: _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed))
 
-        config = {"arch": arch, "mpp": float(mpp), "patch_size": int(patch_size), "macenko": bool(macenko),
-                  "source": str(patches if patches is not None else slides),
-                  "val_source": None if val_patches is None else str(val_patches), "keep": keep}
-
-        # ---- model, optimiser
+        # ---- model, optimiser, the card's fixed part
         model = build_classifier(arch, 1)
-        init_note = None
-        if init_checkpoint is not None:
-            init_note = common.load_initial_weights(model, init_checkpoint)
+        init_note = None if init_checkpoint is None else common.load_initial_weights(model, init_checkpoint)
         model = common.prepare_model(model, ctx)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        scaler = common.Amp(ctx.device, enabled=amp, cpu_bf16=True)
-
-        tracker = common.BestTracker(work / "best.safetensors", mode="max")
-        start_epoch = 0
-        weights = P.balance_weights(labels_all[train_idx])
-        hn_done = False
-        best_val = None
-        last_path = work / "last.pt"
-        if resume and last_path.is_file():
-            state = common.load_checkpoint(last_path, model, optimizer, scheduler, map_location="cpu")
-            extra = state.get("extra", {})
-            old = extra.get("config", {})
-            diff = [k for k in CONFIG_KEYS if k in old and old[k] != config[k]]
-            if diff:
-                raise TmlnError(f"cannot resume: the checkpoint was trained with different {', '.join(diff)} "
-                                f"({', '.join(f'{k}={old[k]!r}' for k in diff)}); use another output folder or resume=False",
-                                last_path)
-            start_epoch = int(state["epoch"])
-            tracker.best = state.get("best_metric")
-            tracker.best_secondary = extra.get("best_secondary")
-            tracker.load()
-            if "train_idx" in extra:
-                train_idx = extra["train_idx"].numpy()
-                weights = extra["weights"].numpy()
-            hn_done = bool(extra.get("hn_done", False))
-            if "best_val_scores" in extra:
-                best_val = (extra["best_val_scores"].numpy(), extra["best_val_labels"].numpy())
-            if "amp" in extra:
-                scaler.load_state_dict(extra["amp"])
-            scheduler.T_max = epochs  # a resumed run may ask for more epochs
-            common.main_print(f"resuming after epoch {start_epoch}", quiet)
-        elif ctx.is_main and last_path.exists():
-            last_path.unlink()
-
         aug = Augmenter(flips=True, rot90=True, colour=float(colour), hed=float(hed))
-        mean = torch.tensor(_norm_mean(), device=ctx.device).view(1, 3, 1, 1)
-        std = torch.tensor(_norm_std(), device=ctx.device).view(1, 3, 1, 1)
-        val_ds = P.PatchDataset(patch_set, val_idx, mpp, patch_size, train=False, stain=stain_ref)
-        logger = common.CSVLogger(work / "log.csv", start_epoch=start_epoch)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
         hn_epoch = max(1, epochs // 2) if hard_negative_epoch is None else int(hard_negative_epoch)
-        metrics: dict[str, Any] = {}
-
-        for epoch in range(start_epoch, epochs):
-            t0 = time.time()
-            if hard_negative and not hn_done and epoch >= hn_epoch:
-                train_idx, weights = _mine_hard_negatives(model, patch_set, train_idx, reserve_idx, mpp, patch_size,
-                                                          stain_ref, ctx, mean, std, batch_size, num_workers)
-                hn_done = True
-            train_ds = P.PatchDataset(patch_set, train_idx, mpp, patch_size, train=True, stain=stain_ref, seed=seed)
-            train_ds.epoch = epoch
-            sampler = common.DistributedWeightedSampler(weights, len(train_idx), seed=seed)
-            sampler.set_epoch(epoch)
-            per_rank = len(sampler)
-            loader = torch.utils.data.DataLoader(
-                train_ds, batch_size=min(batch_size, per_rank), sampler=sampler, num_workers=num_workers,
-                drop_last=per_rank > batch_size and per_rank % batch_size == 1,  # no batch of one (BatchNorm)
-                worker_init_fn=common.worker_init_fn, persistent_workers=False,
-                pin_memory=ctx.device.type == "cuda")
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + ctx.rank)
-            model.train()
-            epoch_lr = optimizer.param_groups[0]["lr"]
-            loss_sum, n_seen = 0.0, 0
-            bar = common.progress_bar(per_rank, f"epoch {epoch + 1}/{epochs}", "patch", show and ctx.is_main)
-            for xb, yb in loader:
-                x = xb.to(ctx.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-                x = aug(x, generator=gen)
-                x = common.to_device_batch((x - mean) / std, ctx.device)
-                y = yb.to(ctx.device, dtype=torch.float32)
-                with scaler.autocast():
-                    logits = model(x)[:, 0]
-                loss = loss_fn(logits.float(), y)
-                scaler.step(loss, optimizer)
-                loss_sum += float(loss.detach()) * len(y)
-                n_seen += len(y)
-                bar.update(len(y))
-                bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", refresh=False)
-            bar.refresh()  # the epoch's final rate and loss, however short the epoch
-            bar.close()
-            scheduler.step()
-            tot = common.all_reduce_sum([loss_sum, float(n_seen)], ctx.device if ctx.device.type == "cuda" else None)
-            train_loss = tot[0] / max(tot[1], 1)
-
-            # ---- validation (sharded over ranks, gathered)
-            row = {"epoch": epoch, "train_loss": train_loss, "lr": epoch_lr}
-            if len(val_idx):
-                scores, vlabels = _predict(common.unwrap(model), val_ds, ctx, mean, std, batch_size, num_workers)
-                vm = validation_metrics(vlabels, scores)
-                row.update({f"val_{k}": v for k, v in vm.items()})
-                metric, secondary = vm["auc"], -vm["loss"]
-                if math.isnan(metric):  # one class in validation: rank by validation loss
-                    metric, secondary = -vm["loss"], None
-            else:
-                scores = vlabels = None
-                metric, secondary = -train_loss, None  # no validation: the lowest training loss
-            if keep == "last":  # every epoch replaces the kept weights
-                metric, secondary = float(epoch), None
-            improved = tracker.update(metric, epoch, model, secondary)
-            if improved and scores is not None:
-                best_val = (scores, vlabels)
-            row["best"] = int(improved)
-            row["seconds"] = round(time.time() - t0, 3)
-            logger.log(row)
-            common.main_print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), quiet)
-            extra = {"config": config, "train_idx": torch.as_tensor(train_idx), "weights": torch.as_tensor(weights),
-                     "hn_done": hn_done, "amp": scaler.state_dict(), "best_secondary": tracker.best_secondary}
-            if best_val is not None:
-                extra["best_val_scores"] = torch.as_tensor(best_val[0])
-                extra["best_val_labels"] = torch.as_tensor(best_val[1])
-            common.save_checkpoint(last_path, model, optimizer, scheduler, epoch + 1, tracker.best, extra)
-            common.barrier()
-        logger.close()
-
-        # ---- model card
-        threshold, metrics = 0.5, {}
-        if best_val is not None:
-            metrics = validation_metrics(best_val[1], best_val[0])
-            threshold = youden_threshold(best_val[1], best_val[0])
-            metrics["threshold_rule"] = "youden" if threshold != 0.5 else "default 0.5"
-            metrics.update({f"at_threshold_{k}": v for k, v in threshold_metrics(best_val[1], best_val[0], threshold).items()})
-        metrics["best_epoch"] = tracker.best_epoch
-        metrics["kept"] = "last epoch" if keep == "last" else "best epoch by validation AUC"
-        summary = P.summarise(patch_set, train_idx, val_idx)
         card = ModelCard(
-            task="tumour-classifier",
-            architecture=arch,
-            mpp=float(mpp),
-            patch_size=int(patch_size),
-            classes=list(P.CLASSES),
-            threshold=float(threshold),
+            task="tumour-classifier", architecture=arch, mpp=float(mpp), patch_size=int(patch_size),
+            classes=list(P.CLASSES), threshold=0.5,
             normalisation={"mean": list(_norm_mean()), "std": list(_norm_std()), "stain": stain_ref},
             params={"num_outputs": 1, "output": "sigmoid(logit) = P(tumour)"},
-            training={
-                "data": summary,
-                "epochs": int(epochs),
-                "batch_size": int(batch_size),
-                "lr": float(lr),
-                "optimizer": f"AdamW(weight_decay={WEIGHT_DECAY}), cosine decay",
-                "loss": "BCEWithLogits",
-                "seed": int(seed),
-                "val_fraction": None if val_patches is not None else float(val_fraction),
+            training={  # completed by _TumourHooks.card ("data" first, the run's facts last)
+                "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
+                "optimizer": f"AdamW(weight_decay={WEIGHT_DECAY}), cosine decay", "loss": "BCEWithLogits",
+                "seed": int(seed), "val_fraction": None if val_patches is not None else float(val_fraction),
                 "split": ("the validation folder val_patches (no split of the training patches)" if val_patches is not None
                           else "patient-level (StratifiedGroupKFold fold)"),
                 "label_region": label_region or "the whole patch",
@@ -302,25 +144,212 @@ def train_tumour(
                 "augmentation": {"flips": True, "rot90": True, "colour": aug.colour, "hed": aug.hed},
                 "macenko": bool(macenko),
                 "hard_negative_mining": {"enabled": bool(hard_negative), "after_epoch": hn_epoch if hard_negative else None},
-                "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint),
-                "init_note": init_note,
-                "world_size": ctx.world_size,
-                "device": ctx.device.type,
-                "amp": scaler.enabled and str(scaler.dtype).replace("torch.", ""),
-                "wall_seconds": round(time.time() - t_start, 1),
-                "hardware": common.hardware_description(ctx.device),
+                "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint), "init_note": init_note,
             },
-            metrics=_clean(metrics),
         )
-        common.barrier()
-        tracker.save_model_dir(out_dir, card, fallback_model=model)
-        if ctx.is_main:
-            _write_split(work / "split.csv", patch_set, train_idx, val_idx)
-        common.barrier()
+        hooks = _TumourHooks(ctx, model, scheduler, card, patch_set, train_idx, val_idx, reserve_idx,
+                             epochs=epochs, batch_size=batch_size, num_workers=num_workers, seed=seed, keep=keep,
+                             mine_after=hn_epoch if hard_negative else None, aug=aug, t_start=t_start)
+        config = {"arch": arch, "mpp": float(mpp), "patch_size": int(patch_size), "macenko": bool(macenko),
+                  "source": str(patches if patches is not None else slides),
+                  "val_source": None if val_patches is None else str(val_patches), "keep": keep}  # must match to resume
+        trainer = Trainer(ctx, model, optimizer, scheduler, common.Amp(ctx.device, enabled=amp, cpu_bf16=True),
+                          out_dir, LoopSettings(epochs=epochs, seed=seed, resume=resume, quiet=quiet, progress=show),
+                          config)
+        return trainer.fit(hooks)
+
+
+def _split(patch_set: P.PatchSet, val_folder: bool, val_fraction: float, seed: int):
+    """(train, validation, reserve) indices into ``patch_set.records``: the validation folder's
+    patches, or a patient-level split of the main patches; reserve patches (hard-negative candidates)
+    of validation patients are dropped."""
+    main_idx, reserve_idx = P.split_reserve(patch_set.records)
+    labels_all = patch_set.labels()
+    groups_all = patch_set.groups()
+    if val_folder:  # an explicit validation folder: no split of the training patches
+        is_val = np.array([r.split == "validation" for r in patch_set.records])
+        train_idx = np.nonzero(~is_val)[0]
+        val_idx = np.nonzero(is_val)[0]
+    else:
+        tr_rel, va_rel = P.group_split(labels_all[main_idx], groups_all[main_idx], val_fraction, seed)
+        train_idx = np.asarray(main_idx)[tr_rel]
+        val_idx = np.asarray(main_idx)[va_rel]
+    val_groups = set(groups_all[val_idx].tolist())
+    reserve_idx = np.asarray([i for i in reserve_idx if groups_all[i] not in val_groups], dtype=np.int64)
+    return train_idx, val_idx, reserve_idx
+
+
+@dataclass
+class _TumourHooks(Hooks):
+    """The tumour classifier's part of the training loop: class-balanced sampling, augmentation on
+    the device, BCE on the one logit, validation AUC, the hard-negative round, the card's metrics
+    (threshold by Youden's J on the best epoch's validation scores)."""
+
+    ctx: common.DistContext
+    model: torch.nn.Module
+    scheduler: Any
+    card_template: ModelCard  # everything but the data summary, the run's facts, threshold and metrics
+    patch_set: P.PatchSet
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    reserve_idx: np.ndarray
+    epochs: int
+    batch_size: int
+    num_workers: int
+    seed: int
+    keep: str
+    mine_after: int | None  # mine hard negatives after this many epochs; None: never
+    aug: Augmenter
+    t_start: float
+    unit = "patch"
+
+    def __post_init__(self):
+        c = self.card_template
+        self.mpp, self.patch_size, self.stain = c.mpp, c.patch_size, c.normalisation["stain"]
+        self.weights = P.balance_weights(self.patch_set.labels()[self.train_idx])
+        self.hn_done = False
+        self.best_val = None  # (scores, labels) of the best epoch's validation
+        self.mean = torch.tensor(_norm_mean(), device=self.ctx.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(_norm_std(), device=self.ctx.device).view(1, 3, 1, 1)
+        self.val_ds = P.PatchDataset(self.patch_set, self.val_idx, self.mpp, self.patch_size, train=False,
+                                     stain=self.stain)
+        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def on_epoch_start(self, epoch):
+        if self.mine_after is not None and not self.hn_done and epoch >= self.mine_after:
+            self.train_idx, self.weights = self._mine_hard_negatives()
+            self.hn_done = True
+
+    def batches(self, epoch):
+        train_ds = P.PatchDataset(self.patch_set, self.train_idx, self.mpp, self.patch_size, train=True,
+                                  stain=self.stain, seed=self.seed)
+        train_ds.epoch = epoch
+        sampler = common.DistributedWeightedSampler(self.weights, len(self.train_idx), seed=self.seed)
+        sampler.set_epoch(epoch)
+        per_rank, bs = len(sampler), self.batch_size
+        loader = torch.utils.data.DataLoader(
+            train_ds, batch_size=min(bs, per_rank), sampler=sampler, num_workers=self.num_workers,
+            drop_last=per_rank > bs and per_rank % bs == 1,  # no batch of one (BatchNorm)
+            worker_init_fn=common.worker_init_fn, persistent_workers=False,
+            pin_memory=self.ctx.device.type == "cuda")
+        return loader, per_rank
+
+    def inputs(self, batch, generator):
+        xb, yb = batch
+        x = xb.to(self.ctx.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        x = self.aug(x, generator=generator)
+        return self._normalise(x), yb.to(self.ctx.device, dtype=torch.float32)
+
+    def _normalise(self, x):
+        return common.to_device_batch((x - self.mean) / self.std, self.ctx.device)
+
+    def loss(self, output, target):
+        return self.loss_fn(output[:, 0].float(), target)
+
+    def validate(self, epoch, train_loss):
+        if not len(self.val_idx):  # no validation: the lowest training loss
+            result = Validation(-train_loss)
+        else:  # sharded over ranks, gathered
+            scores, labels = self._predict(self.val_ds)
+            vm = validation_metrics(labels, scores)
+            result = Validation(vm["auc"], -vm["loss"], {f"val_{k}": v for k, v in vm.items()}, (scores, labels))
+            if math.isnan(result.metric):  # one class in validation: rank by validation loss
+                result.metric, result.secondary = -vm["loss"], None
+        if self.keep == "last":  # every epoch replaces the kept weights
+            result.metric, result.secondary = float(epoch), None
+        return result
+
+    def record(self, epoch, train_loss, lr, validation, improved):
+        if improved and validation.detail is not None:
+            self.best_val = validation.detail
+        return {**super().record(epoch, train_loss, lr, validation, improved), "best": int(improved)}
+
+    def state(self):
+        extra = {"train_idx": torch.as_tensor(self.train_idx), "weights": torch.as_tensor(self.weights),
+                 "hn_done": self.hn_done}
+        if self.best_val is not None:
+            extra["best_val_scores"] = torch.as_tensor(self.best_val[0])
+            extra["best_val_labels"] = torch.as_tensor(self.best_val[1])
+        return extra
+
+    def restore(self, extra):
+        if "train_idx" in extra:
+            self.train_idx = extra["train_idx"].numpy()
+            self.weights = extra["weights"].numpy()
+        self.hn_done = bool(extra.get("hn_done", False))
+        if "best_val_scores" in extra:
+            self.best_val = (extra["best_val_scores"].numpy(), extra["best_val_labels"].numpy())
+        self.scheduler.T_max = self.epochs  # a resumed run may ask for more epochs
+
+    def card(self, trainer):
+        threshold, metrics = 0.5, {}
+        if self.best_val is not None:
+            scores, labels = self.best_val
+            metrics = validation_metrics(labels, scores)
+            threshold = youden_threshold(labels, scores)
+            metrics["threshold_rule"] = "youden" if threshold != 0.5 else "default 0.5"
+            metrics.update({f"at_threshold_{k}": v for k, v in threshold_metrics(labels, scores, threshold).items()})
+        metrics["best_epoch"] = trainer.tracker.best_epoch
+        metrics["kept"] = "last epoch" if self.keep == "last" else "best epoch by validation AUC"
+        card = self.card_template
+        card.threshold = float(threshold)
+        card.training = {
+            "data": P.summarise(self.patch_set, self.train_idx, self.val_idx),
+            **card.training,
+            "world_size": self.ctx.world_size,
+            "device": self.ctx.device.type,
+            "amp": trainer.amp.enabled and str(trainer.amp.dtype).replace("torch.", ""),
+            "wall_seconds": round(time.time() - self.t_start, 1),
+            "hardware": common.hardware_description(self.ctx.device),
+        }
+        card.metrics = _clean(metrics)
+        if self.ctx.is_main:
+            _write_split(trainer.work / "split.csv", self.patch_set, self.train_idx, self.val_idx)
         return card
-    finally:
-        if ctx.owns_group:
-            common.cleanup_distributed()
+
+    def _predict(self, dataset):
+        """Tumour probabilities for ``dataset`` (sharded over ranks and gathered, dataset order)."""
+        shard = common.shard_indices(len(dataset))
+        sub = torch.utils.data.Subset(dataset, shard.tolist())
+        loader = torch.utils.data.DataLoader(sub, batch_size=self.batch_size, shuffle=False,
+                                             num_workers=self.num_workers, worker_init_fn=common.worker_init_fn)
+        module = common.unwrap(self.model)
+        was_training = module.training
+        module.eval()
+        out, labs = [], []
+        with torch.inference_mode():
+            for xb, yb in loader:
+                x = xb.to(self.ctx.device).permute(0, 3, 1, 2).float().div_(255.0)
+                out.append(torch.sigmoid(module(self._normalise(x))[:, 0].float()).cpu().numpy())
+                labs.append(yb.numpy())
+        module.train(was_training)
+        p = np.concatenate(out) if out else np.zeros(0, np.float32)
+        y = np.concatenate(labs) if labs else np.zeros(0, np.int64)
+        allp, ally, alli = common.gather_arrays(p, y, shard)
+        order = np.argsort(alli, kind="stable")
+        return allp[order].astype(np.float64), ally[order]
+
+    def _mine_hard_negatives(self):
+        """Score the normal candidates; returns (new train indices, new sampling weights)."""
+        labels = self.patch_set.labels()
+        train_idx = np.asarray(self.train_idx)
+        if len(self.reserve_idx):
+            pool = np.asarray(self.reserve_idx)
+            scores, _ = self._predict(self._eval_dataset(pool))
+            n_neg = int((labels[train_idx] == 0).sum())
+            k = min(len(pool), max(1, n_neg // 2))
+            hardest = pool[np.argsort(-scores, kind="stable")[:k]]
+            train_idx = np.concatenate([train_idx, hardest])
+            common.main_print(f"hard negatives: added {k} of {len(pool)} reserve normal patches "
+                              f"(tumour probability >= {np.sort(scores)[::-1][k - 1]:.3f})")
+        neg_scores = np.zeros(len(train_idx))
+        neg_pos = np.nonzero(labels[train_idx] == 0)[0]
+        scores, _ = self._predict(self._eval_dataset(train_idx[neg_pos]))
+        neg_scores[neg_pos] = scores
+        return train_idx, P.hard_negative_weights(labels[train_idx], neg_scores)
+
+    def _eval_dataset(self, indices):
+        return P.PatchDataset(self.patch_set, indices, self.mpp, self.patch_size, train=False, stain=self.stain)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -394,55 +423,6 @@ def threshold_metrics(labels, scores, threshold: float) -> dict:
 
     m = metrics(labels, scores, threshold)
     return {"sensitivity": m["sensitivity"], "specificity": m["specificity"]}
-
-
-def _predict(module, dataset, ctx, mean, std, batch_size, num_workers, indices=None):
-    """Tumour probabilities for ``dataset`` (sharded over ranks and gathered, dataset order)."""
-    import torch
-
-    n = len(dataset)
-    shard = common.shard_indices(n)
-    sub = torch.utils.data.Subset(dataset, shard.tolist())
-    loader = torch.utils.data.DataLoader(sub, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                         worker_init_fn=common.worker_init_fn)
-    was_training = module.training
-    module.eval()
-    out, labs = [], []
-    with torch.inference_mode():
-        for xb, yb in loader:
-            x = xb.to(ctx.device).permute(0, 3, 1, 2).float().div_(255.0)
-            x = common.to_device_batch((x - mean) / std, ctx.device)
-            out.append(torch.sigmoid(module(x)[:, 0].float()).cpu().numpy())
-            labs.append(yb.numpy())
-    module.train(was_training)
-    p = np.concatenate(out) if out else np.zeros(0, np.float32)
-    y = np.concatenate(labs) if labs else np.zeros(0, np.int64)
-    allp, ally, alli = common.gather_arrays(p, y, shard)
-    order = np.argsort(alli, kind="stable")
-    return allp[order].astype(np.float64), ally[order]
-
-
-def _mine_hard_negatives(model, patch_set, train_idx, reserve_idx, mpp, patch_size, stain, ctx, mean, std,
-                         batch_size, num_workers):
-    """Score normal candidates; return (new train indices, new sampling weights)."""
-    labels = patch_set.labels()
-    train_idx = np.asarray(train_idx)
-    if len(reserve_idx):
-        pool = np.asarray(reserve_idx)
-        ds = P.PatchDataset(patch_set, pool, mpp, patch_size, train=False, stain=stain)
-        scores, _ = _predict(common.unwrap(model), ds, ctx, mean, std, batch_size, num_workers)
-        n_neg = int((labels[train_idx] == 0).sum())
-        k = min(len(pool), max(1, n_neg // 2))
-        hardest = pool[np.argsort(-scores, kind="stable")[:k]]
-        train_idx = np.concatenate([train_idx, hardest])
-        common.main_print(f"hard negatives: added {k} of {len(pool)} reserve normal patches "
-                          f"(tumour probability >= {np.sort(scores)[::-1][k - 1]:.3f})")
-    neg_scores = np.zeros(len(train_idx))
-    neg_pos = np.nonzero(labels[train_idx] == 0)[0]
-    sub = P.PatchDataset(patch_set, train_idx[neg_pos], mpp, patch_size, train=False, stain=stain)
-    s, _ = _predict(common.unwrap(model), sub, ctx, mean, std, batch_size, num_workers)
-    neg_scores[neg_pos] = s
-    return train_idx, P.hard_negative_weights(labels[train_idx], neg_scores)
 
 
 def _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed) -> dict:

@@ -1,0 +1,241 @@
+"""One training loop for both models: ``Trainer(...).fit(hooks)``.
+
+The loop owns what every training run repeats: resuming from ``OUT/train/<checkpoint>``, the epochs
+(progress bar with running loss and items/s, autocast forward, backward and optimiser step, the
+scheduler step), the training loss averaged over DDP ranks, best-epoch tracking
+(``OUT/train/best.safetensors``), the per-epoch log row and printed line, the checkpoint after each
+epoch, and at the end the model directory. ``session`` around it chooses the device, joins the
+process group under ``torchrun``, seeds, and leaves the group again.
+
+What differs between the models is in a ``Hooks`` subclass (``tmln.train.tumour``,
+``tmln.train.nodes``). Each epoch the loop calls, in this order::
+
+    on_epoch_start(epoch)                 e.g. hard-negative mining
+    batches(epoch) -> (loader, n)         this rank's batches and how many items they hold
+    inputs(batch, generator) -> (x, y)    on the device, augmented (outside autocast)
+        model(x) under autocast, then loss(output, y) -> scalar tensor, backward, step
+    validate(epoch, train_loss) -> Validation(metric, secondary, columns, detail)
+    record(epoch, train_loss, lr, validation, improved) -> the log row (the loop adds "seconds")
+    epoch_line(row, validation, improved) -> the printed line
+    state() -> the hooks' part of the checkpoint saved after the epoch
+
+``restore(extra)`` takes that state back when a run resumes; ``card(trainer)`` returns the model
+card once the epochs are done, and the loop writes the model directory with the best weights.
+Epochs are 0-based here; the log and the best-epoch record number them from ``Hooks.first_epoch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from tmln.errors import TmlnError
+from tmln.models.card import ModelCard
+from tmln.train import common
+
+
+@contextlib.contextmanager
+def session(device: str | None, seed: int, deterministic: bool | None = None) -> Iterator[common.DistContext]:
+    """The device and process group of one training run, seeded: ``with session(...) as ctx``.
+
+    deterministic : deterministic kernels (``common.seed_everything``); None: on CPU only.
+    The process group is left at the end (also on an error) if this run joined it."""
+    ctx = common.init_distributed(device)
+    try:
+        common.seed_everything(seed, deterministic=ctx.device.type == "cpu" if deterministic is None else deterministic)
+        yield ctx
+    finally:
+        if ctx.owns_group:
+            common.cleanup_distributed()
+
+
+@dataclass
+class Validation:
+    """What validation makes of one epoch: ``metric`` chooses the best epoch (higher is better),
+    ``secondary`` breaks ties, ``columns`` go into the log, ``detail`` is for the hooks' own use."""
+
+    metric: float
+    secondary: float | None = None
+    columns: dict = field(default_factory=dict)
+    detail: Any = None
+
+
+class Hooks:
+    """The model-specific parts of a training run (see the module docstring for the order)."""
+
+    first_epoch = 0  # the number of the first epoch in the log and in the card's best epoch
+    mean_of_batches = False  # train_loss: mean of the batch losses (else of the items), averaged over ranks
+    unit = "item"  # what the progress bar counts
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Before the epoch's batches are made."""
+
+    def batches(self, epoch: int) -> tuple[Iterable, int]:
+        """This rank's batches for ``epoch`` and how many items they hold (the progress bar's total)."""
+        raise NotImplementedError
+
+    def inputs(self, batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's input and the loss's target on the device, augmented with ``generator``
+        (seeded per epoch and rank)."""
+        raise NotImplementedError
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The batch's loss (a scalar) from the model's output, computed outside autocast."""
+        raise NotImplementedError
+
+    def validate(self, epoch: int, train_loss: float) -> Validation:
+        """Validation after the epoch's optimiser and scheduler steps (collective under DDP)."""
+        raise NotImplementedError
+
+    def record(self, epoch: int, train_loss: float, lr: float, validation: Validation, improved: bool) -> dict:
+        """The epoch's log row (without ``seconds``); ``epoch`` is already numbered from ``first_epoch``."""
+        return {"epoch": epoch, "train_loss": train_loss, "lr": lr, **validation.columns}
+
+    def epoch_line(self, row: dict, validation: Validation, improved: bool) -> str:
+        """The line printed after each epoch (rank 0, unless quiet)."""
+        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+    def state(self) -> dict:
+        """The hooks' part of the checkpoint (tensors and plain values only)."""
+        return {}
+
+    def restore(self, extra: dict) -> None:
+        """Take back what ``state`` saved (``extra`` holds the whole checkpoint's extras)."""
+
+    def card(self, trainer: Trainer) -> ModelCard:
+        """The finished model's card (metrics, training record); may write extra files to ``trainer.work``."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the loop runs and where it writes (file names inside ``OUT/train``)."""
+
+    epochs: int
+    seed: int
+    resume: bool = True
+    quiet: bool = False
+    progress: bool = False  # a bar per epoch on rank 0
+    checkpoint: str = "last.pt"
+    log: str = "log.csv"
+    best: str = "best.safetensors"
+    tensorboard: bool = True  # TensorBoard scalars beside the CSV log when tensorboard is installed
+
+
+class Trainer:
+    """Runs the epochs of one model (already on its device, wrapped in DDP if distributed) with
+    ``optimizer``, ``scheduler`` (stepped once per epoch) and ``amp``, and writes ``out_dir``.
+    ``config`` holds the settings a checkpoint must share to be resumed from."""
+
+    def __init__(self, ctx: common.DistContext, model: torch.nn.Module, optimizer, scheduler, amp: common.Amp,
+                 out_dir: str | Path, settings: LoopSettings, config: dict):
+        self.ctx, self.model, self.optimizer, self.scheduler, self.amp = ctx, model, optimizer, scheduler, amp
+        self.out_dir = Path(out_dir)
+        self.work = self.out_dir / "train"
+        self.settings = settings
+        self.config = config
+        self.tracker = common.BestTracker(self.work / settings.best, mode="max")
+        self.start_epoch = 0
+        self.resumed_seconds = 0.0  # the logged epoch times of earlier (resumed) runs
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.work / self.settings.checkpoint
+
+    def fit(self, hooks: Hooks) -> ModelCard:
+        """Resume if asked and possible, train the remaining epochs, write the model directory;
+        returns its card."""
+        self._resume(hooks)
+        logger = common.CSVLogger(self.work / self.settings.log, start_epoch=self.start_epoch + hooks.first_epoch,
+                                  tensorboard=self.settings.tensorboard)
+        self.resumed_seconds = sum(float(r.get("seconds") or 0) for r in logger.rows)
+        for epoch in range(self.start_epoch, self.settings.epochs):
+            self._epoch(hooks, epoch, logger)
+        logger.close()
+        card = hooks.card(self)
+        common.barrier()
+        self.tracker.save_model_dir(self.out_dir, card, fallback_model=self.model)
+        common.barrier()
+        return card
+
+    def _resume(self, hooks: Hooks) -> None:
+        path = self.checkpoint_path
+        if not (self.settings.resume and path.is_file()):
+            if self.ctx.is_main and path.exists():  # a stale checkpoint of an earlier run
+                path.unlink()
+            return
+        state = common.load_checkpoint(path, self.model, self.optimizer, self.scheduler, map_location="cpu")
+        extra = state.get("extra", {})
+        saved = extra.get("config", {})
+        diff = [k for k in self.config if k in saved and saved[k] != self.config[k]]
+        if diff:
+            raise TmlnError(f"cannot resume: the checkpoint was made with other settings "
+                            f"({', '.join(f'{k}={saved[k]!r}, now {self.config[k]!r}' for k in diff)}); "
+                            "use another output folder or resume=False (--no-resume)", path)
+        self.amp.load_state_dict(extra.get("amp") or {})
+        self.start_epoch = int(state["epoch"])
+        self.tracker.best = state.get("best_metric")
+        self.tracker.best_secondary = extra.get("best_secondary")
+        self.tracker.best_epoch = extra.get("best_epoch")
+        self.tracker.load()
+        hooks.restore(extra)
+        common.main_print(f"resuming after epoch {self.start_epoch}", self.settings.quiet)
+
+    def _epoch(self, hooks: Hooks, epoch: int, logger: common.CSVLogger) -> None:
+        t0 = time.time()
+        hooks.on_epoch_start(epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
+        sums = self._train(hooks, epoch)
+        self.scheduler.step()
+        train_loss = self._reduce(hooks, *sums)
+        validation = hooks.validate(epoch, train_loss)
+        number = epoch + hooks.first_epoch
+        improved = self.tracker.update(validation.metric, number, self.model, validation.secondary)
+        row = hooks.record(number, train_loss, lr, validation, improved)
+        row["seconds"] = round(time.time() - t0, 3)
+        logger.log(row)  # before the checkpoint: a resume trims the log to the checkpoint's epochs
+        common.main_print(hooks.epoch_line(row, validation, improved), self.settings.quiet)
+        extra = {"config": self.config, "amp": self.amp.state_dict(), "best_epoch": self.tracker.best_epoch,
+                 "best_secondary": self.tracker.best_secondary, **hooks.state()}
+        common.save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, epoch + 1,
+                               self.tracker.best, extra)
+        common.barrier()
+
+    def _train(self, hooks: Hooks, epoch: int) -> tuple[float, int, list[float]]:
+        """One pass over this rank's batches: (sum of item losses, items, batch losses)."""
+        loader, n_items = hooks.batches(epoch)
+        s = self.settings
+        generator = torch.Generator().manual_seed(int(s.seed) * 1_000_003 + epoch * 7919 + self.ctx.rank)
+        self.model.train()
+        loss_sum, n_seen, batch_losses = 0.0, 0, []
+        bar = common.progress_bar(n_items, f"epoch {epoch + 1}/{s.epochs}", hooks.unit, s.progress and self.ctx.is_main)
+        for batch in loader:
+            x, y = hooks.inputs(batch, generator)
+            with self.amp.autocast():
+                output = self.model(x)
+            loss = hooks.loss(output, y)
+            self.amp.step(loss, self.optimizer)
+            value = float(loss.detach())
+            batch_losses.append(value)
+            loss_sum += value * len(y)
+            n_seen += len(y)
+            bar.update(len(y))
+            bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", refresh=False)
+        bar.refresh()  # the epoch's final rate and loss, however short the epoch
+        bar.close()
+        return loss_sum, n_seen, batch_losses
+
+    def _reduce(self, hooks: Hooks, loss_sum: float, n_seen: int, batch_losses: list[float]) -> float:
+        """The epoch's training loss over all ranks."""
+        if hooks.mean_of_batches:
+            return common.all_reduce_mean(float(np.mean(batch_losses)) if batch_losses else float("nan"))
+        device = self.ctx.device if self.ctx.device.type == "cuda" else None
+        total, n = common.all_reduce_sum([loss_sum, float(n_seen)], device)
+        return total / max(n, 1)
+

@@ -1,0 +1,163 @@
+"""The shared training loop on a toy model: the hooks are called in order, the best epoch is kept,
+an interrupted-and-resumed run equals an uninterrupted one bit for bit, the training loss is
+averaged per item or per batch, checkpoints of other settings are refused."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tmln.errors import TmlnError
+from tmln.models.card import ModelCard, load_state_dict, read_card
+from tmln.train import common
+from tmln.train.loop import Hooks, LoopSettings, Trainer, Validation, session
+
+
+class ToyHooks(Hooks):
+    """Twelve random 4-feature samples, labels 0/1; noise from the loop's generator; a shuffling
+    loader (the global torch RNG, which a resume must restore)."""
+
+    unit = "sample"
+
+    def __init__(self, model, metrics=None, stop_at=None, loss=None):
+        self.model = model
+        self.metrics = metrics  # validation metric per epoch; default: minus the training loss
+        self.stop_at = stop_at  # epoch at whose start the run is "killed"
+        self.loss_fn = loss
+        x = torch.randn(12, 4, generator=torch.Generator().manual_seed(1))
+        self.data = torch.utils.data.TensorDataset(x, (torch.arange(12) % 2).float())
+        self.calls: list[str] = []
+        self.seen = 0  # hook state carried by the checkpoints
+        self.weights: dict[int, dict] = {}  # weights after each epoch
+
+    def on_epoch_start(self, epoch):
+        self.calls.append(f"start {epoch}")
+        if epoch == self.stop_at:
+            raise KeyboardInterrupt("simulated kill")
+
+    def batches(self, epoch):
+        self.calls.append(f"batches {epoch}")
+        return torch.utils.data.DataLoader(self.data, batch_size=4, shuffle=self.loss_fn is None), len(self.data)
+
+    def inputs(self, batch, generator):
+        x, y = batch
+        self.seen += len(y)
+        return x + 0.01 * torch.randn(x.shape, generator=generator), y
+
+    def loss(self, output, target):
+        self.calls.append("loss")
+        if self.loss_fn is not None:
+            return self.loss_fn(output, target)
+        return F.binary_cross_entropy_with_logits(output[:, 0], target)
+
+    def validate(self, epoch, train_loss):
+        self.calls.append(f"validate {epoch}")
+        self.weights[epoch] = {k: v.clone() for k, v in common.unwrap(self.model).state_dict().items()}
+        metric = self.metrics[epoch] if self.metrics else -train_loss
+        return Validation(metric, columns={"val_metric": metric})
+
+    def record(self, epoch, train_loss, lr, validation, improved):
+        self.calls.append(f"record {epoch} {'best' if improved else '-'}")
+        return super().record(epoch, train_loss, lr, validation, improved)
+
+    def state(self):
+        return {"seen": self.seen}
+
+    def restore(self, extra):
+        self.calls.append("restore")
+        self.seen = extra["seen"]
+
+    def card(self, trainer):
+        self.calls.append("card")
+        return ModelCard(task="tumour-classifier", architecture="toy", mpp=1.0, patch_size=4, classes=["normal", "tumour"],
+                         metrics={"best_epoch": trainer.tracker.best_epoch}, training={"seen": self.seen})
+
+
+def fit(out, epochs=3, resume=True, config=None, **hooks_kw):
+    """A seeded run of the toy model (built after seeding, as the trainers do); returns (card, hooks)."""
+    with session("cpu", seed=7) as ctx:
+        model = common.prepare_model(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)), ctx)
+        hooks = ToyHooks(model, **hooks_kw)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        trainer = Trainer(ctx, model, optimizer, scheduler, common.Amp(ctx.device, enabled=False), out,
+                          LoopSettings(epochs=epochs, seed=7, resume=resume, quiet=True), config or {"width": 8})
+        return trainer.fit(hooks), hooks
+
+
+def log_rows(out):
+    with open(out / "train" / "log.csv", newline="") as fh:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+
+def test_hooks_are_called_in_order(tmp_path):
+    card, hooks = fit(tmp_path / "m", epochs=2, metrics=[0.5, 0.4])
+    per_epoch = lambda e, best: [f"start {e}", f"batches {e}", "loss", "loss", "loss", f"validate {e}", f"record {e} {best}"]  # noqa: E731
+    assert hooks.calls == per_epoch(0, "best") + per_epoch(1, "-") + ["card"]
+    assert hooks.seen == 24 and card.training["seen"] == 24
+    assert [r["epoch"] for r in log_rows(tmp_path / "m")] == ["0", "1"]
+    assert list(log_rows(tmp_path / "m")[0]) == ["epoch", "train_loss", "lr", "val_metric"]
+    assert read_card(tmp_path / "m").to_dict() == card.to_dict()
+
+
+def test_best_epoch_is_kept(tmp_path):
+    card, hooks = fit(tmp_path / "m", epochs=3, metrics=[0.2, 0.9, 0.5])
+    assert card.metrics["best_epoch"] == 1
+    kept = load_state_dict(tmp_path / "m")
+    for k, v in hooks.weights[1].items():
+        assert torch.equal(kept[k], v), k
+    assert not all(torch.equal(kept[k], v) for k, v in hooks.weights[2].items())  # not simply the last epoch
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    whole, _ = fit(tmp_path / "a", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "b", epochs=3, stop_at=2)
+    assert not (tmp_path / "b" / "model_card.json").exists()
+    assert torch.load(tmp_path / "b" / "train" / "last.pt", weights_only=True)["epoch"] == 2
+    resumed, hooks = fit(tmp_path / "b", epochs=3)
+    assert hooks.calls[0] == "restore" and hooks.calls[1] == "start 2"  # only the missing epoch
+    assert resumed.training["seen"] == whole.training["seen"] == 36  # the hooks' state came back
+    assert resumed.metrics == whole.metrics
+    assert log_rows(tmp_path / "a") == log_rows(tmp_path / "b")
+    wa, wb = load_state_dict(tmp_path / "a"), load_state_dict(tmp_path / "b")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # more epochs later continue from the checkpoint; other settings are refused
+    fit(tmp_path / "b", epochs=4)
+    assert [r["epoch"] for r in log_rows(tmp_path / "b")] == ["0", "1", "2", "3"]
+    with pytest.raises(TmlnError, match="other settings.*width"):
+        fit(tmp_path / "b", epochs=5, config={"width": 16})
+
+
+def test_no_resume_starts_afresh(tmp_path):
+    fit(tmp_path / "m", epochs=2)
+    _, hooks = fit(tmp_path / "m", epochs=2, resume=False)
+    assert "restore" not in hooks.calls and hooks.calls[0] == "start 0"
+    assert [r["epoch"] for r in log_rows(tmp_path / "m")] == ["0", "1"]
+
+
+@pytest.mark.parametrize("per_batch, expected", [(False, 2.5), (True, 3.0)])
+def test_training_loss_per_item_or_per_batch(tmp_path, per_batch, expected):
+    """A loss of 1.5 on a batch of 4 samples and 4.5 on one of 2: 2.5 per sample, 3.0 per batch."""
+
+    class Uneven(ToyHooks):
+        mean_of_batches = per_batch
+
+        def batches(self, epoch):  # batches of 4 and 2 samples
+            return torch.utils.data.DataLoader(torch.utils.data.Subset(self.data, range(6)), batch_size=4), 6
+
+    losses = iter([1.5, 4.5])  # the first and the second batch's
+
+    def loss(output, target):
+        return output.sum() * 0 + next(losses)
+
+    with session("cpu", seed=7) as ctx:
+        model = common.prepare_model(torch.nn.Linear(4, 1), ctx)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        trainer = Trainer(ctx, model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1), common.Amp(ctx.device, enabled=False),
+                          tmp_path / "m", LoopSettings(epochs=1, seed=7, quiet=True), {})
+        trainer.fit(Uneven(model, metrics=[0.0], loss=loss))
+    assert float(log_rows(tmp_path / "m")[0]["train_loss"]) == expected  # (1.5 * 4 + 4.5 * 2) / 6 or (1.5 + 4.5) / 2
