@@ -7,7 +7,7 @@ from tmln.infer.plan import (any_in_window, map_shape, plan_dense, plan_grid, ru
                              tile_origins, tiles_over, trim_tiles)
 
 
-def _equalstrips(need, cols, gap):
+def _equal_strips(need, cols, gap):
     """Reference plan: each column run cut into the fewest equal strips at most ``cols`` wide."""
     out = []
     for a, b in runs(np.flatnonzero(need.any(0)), gap):
@@ -44,14 +44,14 @@ def test_strips_cover_needed_cells_withsegments():
                 assert nc <= 12
                 covered[r0 : r0 + nr, c0 : c0 + nc] = True
             assert covered[need].all()
-        assert _cells(strips(need, 12, 5, step=1), 5) <= _cells(_equalstrips(need, 12, 5), 5)
+        assert _cells(strips(need, 12, 5, step=1), 5) <= _cells(_equal_strips(need, 12, 5), 5)
 
 
 def test_strip_cuts_spend_fewer_cells_on_round_nodes():
     """A round node: cuts placed by the dynamic programme compute fewer cells than equal strips."""
     yy, xx = np.mgrid[:200, :200]
     need = (yy - 100) ** 2 + (xx - 100) ** 2 < 90**2
-    dp, equal = _cells(strips(need, 128, 13), 13), _cells(_equalstrips(need, 128, 13), 13)
+    dp, equal = _cells(strips(need, 128, 13), 13), _cells(_equal_strips(need, 128, 13), 13)
     assert dp < 0.97 * equal  # 4 % here; ~10 % over the nodes of a whole phantom slide
 
 
