@@ -32,7 +32,7 @@ from tmln.models.card import ModelCard
 from tmln.models.classifier import build_classifier
 from tmln.tumour.engine import tumour_map
 
-path, model_mpp, patch = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+path, model_mpp, patch, repeat, precision = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 
 def rss_mib():
     with open("/proc/self/statm") as fh:
@@ -51,9 +51,13 @@ card = ModelCard(task="tumour-classifier", architecture="resnet18", mpp=model_mp
                  classes=["normal", "tumour"])
 th = threading.Thread(target=sample, daemon=True)
 th.start()
-t = time.perf_counter()
-pm = tumour_map(path, (net, card), mask="tissue", device="cpu", precision="auto")
-wall = time.perf_counter() - t
+walls, after = [], []
+for _ in range(repeat):  # the same map again in this process: what stays resident after each
+    t = time.perf_counter()
+    pm = tumour_map(path, (net, card), mask="tissue", device="cpu", precision=precision)
+    walls.append(time.perf_counter() - t)
+    after.append(rss_mib())
+wall = min(walls)
 map_peak = max(r for _, r in samples)
 from tmln.tumour import regions_from_map  # what `tmln tumour-map` does next: threshold -> polygons
 t = time.perf_counter()
@@ -64,7 +68,8 @@ n = len(samples)
 q = max(1, n // 4)
 print(json.dumps({"wall_s": wall, "peak_rss_mib": max(r for _, r in samples), "map_peak_rss_mib": map_peak,
                   "regions_s": regions_s, "n_regions": len(regions), "model_mpx": pm.info["model_mpx"], "roi_mm2": pm.info["roi_mm2"],
-                  "method": pm.info["method"], "precision": pm.info["precision"],
+                  "method": pm.info["method"], "precision": pm.info["precision"], "after_each_mib": after,
+                  "mmap_threshold": pm.info["mmap_threshold"],
                   "rss_first_quarter_max_mib": max(r for _, r in samples[:q]) if samples else None,
                   "rss_last_quarter_max_mib": max(r for _, r in samples[-q:]) if samples else None}))
 """
@@ -80,9 +85,13 @@ def make_phantom(px: int, mpp: float, folder: Path) -> Path:
     return path
 
 
-def run_case(path: Path, model_mpp: float, patch: int = 224) -> dict:
+def run_case(path: Path, model_mpp: float, patch: int = 224, repeat: int = 1, precision: str = "auto",
+             malloc: str = "held") -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(model_mpp), str(patch)], stdout=subprocess.PIPE, env=env)
+    if malloc == "dynamic":  # glibc's own dynamic threshold (tmln.infer.memory)
+        env["TMLN_MMAP_THRESHOLD"] = "0"
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(model_mpp), str(patch), str(repeat), precision],
+                         stdout=subprocess.PIPE, env=env)
     _, status, _ = os.wait4(p.pid, 0)
     out = p.stdout.read().decode().strip().splitlines()
     if status != 0 or not out:
@@ -98,6 +107,10 @@ def main():
     ap.add_argument("--patch-size", type=int, default=224, help="the model's patch, px")
     ap.add_argument("--work", default=None, help="folder for the phantom slides (kept for reruns)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--repeat", type=int, default=1, help="maps of the same slide in one process (RSS after each)")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--malloc", nargs="+", default=["held"], choices=["held", "dynamic"],
+                    help="held: tmln's fixed mmap threshold (default); dynamic: glibc's own (TMLN_MMAP_THRESHOLD=0)")
     a = ap.parse_args()
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="tmln-mem-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -107,27 +120,31 @@ def main():
         path = make_phantom(px, a.slide_mpp, work)
         print(f"phantom {px} px ready ({time.perf_counter() - t:.0f} s)", flush=True)
         for mm in a.model_mpp:
-            r = run_case(path, mm, patch=a.patch_size)
-            r.update(px=px, model_mpp=mm)
-            rows.append(r)
-            print(json.dumps(r), flush=True)
+            for malloc in a.malloc:  # side by side, same slide and model
+                r = run_case(path, mm, patch=a.patch_size, repeat=a.repeat, precision=a.precision, malloc=malloc)
+                r.update(px=px, model_mpp=mm)
+                rows.append(r)
+                print(json.dumps(r), flush=True)
     lines = [
         "# Whole-slide tumour maps: peak memory",
         "",
         f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/tumour_map_memory.py', *sys.argv[1:]])}`",
         f"CPU: {cpu_name()}, {os.cpu_count()} cores; one process per case; phantom slides at {a.slide_mpp} µm/px "
         f"(width x 3/4 width), whole tissue mapped (`mask=\"tissue\"`), random-weight ResNet-18, {a.patch_size} px patch, "
-        "precision auto.",
+        f"precision {a.precision}; each map made {a.repeat} time(s) in its process (map (s): the fastest; RSS after "
+        "each map: what stays resident); mmap threshold: `tmln.infer.memory` (held) or glibc's dynamic default.",
         "",
-        "| slide (px) | model µm/px | model/slide | method | precision | model Mpx | tissue mm² | map (s) | "
-        "map peak RSS (MiB) | RSS 1st / last quarter (MiB) | polygons | polygons (s) | peak RSS (MiB) |",
-        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| slide (px) | model µm/px | model/slide | method | precision | mmap threshold | model Mpx | tissue mm² | "
+        "map (s) | map peak RSS (MiB) | RSS 1st / last quarter (MiB) | RSS after each map (MiB) | polygons | "
+        "polygons (s) | peak RSS (MiB) |",
+        "|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['px']} x {r['px'] * 3 // 4} | {r['model_mpp']} | {r['model_mpp'] / a.slide_mpp:.2f} | {r['method']} | "
-            f"{r['precision']} | {r['model_mpx']:.0f} | {r['roi_mm2']:.1f} | {r['wall_s']:.0f} | {r['map_peak_rss_mib']:.0f} | "
-            f"{r['rss_first_quarter_max_mib']:.0f} / {r['rss_last_quarter_max_mib']:.0f} | {r['n_regions']} | "
+            f"{r['precision']} | {r['mmap_threshold']} | {r['model_mpx']:.0f} | {r['roi_mm2']:.1f} | {r['wall_s']:.0f} | "
+            f"{r['map_peak_rss_mib']:.0f} | {r['rss_first_quarter_max_mib']:.0f} / {r['rss_last_quarter_max_mib']:.0f} | "
+            f"{', '.join(f'{v:.0f}' for v in r['after_each_mib'])} | {r['n_regions']} | "
             f"{r['regions_s']:.1f} | {r['peak_rss_mib']:.0f} |")
     emit("\n".join(lines) + "\n", a.out)
 

@@ -45,6 +45,7 @@ import torch
 from tmln.device import select_device
 from tmln.errors import TmlnError
 from tmln.infer import precision as P
+from tmln.infer.memory import hold_mmap_threshold
 from tmln.infer.plan import plan_dense, plan_grid
 from tmln.infer.readers import default_workers
 from tmln.infer.roi import MASKS, roi_cells
@@ -101,6 +102,7 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         ``mask="tissue"``.
     """
     t_start = time.perf_counter()
+    malloc = hold_mmap_threshold()  # flat memory over long runs (tmln.infer.memory)
     if not isinstance(slide, Slide):
         slide = Slide(slide)
     if mask not in MASKS:
@@ -154,6 +156,7 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         "slide_size_px": [slide.width, slide.height], "tiles": len(plan.tiles),
         "model_mpx": plan.model_mpx,
         "roi_mm2": float(roi.sum()) * (plan.stride * card.mpp / 1000) ** 2, "timing": run.timing,
+        "mmap_threshold": malloc,
     }
     pm = ProbabilityMap(prob, plan.stride * card.mpp, plan.origin_level0, (slide.mpp_x, slide.mpp_y), model_name,
                         float(card.threshold), info)
