@@ -156,8 +156,8 @@ def _check_cohort_options(fmt: str, patients: int, slides_per_patient: int, nega
 
 
 def _negative_slides(n: int, seed: int, negative_fraction: float) -> set[int]:
-    """Indices of the slides without tumour: about ``negative_fraction`` of ``n``, at least one and
-    not all when there are >= 2 slides and the fraction is strictly between 0 and 1."""
+    """Indices of the slides without tumour: about ``negative_fraction`` of ``n``; with >= 2 slides at
+    least one when the fraction is > 0 and not all when it is < 1."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0]))
     n_neg = int(round(negative_fraction * n))
     if negative_fraction > 0 and n >= 2:
