@@ -346,6 +346,7 @@ def follow_up_description(model: FollowUpModel = FollowUpModel()) -> str:
 
 # ---------------------------------------------------------------------------- the demo
 DEMO_MARKER = "demo.json"
+_SURVIVAL_SUMMARY = ("n", "events", "cutpoint", "cox_univariable", "c_index")  # of survival.json, in demo.json
 
 
 def _clean(out: Path) -> None:
@@ -357,6 +358,7 @@ def _clean(out: Path) -> None:
     shutil.rmtree(out)
 
 
+# public API mirroring `tmln demo`'s options, one keyword each
 def run_demo(out_dir="demo-run", *, patients: int = 8, seed: int = 0, quiet: bool = False,
              node_model: str = "demo-nodes", tumour_model: str = "demo-tumour", device: str = "auto",
              fresh: bool = False, size_mm=SLIDE_SIZE_MM, mpp: float = SLIDE_MPP,
@@ -382,43 +384,25 @@ def run_demo(out_dir="demo-run", *, patients: int = 8, seed: int = 0, quiet: boo
     timing: dict[str, float] = {}
     t_all = time.perf_counter()
 
-    # 1. phantoms (reused when the parameters match)
+    # 1. phantoms (reused when the parameters match) and their simulated follow-up
     t = time.perf_counter()
     phantoms = out / "phantoms"
     params = _cohort_params(patients, seed, size_mm, mpp, DEMO_STAGES)
-    if _reusable_cohort(phantoms, params):
-        say(f"reusing the phantom cohort in {phantoms}")
-        csv = phantoms / "slides.csv"
-    else:
-        if phantoms.exists():
-            shutil.rmtree(phantoms)
-        say(f"generating {patients} phantom patients in {phantoms} ...")
-        csv = make_demo_cohort(phantoms, patients, seed, size_mm=size_mm, mpp=mpp, progress=say)
+    csv = _phantom_cohort(phantoms, params, patients, seed, size_mm, mpp, say)
     timing["phantoms_s"] = time.perf_counter() - t
     truth = pd.read_csv(phantoms / "truth_patients.csv", dtype={"patient_id": str})
-    follow = simulate_follow_up(truth["t_mln"].to_numpy(), seed=seed, model=follow_up)
-    follow.insert(0, "patient_id", truth["patient_id"].astype(str).to_numpy())
-    follow["true_t_mln"] = truth["t_mln"].to_numpy()
-    follow["true_n_stage"] = truth["n_stage"].to_numpy()
+    follow = _follow_up_table(truth, seed, follow_up)
     write_csv(phantoms / "follow_up.csv", follow)
 
     # 2. measure with the models
     t = time.perf_counter()
-    say(f"measuring {len(pd.read_csv(csv))} slides with {node_model} + {tumour_model} ...")
-    summary = run_cohort(csv, out, node_model=node_model, tumour_model=tumour_model, quiet=quiet, device=device)
+    summary = _measure(csv, out, node_model, tumour_model, quiet, device, say)
     timing["analyze_s"] = time.perf_counter() - t
-    for f in summary.failures:
-        say(f"failed {f['kind']} {f['id']}: {f['error']}")
 
     # 3. survival on the measured table joined with the follow-up
     t = time.perf_counter()
     measured = pd.read_csv(RunDir(out).patients_csv, dtype={"patient_id": str, "n_stage": str})
-    joined = measured.merge(follow, on="patient_id", how="inner")
-    write_csv(out / "patients_followup.csv", joined)
-    usable = joined.dropna(subset=["t_mln"])
-    surv_dir = out / "survival"
-    surv_dir.mkdir(exist_ok=True)
-    surv, surv_html, surv_notes = _survival(usable, surv_dir, seed)
+    surv, surv_html, surv_notes = _measured_survival(out, measured, follow, seed)
     for n in surv_notes:
         say(n)
     timing["survival_s"] = time.perf_counter() - t
@@ -435,7 +419,6 @@ def run_demo(out_dir="demo-run", *, patients: int = 8, seed: int = 0, quiet: boo
                                          ("", surv_html)])
     timing["report_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t_all
-    d = comp["abs_delta_t_mln"].dropna()
     result = {
         "report": str(report.resolve()),
         "out_dir": str(out.resolve()),
@@ -444,12 +427,8 @@ def run_demo(out_dir="demo-run", *, patients: int = 8, seed: int = 0, quiet: boo
         "follow_up_model": {**asdict(follow_up), "description": follow_up_description(follow_up)},
         "slides_failed": summary.n_failed,
         "slides_reused": summary.n_reused,
-        "n_stage_agreement": float(comp["n_stage_agrees"].mean()) if len(comp) else None,
-        "abs_delta_t_mln_max": float(d.max()) if len(d) else None,
-        "abs_delta_t_mln_median": float(d.median()) if len(d) else None,
-        "survival": None if surv is None else {
-            "n": surv.get("n"), "events": surv.get("events"), "cutpoint": surv.get("cutpoint"),
-            "cox_univariable": surv.get("cox_univariable"), "c_index": surv.get("c_index")},
+        **_agreement(comp),
+        "survival": None if surv is None else {k: surv.get(k) for k in _SURVIVAL_SUMMARY},
         "survival_notes": surv_notes,
         "comparison": json.loads(comp.to_json(orient="records")),
         "comparison_text": comparison_text(comp),
@@ -457,3 +436,57 @@ def run_demo(out_dir="demo-run", *, patients: int = 8, seed: int = 0, quiet: boo
     }
     write_json(out / DEMO_MARKER, result)
     return result
+
+
+def _phantom_cohort(phantoms: Path, params: dict, patients: int, seed: int, size_mm, mpp: float,
+                    say: Callable[[str], None]) -> Path:
+    """The demo cohort's ``slides.csv``: the one in ``phantoms`` when it was made with ``params``,
+    else a new cohort written there."""
+    if _reusable_cohort(phantoms, params):
+        say(f"reusing the phantom cohort in {phantoms}")
+        return phantoms / "slides.csv"
+    if phantoms.exists():
+        shutil.rmtree(phantoms)
+    say(f"generating {patients} phantom patients in {phantoms} ...")
+    return make_demo_cohort(phantoms, patients, seed, size_mm=size_mm, mpp=mpp, progress=say)
+
+
+def _measure(csv: Path, out: Path, node_model: str, tumour_model: str, quiet: bool, device: str,
+             say: Callable[[str], None]):
+    """``tmln analyze`` of the phantom slides with the models into ``out``; failures are said."""
+    import pandas as pd
+
+    say(f"measuring {len(pd.read_csv(csv))} slides with {node_model} + {tumour_model} ...")
+    summary = run_cohort(csv, out, node_model=node_model, tumour_model=tumour_model, quiet=quiet, device=device)
+    for f in summary.failures:
+        say(f"failed {f['kind']} {f['id']}: {f['error']}")
+    return summary
+
+
+def _agreement(comp) -> dict:
+    """How well the measured patients agree with the truth: N stage agreement, max and median |ΔT/MLN|."""
+    d = comp["abs_delta_t_mln"].dropna()
+    return {"n_stage_agreement": float(comp["n_stage_agrees"].mean()) if len(comp) else None,
+            "abs_delta_t_mln_max": float(d.max()) if len(d) else None,
+            "abs_delta_t_mln_median": float(d.median()) if len(d) else None}
+
+
+def _follow_up_table(truth, seed: int, model: FollowUpModel):
+    """Simulated follow-up per patient of the truth table, with the patient's TRUE T/MLN and N stage."""
+    follow = simulate_follow_up(truth["t_mln"].to_numpy(), seed=seed, model=model)
+    follow.insert(0, "patient_id", truth["patient_id"].astype(str).to_numpy())
+    follow["true_t_mln"] = truth["t_mln"].to_numpy()
+    follow["true_n_stage"] = truth["n_stage"].to_numpy()
+    return follow
+
+
+def _measured_survival(out: Path, measured, follow, seed: int) -> tuple[dict | None, str, list[str]]:
+    """Write ``patients_followup.csv`` (measured patients joined with the follow-up) and analyse its
+    patients with a T/MLN into ``survival/``; returns (result, html section, notes) as ``_survival``."""
+    joined = measured.merge(follow, on="patient_id", how="inner")
+    write_csv(out / "patients_followup.csv", joined)
+    usable = joined.dropna(subset=["t_mln"])
+    surv_dir = out / "survival"
+    surv_dir.mkdir(exist_ok=True)
+    return _survival(usable, surv_dir, seed)
+

@@ -221,35 +221,10 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
 
     slide_rows, node_lines, failures, unread = [], [], [], []
     for e in entries:
-        job = jobs.get(e.row)
-        row = {c: None for c in SLIDE_COLUMNS}
-        row.update(slide_id=e.slide_id, patient_id=e.patient_id, slide_path=e.slide_path)
-        state = SlideDir(job.slide_dir).read_state() if job is not None else None
-        if job is None:
-            row.update(status="failed", error=e.error)
-        elif state is None or state.get("params_hash") != job.params_hash:
-            row.update(status="failed", error="not processed (the run was interrupted or the state is stale); rerun")
-        elif state.get("status") != "done":
-            row.update(status="failed", error=state.get("error") or "failed")
-        else:
-            nodes_csv = SlideDir(job.slide_dir).nodes_csv
-            try:
-                lines = nodes_csv.read_text(encoding="utf-8").splitlines()
-            except OSError:
-                lines = None
-            if not lines or lines[0].split(",") != NODE_COLUMNS:
-                row.update(status="failed", error=f"per-slide nodes.csv missing or damaged ({nodes_csv}); rerun with --force")
-            else:
-                res = state["result"]
-                row.update({k: res.get(k) for k in SLIDE_COLUMNS if k in res})
-                row.update(status="done", error=None, notes="; ".join(state.get("notes") or []) or None,
-                           slide_path=e.slide_path)
-                node_lines += lines[1:]
-                if res.get("unread_tiles_px"):
-                    unread.append({"slide_id": e.slide_id, "patient_id": e.patient_id,
-                                   "unread_area_mm2": res.get("unread_area_mm2"),
-                                   "unread_node_area_mm2": res.get("unread_node_area_mm2"),
-                                   "tiles_px": res["unread_tiles_px"]})
+        row, lines, gaps = _slide_row(e, jobs.get(e.row))
+        node_lines += lines
+        if gaps is not None:
+            unread.append(gaps)
         if row["status"] != "done":
             failures.append({"kind": "slide", "id": e.slide_id, "row": e.row, "patient_id": e.patient_id,
                              "slide_path": e.slide_path, "error": row["error"]})
@@ -264,24 +239,10 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
     # a slide listed again for the same patient is reported (failed row) but measured once: not counted
     counted = counted_slides(slide_rows, [None if e.duplicate_of is None else e.duplicate_of - 1 for e in entries])
     staging = parameters.get("staging", "gastric")
-    patient_rows = aggregate_patients(node_rows, counted, staging)
-    for p in patient_rows:
-        if p["n_stage"] is not None:
-            mine = [r for r in counted if str(r["patient_id"]) == str(p["patient_id"]) and r["status"] == "done"]
-            for col in ("unread_area_mm2", "unread_node_area_mm2"):
-                p[col] = float(sum(float(r.get(col) or 0.0) for r in mine))
+    patient_rows = _patient_rows(node_rows, counted, staging)
     write_csv(run.patients_csv, pd.DataFrame(patient_rows, columns=RUN_PATIENT_COLUMNS))
     staged = [p for p in patient_rows if p["n_stage"] is not None]
-    per_patient: dict[str, list[dict]] = {}
-    for r in counted:
-        per_patient.setdefault(str(r["patient_id"]), []).append(r)
-    for p in patient_rows:
-        if p["n_stage"] is None:
-            rows = per_patient[str(p["patient_id"])]
-            n_failed = sum(r["status"] != "done" for r in rows)
-            reason = ("no readable slide" if n_failed == len(rows)
-                      else f"{n_failed} of {len(rows)} slides failed; the patient is not staged")
-            failures.append({"kind": "patient", "id": str(p["patient_id"]), "error": reason})
+    failures += _unstaged_patients(patient_rows, counted)
 
     n_done = sum(r["status"] == "done" for r in slide_rows)
     counts = {
@@ -306,3 +267,63 @@ def rebuild_run(out_dir: Path, entries: Sequence[SlideEntry], jobs: dict[int, Sl
     write_json(run.summary, json.loads(json.dumps(summary)))
     write_report(out_dir, sections=sections)
     return {**counts, "failures": failures, "unread_tiles": unread}
+
+
+def _slide_row(e: SlideEntry, job: SlideJob | None) -> tuple[dict, list[str], dict | None]:
+    """(the slides.csv row, the slide's nodes.csv lines without header, its unreadable tiles or None)
+    from the slide's state and files; a failed, unprocessed, stale or damaged slide is a failed row."""
+    row = {c: None for c in SLIDE_COLUMNS}
+    row.update(slide_id=e.slide_id, patient_id=e.patient_id, slide_path=e.slide_path)
+    state = SlideDir(job.slide_dir).read_state() if job is not None else None
+    if job is None:
+        row.update(status="failed", error=e.error)
+        return row, [], None
+    if state is None or state.get("params_hash") != job.params_hash:
+        row.update(status="failed", error="not processed (the run was interrupted or the state is stale); rerun")
+        return row, [], None
+    if state.get("status") != "done":
+        row.update(status="failed", error=state.get("error") or "failed")
+        return row, [], None
+    nodes_csv = SlideDir(job.slide_dir).nodes_csv
+    try:
+        lines = nodes_csv.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = None
+    if not lines or lines[0].split(",") != NODE_COLUMNS:
+        row.update(status="failed", error=f"per-slide nodes.csv missing or damaged ({nodes_csv}); rerun with --force")
+        return row, [], None
+    res = state["result"]
+    row.update({k: res.get(k) for k in SLIDE_COLUMNS if k in res})
+    row.update(status="done", error=None, notes="; ".join(state.get("notes") or []) or None, slide_path=e.slide_path)
+    gaps = None
+    if res.get("unread_tiles_px"):
+        gaps = {"slide_id": e.slide_id, "patient_id": e.patient_id, "unread_area_mm2": res.get("unread_area_mm2"),
+                "unread_node_area_mm2": res.get("unread_node_area_mm2"), "tiles_px": res["unread_tiles_px"]}
+    return row, lines[1:], gaps
+
+
+def _patient_rows(node_rows: list[dict], counted: list[dict], staging: str) -> list[dict]:
+    """patients.csv rows: the staging of each patient plus the unreadable area of its measured slides."""
+    patient_rows = aggregate_patients(node_rows, counted, staging)
+    for p in patient_rows:
+        if p["n_stage"] is not None:
+            mine = [r for r in counted if str(r["patient_id"]) == str(p["patient_id"]) and r["status"] == "done"]
+            for col in ("unread_area_mm2", "unread_node_area_mm2"):
+                p[col] = float(sum(float(r.get(col) or 0.0) for r in mine))
+    return patient_rows
+
+
+def _unstaged_patients(patient_rows: list[dict], counted: list[dict]) -> list[dict]:
+    """A failure for each patient left without N stage, saying how many of its slides failed."""
+    per_patient: dict[str, list[dict]] = {}
+    for r in counted:
+        per_patient.setdefault(str(r["patient_id"]), []).append(r)
+    failures = []
+    for p in patient_rows:
+        if p["n_stage"] is None:
+            rows = per_patient[str(p["patient_id"])]
+            n_failed = sum(r["status"] != "done" for r in rows)
+            reason = ("no readable slide" if n_failed == len(rows)
+                      else f"{n_failed} of {len(rows)} slides failed; the patient is not staged")
+            failures.append({"kind": "patient", "id": str(p["patient_id"]), "error": reason})
+    return failures

@@ -118,6 +118,7 @@ def _at(metrics: dict, k: int) -> dict:
             for name in ("sensitivity", "specificity", "youden_j", "dice")}
 
 
+# public API mirroring `tmln evaluate maps`'s options, one keyword each
 def calibrate_threshold(slides_csv, tumour_annotations, model, out_dir, *, node_annotations=None,
                         rule: str = "youden", device: str = "auto", precision: str = "auto",
                         mpp: float | None = None, write_model=None, quiet: bool = True) -> dict:
@@ -136,8 +137,6 @@ def calibrate_threshold(slides_csv, tumour_annotations, model, out_dir, *, node_
     Returns the contents of ``calibration.json``. Raises ``TmlnError`` when no slide could be
     mapped or the outlines hold no tumour pixel.
     """
-    from tqdm import tqdm
-
     if rule not in RULES:
         raise TmlnError(f"rule must be one of {RULES}, got {rule!r}")
     for folder in (tumour_annotations, node_annotations):
@@ -147,19 +146,8 @@ def calibrate_threshold(slides_csv, tumour_annotations, model, out_dir, *, node_
     model_dir = resolve_model_dir(model)
     out = Path(out_dir)
     entries = read_slides_table(slides_csv, mpp=mpp)
-    done, rows = [], []
-    for e in tqdm(entries, desc="slides", unit="slide", disable=quiet, leave=False):
-        if e.error is not None:
-            rows.append({"slide_id": e.slide_id, "status": "failed", "error": e.error})
-            continue
-        try:
-            sp = _slide(e, model_dir, tumour_annotations, node_annotations, out / "maps" / e.slide_id,
-                        device, precision)
-        except (TmlnError, AmbiguousAnnotation) as exc:
-            rows.append({"slide_id": e.slide_id, "status": "failed", "error": str(exc)})
-            continue
-        done.append(sp)
-        rows.append({"slide_id": e.slide_id, "status": "done", "error": ""})
+    done, rows = _map_slides(entries, model_dir, tumour_annotations, node_annotations, out / "maps",
+                             device, precision, quiet)
     if not done:
         _write_slides(out, rows)
         raise TmlnError("no slide could be mapped (see the errors in slides.csv)", slides_csv)
@@ -192,17 +180,43 @@ def calibrate_threshold(slides_csv, tumour_annotations, model, out_dir, *, node_
         "best": {r: {"threshold": kr / BINS, **_at(metrics, kr)} for r, kr in best.items()},
         "bins": BINS,
     }
-    grid = np.arange(0, BINS, BINS // 100)
-    table = {name: metrics[name][grid] for name in THRESHOLD_COLUMNS[:-1]}
-    table["pred_tumour_mm2"] = metrics["positive"][grid] * pixel_mm2
-    import pandas as pd
-
-    write_csv(out / "thresholds.csv", pd.DataFrame(table)[THRESHOLD_COLUMNS])
+    _write_thresholds(out, metrics, pixel_mm2)
     _write_slides(out, rows)
     if write_model is not None:
         result["written_model"] = str(write_calibrated_model(model_dir, card, write_model, result))
     write_json(out / "calibration.json", result)
     return result
+
+
+def _map_slides(entries, model_dir, tumour_annotations, node_annotations, maps_dir: Path, device, precision,
+                quiet: bool) -> tuple[list[SlidePixels], list[dict]]:
+    """(pixels of the slides mapped, one ``slides.csv`` row per entry): a slide that cannot be read
+    or mapped, or whose outlines are ambiguous, is a failed row and the others go on."""
+    from tqdm import tqdm
+
+    done, rows = [], []
+    for e in tqdm(entries, desc="slides", unit="slide", disable=quiet, leave=False):
+        if e.error is not None:
+            rows.append({"slide_id": e.slide_id, "status": "failed", "error": e.error})
+            continue
+        try:
+            sp = _slide(e, model_dir, tumour_annotations, node_annotations, maps_dir / e.slide_id, device, precision)
+        except (TmlnError, AmbiguousAnnotation) as exc:
+            rows.append({"slide_id": e.slide_id, "status": "failed", "error": str(exc)})
+            continue
+        done.append(sp)
+        rows.append({"slide_id": e.slide_id, "status": "done", "error": ""})
+    return done, rows
+
+
+def _write_thresholds(out: Path, metrics: dict, pixel_mm2: float) -> None:
+    """``thresholds.csv``: the metrics at every 0.01 and the predicted tumour area (mm²)."""
+    import pandas as pd
+
+    grid = np.arange(0, BINS, BINS // 100)
+    table = {name: metrics[name][grid] for name in THRESHOLD_COLUMNS[:-1]}
+    table["pred_tumour_mm2"] = metrics["positive"][grid] * pixel_mm2
+    write_csv(out / "thresholds.csv", pd.DataFrame(table)[THRESHOLD_COLUMNS])
 
 
 def write_calibrated_model(model_dir, card, dest, result: dict) -> Path:

@@ -15,7 +15,7 @@ from tmln.phantom.geometry import SlideLayout, SlideSpec, make_layout
 from tmln.phantom.non_node import SECTIONS
 from tmln.phantom.render import SlideRenderer
 from tmln.phantom.truth import node_rows, patient_rows
-from tmln.phantom.writer import write_pyramid
+from tmln.phantom.writer import PyramidOptions, write_pyramid
 
 FORMATS = ("tiff", "svs")
 
@@ -64,8 +64,9 @@ def make_slide(
     renderer = SlideRenderer(layout, tile=tile)
     desc = f"tmln phantom slide; seed={spec.seed}" + (f"; mpp={spec.mpp:g}" if write_mpp else "")
     with atomic_path(path) as tmp:
-        write_pyramid(tmp, layout.width, layout.height, renderer.tile, spec.mpp if write_mpp else None, fmt=fmt,
-                      tile=tile, quality=quality, factor=level_factor, description=desc, compression=compression)
+        write_pyramid(tmp, layout.width, layout.height, renderer.tile, spec.mpp if write_mpp else None,
+                      PyramidOptions(fmt=fmt, tile=tile, quality=quality, factor=level_factor, description=desc,
+                                     compression=compression))
     stem = path.with_suffix("")
     nodes_p = Path(f"{stem}.nodes.geojson")
     tum_p = Path(f"{stem}.tumour.geojson")
@@ -76,7 +77,7 @@ def make_slide(
     return PhantomSlide(path, nodes_p, tum_p, layout)
 
 
-def make_cohort(
+def make_cohort(  # public API mirroring `tmln phantom`'s options, one keyword each
     out_dir: str | os.PathLike,
     patients: int = 2,
     slides_per_patient: int = 1,
@@ -110,29 +111,12 @@ def make_cohort(
     """
     import pandas as pd
 
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    if patients < 1 or slides_per_patient < 1:
-        raise ValueError("patients and slides_per_patient must be >= 1")
-    if not 0.0 <= negative_fraction <= 1.0:
-        raise ValueError("negative_fraction must be in [0, 1]")
-    if not 0.0 <= non_node_fraction < 1.0:
-        raise ValueError("non_node_fraction must be in [0, 1)")
+    _check_cohort_options(fmt, patients, slides_per_patient, negative_fraction, non_node_fraction)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = patients * slides_per_patient
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0]))
-    n_neg = int(round(negative_fraction * n))
-    if negative_fraction > 0 and n >= 2:
-        n_neg = max(1, n_neg)
-    if negative_fraction < 1 and n >= 2:
-        n_neg = min(n - 1, n_neg)
-    negatives = set(rng.permutation(n)[:n_neg].tolist())
-    # sections without nodes: their own stream, so a cohort without them keeps its bytes
-    n_sec = int(round(non_node_fraction * n))
-    rng_sec = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EC]))
-    sections = {k: SECTIONS[1 + j % (len(SECTIONS) - 1)]
-                for j, k in enumerate(sorted((1 + rng_sec.permutation(n - 1)[:n_sec]).tolist()))} if n > 1 else {}
+    negatives = _negative_slides(n, seed, negative_fraction)
+    sections = _section_slides(n, seed, non_node_fraction)
     ext = "svs" if fmt == "svs" else "tiff"
 
     jobs, slide_rows, n_slides = [], [], {}
@@ -150,19 +134,58 @@ def make_cohort(
             jobs.append((out / f"{sid}.{ext}", spec, fmt, write_mpp, pid, sid))
             slide_rows.append({"slide_path": f"{sid}.{ext}", "patient_id": pid})
             k += 1
-    if workers > 1 and len(jobs) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as ex:
-            per_slide = list(ex.map(_slide_job, jobs))
-    else:
-        per_slide = [_slide_job(j) for j in jobs]
+    per_slide = _write_slides(jobs, workers)
     nodes = [row for rows in per_slide for row in rows]
     write_csv(out / "truth_nodes.csv", pd.DataFrame(nodes, columns=NODE_COLUMNS))
     write_csv(out / "truth_patients.csv", pd.DataFrame(patient_rows(nodes, n_slides), columns=PATIENT_COLUMNS))
     csv = out / "slides.csv"
     write_csv(csv, pd.DataFrame(slide_rows, columns=["slide_path", "patient_id"]))
     return csv
+
+
+def _check_cohort_options(fmt: str, patients: int, slides_per_patient: int, negative_fraction: float,
+                          non_node_fraction: float) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if patients < 1 or slides_per_patient < 1:
+        raise ValueError("patients and slides_per_patient must be >= 1")
+    if not 0.0 <= negative_fraction <= 1.0:
+        raise ValueError("negative_fraction must be in [0, 1]")
+    if not 0.0 <= non_node_fraction < 1.0:
+        raise ValueError("non_node_fraction must be in [0, 1)")
+
+
+def _negative_slides(n: int, seed: int, negative_fraction: float) -> set[int]:
+    """Indices of the slides without tumour: about ``negative_fraction`` of ``n``; with >= 2 slides at
+    least one when the fraction is > 0 and not all when it is < 1."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0]))
+    n_neg = int(round(negative_fraction * n))
+    if negative_fraction > 0 and n >= 2:
+        n_neg = max(1, n_neg)
+    if negative_fraction < 1 and n >= 2:
+        n_neg = min(n - 1, n_neg)
+    return set(rng.permutation(n)[:n_neg].tolist())
+
+
+def _section_slides(n: int, seed: int, non_node_fraction: float) -> dict[int, str]:
+    """{slide index: section kind} of the sections without nodes (never the first slide), the kinds
+    in turn; their own random stream, so a cohort without them keeps its bytes."""
+    n_sec = int(round(non_node_fraction * n))
+    rng_sec = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EC]))
+    if n <= 1:
+        return {}
+    return {k: SECTIONS[1 + j % (len(SECTIONS) - 1)]
+            for j, k in enumerate(sorted((1 + rng_sec.permutation(n - 1)[:n_sec]).tolist()))}
+
+
+def _write_slides(jobs: list[tuple], workers: int) -> list[list[dict]]:
+    """Run ``_slide_job`` over ``jobs`` (in ``workers`` processes when > 1); truth rows per slide, in order."""
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as ex:
+            return list(ex.map(_slide_job, jobs))
+    return [_slide_job(j) for j in jobs]
 
 
 def _slide_job(job) -> list[dict]:

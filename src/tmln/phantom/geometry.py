@@ -156,38 +156,94 @@ def feret_diameter(geom) -> float:
 
 
 # ---------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class _Frame:
+    """The slide's extent in µm, its level-0 µm/px and the margins that keep tissue off the edges."""
+
+    W_um: float
+    H_um: float
+    mpp: float
+    margin: float
+    inner: object  # shapely box: where nodes may lie
+
+    @classmethod
+    def of(cls, spec: SlideSpec) -> "_Frame":
+        from shapely.geometry import box
+
+        W_um, H_um = spec.size_mm[0] * 1000.0, spec.size_mm[1] * 1000.0
+        margin = min(400.0, 0.08 * min(W_um, H_um))
+        return cls(W_um, H_um, float(spec.mpp), margin, box(margin, margin, W_um - margin, H_um - margin))
+
+    @property
+    def size_px(self) -> tuple[int, int]:
+        return int(round(self.W_um / self.mpp)), int(round(self.H_um / self.mpp))
+
+    def to_px(self, geom_um):
+        """µm geometry -> level-0 px, snapped to ``GRID_PX``."""
+        from shapely import affinity
+
+        return snap(affinity.scale(geom_um, 1.0 / self.mpp, 1.0 / self.mpp, origin=(0, 0)))
+
+
 def make_layout(spec: SlideSpec) -> SlideLayout:
-    """Draw the random layout for ``spec`` (deterministic in ``spec.seed``)."""
-    import shapely
-    from shapely import affinity
-    from shapely.geometry import Polygon, box
-    from shapely.ops import unary_union
+    """Draw the random layout for ``spec`` (deterministic in ``spec.seed``).
+
+    The main stream ``rng`` is drawn in a fixed order (stain, nodes, capsules, follicles, deposits,
+    fat, pen marks); non-node tissue and artefacts have streams of their own, so turning them on
+    changes nothing else.
+    """
+    from shapely.geometry import Polygon
 
     rng = np.random.default_rng(np.random.SeedSequence([int(spec.seed), 0x7A11]))
-    W_um, H_um = spec.size_mm[0] * 1000.0, spec.size_mm[1] * 1000.0
-    mpp = float(spec.mpp)
-    width, height = int(round(W_um / mpp)), int(round(H_um / mpp))
+    frame = _Frame.of(spec)
+    width, height = frame.size_px
     stain = StainSpec.preset(spec.stain, rng)
-    to_px = lambda g: snap(affinity.scale(g, 1.0 / mpp, 1.0 / mpp, origin=(0, 0)))  # noqa: E731
-
     if spec.blank:
-        layout = SlideLayout(spec, width, height, mpp, [], [], [], [], Polygon(), [], stain)
+        layout = SlideLayout(spec, width, height, frame.mpp, [], [], [], [], Polygon(), [], stain)
         if spec.pen_marks:
-            layout.pen = _pen_strokes(rng, W_um, H_um, mpp, None)
+            layout.pen = _pen_strokes(rng, frame.W_um, frame.H_um, frame.mpp, None)
         return layout
-
-    margin = min(400.0, 0.08 * min(W_um, H_um))
-    inner = box(margin, margin, W_um - margin, H_um - margin)
-    # non-node tissue has a random stream of its own: turning it on changes nothing else
     rng_other = np.random.default_rng(np.random.SeedSequence([int(spec.seed), 0x5E97]))
     if spec.section != "node":
-        fat_um, other_um = section_tissue(rng_other, spec.section, W_um, H_um, margin)
-        layout = SlideLayout(spec, width, height, mpp, [], [], [], [], to_px(fat_um), [], stain,
-                             other=[(k, to_px(g)) for k, g in other_um])
-        _add_artefacts(layout, spec, fat_um, W_um, H_um)
-        if spec.pen_marks:
-            layout.pen = _pen_strokes(rng, W_um, H_um, mpp, fat_um)
-        return layout
+        return _section_layout(spec, frame, rng, rng_other, stain)
+
+    nodes_um, touching_pairs = _place_nodes(rng, spec, frame)
+    nodes, nodes_um, touching_pairs = _nodes_to_px(frame, nodes_um, touching_pairs)
+    capsule_um = [float(rng.uniform(15, 45)) for _ in nodes]
+    follicles = _follicles(rng, frame, nodes_um, capsule_um)
+    targets, tumour, tumour_node = _tumour(rng, spec, frame, nodes, nodes_um, capsule_um, touching_pairs)
+    tissue_um, fat = _perinodal_fat(rng, frame, nodes, nodes_um)
+    layout = SlideLayout(
+        spec=spec, width=width, height=height, mpp=frame.mpp, nodes=nodes, tumour=tumour, tumour_node=tumour_node,
+        follicles=follicles, fat=fat, capsule_um=capsule_um, stain=stain, touching_pairs=touching_pairs,
+        target_categories=targets,
+    )
+    if spec.pen_marks:
+        layout.pen = _pen_strokes(rng, frame.W_um, frame.H_um, frame.mpp, tissue_um)
+    if spec.perinodal:
+        other_um, node_fat_um = perinodal_tissue(rng_other, nodes_um, capsule_um, tissue_um, frame.inner)
+        layout.other = [(k, frame.to_px(g)) for k, g in other_um]
+        layout.node_fat = [frame.to_px(g) for _, g in node_fat_um]
+        _add_artefacts(layout, spec, tissue_um, frame.W_um, frame.H_um)
+    return layout
+
+
+def _section_layout(spec: SlideSpec, frame: _Frame, rng, rng_other, stain: StainSpec) -> SlideLayout:
+    """A section without any node (``spec.section``): its tissue, artefacts and pen marks."""
+    width, height = frame.size_px
+    fat_um, other_um = section_tissue(rng_other, spec.section, frame.W_um, frame.H_um, frame.margin)
+    layout = SlideLayout(spec, width, height, frame.mpp, [], [], [], [], frame.to_px(fat_um), [], stain,
+                         other=[(k, frame.to_px(g)) for k, g in other_um])
+    _add_artefacts(layout, spec, fat_um, frame.W_um, frame.H_um)
+    if spec.pen_marks:
+        layout.pen = _pen_strokes(rng, frame.W_um, frame.H_um, frame.mpp, fat_um)
+    return layout
+
+
+def _place_nodes(rng, spec: SlideSpec, frame: _Frame) -> tuple[list, list[tuple[int, int]]]:
+    """Node outlines (µm) that keep ``gap_um`` from each other inside ``frame.inner``, and the
+    touching pairs (the first node and a partner cut by it, when one is wanted)."""
+    W_um, H_um, margin = frame.W_um, frame.H_um, frame.margin
     area_mm2 = spec.size_mm[0] * spec.size_mm[1]
     n_nodes = spec.n_nodes if spec.n_nodes is not None else int(np.clip(round(rng.uniform(2, 5) * math.sqrt(area_mm2 / 48.0)), 1, 60))
     touching = spec.touching_pair if spec.touching_pair is not None else bool(rng.random() < 0.6)
@@ -199,7 +255,7 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
     touching_pairs: list[tuple[int, int]] = []
 
     def free(poly, gap=gap_um):
-        if not inner.contains(poly):
+        if not frame.inner.contains(poly):
             return False
         return all(poly.distance(o) > gap for o in nodes_um)
 
@@ -223,25 +279,31 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
                 nodes_um.append(poly)
                 break
         if touching and i == 0 and nodes_um:
-            _add_touching_partner(rng, nodes_um, inner, gap_um, touching_pairs, min_len_um)
+            _add_touching_partner(rng, nodes_um, frame.inner, gap_um, touching_pairs, min_len_um)
+    return nodes_um, touching_pairs
 
-    nodes = [to_px(p) for p in nodes_um]
+
+def _nodes_to_px(frame: _Frame, nodes_um: list, touching_pairs: list) -> tuple[list, list, list]:
+    """(nodes in px, nodes in µm, touching pairs), touching partners kept disjoint on the px grid and
+    every list in a stable order: by centroid (y, x)."""
+    import shapely
+
+    nodes = [frame.to_px(p) for p in nodes_um]
     # the partner was cut by its neighbour in µm; cutting again on the px grid keeps them disjoint
     for a, b in touching_pairs:
         cut = shapely.difference(nodes[b], nodes[a], grid_size=GRID_PX)
         nodes[b] = plain(max(polygon_parts(cut), key=lambda g: g.area))
 
-    # stable node order: by centroid (y, x)
     order = sorted(range(len(nodes)), key=lambda k: (nodes[k].centroid.y, nodes[k].centroid.x))
     remap = {old: new for new, old in enumerate(order)}
     nodes = [nodes[k] for k in order]
     nodes_um = [nodes_um[k] for k in order]
     touching_pairs = [tuple(sorted((remap[a], remap[b]))) for a, b in touching_pairs]
+    return nodes, nodes_um, touching_pairs
 
-    capsule_um = [float(rng.uniform(15, 45)) for _ in nodes]
-    shared = shared_capsules(nodes, touching_pairs, [c / mpp for c in capsule_um])
 
-    # follicles (rendering only)
+def _follicles(rng, frame: _Frame, nodes_um: list, capsule_um: list[float]) -> list:
+    """Germinal-centre-like areas inside each node's core (px; rendering only)."""
     follicles = []
     for k, p in enumerate(nodes_um):
         core = p.buffer(-capsule_um[k] - 60)
@@ -254,40 +316,62 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
             f = star_polygon(rng, cx, cy, r, r * rng.uniform(0.7, 1.0), rng.uniform(0, np.pi), 0.1, 4, 48)
             f = f.intersection(core)
             if not f.is_empty and f.area > 0:
-                follicles += polygon_parts(to_px(f))
+                follicles += polygon_parts(frame.to_px(f))
+    return follicles
 
-    # tumour deposits
+
+def _tumour(rng, spec: SlideSpec, frame: _Frame, nodes: list, nodes_um: list, capsule_um: list[float],
+            touching_pairs: list) -> tuple[list[str], list, list[int]]:
+    """(target category per node, tumour components in px, the node of each component).
+
+    A random half of the nodes (at least one) of a positive slide gets deposits of a category the
+    node's width allows; they are clipped to the node, off the capsule shared with a touching node.
+    """
+    import shapely
+    from shapely.ops import unary_union
+
+    shared = shared_capsules(nodes, touching_pairs, [c / frame.mpp for c in capsule_um])
     negative = spec.negative if spec.negative is not None else bool(rng.random() < 0.25)
     targets = ["negative"] * len(nodes)
     tumour, tumour_node = [], []
-    if not negative and nodes:
-        n_pos = max(1, int(rng.binomial(len(nodes), 0.5)))
-        pos = sorted(rng.choice(len(nodes), size=min(n_pos, len(nodes)), replace=False).tolist())
-        for k in pos:
-            poly = nodes_um[k]
-            minor = _min_width(poly)
-            if minor > 2700:
-                cat = str(rng.choice(["itc", "micro", "macro"], p=[0.2, 0.3, 0.5]))
-            else:
-                cat = str(rng.choice(["itc", "micro"], p=[0.4, 0.6]))
-            targets[k] = cat
-            deps = _deposits_for(rng, poly, cat, capsule_um[k])
-            if not deps:
-                targets[k] = "negative"
-                continue
-            merged = unary_union([to_px(d) for d in deps])
-            # clip to the node shrunk by 1 px: the snap-rounded result then lies strictly inside it;
-            # along a border shared with a touching node both capsules stay visible (see shared_capsules)
-            room = nodes[k].buffer(-1.0)
-            if k in shared:
-                room = shapely.difference(room, shared[k], grid_size=GRID_PX)
-            inside = plain(shapely.intersection(merged, room, grid_size=GRID_PX))
-            for comp in polygon_parts(inside):
-                if comp.area * mpp * mpp > 1.0:  # drop sub-µm² slivers
-                    tumour.append(comp)
-                    tumour_node.append(k)
+    if negative or not nodes:
+        return targets, tumour, tumour_node
+    n_pos = max(1, int(rng.binomial(len(nodes), 0.5)))
+    pos = sorted(rng.choice(len(nodes), size=min(n_pos, len(nodes)), replace=False).tolist())
+    for k in pos:
+        poly = nodes_um[k]
+        minor = _min_width(poly)
+        if minor > 2700:
+            cat = str(rng.choice(["itc", "micro", "macro"], p=[0.2, 0.3, 0.5]))
+        else:
+            cat = str(rng.choice(["itc", "micro"], p=[0.4, 0.6]))
+        targets[k] = cat
+        deps = _deposits_for(rng, poly, cat, capsule_um[k])
+        if not deps:
+            targets[k] = "negative"
+            continue
+        merged = unary_union([frame.to_px(d) for d in deps])
+        # clip to the node shrunk by 1 px: the snap-rounded result then lies strictly inside it;
+        # along a border shared with a touching node both capsules stay visible (see shared_capsules)
+        room = nodes[k].buffer(-1.0)
+        if k in shared:
+            room = shapely.difference(room, shared[k], grid_size=GRID_PX)
+        inside = plain(shapely.intersection(merged, room, grid_size=GRID_PX))
+        for comp in polygon_parts(inside):
+            if comp.area * frame.mpp * frame.mpp > 1.0:  # drop sub-µm² slivers
+                tumour.append(comp)
+                tumour_node.append(k)
+    return targets, tumour, tumour_node
 
-    # perinodal fat: nodes grown by a random margin, plus a blob, clipped to the slide
+
+def _perinodal_fat(rng, frame: _Frame, nodes: list, nodes_um: list):
+    """(all tissue in µm, fat in px): nodes grown by a random margin, plus a blob, clipped to the
+    slide; the fat is that tissue less the nodes."""
+    import shapely
+    from shapely.geometry import box
+    from shapely.ops import unary_union
+
+    W_um, H_um, margin = frame.W_um, frame.H_um, frame.margin
     fat_um = []
     for p in nodes_um:
         fat_um.append(p.buffer(rng.uniform(250, 1400), quad_segs=8))
@@ -297,22 +381,9 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
                                     rng.uniform(0, np.pi), 0.15, 5))
     tissue_um = unary_union(fat_um).intersection(box(margin / 2, margin / 2, W_um - margin / 2, H_um - margin / 2))
     tissue_um = tissue_um.simplify(5.0)
-    fat = to_px(tissue_um)
+    fat = frame.to_px(tissue_um)
     fat = plain(shapely.difference(fat, unary_union(nodes), grid_size=GRID_PX)) if nodes else fat
-
-    layout = SlideLayout(
-        spec=spec, width=width, height=height, mpp=mpp, nodes=nodes, tumour=tumour, tumour_node=tumour_node,
-        follicles=follicles, fat=fat, capsule_um=capsule_um, stain=stain, touching_pairs=touching_pairs,
-        target_categories=targets,
-    )
-    if spec.pen_marks:
-        layout.pen = _pen_strokes(rng, W_um, H_um, mpp, tissue_um)
-    if spec.perinodal:
-        other_um, node_fat_um = perinodal_tissue(rng_other, nodes_um, capsule_um, tissue_um, inner)
-        layout.other = [(k, to_px(g)) for k, g in other_um]
-        layout.node_fat = [to_px(g) for _, g in node_fat_um]
-        _add_artefacts(layout, spec, tissue_um, W_um, H_um)
-    return layout
+    return tissue_um, fat
 
 
 def _add_artefacts(layout: SlideLayout, spec: SlideSpec, tissue_um, W_um: float, H_um: float) -> None:

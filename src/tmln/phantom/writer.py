@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -34,38 +35,55 @@ def _tiles(fn: TileFn, ds: int, w: int, h: int, tile: int):
             yield fn(ds, x, y, tile, tile)
 
 
+@dataclass(frozen=True)
+class PyramidOptions:
+    """How ``write_pyramid`` encodes a pyramid.
+
+    fmt : ``tiff`` (generic tiled TIFF) or ``svs`` (Aperio-style).
+    tile : tile side (px); factor : downsample between levels; min_size : the last level is the
+        first whose largest side is below it.
+    quality : JPEG quality. description : level-0 ImageDescription (generic TIFF only).
+    compression : ``jpeg`` (``quality``; what scanners write, needs imagecodecs) or ``zlib``
+        (lossless deflate; tifffile alone can write it; generic TIFF only).
+    """
+
+    fmt: str = "tiff"
+    tile: int = 512
+    quality: int = 85
+    factor: int = 4
+    min_size: int = 1000
+    description: str = ""
+    compression: str = "jpeg"
+
+    def check(self) -> None:
+        if self.fmt not in ("tiff", "svs"):
+            raise ValueError(f"fmt must be 'tiff' or 'svs', got {self.fmt!r}")
+        if self.compression not in ("jpeg", "zlib") or (self.fmt == "svs" and self.compression != "jpeg"):
+            raise ValueError(f"compression must be 'jpeg' (or 'zlib' for fmt='tiff'), got {self.compression!r}")
+
+
 def write_pyramid(
     path: str | os.PathLike,
     width: int,
     height: int,
     render: TileFn,
     mpp: float | None,
-    fmt: str = "tiff",
-    tile: int = 512,
-    quality: int = 85,
-    factor: int = 4,
-    min_size: int = 1000,
-    description: str = "",
-    compression: str = "jpeg",
+    options: PyramidOptions = PyramidOptions(),
 ) -> list[tuple[int, int, int]]:
     """Write a pyramid to ``path`` (the caller makes it atomic). Returns the level sizes.
 
     mpp : level-0 µm/px written as TIFF resolution (pixels per cm) and, for SVS, as ``MPP =``;
         ``None`` writes no physical size at all.
-    fmt : ``tiff`` (generic tiled TIFF) or ``svs`` (Aperio-style).
-    compression : ``jpeg`` (``quality``; what scanners write, needs imagecodecs) or ``zlib``
-        (lossless deflate; tifffile alone can write it; generic TIFF only).
+    options : format, tiling, compression and level spacing (:class:`PyramidOptions`).
     """
     import tifffile
 
-    if fmt not in ("tiff", "svs"):
-        raise ValueError(f"fmt must be 'tiff' or 'svs', got {fmt!r}")
-    if compression not in ("jpeg", "zlib") or (fmt == "svs" and compression != "jpeg"):
-        raise ValueError(f"compression must be 'jpeg' (or 'zlib' for fmt='tiff'), got {compression!r}")
-    levels = level_sizes(width, height, factor, min_size)
+    o = options
+    o.check()
+    levels = level_sizes(width, height, o.factor, o.min_size)
     bigtiff = width * height * 3 * 1.34 > 3.5e9
-    common = dict(dtype=np.uint8, photometric="rgb", compression=compression, metadata=None,
-                  compressionargs={"level": int(quality)} if compression == "jpeg" else None)
+    common = dict(dtype=np.uint8, photometric="rgb", compression=o.compression, metadata=None,
+                  compressionargs={"level": int(o.quality)} if o.compression == "jpeg" else None)
 
     def res(ds):
         if mpp is None:
@@ -75,23 +93,28 @@ def write_pyramid(
 
     with tifffile.TiffWriter(path, bigtiff=bigtiff) as tw:
         for i, (ds, w, h) in enumerate(levels):
-            if fmt == "svs":
-                desc = _aperio_description(width, height, w, h, tile, quality, mpp, i == 0)
+            if o.fmt == "svs":
+                desc = _aperio_description(width, height, w, h, o.tile, o.quality, mpp, i == 0)
             else:
-                desc = description if i == 0 else ""
-            tw.write(_tiles(render, ds, w, h, tile), shape=(h, w, 3), tile=(tile, tile),
+                desc = o.description if i == 0 else ""
+            tw.write(_tiles(render, ds, w, h, o.tile), shape=(h, w, 3), tile=(o.tile, o.tile),
                      subfiletype=0 if i == 0 else 1, description=desc or None, **res(ds), **common)
-            if fmt == "svs" and i == 0:
-                # Aperio: the second page is a stripped thumbnail
-                tds = levels[-1][0]
-                while max(width / tds, height / tds) > 1024:
-                    tds *= 2
-                tw_, th_ = int(math.ceil(width / tds)), int(math.ceil(height / tds))
-                thumb = _assemble(render, tds, tw_, th_, tile)
-                tw.write(thumb, photometric="rgb", compression="jpeg", compressionargs={"level": int(quality)},
-                         rowsperstrip=16, subfiletype=1, metadata=None,
-                         description=_aperio_description(width, height, tw_, th_, None, quality, mpp, False))
+            if o.fmt == "svs" and i == 0:
+                _write_thumbnail(tw, render, width, height, levels[-1][0], mpp, o)
     return levels
+
+
+def _write_thumbnail(tw, render: TileFn, width: int, height: int, ds: int, mpp: float | None,
+                     o: PyramidOptions) -> None:
+    """Aperio: the second page is a stripped thumbnail (the last level's downsample, halved until
+    its largest side is at most 1024 px)."""
+    while max(width / ds, height / ds) > 1024:
+        ds *= 2
+    tw_, th_ = int(math.ceil(width / ds)), int(math.ceil(height / ds))
+    thumb = _assemble(render, ds, tw_, th_, o.tile)
+    tw.write(thumb, photometric="rgb", compression="jpeg", compressionargs={"level": int(o.quality)},
+             rowsperstrip=16, subfiletype=1, metadata=None,
+             description=_aperio_description(width, height, tw_, th_, None, o.quality, mpp, False))
 
 
 def _assemble(render: TileFn, ds: int, w: int, h: int, tile: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings as warnings_module
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -80,94 +81,162 @@ def _choose_cut(tab: SurvivalTable, method, permutations: int, seed: int, min_pr
         raise InputTableError(f"cut-point for {tab.marker!r}: {err}", tab.source) from None
 
 
-def _cohort(tab: SurvivalTable, cut_value: float, scale, horizons, bootstrap: int, seed: int,
-            time_label: str, cohort: str, train_models: dict | None, warnings: list) -> tuple[dict, dict, dict, dict]:
+@dataclass(frozen=True)
+class _Columns:
+    """Which columns of a patients table are analysed, and how (``read_survival_table``'s options)."""
+
+    time: str
+    event: str
+    marker: str
+    covariates: tuple[str, ...]
+    categorical: tuple[str, ...]
+    on_missing: str
+
+    def read(self, table, levels: dict[str, list[str]] | None = None, source: str | None = None) -> SurvivalTable:
+        return read_survival_table(table, self.time, self.event, self.marker, self.covariates,
+                                   on_missing=self.on_missing, categorical=self.categorical, levels=levels,
+                                   source=source)
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """What the training cohort fixes for every cohort analysed: the cut-point and the marker scale,
+    with the run's settings (horizons, bootstrap resamples, seed, time-axis label)."""
+
+    cut_value: float
+    scale: tuple[float, float]
+    horizons: tuple[float, ...]
+    bootstrap: int
+    seed: int
+    time_label: str
+
+
+@dataclass
+class _CohortOut:
+    """One cohort's statistics as they are collected: the JSON part, tables and (undrawn) figures."""
+
+    cohort: str  # training | validation
+    warnings: list[str]
+    json: dict = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return f"{self.cohort.capitalize()} cohort"
+
+
+def _cohort(tab: SurvivalTable, fixed: _Fixed, cohort: str, train_models: dict | None,
+            warnings: list) -> tuple[dict, dict, dict, dict]:
     """All per-cohort statistics. Returns (json part, tables, figures, Cox models by name).
 
     Figures are returned undrawn (name -> zero-argument callable giving ``{"png", "svg"}`` bytes).
     """
-    t, e, x = tab.times, tab.event_flags, tab.marker_values
-    low, high = _group_labels(tab.marker, cut_value)
-    groups = np.where(x > cut_value, high, low)
-    tables: dict[str, pd.DataFrame] = {}
-    figures: dict[str, dict] = {}
-    res: dict = {"n": tab.n, "events": tab.events, "excluded": tab.exclusion_summary()}
+    out = _CohortOut(cohort, warnings, {"n": tab.n, "events": tab.events, "excluded": tab.exclusion_summary()})
     if tab.events < 10:
         warnings.append(f"{cohort}: only {tab.events} events; Cox estimates and CIs are unreliable")
+    km_rows, curves = _marker_groups(tab, fixed, out)
+    _covariate_groups(tab, fixed, out, km_rows, curves)
+    out.tables["km_groups"] = _concat(km_rows, ["analysis", "group"])
+    out.tables["km_curves"] = _concat(curves, ["analysis", "group"])
+    out.json["km"] = out.tables["km_groups"].to_dict("records")
+    multi_model = _cox_models(tab, fixed, out)
+    models = _discrimination(tab, fixed, out, train_models, multi_model)
+    return out.json, out.tables, out.figures, models
 
-    # marker groups: KM + log-rank + HR high vs low
+
+def _marker_groups(tab: SurvivalTable, fixed: _Fixed, out: _CohortOut) -> tuple[list, list]:
+    """Marker groups (low / high of the cut-point): KM, log-rank and HR high vs low.
+
+    Returns the KM summary rows and curves (the covariates' follow).
+    """
+    t, e, x = tab.times, tab.event_flags, tab.marker_values
+    low, high = _group_labels(tab.marker, fixed.cut_value)
+    groups = np.where(x > fixed.cut_value, high, low)
     order = [g for g in (low, high) if (groups == g).any()]
     fits = km.kaplan_meier(t, e, groups, order)
-    km_rows = [km.km_summary(fits, horizons).assign(analysis=tab.marker)]
+    km_rows = [km.km_summary(fits, fixed.horizons).assign(analysis=tab.marker)]
     curves = [pd.concat([f.curve.assign(group=f.name) for f in fits]).assign(analysis=tab.marker)]
     group_part = {"low": low, "high": high, "n_low": int((groups == low).sum()), "n_high": int((groups == high).sum())}
     if len(order) == 2:
         lr = km.logrank(t, e, groups, order)
-        res["logrank"] = lr.as_dict()
+        out.json["logrank"] = lr.as_dict()
         hr = cox.fit_cox(pd.DataFrame({"high": (groups == high).astype(float)}), t, e).terms.iloc[0]
         group_part.update(hr_high_vs_low=hr["hr"], ci_low=hr["ci_low"], ci_high=hr["ci_high"], p_value=hr["p_value"])
         annotation = f"Log-rank {plots.format_p(lr.p_value)}\nHR {hr['hr']:.2f} ({hr['ci_low']:.2f}–{hr['ci_high']:.2f})"
     else:
-        res["logrank"] = {"statistic": None, "p_value": None, "df": 0}
-        warnings.append(f"{cohort}: the cut-point {cut_value:g} leaves one group empty; no log-rank test")
+        out.json["logrank"] = {"statistic": None, "p_value": None, "df": 0}
+        out.warnings.append(f"{out.cohort}: the cut-point {fixed.cut_value:g} leaves one group empty; no log-rank test")
         annotation = ""
-    res["groups"] = group_part
-    figures[f"km_{tab.marker}"] = partial(plots.km_figure, fits, time_label, annotation,
-                                                  title=f"{cohort.capitalize()} cohort: {tab.marker} groups")
+    out.json["groups"] = group_part
+    out.figures[f"km_{tab.marker}"] = partial(plots.km_figure, fits, fixed.time_label, annotation,
+                                              title=f"{out.title}: {tab.marker} groups")
+    return km_rows, curves
 
-    # categorical covariates: KM + log-rank + trend
-    res["logrank_covariates"] = {}
+
+def _covariate_groups(tab: SurvivalTable, fixed: _Fixed, out: _CohortOut, km_rows: list, curves: list) -> None:
+    """Each categorical covariate: KM (appended to ``km_rows`` / ``curves``), log-rank and trend test."""
+    t, e = tab.times, tab.event_flags
+    out.json["logrank_covariates"] = {}
     for var, levels in tab.categorical.items():
         vals = tab.frame[var].astype(str).to_numpy()
         present = [lv for lv in levels if (vals == lv).any()]
         fits_v = km.kaplan_meier(t, e, vals, present)
-        km_rows.append(km.km_summary(fits_v, horizons).assign(analysis=var))
+        km_rows.append(km.km_summary(fits_v, fixed.horizons).assign(analysis=var))
         curves.append(pd.concat([f.curve.assign(group=f.name) for f in fits_v]).assign(analysis=var))
         if len(present) >= 2:
             lr_v = km.logrank(t, e, vals, present, trend=True)
-            res["logrank_covariates"][var] = lr_v.as_dict()
+            out.json["logrank_covariates"][var] = lr_v.as_dict()
             text = f"Log-rank {plots.format_p(lr_v.p_value)}"
             if lr_v.trend_p_value is not None:
                 text += f"\nTrend {plots.format_p(lr_v.trend_p_value)}"
-            figures[f"km_{var}"] = partial(plots.km_figure, fits_v, time_label, text, title=f"{cohort.capitalize()} cohort: {var}")
-    tables["km_groups"] = _concat(km_rows, ["analysis", "group"])
-    tables["km_curves"] = _concat(curves, ["analysis", "group"])
-    res["km"] = tables["km_groups"].to_dict("records")
+            out.figures[f"km_{var}"] = partial(plots.km_figure, fits_v, fixed.time_label, text, title=f"{out.title}: {var}")
 
-    # Cox
+
+def _cox_models(tab: SurvivalTable, fixed: _Fixed, out: _CohortOut):
+    """Univariable and multivariable Cox (marker per SD), the PH check and the forest plots; returns
+    the multivariable model."""
     variables = list(tab.covariates) + [tab.marker]
     try:
-        uni = cox.univariable(tab, variables, scale)
-        multi, multi_model = cox.multivariable(tab, variables, scale)
+        uni = cox.univariable(tab, variables, fixed.scale)
+        multi, multi_model = cox.multivariable(tab, variables, fixed.scale)
     except cox.CoxFitError as err:
-        raise InputTableError(f"{cohort} cohort: {err}", tab.source) from None
-    res["cox_univariable"] = cox.terms_dict(uni)
-    res["cox_multivariable"] = cox.terms_dict(multi)
+        raise InputTableError(f"{out.cohort} cohort: {err}", tab.source) from None
+    out.json["cox_univariable"] = cox.terms_dict(uni)
+    out.json["cox_multivariable"] = cox.terms_dict(multi)
     try:
         ph = cox.proportional_hazards(multi_model)
-        res["proportional_hazards"] = {r["term"]: {k: r[k] for k in ("statistic", "p_value", "violated")}
-                                       for r in ph.to_dict("records")}
+        out.json["proportional_hazards"] = {r["term"]: {k: r[k] for k in ("statistic", "p_value", "violated")}
+                                            for r in ph.to_dict("records")}
         bad = [r["term"] for r in ph.to_dict("records") if r["violated"]]
         if bad:
-            warnings.append(f"{cohort}: proportional-hazards assumption questionable (Schoenfeld p < 0.05) for {bad}")
-        tables["proportional_hazards"] = ph
+            out.warnings.append(f"{out.cohort}: proportional-hazards assumption questionable (Schoenfeld p < 0.05) for {bad}")
+        out.tables["proportional_hazards"] = ph
     except Exception as err:  # noqa: BLE001 - the PH test is a diagnostic; report, don't fail
-        warnings.append(f"{cohort}: proportional-hazards test failed: {err}")
-    tables["cox_univariable"] = uni
-    tables["cox_multivariable"] = multi
+        out.warnings.append(f"{out.cohort}: proportional-hazards test failed: {err}")
+    out.tables["cox_univariable"] = uni
+    out.tables["cox_multivariable"] = multi
 
     def label(row):
         return f"{row['variable']}: {row['contrast']}" if row["variable"] in tab.categorical else \
             f"{row['term']} ({row['contrast']})"
 
-    figures["forest_multivariable"] = partial(plots.forest_figure,
-        [dict(r, label=label(r)) for r in multi.to_dict("records")], title=f"{cohort.capitalize()} cohort: multivariable Cox")
-    figures["forest_univariable"] = partial(plots.forest_figure,
-        [dict(r, label=label(r)) for r in uni.to_dict("records")], title=f"{cohort.capitalize()} cohort: univariable Cox")
+    out.figures["forest_multivariable"] = partial(plots.forest_figure,
+        [dict(r, label=label(r)) for r in multi.to_dict("records")], title=f"{out.title}: multivariable Cox")
+    out.figures["forest_univariable"] = partial(plots.forest_figure,
+        [dict(r, label=label(r)) for r in uni.to_dict("records")], title=f"{out.title}: univariable Cox")
+    return multi_model
 
-    # discrimination: marker itself, and the Cox models' risk scores
-    res["c_index"] = dict(concordance.discrimination(t, e, x, horizons, bootstrap, seed), risk_score=tab.marker)
-    x_full = design_matrix(tab, variables, scale)
+
+def _discrimination(tab: SurvivalTable, fixed: _Fixed, out: _CohortOut, train_models: dict | None,
+                    multi_model) -> dict:
+    """C-index of the marker itself and of the Cox models' risk scores (this cohort's fits, or the
+    training cohort's ``train_models`` unchanged), the nested test; returns the models by name."""
+    t, e, x = tab.times, tab.event_flags, tab.marker_values
+    horizons, bootstrap, seed = fixed.horizons, fixed.bootstrap, fixed.seed
+    out.json["c_index"] = dict(concordance.discrimination(t, e, x, horizons, bootstrap, seed), risk_score=tab.marker)
+    variables = list(tab.covariates) + [tab.marker]
+    x_full = design_matrix(tab, variables, fixed.scale)
     models = train_models or {}
     if train_models is None:
         models["covariates+marker"] = multi_model
@@ -181,23 +250,28 @@ def _cohort(tab: SurvivalTable, cut_value: float, scale, horizons, bootstrap: in
         disc_models[name] = dict(concordance.discrimination(t, e, model.linear_predictor(xm), horizons, bootstrap, seed),
                                  model=("training-cohort" if train_models is not None else "this-cohort") + " Cox fit",
                                  terms=model.columns)
-    res["c_index_models"] = disc_models
+    out.json["c_index_models"] = disc_models
     try:
-        res["nested"] = cox.nested_comparison(tab, tab.covariates, scale, bootstrap=bootstrap, seed=seed)
+        out.json["nested"] = cox.nested_comparison(tab, tab.covariates, fixed.scale, bootstrap=bootstrap, seed=seed)
     except cox.CoxFitError as err:
-        raise InputTableError(f"{cohort} cohort: {err}", tab.source) from None
-    rows = [{"score": tab.marker, **{k: res["c_index"][k] for k in ("harrell", "uno", "tau")},
-             "harrell_ci_low": res["c_index"]["harrell_ci"][0], "harrell_ci_high": res["c_index"]["harrell_ci"][1],
-             "uno_ci_low": res["c_index"]["uno_ci"][0], "uno_ci_high": res["c_index"]["uno_ci"][1]}]
+        raise InputTableError(f"{out.cohort} cohort: {err}", tab.source) from None
+    out.tables["discrimination"] = _discrimination_table(tab.marker, out.json["c_index"], disc_models)
+    return models
+
+
+def _discrimination_table(marker: str, c_index: dict, disc_models: dict) -> pd.DataFrame:
+    """``discrimination.csv``: one row per risk score (the marker, then ``cox:<model>``)."""
+    rows = [{"score": marker, **{k: c_index[k] for k in ("harrell", "uno", "tau")},
+             "harrell_ci_low": c_index["harrell_ci"][0], "harrell_ci_high": c_index["harrell_ci"][1],
+             "uno_ci_low": c_index["uno_ci"][0], "uno_ci_high": c_index["uno_ci"][1]}]
     for name, d in disc_models.items():
         rows.append({"score": f"cox:{name}", "harrell": d["harrell"], "uno": d["uno"], "tau": d["tau"],
                      "harrell_ci_low": d["harrell_ci"][0], "harrell_ci_high": d["harrell_ci"][1],
                      "uno_ci_low": d["uno_ci"][0], "uno_ci_high": d["uno_ci"][1]})
-    tables["discrimination"] = pd.DataFrame(rows)
-    return res, tables, figures, models
+    return pd.DataFrame(rows)
 
 
-def run_survival(
+def run_survival(  # public API mirroring `tmln survival`'s options, one keyword each
     table,
     time: str,
     event: str,
@@ -233,17 +307,55 @@ def run_survival(
     ``table`` (a run directory or patients CSV) by ``patient_id`` first (``tmln.survival.followup``).
     Raises :class:`InputTableError` for bad input (see ``tmln.survival.table``).
     """
+    cutpoint = _parse_cutpoint(cutpoint)
+    horizons = tuple(float(h) for h in horizons)
+    if any(h <= 0 for h in horizons):
+        raise InputTableError(f"horizons must be positive times, got {list(horizons)}")
+    warnings: list[str] = []
+    columns = _Columns(time, event, marker, tuple(covariates), tuple(categorical), on_missing)
+    table, join, source = _training_table(table, followup, warnings)
+    tab = columns.read(table, source=source)
+    scale = cox.marker_scale(tab)
+    cut = _choose_cut(tab, cutpoint, permutations, seed, min_prop, max_prop)
+    fixed = _Fixed(cut.value, scale, horizons, bootstrap, seed, _time_label(time, time_unit))
+    train, tables, figures, models = _cohort(tab, fixed, "training", None, warnings)
+    result = _training_result(tab, columns, cut, fixed, train, time_unit)
+    if cut.scan is not None:
+        tables["cutpoint_scan"] = cut.scan
+    if cut.method == "maxstat":
+        figures["cutpoint_scan"] = partial(plots.scan_figure, cut.scan, marker, cut.value,
+                                           cp.critical_value(0.05, min_prop, max_prop))
+    result["followup_join"] = join
+    if join is not None:  # the analysed table itself: excluded rows and error rows refer to it
+        tables["patients_followup"] = table
+    result["marker_comparison"] = None
+    if markers:
+        result["marker_comparison"] = _compare_markers(table, columns, list(markers), reference, source, fixed,
+                                                       tables, figures)
+    result["validation"] = None
+    if validation is not None:
+        result["validation"] = _validation(validation, columns, tab, fixed, models, warnings, tables, figures)
+    result["warnings"] = warnings
+    result = _clean(result)
+    figures = {name: draw() for name, draw in figures.items()} if draw_figures else {}
+    if out_dir is not None:
+        result["outputs"] = write_outputs(out_dir, result, tables, figures, tab)
+    return result
+
+
+def _parse_cutpoint(cutpoint):
+    """``maxstat``, ``median`` or a number (a numeric string becomes a float)."""
     if not (isinstance(cutpoint, (int, float)) or cutpoint in CUTPOINT_METHODS):
         try:
             cutpoint = float(cutpoint)
         except (TypeError, ValueError):
             raise InputTableError(f"--cutpoint must be 'maxstat', 'median' or a number, not {cutpoint!r}") from None
-    horizons = tuple(float(h) for h in horizons)
-    if any(h <= 0 for h in horizons):
-        raise InputTableError(f"horizons must be positive times, got {list(horizons)}")
-    warnings: list[str] = []
-    join = None
-    source = None
+    return cutpoint
+
+
+def _training_table(table, followup, warnings: list[str]):
+    """(table to analyse, follow-up join report or None, source label or None): ``table`` joined with
+    ``followup`` by patient_id (unmatched ids warned about), or a run directory's patients table."""
     if followup is not None:
         table, join = join_followup(table, followup)
         source = f"{join['patients']} joined with {join['followup']}"
@@ -251,71 +363,64 @@ def run_survival(
             if ids:
                 warnings.append(f"{len(ids)} patient_id(s) only in {side}, not analysed: "
                                 + ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else ""))
-    elif not isinstance(table, pd.DataFrame) and Path(table).is_dir():
+        return table, join, source
+    if not isinstance(table, pd.DataFrame) and Path(table).is_dir():
         table = patients_path(table)
-    tab = read_survival_table(table, time, event, marker, tuple(covariates), on_missing=on_missing,
-                              categorical=tuple(categorical), source=source)
-    scale = cox.marker_scale(tab)
-    cut = _choose_cut(tab, cutpoint, permutations, seed, min_prop, max_prop)
-    t_label = _time_label(time, time_unit)
-    train, tables, figures, models = _cohort(tab, cut.value, scale, horizons, bootstrap, seed, t_label,
-                                             "training", None, warnings)
-    result = {
-        "tmln_version": __version__, "n": tab.n, "events": tab.events, "marker": marker, "time": time,
-        "event": event, "time_unit": time_unit, "covariates": list(tab.covariates),
-        "categorical": tab.categorical, "horizons": list(horizons), "seed": seed, "bootstrap": bootstrap,
-        "marker_scale": {"mean": scale[0], "sd": scale[1], "hr_unit": "per SD of the training cohort"},
+    return table, None, None
+
+
+def _training_result(tab: SurvivalTable, columns: _Columns, cut: cp.CutpointResult, fixed: _Fixed, train: dict,
+                     time_unit: str | None) -> dict:
+    """The head of ``survival.json``: the run's settings, the cut-point and the training cohort's statistics."""
+    return {
+        "tmln_version": __version__, "n": tab.n, "events": tab.events, "marker": columns.marker,
+        "time": columns.time, "event": columns.event, "time_unit": time_unit, "covariates": list(tab.covariates),
+        "categorical": tab.categorical, "horizons": list(fixed.horizons), "seed": fixed.seed,
+        "bootstrap": fixed.bootstrap,
+        "marker_scale": {"mean": fixed.scale[0], "sd": fixed.scale[1], "hr_unit": "per SD of the training cohort"},
         "cutpoint": {**cut.as_dict(), "hr_high_vs_low": train["groups"].get("hr_high_vs_low"),
                      "ci_low": train["groups"].get("ci_low"), "ci_high": train["groups"].get("ci_high")},
         **{k: v for k, v in train.items() if k not in ("n", "events")},
         "source": tab.source,
     }
-    if cut.scan is not None:
-        tables["cutpoint_scan"] = cut.scan
-    if cut.method == "maxstat":
-        figures["cutpoint_scan"] = partial(plots.scan_figure, cut.scan, marker, cut.value,
-                                                     cp.critical_value(0.05, min_prop, max_prop))
-    result["followup_join"] = join
-    if join is not None:  # the analysed table itself: excluded rows and error rows refer to it
-        tables["patients_followup"] = table
-    result["marker_comparison"] = None
-    if markers:
-        mtab = read_marker_table(table, time, event, list(markers), reference, on_missing=on_missing, source=source)
-        comp, forest = compare_markers(mtab, list(markers), reference, bootstrap=bootstrap, seed=seed)
-        tables["marker_comparison"] = comp
-        result["marker_comparison"] = {
-            "n": mtab.n, "events": mtab.events, "reference": comp["reference"].iloc[0],
-            "excluded": mtab.exclusion_summary(), "markers": comp.to_dict("records"),
-            "note": "same patients for every marker (complete cases of all markers and the reference); "
-                    "C-index of each marker as a risk score, ordinal markers by their level's rank",
-        }
-        if forest:
-            figures["forest_markers"] = partial(plots.forest_figure, forest,
-                                                title="Node-based markers: Cox HR per SD")
-        figures["cindex_markers"] = partial(plots.cindex_figure, [
-            {"label": r["marker"], "c": r["harrell"], "ci_low": r["harrell_ci_low"], "ci_high": r["harrell_ci_high"]}
-            for r in comp.to_dict("records")], title=f"Node-based markers: discrimination ({mtab.n} patients)")
-    result["validation"] = None
-    if validation is not None:
-        if not isinstance(validation, pd.DataFrame) and Path(validation).is_dir():
-            validation = patients_path(validation)
-        vtab = read_survival_table(validation, time, event, marker, tuple(covariates), on_missing=on_missing,
-                                   categorical=tuple(categorical), levels=tab.categorical)
-        vres, vtables, vfigures, _ = _cohort(vtab, cut.value, scale, horizons, bootstrap, seed, t_label,
-                                             "validation", models, warnings)
-        vres["cutpoint"] = {"value": cut.value, "method": "from training cohort (unchanged)"}
-        vres["source"] = vtab.source
-        result["validation"] = vres
-        for name, frame in vtables.items():
-            tables[name] = pd.concat([tables[name].assign(cohort="training"), frame.assign(cohort="validation")],
-                                     ignore_index=True) if name in tables else frame.assign(cohort="validation")
-        figures.update({f"{k}_validation": v for k, v in vfigures.items()})
-    result["warnings"] = warnings
-    result = _clean(result)
-    figures = {name: draw() for name, draw in figures.items()} if draw_figures else {}
-    if out_dir is not None:
-        result["outputs"] = write_outputs(out_dir, result, tables, figures, tab)
-    return result
+
+
+def _compare_markers(table, columns: _Columns, markers: list[str], reference: str | None, source: str | None,
+                     fixed: _Fixed, tables: dict, figures: dict) -> dict:
+    """``--markers``: every marker on the same patients (adds a table and figures); the JSON part."""
+    mtab = read_marker_table(table, columns.time, columns.event, markers, reference, on_missing=columns.on_missing,
+                             source=source)
+    comp, forest = compare_markers(mtab, markers, reference, bootstrap=fixed.bootstrap, seed=fixed.seed)
+    tables["marker_comparison"] = comp
+    if forest:
+        figures["forest_markers"] = partial(plots.forest_figure, forest,
+                                            title="Node-based markers: Cox HR per SD")
+    figures["cindex_markers"] = partial(plots.cindex_figure, [
+        {"label": r["marker"], "c": r["harrell"], "ci_low": r["harrell_ci_low"], "ci_high": r["harrell_ci_high"]}
+        for r in comp.to_dict("records")], title=f"Node-based markers: discrimination ({mtab.n} patients)")
+    return {
+        "n": mtab.n, "events": mtab.events, "reference": comp["reference"].iloc[0],
+        "excluded": mtab.exclusion_summary(), "markers": comp.to_dict("records"),
+        "note": "same patients for every marker (complete cases of all markers and the reference); "
+                "C-index of each marker as a risk score, ordinal markers by their level's rank",
+    }
+
+
+def _validation(validation, columns: _Columns, tab: SurvivalTable, fixed: _Fixed, models: dict,
+                warnings: list[str], tables: dict, figures: dict) -> dict:
+    """The validation cohort with the training cut-point, marker scale, levels and models unchanged;
+    its tables are stacked under the training ones (``cohort`` column), its figures get ``_validation``."""
+    if not isinstance(validation, pd.DataFrame) and Path(validation).is_dir():
+        validation = patients_path(validation)
+    vtab = columns.read(validation, levels=tab.categorical)
+    vres, vtables, vfigures, _ = _cohort(vtab, fixed, "validation", models, warnings)
+    vres["cutpoint"] = {"value": fixed.cut_value, "method": "from training cohort (unchanged)"}
+    vres["source"] = vtab.source
+    for name, frame in vtables.items():
+        tables[name] = pd.concat([tables[name].assign(cohort="training"), frame.assign(cohort="validation")],
+                                 ignore_index=True) if name in tables else frame.assign(cohort="validation")
+    figures.update({f"{k}_validation": v for k, v in vfigures.items()})
+    return vres
 
 
 def write_outputs(out_dir, result: dict, tables: dict, figures: dict, tab: SurvivalTable) -> list[str]:

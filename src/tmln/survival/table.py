@@ -163,29 +163,9 @@ def read_survival_table(
     """
     if on_missing not in MISSING_POLICIES:
         raise ValueError(f"on_missing must be one of {MISSING_POLICIES}")
-    if isinstance(table, pd.DataFrame):
-        frame = table.copy()
-        source = source or "<table>"
-    else:
-        source = str(table)
-        path = Path(table)
-        if not path.is_file():
-            raise InputTableError("file not found", source)
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise InputTableError(f"not a readable CSV table ({err})", source) from None
+    frame, source = _read_frame(table, source)
     covariates = tuple(c for c in covariates if c)
-    if marker in covariates:
-        raise InputTableError(f"the marker {marker!r} is also listed as a covariate", source)
-    wanted = [time, event, marker, *covariates]
-    if len(set(wanted)) != len(wanted):
-        raise InputTableError(f"a column is named twice among time/event/marker/covariates: {wanted}", source)
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise InputTableError(f"missing column(s) {missing}; the table has {list(frame.columns)}", source)
-    if len(frame) == 0:
-        raise InputTableError("the table has no rows", source)
+    wanted = _check_columns(frame, [time, event, marker, *covariates], marker, covariates, source)
 
     frame = frame.reset_index(drop=True)
     rows = pd.Series(np.arange(len(frame)) + 2, index=frame.index)
@@ -198,26 +178,76 @@ def read_survival_table(
     out[marker] = _to_numeric(frame[marker], marker, source, rows)
     cats: dict[str, list[str]] = {}
     for col in covariates:
-        raw = frame[col]
-        blank = _is_blank(raw)
-        numeric = pd.to_numeric(raw, errors="coerce")
-        is_cat = (col in categorical or col in ORDERED_LEVELS or (levels and col in levels)
-                  or bool((numeric.isna() & ~blank).any()))
-        if is_cat:
-            values = raw.astype(str).str.strip().where(~blank, None)
-            if levels and col in levels:
-                allowed = [str(v) for v in levels[col]]
-                unknown = values.notna() & ~values.isin(allowed)
-                if unknown.any():
-                    raise InputTableError(f"column {col!r} has level(s) {sorted(set(values[unknown]))} not seen "
-                                          f"in the training cohort {allowed}, in {_rows_text(rows[unknown])}", source)
-                cats[col] = allowed
-            else:
-                cats[col] = _levels(col, values, source, rows)
-            out[col] = values
-        else:
-            out[col] = _to_numeric(raw, col, source, rows)
+        values, col_levels = _covariate(frame[col], col, categorical, levels, source, rows)
+        if col_levels is not None:
+            cats[col] = col_levels
+        out[col] = values
 
+    out, excluded = _complete_rows(out, wanted, rows, on_missing, source)
+    out[event] = out[event].astype(int)
+    for col, lv in cats.items():
+        if not (levels and col in levels) and len(set(out[col])) < 2:
+            raise InputTableError(f"categorical covariate {col!r} has a single level {lv} among complete rows", source)
+        cats[col] = [v for v in lv] if (levels and col in levels) else [v for v in lv if v in set(out[col])]
+    _check_analysable(out, event, marker, [c for c in covariates if c not in cats], source)
+    return SurvivalTable(frame=out, time=time, event=event, marker=marker, covariates=covariates,
+                         categorical=cats, excluded=excluded, source=source)
+
+
+def _read_frame(table: str | Path | pd.DataFrame, source: str | None) -> tuple[pd.DataFrame, str]:
+    """(a copy of the DataFrame, or the CSV read as text cells; the source label for errors)."""
+    if isinstance(table, pd.DataFrame):
+        return table.copy(), source or "<table>"
+    source = str(table)
+    path = Path(table)
+    if not path.is_file():
+        raise InputTableError("file not found", source)
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True), source
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputTableError(f"not a readable CSV table ({err})", source) from None
+
+
+def _check_columns(frame: pd.DataFrame, wanted: list[str], marker: str, covariates: tuple[str, ...],
+                   source: str) -> list[str]:
+    """``wanted`` (time, event, marker, covariates) once each and all present, in a non-empty table."""
+    if marker in covariates:
+        raise InputTableError(f"the marker {marker!r} is also listed as a covariate", source)
+    if len(set(wanted)) != len(wanted):
+        raise InputTableError(f"a column is named twice among time/event/marker/covariates: {wanted}", source)
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise InputTableError(f"missing column(s) {missing}; the table has {list(frame.columns)}", source)
+    if len(frame) == 0:
+        raise InputTableError("the table has no rows", source)
+    return wanted
+
+
+def _covariate(raw: pd.Series, col: str, categorical, levels: dict[str, list[str]] | None, source: str,
+               rows: pd.Series) -> tuple[pd.Series, list[str] | None]:
+    """(values, levels): a categorical covariate (forced, known ordered, with given ``levels``, or
+    holding text) as stripped text with its levels; otherwise numeric values and ``None``."""
+    blank = _is_blank(raw)
+    numeric = pd.to_numeric(raw, errors="coerce")
+    is_cat = (col in categorical or col in ORDERED_LEVELS or (levels and col in levels)
+              or bool((numeric.isna() & ~blank).any()))
+    if not is_cat:
+        return _to_numeric(raw, col, source, rows), None
+    values = raw.astype(str).str.strip().where(~blank, None)
+    if not (levels and col in levels):
+        return values, _levels(col, values, source, rows)
+    allowed = [str(v) for v in levels[col]]
+    unknown = values.notna() & ~values.isin(allowed)
+    if unknown.any():
+        raise InputTableError(f"column {col!r} has level(s) {sorted(set(values[unknown]))} not seen "
+                              f"in the training cohort {allowed}, in {_rows_text(rows[unknown])}", source)
+    return values, allowed
+
+
+def _complete_rows(out: pd.DataFrame, wanted: list[str], rows: pd.Series, on_missing: str,
+                   source: str) -> tuple[pd.DataFrame, list[dict]]:
+    """(the complete rows, the excluded ones as ``{"row", "columns"}``); an error for any missing
+    value when ``on_missing="error"`` or when no row is complete."""
     blank = out[wanted].isna()
     excluded = [{"row": int(rows[i]), "columns": [c for c in wanted if blank.at[i, c]]}
                 for i in out.index[blank.any(axis=1)]]
@@ -227,22 +257,20 @@ def read_survival_table(
     out = out[~blank.any(axis=1)].reset_index(drop=True)
     if len(out) == 0:
         raise InputTableError(f"no complete rows: every row has a missing value in {wanted}", source)
-    out[event] = out[event].astype(int)
-    for col, lv in cats.items():
-        if not (levels and col in levels) and len(set(out[col])) < 2:
-            raise InputTableError(f"categorical covariate {col!r} has a single level {lv} among complete rows", source)
-        cats[col] = [v for v in lv] if (levels and col in levels) else [v for v in lv if v in set(out[col])]
+    return out, excluded
+
+
+def _check_analysable(out: pd.DataFrame, event: str, marker: str, numeric_covariates: list[str], source: str) -> None:
+    """At least one event, a marker that varies and numeric covariates that vary among the analysed rows."""
     if out[event].sum() == 0:
         raise InputTableError(f"column {event!r} has no events (all {len(out)} analysed patients censored): "
                               "survival statistics need at least one event", source)
     if out[marker].nunique() < 2:
         raise InputTableError(f"marker column {marker!r} is constant ({out[marker].iloc[0]!r}) among the "
                               f"{len(out)} analysed patients: nothing to test", source)
-    for col in covariates:
-        if col not in cats and out[col].nunique() < 2:
+    for col in numeric_covariates:
+        if out[col].nunique() < 2:
             raise InputTableError(f"covariate {col!r} is constant among the analysed patients", source)
-    return SurvivalTable(frame=out, time=time, event=event, marker=marker, covariates=covariates,
-                         categorical=cats, excluded=excluded, source=source)
 
 
 def design_matrix(table: SurvivalTable, variables: tuple[str, ...] | list[str],
