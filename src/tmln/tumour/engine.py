@@ -70,11 +70,12 @@ CHUNK_CPU = 4
 CHUNK_CUDA = 32
 
 
+# public API mirroring `tmln tumour-map`'s options; its length is the docstring
 def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequence | None = None,
                out_dir: str | Path | None = None, device: str | None = "auto", batch_size: int | None = None,
                num_workers: int | None = None, tile_size: int | None = None, method: str = "auto",
                grid_stride: int | None = None, precision: str = "auto", tissue=None,
-               progress: bool = False) -> ProbabilityMap:  # public API mirroring `tmln tumour-map`'s options
+               progress: bool = False) -> ProbabilityMap:
     """Tumour probability map of a slide.
 
     slide : ``tmln.slide.Slide`` or a path.
