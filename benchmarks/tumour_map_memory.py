@@ -69,7 +69,6 @@ q = max(1, n // 4)
 print(json.dumps({"wall_s": wall, "peak_rss_mib": max(r for _, r in samples), "map_peak_rss_mib": map_peak,
                   "regions_s": regions_s, "n_regions": len(regions), "model_mpx": pm.info["model_mpx"], "roi_mm2": pm.info["roi_mm2"],
                   "method": pm.info["method"], "precision": pm.info["precision"], "after_each_mib": after,
-                  "mmap_threshold": pm.info["mmap_threshold"],
                   "rss_first_quarter_max_mib": max(r for _, r in samples[:q]) if samples else None,
                   "rss_last_quarter_max_mib": max(r for _, r in samples[-q:]) if samples else None}))
 """
@@ -86,10 +85,9 @@ def make_phantom(px: int, mpp: float, folder: Path) -> Path:
 
 
 def run_case(path: Path, model_mpp: float, patch: int = 224, repeat: int = 1, precision: str = "auto",
-             malloc: str = "held") -> dict:
+             trim: str = "on") -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    if malloc == "dynamic":  # glibc's own dynamic threshold (tmln.infer.memory)
-        env["TMLN_MMAP_THRESHOLD"] = "0"
+    env["TMLN_MALLOC_TRIM"] = "1" if trim == "on" else "0"  # tmln.infer.memory
     p = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(model_mpp), str(patch), str(repeat), precision],
                          stdout=subprocess.PIPE, env=env)
     _, status, _ = os.wait4(p.pid, 0)
@@ -109,8 +107,8 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--repeat", type=int, default=1, help="maps of the same slide in one process (RSS after each)")
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--malloc", nargs="+", default=["held"], choices=["held", "dynamic"],
-                    help="held: tmln's fixed mmap threshold (default); dynamic: glibc's own (TMLN_MMAP_THRESHOLD=0)")
+    ap.add_argument("--trim", nargs="+", default=["on"], choices=["on", "off"],
+                    help="freed memory returned during the map (tmln.infer.memory) or not (TMLN_MALLOC_TRIM=0)")
     a = ap.parse_args()
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="tmln-mem-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -120,9 +118,9 @@ def main():
         path = make_phantom(px, a.slide_mpp, work)
         print(f"phantom {px} px ready ({time.perf_counter() - t:.0f} s)", flush=True)
         for mm in a.model_mpp:
-            for malloc in a.malloc:  # side by side, same slide and model
-                r = run_case(path, mm, patch=a.patch_size, repeat=a.repeat, precision=a.precision, malloc=malloc)
-                r.update(px=px, model_mpp=mm)
+            for trim in a.trim:  # side by side: same slide, same model
+                r = run_case(path, mm, patch=a.patch_size, repeat=a.repeat, precision=a.precision, trim=trim)
+                r.update(px=px, model_mpp=mm, trim=trim)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     lines = [
@@ -132,9 +130,9 @@ def main():
         f"CPU: {cpu_name()}, {os.cpu_count()} cores; one process per case; phantom slides at {a.slide_mpp} µm/px "
         f"(width x 3/4 width), whole tissue mapped (`mask=\"tissue\"`), random-weight ResNet-18, {a.patch_size} px patch, "
         f"precision {a.precision}; each map made {a.repeat} time(s) in its process (map (s): the fastest; RSS after "
-        "each map: what stays resident); mmap threshold: `tmln.infer.memory` (held) or glibc's dynamic default.",
+        "each map: what stays resident); malloc_trim: freed memory returned during the map (`tmln.infer.memory`).",
         "",
-        "| slide (px) | model µm/px | model/slide | method | precision | mmap threshold | model Mpx | tissue mm² | "
+        "| slide (px) | model µm/px | model/slide | method | precision | malloc_trim | model Mpx | tissue mm² | "
         "map (s) | map peak RSS (MiB) | RSS 1st / last quarter (MiB) | RSS after each map (MiB) | polygons | "
         "polygons (s) | peak RSS (MiB) |",
         "|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
@@ -142,7 +140,7 @@ def main():
     for r in rows:
         lines.append(
             f"| {r['px']} x {r['px'] * 3 // 4} | {r['model_mpp']} | {r['model_mpp'] / a.slide_mpp:.2f} | {r['method']} | "
-            f"{r['precision']} | {r['mmap_threshold']} | {r['model_mpx']:.0f} | {r['roi_mm2']:.1f} | {r['wall_s']:.0f} | "
+            f"{r['precision']} | {r['trim']} | {r['model_mpx']:.0f} | {r['roi_mm2']:.1f} | {r['wall_s']:.0f} | "
             f"{r['map_peak_rss_mib']:.0f} | {r['rss_first_quarter_max_mib']:.0f} / {r['rss_last_quarter_max_mib']:.0f} | "
             f"{', '.join(f'{v:.0f}' for v in r['after_each_mib'])} | {r['n_regions']} | "
             f"{r['regions_s']:.1f} | {r['peak_rss_mib']:.0f} |")

@@ -1,8 +1,9 @@
 """Reading a slide's tiles at a model's µm/px, in this process or in reader processes.
 
-``TileReader`` is a map-style dataset of tiles that holds the slide's path (and µm/px override),
-not an open handle: each process opens its own ``Slide`` on first use, so a reader process never
-touches a handle inherited from its parent. ``loader`` runs it through a ``DataLoader`` (in order);
+``TileReader`` is a map-style dataset of tiles that reads through the caller's ``Slide`` in the
+caller's process and pickles as the slide's path (and µm/px override): a reader process opens its
+own ``Slide`` on first use, never touching a handle inherited from its parent, and closes it when
+the reading ends (``close``). ``loader`` runs it through a ``DataLoader`` (in order);
 ``default_workers`` is how many reader processes both models use by default. For the node U-Net,
 ``array_reader`` / ``SlideReader`` give tiles in model px, white (glass) outside the image.
 """
@@ -39,19 +40,25 @@ class TileReader:
         self.mpp = mpp
         self.stain = stain
         self.bounds = bounds
-        self._slide = None
-        self._pid = None
+        self._slide, self._pid, self._own = slide, os.getpid(), False  # the caller's handle, in its process
 
     def _open(self) -> Slide:
         if self._slide is None or self._pid != os.getpid():
             self._slide = Slide.__new__(Slide)
             self._slide.__setstate__(self.slide_state)
-            self._pid = os.getpid()
+            self._pid, self._own = os.getpid(), True
         return self._slide
+
+    def close(self) -> None:
+        """Close the handle this reader opened itself (never the caller's)."""
+        if self._own and self._slide is not None and self._pid == os.getpid():
+            self._slide.close()
+        self._slide, self._own = None, False
 
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_slide"] = d["_pid"] = None
+        d["_own"] = False
         return d
 
     def __len__(self):
@@ -93,6 +100,14 @@ def loader(dataset, num_workers: int, pin: bool = False):
         prefetch_factor=2 if num_workers else None, persistent_workers=False,
         multiprocessing_context=mp_context() if num_workers else None,
     )
+
+
+def read_all(data: TileReader, num_workers: int, pin: bool = False) -> Iterator:
+    """``loader``'s items, then the reader's own handles closed (also when the reading stops early)."""
+    try:
+        yield from loader(data, num_workers, pin)
+    finally:
+        data.close()
 
 
 def mp_context():
@@ -157,8 +172,8 @@ class SlideReader:
         """The ``tile`` x ``tile`` tiles at model px ``positions`` (x, y), in order."""
         if not self.workers:
             return (self(x, y, tile, tile) for x, y in positions)
-        data = TileReader(self.slide, list(positions), (tile, tile), self.mpp, bounds=self.bounds)
-        return (t.numpy() for _, t, _ in loader(data, self.workers))
+        return (t.numpy() for _, t, _ in read_all(TileReader(self.slide, list(positions), (tile, tile), self.mpp,
+                                                             bounds=self.bounds), self.workers))
 
 
 def slide_shape(slide: Slide, mpp: float) -> tuple[int, int]:

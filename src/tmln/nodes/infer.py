@@ -26,7 +26,6 @@ from typing import Callable
 import numpy as np
 
 from tmln.infer import precision as P
-from tmln.infer.memory import hold_mmap_threshold
 from tmln.infer.plan import tile_origins
 from tmln.infer.readers import Reader, SlideReader, array_reader, default_workers, slide_shape
 from tmln.models import backend
@@ -174,7 +173,6 @@ class NodeSegmenter:
         self.batch_size = int(batch_size)
         self.mpp = float(self.card.mpp)
         self.predict = model_predictor(self.net, self.card, self.device, precision=precision)
-        self.predict.info["mmap_threshold"] = hold_mmap_threshold()  # flat memory (tmln.infer.memory)
         self.workers = default_workers(self.device.type == "cuda") if num_workers is None else max(0, int(num_workers))
 
     @property

@@ -34,6 +34,7 @@ The runners are in ``tmln.tumour.runners``, the map type in ``tmln.tumour.probab
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ import torch
 from tmln.device import select_device
 from tmln.errors import TmlnError
 from tmln.infer import precision as P
-from tmln.infer.memory import hold_mmap_threshold
+from tmln.infer.memory import release_freed
 from tmln.infer.plan import plan_dense, plan_grid
 from tmln.infer.readers import default_workers
 from tmln.infer.roi import MASKS, roi_cells
@@ -103,67 +104,67 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         ``mask="tissue"``.
     """
     t_start = time.perf_counter()
-    malloc = hold_mmap_threshold()  # flat memory over long runs (tmln.infer.memory)
-    if not isinstance(slide, Slide):
-        slide = Slide(slide)
-    if mask not in MASKS:
-        raise TmlnError(f"mask must be one of 'tissue', 'nodes', None; got {mask!r}")
-    if method not in METHODS:
-        raise TmlnError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    dev = select_device(device)
-    module, card, model_name = _load(model, dev)
-    transform = input_transform(card)
-    _ = slide.mpp  # MissingMppError early, naming the slide
-    cuda = dev.type == "cuda"
-    dense, streamed = _forms(module, card, transform, method, dev)
-    prec = P.resolve(precision, dev, int8_ok=dense is not None,
-                     why_not_int8=f"{card.architecture!r} runs patch by patch (method grid)")
-    if dense is not None:
-        width = tile_size or ((STRIP_WIDTH_CUDA if cuda else STRIP_WIDTH_CPU) if streamed is not None
-                              else (DEFAULT_TILE_CUDA if cuda else DEFAULT_TILE_CPU))
-        plan = plan_dense(slide, card.mpp, card.patch_size, dense.stride, dense.rf.margins(), width,
-                          "stream" if streamed is not None else "dense")
-    else:
-        plan = plan_grid(slide, card.mpp, card.patch_size, grid_stride,
-                         tile_size or (DEFAULT_TILE_CUDA if cuda else DEFAULT_TILE_CPU))
-    roi = roi_cells(slide, plan.shape, plan.stride_level0, plan.origin_level0, mask, node_polygons, tissue)
-    run = Run(slide, card, plan, roi, transform, dev, P.amp_dtype(prec),
-              default_workers(cuda) if num_workers is None else max(0, int(num_workers)), progress)
-    int8 = None
-    if prec == "int8":  # calibrated on tiles of this slide's region of interest (tmln.models.backend)
-        dense, streamed, int8 = int8_dense(dense, streamed, slide, card, transform, roi, plan.stride_level0,
-                                           plan.origin_level0)
-        run.timing["int8_build_s"] = int8["build_s"]
-    with P.deterministic(cuda), torch.inference_mode():
-        if streamed is not None:
-            logits = run_streamed(run, streamed, dense.head.out_channels, band_px=BAND_PX,
-                                  chunk=CHUNK_CUDA if cuda else CHUNK_CPU)
-            prob = pool_and_activate(logits, plan.pool, card)
-        elif dense is not None:
-            logits = run_dense(run, dense.to(dev), batch_size or (2 if cuda else 1))
-            prob = pool_and_activate(logits, plan.pool, card)
+    with contextlib.ExitStack() as opened:  # a slide given as a path is closed at the end
+        if not isinstance(slide, Slide):
+            slide = opened.enter_context(Slide(slide))
+        if mask not in MASKS:
+            raise TmlnError(f"mask must be one of 'tissue', 'nodes', None; got {mask!r}")
+        if method not in METHODS:
+            raise TmlnError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+        dev = select_device(device)
+        module, card, model_name = _load(model, dev)
+        transform = input_transform(card)
+        _ = slide.mpp  # MissingMppError early, naming the slide
+        cuda = dev.type == "cuda"
+        dense, streamed = _forms(module, card, transform, method, dev)
+        prec = P.resolve(precision, dev, int8_ok=dense is not None,
+                         why_not_int8=f"{card.architecture!r} runs patch by patch (method grid)")
+        if dense is not None:
+            width = tile_size or ((STRIP_WIDTH_CUDA if cuda else STRIP_WIDTH_CPU) if streamed is not None
+                                  else (DEFAULT_TILE_CUDA if cuda else DEFAULT_TILE_CPU))
+            plan = plan_dense(slide, card.mpp, card.patch_size, dense.stride, dense.rf.margins(), width,
+                              "stream" if streamed is not None else "dense")
         else:
-            prob = run_grid(run, module, batch_size or 64)
-    prob = prob.astype(np.float32, copy=False)
-    prob[~roi] = np.nan
-    run.timing["total_s"] = time.perf_counter() - t_start
-    info = {
-        "method": plan.method, "stride_px": plan.stride, "patch_size": card.patch_size, "model_mpp": card.mpp,
-        "tile_size": list(plan.tile), "margin_cells": list(plan.margin), "pool_cells": plan.pool,
-        "mask": mask or "none", "slide": str(slide.path), "device": str(dev), "architecture": card.architecture,
-        "precision": P.dtype_name(run.amp_dtype, int8=bool(int8)),
-        **({"int8": int8} if int8 else {}), "cpu_isa": cpu_isa() if dev.type == "cpu" else "",
-        "reader": slide.reader(slide.best_level(card.mpp / slide.mpp)),
-        "slide_size_px": [slide.width, slide.height], "tiles": len(plan.tiles),
-        "model_mpx": plan.model_mpx,
-        "roi_mm2": float(roi.sum()) * (plan.stride * card.mpp / 1000) ** 2, "timing": run.timing,
-        "mmap_threshold": malloc,
-    }
-    pm = ProbabilityMap(prob, plan.stride * card.mpp, plan.origin_level0, (slide.mpp_x, slide.mpp_y), model_name,
-                        float(card.threshold), info)
-    if out_dir is not None:
-        pm.save(out_dir)
-    return pm
+            plan = plan_grid(slide, card.mpp, card.patch_size, grid_stride,
+                             tile_size or (DEFAULT_TILE_CUDA if cuda else DEFAULT_TILE_CPU))
+        roi = roi_cells(slide, plan.shape, plan.stride_level0, plan.origin_level0, mask, node_polygons, tissue)
+        run = Run(slide, card, plan, roi, transform, dev, P.amp_dtype(prec),
+                  default_workers(cuda) if num_workers is None else max(0, int(num_workers)), progress)
+        int8 = None
+        if prec == "int8":  # calibrated on tiles of this slide's region of interest (tmln.models.backend)
+            dense, streamed, int8 = int8_dense(dense, streamed, slide, card, transform, roi, plan.stride_level0,
+                                               plan.origin_level0)
+            run.timing["int8_build_s"] = int8["build_s"]
+        with P.deterministic(cuda), torch.inference_mode():
+            if streamed is not None:
+                logits = run_streamed(run, streamed, dense.head.out_channels, band_px=BAND_PX,
+                                      chunk=CHUNK_CUDA if cuda else CHUNK_CPU)
+                prob = pool_and_activate(logits, plan.pool, card)
+            elif dense is not None:
+                logits = run_dense(run, dense.to(dev), batch_size or (2 if cuda else 1))
+                prob = pool_and_activate(logits, plan.pool, card)
+            else:
+                prob = run_grid(run, module, batch_size or 64)
+        prob = prob.astype(np.float32, copy=False)
+        prob[~roi] = np.nan
+        release_freed()  # the logits and the network's buffers (tmln.infer.memory)
+        run.timing["total_s"] = time.perf_counter() - t_start
+        info = {
+            "method": plan.method, "stride_px": plan.stride, "patch_size": card.patch_size, "model_mpp": card.mpp,
+            "tile_size": list(plan.tile), "margin_cells": list(plan.margin), "pool_cells": plan.pool,
+            "mask": mask or "none", "slide": str(slide.path), "device": str(dev), "architecture": card.architecture,
+            "precision": P.dtype_name(run.amp_dtype, int8=bool(int8)),
+            **({"int8": int8} if int8 else {}), "cpu_isa": cpu_isa() if dev.type == "cpu" else "",
+            "reader": slide.reader(slide.best_level(card.mpp / slide.mpp)),
+            "slide_size_px": [slide.width, slide.height], "tiles": len(plan.tiles),
+            "model_mpx": plan.model_mpx,
+            "roi_mm2": float(roi.sum()) * (plan.stride * card.mpp / 1000) ** 2, "timing": run.timing,
+        }
+        pm = ProbabilityMap(prob, plan.stride * card.mpp, plan.origin_level0, (slide.mpp_x, slide.mpp_y), model_name,
+                            float(card.threshold), info)
+        if out_dir is not None:
+            pm.save(out_dir)
+        return pm
 
 
 def _load(model, dev):

@@ -18,7 +18,7 @@ from tmln.rundir import TUMOUR_MAP_PNG as PREVIEW_NAME
 # what the engine records about a run in the sidecar (``info`` holds more: timing, roi_mm2)
 SIDECAR_INFO = ("method", "stride_px", "patch_size", "model_mpp", "tile_size", "margin_cells", "pool_cells",
                 "mask", "slide", "reader", "device", "precision", "int8", "cpu_isa", "architecture",
-                "slide_size_px", "tiles", "model_mpx", "mmap_threshold")
+                "slide_size_px", "tiles", "model_mpx")
 
 
 @dataclass

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from tmln.annotations import is_tumour_label
+from tmln.infer.memory import release_freed
 from tmln.infer.plan import Plan, needed_cells, strips, tiles_over, trim_tiles
 from tmln.infer.precision import autocast
-from tmln.infer.readers import TileReader, loader
+from tmln.infer.readers import TileReader, read_all
 from tmln.models.card import ModelCard
 from tmln.slide import Slide
 
@@ -41,7 +42,7 @@ class Run:
     def items(self, locations, sizes):
         """(i, uint8 tensor, read seconds) of each tile, in order."""
         data = TileReader(self.slide, locations, sizes, self.card.mpp, stain=self.transform.stain)
-        return loader(data, self.workers, self.dev.type == "cuda")
+        return read_all(data, self.workers, self.dev.type == "cuda")
 
     def bar(self, total: int):
         if not self.progress:
@@ -85,6 +86,7 @@ def run_dense(run: Run, dense, batch_size: int) -> np.ndarray:
         if bar is not None:
             bar.update(len(batch))
         batch.clear()
+        release_freed()  # (tmln.infer.memory)
 
     t_wait = time.perf_counter()
     for item in run.items(locs, sizes):
@@ -159,6 +161,7 @@ def run_streamed(run: Run, streamed, n_out: int, band_px: int, chunk: int) -> np
                     rows = y[0, :, q0 - r : q1 - r, lo : lo + nc].float().cpu().numpy()
                     logits[:, r0 + q0 - lo : r0 + q1 - lo, c0 : c0 + nc] = rows
             timing["compute_s"] += time.perf_counter() - t0 - (timing["wait_s"] - w0)
+            release_freed()  # what the segment's layers freed (tmln.infer.memory)
             if bar is not None:
                 bar.update(1)
     for _ in items:  # pragma: no cover - every band was consumed; this ends the reader processes
@@ -211,6 +214,7 @@ def run_grid(run: Run, module, batch_size: int) -> np.ndarray:
                 flush()
         if bar is not None:
             bar.update(1)
+        release_freed()  # (tmln.infer.memory)
         t_wait = time.perf_counter()
     if pend_x:
         flush()
