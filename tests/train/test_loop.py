@@ -132,6 +132,17 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
         fit(tmp_path / "b", epochs=5, config={"width": 16})
 
 
+def test_a_finished_run_resumed_with_more_epochs_keeps_learning(tmp_path):
+    """1 epoch, then resumed to 3: the cosine schedule is stretched to 3 epochs at the epoch reached
+    (the rates of a run started with 3), not continued from the finished schedule's rate 0."""
+    fit(tmp_path / "a", epochs=3)
+    fit(tmp_path / "b", epochs=1)
+    fit(tmp_path / "b", epochs=3)
+    rates = lambda out: [float(r["lr"]) for r in log_rows(out)]  # noqa: E731
+    assert rates(tmp_path / "b") == pytest.approx(rates(tmp_path / "a"))
+    assert rates(tmp_path / "b")[1:] == pytest.approx([0.05 * 0.75, 0.05 * 0.25])
+
+
 def test_no_resume_starts_afresh(tmp_path):
     fit(tmp_path / "m", epochs=2)
     _, hooks = fit(tmp_path / "m", epochs=2, resume=False)

@@ -27,6 +27,7 @@ Epochs are 0-based here; the log and the best-epoch record number them from ``Ho
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +186,21 @@ class Trainer:
         self.tracker.best_epoch = extra.get("best_epoch")
         self.tracker.load()
         hooks.restore(extra)
+        self._stretch_schedule()
         common.main_print(f"resuming after epoch {self.start_epoch}", self.settings.quiet)
+
+    def _stretch_schedule(self) -> None:
+        """A resumed run that asks for more (or fewer) epochs than its checkpoint's: the cosine schedule
+        is set to the new length at the epoch reached, as if the run had been started with it. (The
+        scheduler's recursive update alone would continue from the old schedule's rate: 0 after a
+        finished run, so that every further epoch trained at learning rate 0.)"""
+        s = self.scheduler
+        if not isinstance(s, torch.optim.lr_scheduler.CosineAnnealingLR) or s.T_max == self.settings.epochs:
+            return
+        s.T_max = max(1, self.settings.epochs)
+        for group, base in zip(self.optimizer.param_groups, s.base_lrs):
+            group["lr"] = s.eta_min + (base - s.eta_min) * (1 + math.cos(math.pi * s.last_epoch / s.T_max)) / 2
+        s._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def _epoch(self, hooks: Hooks, epoch: int, logger: common.CSVLogger) -> None:
         t0 = time.time()

@@ -279,7 +279,6 @@ class _TumourHooks(Hooks):
         self.hn_done = bool(extra.get("hn_done", False))
         if "best_val_scores" in extra:
             self.best_val = (extra["best_val_scores"].numpy(), extra["best_val_labels"].numpy())
-        self.scheduler.T_max = self.epochs  # a resumed run may ask for more epochs
 
     def card(self, trainer):
         threshold, metrics = 0.5, {}
