@@ -36,8 +36,11 @@ import click
 @click.option("--textures-mpp", type=click.FloatRange(min=0.05, max=20), default=0.97, show_default=True,
               help="µm/px of the --textures patches.")
 @click.option("--pen-marks", is_flag=True, help="Draw ink strokes (blue, green, black, red) on every slide.")
+@click.option("--edge-nodes", type=click.IntRange(0, 10), default=0, show_default=True,
+              help="Nodes per node slide cut by the slide's edge (30-70 %% on the slide; partial nodes, counted in "
+                   "the truth like any node).")
 def command(out_dir, patients, slides_per_patient, seed, size_mm, mpp, fmt, no_mpp, negative_fraction, stain, workers,
-            perinodal, non_node_fraction, textures, textures_mpp, pen_marks):
+            perinodal, non_node_fraction, textures, textures_mpp, pen_marks, edge_nodes):
     """Write phantom lymph-node slides, slides.csv, GeoJSON truth and truth tables into OUT_DIR.
 
     \b
@@ -54,5 +57,5 @@ def command(out_dir, patients, slides_per_patient, seed, size_mm, mpp, fmt, no_m
                       size_mm=tuple(size_mm), mpp=float(mpp), fmt=fmt, write_mpp=not no_mpp,
                       negative_fraction=negative_fraction, stain=stain, workers=workers, perinodal=perinodal,
                       non_node_fraction=non_node_fraction, textures=textures, textures_mpp=textures_mpp,
-                      pen_marks=pen_marks)
+                      pen_marks=pen_marks, edge_nodes=edge_nodes)
     click.echo(str(csv))

@@ -94,6 +94,7 @@ def make_cohort(  # public API mirroring `tmln phantom`'s options, one keyword e
     textures: str | os.PathLike | None = None,
     textures_mpp: float = 0.97,
     pen_marks: bool = False,
+    edge_nodes: int = 0,
 ) -> Path:
     """Write a phantom cohort into ``out_dir``; returns the path of its ``slides.csv``.
 
@@ -107,7 +108,8 @@ def make_cohort(  # public API mirroring `tmln phantom`'s options, one keyword e
     ``non_node_fraction`` of the slides (never the first) are sections without any node (carcinoma,
     muscle, fibro-fatty tissue, gastric wall, in turn); ``textures`` is a patch folder (``tumor/``,
     ``normal/`` at ``textures_mpp`` µm/px) whose real patches texture the slides
-    (``tmln.phantom.real_texture``). ``pen_marks`` draws ink strokes on every slide.
+    (``tmln.phantom.real_texture``). ``pen_marks`` draws ink strokes on every slide. ``edge_nodes``
+    nodes per node slide are cut by the slide's edge (partial nodes; counted in the truth like any node).
     """
     import pandas as pd
 
@@ -129,7 +131,7 @@ def make_cohort(  # public API mirroring `tmln phantom`'s options, one keyword e
             slide_seed = int(np.random.SeedSequence([int(seed), p, s]).generate_state(1)[0])
             spec = SlideSpec(seed=slide_seed, size_mm=tuple(size_mm), mpp=float(mpp), negative=k in negatives,
                              touching_pair=True if k == 0 else None, stain=stain, perinodal=perinodal, pen_marks=pen_marks,
-                             section=sections.get(k, "node"),
+                             section=sections.get(k, "node"), edge_nodes=int(edge_nodes),
                              textures=None if textures is None else str(textures), textures_mpp=float(textures_mpp))
             jobs.append((out / f"{sid}.{ext}", spec, fmt, write_mpp, pid, sid))
             slide_rows.append({"slide_path": f"{sid}.{ext}", "patient_id": pid})

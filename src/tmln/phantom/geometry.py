@@ -93,6 +93,9 @@ class SlideSpec:
     # in place of the procedural ones; ``textures_mpp`` is the patches' µm/px
     textures: str | None = None
     textures_mpp: float = 0.97
+    # nodes cut by the slide's edge (30-70 % of each on the slide, as where a section ends), drawn from a
+    # stream of their own after the other nodes; 0 keeps every layout as it was
+    edge_nodes: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -131,6 +134,7 @@ class SlideLayout:
     node_fat: list = field(default_factory=list)  # fatty replacement inside nodes (rendering only; still node)
     artefacts: list[tuple[str, object]] = field(default_factory=list)  # tears, folds, bubbles (rendering only)
     shading: tuple | None = None  # uneven illumination (``non_node.artefacts``; rendering only)
+    edge_cut: list[int] = field(default_factory=list)  # indices into ``nodes`` of the nodes the slide's edge cuts
 
     @property
     def tissue(self):
@@ -208,15 +212,22 @@ def make_layout(spec: SlideSpec) -> SlideLayout:
         return _section_layout(spec, frame, rng, rng_other, stain)
 
     nodes_um, touching_pairs = _place_nodes(rng, spec, frame)
+    rng_edge = np.random.default_rng(np.random.SeedSequence([int(spec.seed), 0xED6E]))
+    edge_um = _edge_nodes(rng_edge, spec.edge_nodes, frame, nodes_um)
+    nodes_um += edge_um
     nodes, nodes_um, touching_pairs = _nodes_to_px(frame, nodes_um, touching_pairs)
     capsule_um = [float(rng.uniform(15, 45)) for _ in nodes]
     follicles = _follicles(rng, frame, nodes_um, capsule_um)
     targets, tumour, tumour_node = _tumour(rng, spec, frame, nodes, nodes_um, capsule_um, touching_pairs)
     tissue_um, fat = _perinodal_fat(rng, frame, nodes, nodes_um)
+    if edge_um:  # the fat around a cut node runs off the slide with it
+        tissue_um, fat = _fat_to_the_edge(rng_edge, frame, tissue_um, nodes, edge_um)
     layout = SlideLayout(
         spec=spec, width=width, height=height, mpp=frame.mpp, nodes=nodes, tumour=tumour, tumour_node=tumour_node,
         follicles=follicles, fat=fat, capsule_um=capsule_um, stain=stain, touching_pairs=touching_pairs,
         target_categories=targets,
+        edge_cut=[k for k, p in enumerate(nodes) if min(p.bounds[:2]) <= GRID_PX or p.bounds[2] >= width - GRID_PX
+                  or p.bounds[3] >= height - GRID_PX],
     )
     if spec.pen_marks:
         layout.pen = _pen_strokes(rng, frame.W_um, frame.H_um, frame.mpp, tissue_um)
@@ -281,6 +292,42 @@ def _place_nodes(rng, spec: SlideSpec, frame: _Frame) -> tuple[list, list[tuple[
         if touching and i == 0 and nodes_um:
             _add_touching_partner(rng, nodes_um, frame.inner, gap_um, touching_pairs, min_len_um)
     return nodes_um, touching_pairs
+
+
+def _edge_nodes(rng, n: int, frame: _Frame, nodes_um: list, gap_um: float = 150.0) -> list:
+    """Up to ``n`` nodes (µm) that the slide's edge cuts: each 0.8-3 mm long, centred near a random
+    side so that 30-70 % of it lies on the slide, clipped there, ``gap_um`` from every other node."""
+    from shapely.geometry import box
+
+    slide = box(0.0, 0.0, frame.W_um, frame.H_um)
+    out: list = []
+    for _ in range(int(n)):
+        for _ in range(300):
+            length = min(rng.uniform(800.0, 3000.0), 0.8 * min(frame.W_um, frame.H_um))
+            rx, ry = length / 2.0, length / 2.0 * rng.uniform(0.6, 0.95)
+            side, t, depth = int(rng.integers(0, 4)), rng.uniform(0.15, 0.85), rng.uniform(-0.4, 0.4) * rx
+            cx, cy = {0: (depth, t * frame.H_um), 1: (frame.W_um - depth, t * frame.H_um),
+                      2: (t * frame.W_um, depth), 3: (t * frame.W_um, frame.H_um - depth)}[side]
+            whole = star_polygon(rng, cx, cy, rx, ry, rng.uniform(0, np.pi), roughness=rng.uniform(0.03, 0.12))
+            cut = whole.intersection(slide)
+            if cut.geom_type == "Polygon" and 0.3 <= cut.area / whole.area <= 0.7 and \
+                    all(cut.distance(o) > gap_um for o in nodes_um + out):
+                out.append(cut)
+                break
+    return out
+
+
+def _fat_to_the_edge(rng, frame: _Frame, tissue_um, nodes: list, edge_um: list):
+    """(tissue in µm, fat in px) with fat around each cut node up to the slide's edge."""
+    import shapely
+    from shapely.geometry import box
+    from shapely.ops import unary_union
+
+    slide = box(0.0, 0.0, frame.W_um, frame.H_um)
+    around = [p.buffer(rng.uniform(200.0, 600.0), quad_segs=8).intersection(slide) for p in edge_um]
+    tissue_um = unary_union([tissue_um, *around]).simplify(5.0)
+    fat = plain(shapely.difference(frame.to_px(tissue_um), unary_union(nodes), grid_size=GRID_PX))
+    return tissue_um, fat
 
 
 def _nodes_to_px(frame: _Frame, nodes_um: list, touching_pairs: list) -> tuple[list, list, list]:

@@ -42,11 +42,22 @@ class SlideRenderer:
             items += [(FAT, p) for p in polygon_parts(g)]
         self._items = [(c, p, p.bounds) for c, p in items]
         self._caps = [(p, p.bounds, cap / layout.mpp) for p, cap in zip(layout.nodes, layout.capsule_um)]
+        # a node the slide's edge cuts has no capsule along that edge (the section ends there)
+        self._open_sides = {k: self._on_slide_edge(layout.nodes[k], layout.width, layout.height)
+                            for k in layout.edge_cut}
         self._tumour = [(p, p.bounds) for p in layout.tumour]
         self._pen = [(s, (s.points[:, 0].min() - s.width_px, s.points[:, 1].min() - s.width_px,
                           s.points[:, 0].max() + s.width_px, s.points[:, 1].max() + s.width_px)) for s in layout.pen]
         self._artefacts = {k: [(p, p.bounds) for kk, g in layout.artefacts if kk == k for p in polygon_parts(g)]
                            for k in ("tear", "fold", "bubble")}
+
+    @staticmethod
+    def _on_slide_edge(poly, width: int, height: int, tol: float = 0.5) -> np.ndarray:
+        """Per segment of ``poly``'s outline: True where it runs along the slide's edge."""
+        a = np.asarray(poly.exterior.coords, np.float64)[:, :2]
+        p, q = a[:-1], a[1:]
+        along = lambda v, lim: (np.abs(p[:, v] - lim) <= tol) & (np.abs(q[:, v] - lim) <= tol)  # noqa: E731
+        return along(0, 0.0) | along(0, float(width)) | along(1, 0.0) | along(1, float(height))
 
     @staticmethod
     def _hits(bounds, x0, y0, x1, y1) -> bool:
@@ -77,20 +88,22 @@ class SlideRenderer:
                 tmp[:] = 0
                 self._fill(tmp, poly, ds, x0, y0)
                 lab[tmp > 0] = cls
-        caps = [c for c in self._caps if self._hits(c[1], X0 - c[2], Y0 - c[2], X1 + c[2], Y1 + c[2])]
+        caps = [(k, *c) for k, c in enumerate(self._caps) if self._hits(c[1], X0 - c[2], Y0 - c[2], X1 + c[2], Y1 + c[2])]
         if caps:
             # capsule band along each outline; each segment drawn with its direction (0/45/90/135
             # degrees) so that the capsule fibres run along the node
             band = np.zeros((h, w), np.uint8)
-            for poly, _, cap_px in caps:
+            for k, poly, _, cap_px in caps:
                 thick = max(1, int(round(2 * cap_px / ds)))
                 ring = self._ring(poly.exterior.coords, ds, x0, y0)
                 d = np.diff(ring, axis=0).astype(np.float64)
                 octant = (np.round(np.degrees(np.arctan2(d[:, 1], d[:, 0])) / 45.0).astype(int) % 4) + 1
+                if k in self._open_sides:
+                    octant[self._open_sides[k]] = 0  # no capsule along the slide's edge
                 margin = (thick + 2) << _SHIFT
                 lo, hi = -margin, ((max(w, h) + 2) << _SHIFT) + margin
                 for (p, q), o in zip(zip(ring[:-1], ring[1:]), octant):
-                    if max(p[0], q[0]) < lo or min(p[0], q[0]) > hi or max(p[1], q[1]) < lo or min(p[1], q[1]) > hi:
+                    if o == 0 or max(p[0], q[0]) < lo or min(p[0], q[0]) > hi or max(p[1], q[1]) < lo or min(p[1], q[1]) > hi:
                         continue
                     cv2.line(band, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), int(o), thick, cv2.LINE_8, _SHIFT)
             sel = (band > 0) & (lab >= LYMPH)
