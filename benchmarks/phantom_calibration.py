@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from common import emit
 
 REAL_MPP = 0.243
 SHARED = Path(os.environ.get("TMLN_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "camelyon16-patches"
@@ -118,10 +119,7 @@ def main():
         lines.append(f"| {name} | {fmt(r['median'])} | {fmt(r['p5'])} | {fmt(r['p95'])} | {r['bright']:.2f} | "
                      f"{r['dark']:.2f} | {r['nuc_d_median']:.1f} ({r['nuc_d_iqr'][0]:.1f}-{r['nuc_d_iqr'][1]:.1f}) | "
                      f"{r['n_nuclei']} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit("\n".join(lines) + "\n", a.out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import emit
+
 CHILD = r"""
 import sys, time
 from tmln.phantom import SlideSpec, make_slide
@@ -73,10 +75,7 @@ def main():
     for r in rows:
         lines.append(f"| {r['px']} x {r['px']} | {r['gpx']:.3f} | {r['peak_rss_mib']:.0f} | {r['gen_s']:.1f} | "
                      f"{r['mpx_per_s']:.0f} | {r['file_mib']:.0f} | {r['peak_rss_mib'] / base:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit("\n".join(lines) + "\n", a.out)
 
 
 if __name__ == "__main__":
