@@ -102,6 +102,8 @@ def predict_tiled(read: Reader, shape: tuple[int, int], predict: Callable[[np.nd
             num[:, tile - stride :] = 0
             den[: tile - stride] = den[stride:]
             den[tile - stride :] = 0
+    for _ in tiles:  # every tile was read; this ends the source (reader processes, its slide handle)
+        raise AssertionError("unread tiles left")
     return out
 
 
