@@ -45,11 +45,6 @@ class Raster:
             raise TmlnError("this raster does not know its slide's µm/px")
         return self.mpp / self.slide_mpp[0], self.mpp / self.slide_mpp[1]
 
-    @property
-    def area_mm2_per_px(self) -> float:
-        """mm² per raster pixel."""
-        return self.mpp * self.mpp * 1e-6
-
     def sidecar(self, array_name: str) -> dict[str, Any]:
         """The sidecar's common keys (a kind adds its own after them)."""
         return {
