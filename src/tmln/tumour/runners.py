@@ -40,9 +40,15 @@ class Run:
     timing: dict = field(default_factory=lambda: {"read_s": 0.0, "compute_s": 0.0, "wait_s": 0.0})
 
     def items(self, locations, sizes):
-        """(i, uint8 tensor, read seconds) of each tile, in order."""
+        """(i, uint8 tensor, read seconds) of each tile, in order; the seconds spent waiting for each
+        (``timing["wait_s"]``) and reading it (``timing["read_s"]``) are counted as they arrive."""
         data = TileReader(self.slide, locations, sizes, self.card.mpp, stain=self.transform.stain)
-        return read_all(data, self.workers, self.dev.type == "cuda")
+        t_wait = time.perf_counter()
+        for item in read_all(data, self.workers, self.dev.type == "cuda"):
+            self.timing["wait_s"] += time.perf_counter() - t_wait
+            self.timing["read_s"] += item[2]
+            yield item
+            t_wait = time.perf_counter()
 
     def bar(self, total: int):
         if not self.progress:
@@ -88,16 +94,12 @@ def run_dense(run: Run, dense, batch_size: int) -> np.ndarray:
         batch.clear()
         release_freed()  # (tmln.infer.memory)
 
-    t_wait = time.perf_counter()
     for item in run.items(locs, sizes):
-        timing["wait_s"] += time.perf_counter() - t_wait
-        timing["read_s"] += item[2]
         if batch and batch[0][1].shape != item[1].shape:  # a batch holds tiles of one size
             flush()
         batch.append(item)
         if len(batch) >= batch_size:
             flush()
-        t_wait = time.perf_counter()
     if batch:
         flush()
     if bar is not None:
@@ -139,13 +141,10 @@ def run_streamed(run: Run, streamed, n_out: int, band_px: int, chunk: int) -> np
 
     def bands(t):
         while True:
-            t_wait = time.perf_counter()
             try:
-                i, band, rs = next(items)
+                i, band, _ = next(items)
             except StopIteration:
                 return
-            timing["wait_s"] += time.perf_counter() - t_wait
-            timing["read_s"] += rs
             assert owner[i] == t, "bands arrive in segment order"
             x = band[None].to(dev, non_blocking=True)
             yield transform.normalise(x).contiguous(memory_format=cl)
@@ -201,10 +200,7 @@ def run_grid(run: Run, module, batch_size: int) -> np.ndarray:
         pend_rc.clear()
         timing["compute_s"] += time.perf_counter() - t0
 
-    t_wait = time.perf_counter()
-    for i, tile, rs in run.items(locs, plan.tile):
-        timing["wait_s"] += time.perf_counter() - t_wait
-        timing["read_s"] += rs
+    for i, tile, _ in run.items(locs, plan.tile):
         r0, c0 = plan.tiles[i]
         sub = run.roi[r0 : r0 + kr, c0 : c0 + kc]
         for dr, dc in zip(*np.nonzero(sub)):
@@ -215,7 +211,6 @@ def run_grid(run: Run, module, batch_size: int) -> np.ndarray:
         if bar is not None:
             bar.update(1)
         release_freed()  # (tmln.infer.memory)
-        t_wait = time.perf_counter()
     if pend_x:
         flush()
     if bar is not None:
