@@ -97,6 +97,13 @@ def runtimes(slide_path: Path, work: Path, reps: int) -> dict:
     with torch.inference_mode():
         ref = dense(band).numpy()
     fns["PyTorch float32 (oneDNN)"] = lambda: dcl(xcl)
+    from tmln.models import winograd
+
+    if winograd.available()[0]:
+        wdense = winograd.winograd_convs(dense)[0].to(memory_format=cl)
+        fns["PyTorch float32, 3x3 convolutions by NNPACK Winograd (tmln.models.winograd)"] = lambda: wdense(xcl)
+    else:
+        notes.append(f"Winograd row left out: {winograd.available()[1]}")
     q, _ = BK.quantize(dense, calib, use_cache=False)
     fns["PyTorch int8 (tmln.models.backend)"] = lambda: q(band)
     onnx_path, qdq_path = work / "pcam_dense.onnx", work / "pcam_dense_qdq.onnx"
@@ -183,7 +190,10 @@ def maps(slides: dict) -> list:
     from tmln.device import native_bf16
     from tmln.tumour import tumour_map
 
-    precs = ["fp32", "int8"] + (["bf16"] if native_bf16("cpu") else [])
+    from tmln.models import winograd
+
+    precs = (["fp32", "int8"] + (["fp32-winograd"] if winograd.available()[0] else [])
+             + (["bf16"] if native_bf16("cpu") else []))
     rows = []
     for name, (path, mask) in slides.items():
         res = {}

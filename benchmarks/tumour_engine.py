@@ -177,6 +177,7 @@ VARIANTS = {
     "stream": {"precision": "fp32"},
     "stream_bf16": {"precision": "bf16"},
     "stream_int8": {"precision": "int8"},
+    "stream_winograd": {"precision": "fp32-winograd"},
     "tiles": {"method": "dense", "precision": "fp32"},
     "tiles_bf16": {"method": "dense", "precision": "bf16"},
 }
@@ -184,7 +185,7 @@ VARIANTS = {
 
 def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points: int, bf16: bool = False,
                      side_mm: float = 1500.0, device: str = "cpu", int8: bool = False, tiles: bool = True,
-                     grid: bool = True) -> dict:
+                     grid: bool = True, winograd: bool = False) -> dict:
     import torch
 
     from tmln.models.classifier import load_classifier
@@ -199,6 +200,7 @@ def bench_throughput(work: Path, model: Path, workers: int, reps: int, n_points:
     stride_px = ORIGINAL_STRIDE_UM / slide.mpp_x
     pts = lattice_points(poly, stride_px, n_points)
     variants = {k: v for k, v in VARIANTS.items() if (bf16 or "bf16" not in k) and (int8 or "int8" not in k)
+                and (winograd or "winograd" not in k)
                 and (tiles or not k.startswith("tiles"))}
     originals = {"original": (published, False), "original_direct": (slide, False)}
     if bf16:
@@ -436,8 +438,10 @@ def report(args, thr, rss, e2e) -> str:
                  "tiles": ("tmln dense, tiles (fully convolutional, margins per tile)", cell),
                  "tiles_bf16": ("tmln dense, tiles, bf16", cell),
                  "stream": ("**tmln stream, float32** (fully convolutional, strips streamed band by band; "
-                            "`--precision fp32`, the default on CPUs without native bf16)", cell),
+                            "`--precision fp32`, direct convolutions; the default on AVX-512 CPUs without bf16)", cell),
                  "stream_bf16": ("**tmln stream, bf16** (the default where the CPU has AVX512-BF16 or AMX)", cell),
+                 "stream_winograd": ("**tmln stream, float32 Winograd** (`--precision fp32-winograd`: 3x3 convolutions "
+                                     "by NNPACK's Winograd kernels; the default on CPUs without AVX-512)", cell),
                  "stream_int8": ("tmln stream, int8 (`--precision int8`: quantised, calibrated on 8 tiles of the slide)",
                                  cell),
                  "reader": (f"reader only (the stream's bands, no model; {thr.get('reader_name', 'openslide')})", "-"),
@@ -536,6 +540,7 @@ def main():
     ap.add_argument("--large", action="store_true", help="also the 100k x 100k px slide in (c)")
     ap.add_argument("--bf16", action="store_true", help="also the engine in bfloat16 in (a)")
     ap.add_argument("--int8", action="store_true", help="also the engine in int8 in (a)")
+    ap.add_argument("--winograd", action="store_true", help="also the engine in fp32-winograd (NNPACK) in (a)")
     ap.add_argument("--no-tiles", action="store_true", help="skip the dense-tile variants in (a)")
     ap.add_argument("--no-grid", action="store_true", help="skip the grid method in (a)")
     ap.add_argument("--side-um", type=float, default=1500.0, help="edge of the tissue square in (a), µm")
@@ -561,7 +566,7 @@ def main():
         use_model_geometry(args.model)
     model = args.model or model_dir(work)
     thr = (bench_throughput(work, model, args.workers, args.reps, args.points, args.bf16, args.side_um, args.device,
-                            args.int8, not args.no_tiles, not args.no_grid) if "a" in args.only else None)
+                            args.int8, not args.no_tiles, not args.no_grid, args.winograd) if "a" in args.only else None)
     rss = None
     if "c" in args.only:
         rss = bench_rss(work, model, ["p5mm", "p15x10mm"] + (["p25mm"] if args.large else []), args.workers)

@@ -45,3 +45,22 @@ def _avx512_allowed() -> bool:
         return False
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
     return not cap or cap.startswith(("AVX512", "AVX10", "ALL", "DEFAULT"))
+
+
+def cpu_prefers_winograd(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether ``precision="auto"`` will likely run Winograd convolutions here (``tmln.models.winograd``),
+    told without loading PyTorch (the CLI sets the OpenMP wait policy before torch starts its threads):
+    the CPU has AVX2 and FMA but no AVX-512F, or ``ATEN_CPU_CAPABILITY`` caps it to AVX2."""
+    import os
+
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "avx2":
+        return True
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {"avx2", "fma"} <= flags and "avx512f" not in flags
+    except OSError:
+        return False
+    return False

@@ -27,6 +27,9 @@ def _cache(tmp_path, monkeypatch):
 def test_auto_never_picks_int8_and_forced_choices(monkeypatch):
     import tmln.device
 
+    from tmln.models import winograd
+
+    monkeypatch.setattr(winograd, "preferred", lambda: False)  # an AVX-512 CPU (tests/models/test_winograd.py: AVX2)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     for native, on_cpu, on_cuda in ((True, "bf16", "bf16"), (False, "fp32", "fp16")):
         monkeypatch.setattr(tmln.device, "native_bf16", lambda _dev, v=native: v)
@@ -51,7 +54,7 @@ def test_missing_int8_runtime_is_a_clear_error_when_forced(monkeypatch, tmp_path
         tumour_map(path, (small_resnet(), card(patch=64)), mask=None, num_workers=0, device="cpu", precision="int8")
     # auto does not need it
     pm = tumour_map(path, (small_resnet(), card(patch=64)), mask=None, num_workers=0, device="cpu", precision="auto")
-    assert pm.info["precision"] in ("float32", "bfloat16")
+    assert pm.info["precision"] in ("float32", "float32-winograd", "bfloat16")
 
 
 def test_int8_refused_for_grid_models(tmp_path):
@@ -151,6 +154,9 @@ def test_node_unet_goes_through_the_same_choice(monkeypatch):
     from tmln.models.unet import load_unet
     from tmln.nodes.infer import NodeSegmenter
 
+    from tmln.models import winograd
+
+    monkeypatch.setattr(winograd, "preferred", lambda: False)  # an AVX-512 CPU
     net, c = load_unet("demo-nodes", "cpu")
     seg = NodeSegmenter((net, c))
     assert seg.predict.info["precision"] == "fp32"  # auto keeps float32 on CPUs for the U-Net
@@ -187,5 +193,5 @@ def test_an_avx2_cap_turns_native_bf16_off(monkeypatch):
 
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert tmln.device.native_bf16("cpu") is False
-    assert BK.resolve_precision("auto", "cpu") == "fp32"
+    assert BK.resolve_precision("auto", "cpu") in ("fp32", "fp32-winograd")  # float32 arithmetic
     assert "BF16" not in BK.cpu_isa() and "VNNI" not in BK.cpu_isa()

@@ -22,19 +22,22 @@ device_option = click.option(
 
 def _precision_option(help: str):
     """``--precision`` with the choices of ``tmln.models.backend``; ``help`` says whose arithmetic."""
-    return click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="auto",
+    return click.option("--precision", type=click.Choice(["auto", "fp32", "fp32-winograd", "bf16", "fp16", "int8"]), default="auto",
                         show_default=True, help=help)
 
 
 precision_option = _precision_option(
     "Tumour classifier arithmetic. auto = bf16 where the device runs it natively (CUDA with bf16, "
-    "CPUs with AVX512-BF16 or AMX), fp16 on older CUDA, else fp32; int8 = quantised, on x86 CPUs with AVX2 "
-    "(about 2x fp32 there; calibrated on tiles of each slide, recorded in the map's sidecar; changes ~1 % of "
-    "thresholded pixels, so never chosen by auto); fp32 gives the same maps on every machine.")
+    "CPUs with AVX512-BF16 or AMX), fp16 on older CUDA, fp32-winograd on CPUs without AVX-512 (float32, "
+    "3x3 convolutions by NNPACK's Winograd kernels: ~1.3x fp32 there, probabilities within 1e-4), else fp32; "
+    "int8 = quantised, on x86 CPUs with AVX2 (about 2x fp32 there; calibrated on tiles of each slide, recorded "
+    "in the map's sidecar; changes ~1 % of thresholded pixels, so never chosen by auto); fp32 (direct "
+    "convolutions) gives the same maps on every machine.")
 node_precision_option = _precision_option(
-    "Node U-Net arithmetic, chosen as tumour-map's except that auto keeps fp32 on every CPU (its reduced-"
-    "precision label maps were not validated): auto = fp32 on CPUs, bf16 on CUDA with bf16, else fp16; int8 is "
-    "calibrated on the slide's first tiles and recorded in node_labels.json.")
+    "Node U-Net arithmetic, chosen as tumour-map's except that auto keeps float32 arithmetic on every CPU "
+    "(its reduced-precision label maps were not validated): auto = fp32-winograd on CPUs without AVX-512, fp32 "
+    "on other CPUs, bf16 on CUDA with bf16, else fp16; int8 is calibrated on the slide's first tiles and "
+    "recorded in node_labels.json.")
 map_loader_workers_option = click.option(
     "--loader-workers", "workers", type=click.IntRange(min=0), default=None,
     help="DataLoader processes reading tiles (default: none on CPUs of up to 4 cores, where they would "

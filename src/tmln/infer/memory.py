@@ -7,9 +7,11 @@ threads (oneDNN's, the readers') freed, which glibc keeps in its arenas. Mapping
 slide five times in one process (float32 ResNet-18), resident memory after each map went 1613 ->
 2233 MiB without ``release_freed`` and stayed at 957-959 MiB with it
 (benchmarks/results/tumour_map_memory.md). It runs the cyclic collector, then glibc's
-``malloc_trim(0)``; the tumour engine calls it after each streamed segment, tile batch and grid tile
-(each costs milliseconds beside seconds of model time; the node U-Net at 8 µm/px holds little). ``TMLN_MALLOC_TRIM=0`` turns it
-off (the benchmark's side-by-side); where the C library is not glibc only the collector runs.
+``malloc_trim(0)``; the tumour engine calls it after each streamed segment, tile batch and grid tile,
+at most once per ``EVERY_S`` seconds (``every_s``): a full collection costs ~0.15 s once torch is
+loaded, which per 256 px tile had made a dense map of 672 tiles take 120 s instead of 16 (the node
+U-Net at 8 µm/px holds little). ``TMLN_MALLOC_TRIM=0`` turns it off (the benchmark's side-by-side);
+where the C library is not glibc only the collector runs.
 """
 
 from __future__ import annotations
@@ -19,19 +21,28 @@ import gc
 import ctypes.util
 import os
 import sys
+import time
+
+EVERY_S = 5.0  # the runners' per-tile calls release at most this often (seconds; < 3 % of a run's time)
 
 _trim: list = []
+_last = [float("-inf")]
 
 
-def release_freed() -> bool:
+def release_freed(every_s: float = 0.0) -> bool:
     """The cyclic garbage collected, then glibc's ``malloc_trim(0)``: free heap pages back to the
-    system. True when the trim ran."""
+    system. True when the trim ran. ``every_s``: nothing is done (False) when the last release was
+    less than that many seconds ago."""
     if not _trim:
         _trim.append(_load_trim())
     fn = _trim[0]
     if os.environ.get("TMLN_MALLOC_TRIM", "1") == "0":
         return False
+    now = time.monotonic()
+    if now - _last[0] < every_s:
+        return False
     gc.collect()  # tensors held only by reference cycles (traced graphs, generators) go first
+    _last[0] = time.monotonic()
     if fn is None:
         return False
     fn(0)

@@ -1,10 +1,12 @@
 """Inference arithmetic on CPUs and GPUs: which precision a model runs in, and the int8 backend.
 
 ``resolve_precision("auto", device)`` picks: on CUDA bfloat16 autocast where the GPU has it, else
-float16; on CPUs bfloat16 autocast where the CPU runs it natively (AVX512-BF16 or AMX), else float32.
-``"fp32"`` gives the same maps on every machine; ``"bf16"``, ``"fp16"`` and ``"int8"`` force one (int8
-raises a ``TmlnError`` saying what is missing where the CPU or PyTorch cannot run it, or the model
-has no int8 form).
+float16; on CPUs bfloat16 autocast where the CPU runs it natively (AVX512-BF16 or AMX), else
+``"fp32-winograd"`` where PyTorch dispatches to AVX2 and has NNPACK (float32 arithmetic, 3 x 3
+convolutions by Winograd's algorithm: ``tmln.models.winograd``), else float32.
+``"fp32"`` (direct convolutions) gives the same maps on every machine; ``"fp32-winograd"``, ``"bf16"``,
+``"fp16"`` and ``"int8"`` force one (fp32-winograd and int8 raise a ``TmlnError`` saying what is
+missing where the CPU or PyTorch cannot run them, or the model has no int8 form).
 
 **int8** (streamed and dense tumour methods; the node U-Net on request): post-training static
 quantisation (``torch.ao.quantization``, FX mode, PyTorch's ``x86`` engine, whose convolutions are
@@ -39,7 +41,8 @@ from tmln.atomic import write_bytes
 from tmln import device as _device  # looked up at call time (tests patch tmln.device)
 from tmln.errors import TmlnError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "fp32-winograd", "bf16", "fp16", "int8")
+WINOGRAD = "fp32-winograd"  # float32, 3 x 3 convolutions by NNPACK's Winograd kernels (tmln.models.winograd)
 QENGINE = "x86"
 CALIBRATION_TILES = 8  # tiles of the slide's own tissue the int8 ranges are calibrated on
 CALIBRATION_PX = 256  # edge of a calibration tile, model px
@@ -81,10 +84,10 @@ def int8_available() -> tuple[bool, str]:
 
 def resolve_precision(precision: str, device, int8_ok: bool = True, why_not_int8: str = "",
                       cpu_reduced: bool = True) -> str:
-    """``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"`` for ``precision`` on ``device`` (see the module
-    docstring). ``int8_ok``: whether the model can be quantised (``why_not_int8`` says why not);
-    ``cpu_reduced=False``: ``auto`` keeps float32 on CPUs (a model whose reduced-precision maps were
-    not shown to stay the maps)."""
+    """``"fp32"``, ``"fp32-winograd"``, ``"bf16"``, ``"fp16"`` or ``"int8"`` for ``precision`` on
+    ``device`` (see the module docstring). ``int8_ok``: whether the model can be quantised
+    (``why_not_int8`` says why not); ``cpu_reduced=False``: ``auto`` keeps float32 arithmetic on CPUs
+    (a model whose reduced-precision maps were not shown to stay the maps; Winograd is float32)."""
     import torch
 
     if precision not in PRECISIONS:
@@ -99,15 +102,28 @@ def resolve_precision(precision: str, device, int8_ok: bool = True, why_not_int8
         if not int8_ok:
             raise TmlnError(f"precision int8 is not available for this model: {why_not_int8}")
         return "int8"
+    if precision == WINOGRAD:
+        from tmln.models import winograd
+
+        if dev.type != "cpu":
+            raise TmlnError(f"precision {WINOGRAD} runs on the CPU only (device {dev}); use auto, bf16 or fp16")
+        ok, why = winograd.available()
+        if not ok:
+            raise TmlnError(f"precision {WINOGRAD} is not available: {why}; use --precision auto or fp32")
+        return WINOGRAD
     if precision != "auto":
         return precision
     if dev.type == "cuda":
         return "bf16" if _device.native_bf16(dev) else "fp16"
-    if dev.type == "cpu" and not cpu_reduced:
+    if dev.type != "cpu":
         return "fp32"
     # int8 is never chosen by auto: its thresholded maps differ from float32 in more than 0.5 % of
     # pixels on real tissue (0.8-1.3 %, benchmarks/results/tumour_backends.md)
-    return "bf16" if _device.native_bf16(dev) else "fp32"
+    if cpu_reduced and _device.native_bf16(dev):
+        return "bf16"
+    from tmln.models import winograd  # float32 arithmetic: allowed where reduced precision is not
+
+    return WINOGRAD if winograd.preferred() else "fp32"
 
 
 def amp_dtype(precision: str):

@@ -121,8 +121,9 @@ def model_predictor(net, card, device=None, amp: bool = True, precision: str = "
     """(N, h, w, 3) uint8 -> (N, C, h, w) sigmoid probabilities with a loaded U-Net.
 
     precision : as the tumour engine's (``tmln.infer.precision``), except that ``auto`` keeps float32
-        on CPUs: the U-Net at 8 µm/px is a small share of a slide's time and its int8 / bf16 maps were
-        not shown to stay the maps (docs/tumour-inference.md). ``int8`` is calibrated on the first
+        arithmetic on CPUs (direct, or Winograd where PyTorch runs AVX2): the U-Net at 8 µm/px is a
+        small share of a slide's time and its int8 / bf16 maps were not shown to stay the maps
+        (docs/tumour-inference.md). ``int8`` is calibrated on the first
         batch of tiles (the slide's own), recorded in ``predict.info``. ``amp=False``: float32.
     """
     import torch
@@ -130,7 +131,7 @@ def model_predictor(net, card, device=None, amp: bool = True, precision: str = "
     dev = device if device is not None else next(net.parameters()).device
     prec = P.resolve("fp32" if not amp else precision, dev, cpu_reduced=False)
     dtype = P.amp_dtype(prec)
-    state: dict = {"net": net if prec != "int8" else None}
+    state: dict = {"net": P.form(net, prec) if prec != "int8" else None}  # fp32-winograd: NNPACK's convolutions
 
     def predict(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(dev).permute(0, 3, 1, 2).float() / 255.0

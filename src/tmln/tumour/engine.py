@@ -68,6 +68,7 @@ STRIP_WIDTH_CPU = 4096
 STRIP_WIDTH_CUDA = 8192
 BAND_PX = 512
 CHUNK_CPU = 4
+CHUNK_CPU_WINOGRAD = 8  # NNPACK's 8 x 8 Winograd tiles waste less on taller bands (measured: 1.36x vs 1.27x at 4)
 CHUNK_CUDA = 32
 
 
@@ -95,8 +96,10 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         ``"dense"`` or ``"grid"``.
     grid_stride : output stride in model px for the grid method (default ``patch_size // 2``).
     precision : ``"auto"`` (``tmln.infer.precision``): bfloat16 autocast where the device runs it
-        natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), float16 on older CUDA, float32 on
-        other CPUs; or ``"fp32"`` (the same results on every machine), ``"bf16"``, ``"fp16"``, or
+        natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), float16 on older CUDA, float32 with
+        Winograd 3 x 3 convolutions on CPUs PyTorch runs with AVX2 (``"fp32-winograd"``, NNPACK:
+        probabilities within ~1e-4 of direct float32), float32 on other CPUs; or ``"fp32"`` (direct
+        convolutions, the same results on every machine), ``"fp32-winograd"``, ``"bf16"``, ``"fp16"``, or
         ``"int8"`` (x86 CPUs with AVX2, streamed and dense methods: about 2x float32 on AVX2, calibrated on
         a few tiles of this slide, recorded in ``info["int8"]``; not a default, its thresholded maps
         change 0.8-1.3 % of pixels on real tissue).
@@ -130,6 +133,10 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         roi = roi_cells(slide, plan.shape, plan.stride_level0, plan.origin_level0, mask, node_polygons, tissue)
         run = Run(slide, card, plan, roi, transform, dev, P.amp_dtype(prec),
                   default_workers(cuda) if num_workers is None else max(0, int(num_workers)), progress)
+        if prec == P.WINOGRAD and dense is None and precision == "auto":
+            prec = "fp32"  # patch by patch (grid), Winograd was slower: 96 px patches are too small for its tiles
+        if prec == P.WINOGRAD:  # float32, 3 x 3 convolutions by NNPACK's Winograd kernels
+            dense, streamed, module = _winograd_forms(dense, streamed, module)
         int8 = None
         if prec == "int8":  # calibrated on tiles of this slide's region of interest (tmln.models.backend)
             dense, streamed, int8 = int8_dense(dense, streamed, slide, card, transform, roi, plan.stride_level0,
@@ -138,7 +145,8 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         with P.deterministic(cuda), torch.inference_mode():
             if streamed is not None:
                 logits = run_streamed(run, streamed, dense.head.out_channels, band_px=BAND_PX,
-                                      chunk=CHUNK_CUDA if cuda else CHUNK_CPU)
+                                      chunk=CHUNK_CUDA if cuda else CHUNK_CPU_WINOGRAD if prec == P.WINOGRAD
+                                      else CHUNK_CPU)
                 prob = pool_and_activate(logits, plan.pool, card)
             elif dense is not None:
                 logits = run_dense(run, dense.to(dev), batch_size or (2 if cuda else 1))
@@ -153,7 +161,7 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
             "method": plan.method, "stride_px": plan.stride, "patch_size": card.patch_size, "model_mpp": card.mpp,
             "tile_size": list(plan.tile), "margin_cells": list(plan.margin), "pool_cells": plan.pool,
             "mask": mask or "none", "slide": str(slide.path), "device": str(dev), "architecture": card.architecture,
-            "precision": P.dtype_name(run.amp_dtype, int8=bool(int8)),
+            "precision": P.dtype_name(run.amp_dtype, int8=bool(int8), winograd=prec == P.WINOGRAD),
             **({"int8": int8} if int8 else {}), "cpu_isa": cpu_isa() if dev.type == "cpu" else "",
             "reader": slide.reader(slide.best_level(card.mpp / slide.mpp)),
             "slide_size_px": [slide.width, slide.height], "tiles": len(plan.tiles),
@@ -193,6 +201,17 @@ def _forms(module, card, transform, method: str, dev):
         if streamed is None and method == "stream":
             raise TmlnError(f"architecture {card.architecture!r} cannot be streamed ({why}); use method='dense'")
     return dense, streamed
+
+
+def _winograd_forms(dense, streamed, module):
+    """(dense form, streamed net, module) with NNPACK's Winograd convolutions (``tmln.models.winograd``).
+    The streamed net is rebuilt from the Winograd dense form, not checked again: its graph is the float
+    form's, which passed ``StreamedNet.check``, with each 3 x 3 convolution computed by another kernel
+    over the same window (tests/tumour/test_winograd.py; a check would cost 0.5 s of tiny NNPACK calls)."""
+    if dense is None:
+        return None, None, P.form(module, P.WINOGRAD)
+    dense = P.form(dense, P.WINOGRAD)
+    return dense, StreamedNet(dense) if streamed is not None else None, module
 
 
 def _streamable(dense, transform):

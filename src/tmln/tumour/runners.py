@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tmln.annotations import is_tumour_label
-from tmln.infer.memory import release_freed
+from tmln.infer.memory import EVERY_S, release_freed
 from tmln.infer.plan import Plan, needed_cells, strips, tiles_over, trim_tiles
 from tmln.infer.precision import autocast
 from tmln.infer.readers import TileReader, read_all
@@ -92,7 +92,7 @@ def run_dense(run: Run, dense, batch_size: int) -> np.ndarray:
         if bar is not None:
             bar.update(len(batch))
         batch.clear()
-        release_freed()  # (tmln.infer.memory)
+        release_freed(EVERY_S)  # (tmln.infer.memory)
 
     for item in run.items(locs, sizes):
         if batch and batch[0][1].shape != item[1].shape:  # a batch holds tiles of one size
@@ -160,7 +160,7 @@ def run_streamed(run: Run, streamed, n_out: int, band_px: int, chunk: int) -> np
                     rows = y[0, :, q0 - r : q1 - r, lo : lo + nc].float().cpu().numpy()
                     logits[:, r0 + q0 - lo : r0 + q1 - lo, c0 : c0 + nc] = rows
             timing["compute_s"] += time.perf_counter() - t0 - (timing["wait_s"] - w0)
-            release_freed()  # what the segment's layers freed (tmln.infer.memory)
+            release_freed(EVERY_S)  # what the segment's layers freed (tmln.infer.memory)
             if bar is not None:
                 bar.update(1)
     for _ in items:  # pragma: no cover - every band was consumed; this ends the reader processes
@@ -210,7 +210,7 @@ def run_grid(run: Run, module, batch_size: int) -> np.ndarray:
                 flush()
         if bar is not None:
             bar.update(1)
-        release_freed()  # (tmln.infer.memory)
+        release_freed(EVERY_S)  # (tmln.infer.memory)
     if pend_x:
         flush()
     if bar is not None:

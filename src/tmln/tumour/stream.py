@@ -28,6 +28,8 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
+from tmln.models import winograd
+
 _INPLACE_FUNCS = {operator.iadd: operator.add, operator.imul: operator.mul, operator.isub: operator.sub,
                   torch.relu_: torch.relu}
 
@@ -37,6 +39,13 @@ try:  # quantised convolutions (int8 backend): windowed like nn.Conv2d
 except ImportError:  # pragma: no cover
     _QCONV = None
 _WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d) + ((_QCONV,) if _QCONV is not None else ())
+
+
+class _Tracer(fx.Tracer):
+    """``torch.fx``'s tracer, with Winograd convolutions kept whole (leaves, like ``nn.Conv2d``)."""
+
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, winograd.WinogradConv2d) or super().is_leaf_module(m, qualname)
 
 
 class NotStreamable(Exception):
@@ -72,7 +81,7 @@ class StreamedNet:
             if hasattr(m, "inplace"):
                 m.inplace = False
         try:
-            gm = fx.symbolic_trace(module)
+            gm = fx.GraphModule(module, _Tracer().trace(module))
         except Exception as e:  # pragma: no cover - untraceable network
             raise NotStreamable(f"cannot trace: {e}") from e
         self.gm = gm
@@ -306,6 +315,13 @@ def _window(name: str, m: nn.Module, ins: list) -> _Node:
 
         def fn(x):
             return q(x)
+
+        value = 0.0
+    elif isinstance(m, winograd.WinogradConv2d):  # float32 by NNPACK's Winograd kernels (tmln.models.winograd)
+        w, bias = m.weight, m.bias
+
+        def fn(x):
+            return winograd.conv(x, w, bias, (0, p[1]))
 
         value = 0.0
     elif isinstance(m, nn.Conv2d):
