@@ -83,3 +83,29 @@ def test_too_short_strip_is_an_error():
     net = StreamedNet(nn.Sequential(nn.Conv2d(3, 3, 7, stride=4)).eval())
     with pytest.raises(ValueError, match="too short"):
         list(net.run(iter([torch.zeros(1, 3, 4, 16)]), 4, 16))
+
+
+def test_relu_is_fused_into_the_layer_it_alone_follows_with_the_same_output():
+    """Each ReLU that alone consumes a float convolution or an addition is applied in place to that
+    fresh output (ResNet-18: 17); the streamed output stays the unfused one's, bit for bit."""
+    import torchvision
+
+    from tmln.tumour import stream as S
+
+    torch.manual_seed(0)
+    dense = dense_form(torchvision.models.resnet18(weights=None, num_classes=2).eval())
+    net = StreamedNet(dense)
+    assert net.fused == 17  # stem, 8 blocks x (conv1 -> relu, add -> relu)
+    x = torch.randn(1, 3, 200, 160)
+    original = S._fuse_relu
+    try:
+        S._fuse_relu = lambda nodes: 0
+        plain = StreamedNet(dense)
+    finally:
+        S._fuse_relu = original
+    assert plain.fused == 0
+    with torch.no_grad():
+        a = torch.cat([r for _, r in net.run(iter([x[:, :, i : i + 50] for i in range(0, 200, 50)]), 200, 160)], 2)
+        b = torch.cat([r for _, r in plain.run(iter([x[:, :, i : i + 50] for i in range(0, 200, 50)]), 200, 160)], 2)
+    assert torch.equal(a, b)
+    net.check()
