@@ -249,7 +249,7 @@ def report(args, rt, mp) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in mp:
             lines.append(f"| {r['slide']} | {r['precision']} | {r['pixels']} | {100 * r['positive']:.1f} % | "
-                         f"{r['max_dp']:.4f} | {r['mean_dp']:.4f} | {100 * r['changed']:.2f} % | {r['model_s']:.2f} | "
+                         f"{r['max_dp']:.2g} | {r['mean_dp']:.2g} | {100 * r['changed']:.2f} % | {r['model_s']:.2f} | "
                          f"{r['wall_s']:.2f}" + (f" ({r['build_s']:.1f})" if r["build_s"] else "") + " |")
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -459,7 +459,7 @@ def report(args, thr, rss, e2e) -> str:
                          f"{row['seconds']:.2f} | {row['mm2_per_s']:.4f} | {row['mm2_per_s'] / base:.1f}x | "
                          + (f"{row['cpu_seconds']:.2f} | {row['mm2_per_cpu_s'] / o['mm2_per_cpu_s']:.1f}x | "
                             if "cpu_seconds" in row and "cpu_seconds" in o else "- | - | ")
-                         + f"{'-' if dp is None else f'{dp:.4f}'} | {'-' if ch is None else f'{100 * ch:.2f} %'} |")
+                         + f"{'-' if dp is None else f'{dp:.2g}'} | {'-' if ch is None else f'{100 * ch:.2f} %'} |")
         st = thr["stream"]
         tm = st["timing"]
         lines += ["", f"Stream run breakdown (last run): total {tm['total_s']:.1f} s, model {tm['compute_s']:.1f} s, "

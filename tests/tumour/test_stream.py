@@ -95,7 +95,7 @@ def test_relu_is_fused_into_the_layer_it_alone_follows_with_the_same_output():
     torch.manual_seed(0)
     dense = dense_form(torchvision.models.resnet18(weights=None, num_classes=2).eval())
     net = StreamedNet(dense)
-    assert net.fused == 17  # stem, 8 blocks x (conv1 -> relu, add -> relu)
+    assert net.fused == 17  # stem, 8 blocks x (conv1 -> relu, add -> relu); 8 additions into conv2's rows
     x = torch.randn(1, 3, 200, 160)
     original = S._fuse_relu
     try:

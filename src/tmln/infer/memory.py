@@ -8,7 +8,7 @@ slide five times in one process (float32 ResNet-18), resident memory after each 
 2233 MiB without ``release_freed`` and stayed at 957-959 MiB with it
 (benchmarks/results/tumour_map_memory.md). It runs the cyclic collector, then glibc's
 ``malloc_trim(0)``; the tumour engine calls it after each streamed segment, tile batch and grid tile,
-at most once per ``EVERY_S`` seconds (``every_s``): a full collection costs ~0.15 s once torch is
+at most once per ``EVERY_S`` seconds (``every_s``): a full collection costs 0.15-0.2 s once torch is
 loaded, which per 256 px tile had made a dense map of 672 tiles take 120 s instead of 16 (the node
 U-Net at 8 µm/px holds little). ``TMLN_MALLOC_TRIM=0`` turns it off (the benchmark's side-by-side);
 where the C library is not glibc only the collector runs.
@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-EVERY_S = 5.0  # the runners' per-tile calls release at most this often (seconds; < 3 % of a run's time)
+EVERY_S = 30.0  # the runners' per-tile calls release at most this often (seconds; ~0.2 s each with torch loaded)
 
 _trim: list = []
 _last = [float("-inf")]

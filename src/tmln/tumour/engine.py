@@ -46,7 +46,7 @@ import torch
 from tmln.device import select_device
 from tmln.errors import TmlnError
 from tmln.infer import precision as P
-from tmln.infer.memory import EVERY_S, release_freed
+from tmln.infer.memory import release_freed
 from tmln.infer.plan import plan_dense, plan_grid
 from tmln.infer.readers import default_workers
 from tmln.infer.roi import MASKS, roi_cells
@@ -155,7 +155,7 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
                 prob = run_grid(run, module, batch_size or 64)
         prob = prob.astype(np.float32, copy=False)
         prob[~roi] = np.nan
-        release_freed(EVERY_S)  # the logits and the network's buffers (tmln.infer.memory)
+        release_freed()  # the logits and the network's buffers, once per map (tmln.infer.memory)
         run.timing["total_s"] = time.perf_counter() - t_start
         info = {
             "method": plan.method, "stride_px": plan.stride, "patch_size": card.patch_size, "model_mpp": card.mpp,

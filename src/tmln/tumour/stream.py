@@ -235,30 +235,58 @@ class StreamedNet:
                 evict(i)
 
         h_out = hs[src]
-        for r in range(0, h_out, chunk):
-            b = min(h_out, r + chunk)
-            ensure(src, b)
-            yield r, rows(src, r, b)
-            start_keep = b
-            buf[src] = buf[src][:, :, start_keep - start[src] :]
-            start[src] = start_keep
-            evict(src)
+        try:
+            for r in range(0, h_out, chunk):
+                b = min(h_out, r + chunk)
+                ensure(src, b)
+                yield r, rows(src, r, b)
+                start_keep = b
+                buf[src] = buf[src][:, :, start_keep - start[src] :]
+                start[src] = start_keep
+                evict(src)
+        finally:  # the closures above form a reference cycle: free the rows now, not at the next collection
+            buf[:] = [None] * len(buf)
 
 
 def _fuse_relu(nodes: list) -> int:
-    """Apply a ReLU in place to the fresh output of the float convolution or addition it alone consumes,
-    and let the ReLU node pass its rows through: the same values, one tensor and one pass over memory
-    fewer per layer. Returns how many were fused."""
+    """Layer fusions that keep the values bit for bit and save a tensor and a pass over memory each:
+    an addition is computed into the fresh output of the float convolution it alone consumes, and a
+    ReLU is applied in place to the fresh output of the float convolution or addition it alone
+    consumes (its node then passes the rows through). Returns how many ReLUs were fused."""
+    adds = {i for i, n in enumerate(nodes) if n.kind == "point" and n.fn in _ADDS and len(n.inputs) == 2
+            and not n.kwargs}
+    for i in adds:
+        n = nodes[i]
+        for pos in (0, 1):
+            p = nodes[n.inputs[pos]]
+            if p.kind == "window" and p.conv and p.consumers == [i]:
+                n.fn = _add_into(n.fn, pos)
+                break
     n_fused = 0
     for i, n in enumerate(nodes):
         if n.kind != "point" or len(n.inputs) != 1 or not _is_relu(n.fn):
             continue
-        p = nodes[n.inputs[0]]
-        if p.consumers != [i] or not (p.kind == "window" and p.conv or p.kind == "point" and p.fn in _ADDS):
+        j = n.inputs[0]
+        p = nodes[j]
+        if p.consumers != [i] or not (p.kind == "window" and p.conv or j in adds):
             continue
         p.fn, n.fn = _then_relu(p.fn), _rows_of
         n_fused += 1
     return n_fused
+
+
+def _add_into(fn, pos: int):
+    """``a + b`` computed into operand ``pos``, a convolution's fresh rows that nothing else reads: the
+    same sum (float addition commutes exactly), no new tensor."""
+    def add(*args):
+        a = args[pos] if len(args) == 2 else None
+        b = args[1 - pos] if len(args) == 2 else None
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and not a.is_quantized):
+            return fn(*args)
+        return a.add_(b)
+
+    return add
 
 
 _ADDS = (operator.add, torch.add)
