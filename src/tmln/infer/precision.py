@@ -11,7 +11,7 @@ by Winograd's algorithm (``fp32-winograd``, ``tmln.models.winograd``) for both m
 
 from __future__ import annotations
 
-from tmln.models import backend
+from tmln.models import backend, winograd
 
 
 WINOGRAD = backend.WINOGRAD
@@ -30,9 +30,7 @@ def form(module, precision: str):
     3 x 3 convolutions are NNPACK's Winograd ones (``tmln.models.winograd``), else ``module`` itself."""
     if precision != WINOGRAD:
         return module
-    from tmln.models.winograd import winograd_convs
-
-    return winograd_convs(module)[0]
+    return winograd.winograd_convs(module)[0]
 
 
 def amp_dtype(precision: str):

@@ -39,6 +39,7 @@ import numpy as np
 
 from tmln.atomic import write_bytes
 from tmln import device as _device  # looked up at call time (tests patch tmln.device)
+from tmln.models import winograd
 from tmln.errors import TmlnError
 
 PRECISIONS = ("auto", "fp32", "fp32-winograd", "bf16", "fp16", "int8")
@@ -103,8 +104,6 @@ def resolve_precision(precision: str, device, int8_ok: bool = True, why_not_int8
             raise TmlnError(f"precision int8 is not available for this model: {why_not_int8}")
         return "int8"
     if precision == WINOGRAD:
-        from tmln.models import winograd
-
         if dev.type != "cpu":
             raise TmlnError(f"precision {WINOGRAD} runs on the CPU only (device {dev}); use auto, bf16 or fp16")
         ok, why = winograd.available()
@@ -121,9 +120,7 @@ def resolve_precision(precision: str, device, int8_ok: bool = True, why_not_int8
     # pixels on real tissue (0.8-1.3 %, benchmarks/results/tumour_backends.md)
     if cpu_reduced and _device.native_bf16(dev):
         return "bf16"
-    from tmln.models import winograd  # float32 arithmetic: allowed where reduced precision is not
-
-    return WINOGRAD if winograd.preferred() else "fp32"
+    return WINOGRAD if winograd.preferred() else "fp32"  # float32 arithmetic: allowed where reduced is not
 
 
 def amp_dtype(precision: str):

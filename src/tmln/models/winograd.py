@@ -15,7 +15,9 @@ engine's row-streaming executor runs the same layers band by band (``tmln.tumour
 NNPACK keeps its own thread pool, sized by ``torch.get_num_threads()`` at its first convolution.
 OpenMP threads that spin after oneDNN's layers then compete with it for the cores: ``tmln`` sets
 ``OMP_WAIT_POLICY=PASSIVE`` before PyTorch loads where this backend is the CPU's default (unless the
-variable is set; ``tmln.device.cpu_prefers_winograd``); from Python, set it before importing torch (measured: 1.36x with it, 1.09x without).
+variable is set; ``tmln.device.cpu_prefers_winograd``); from Python, set it before importing torch
+(measured on the streamed ResNet-18: 1.36x with it, 1.09x without). Importing this module does not
+load torch.
 """
 
 from __future__ import annotations
@@ -23,15 +25,14 @@ from __future__ import annotations
 import copy
 import platform
 
-import torch
-from torch import nn
-
 _STATE: dict = {}
 
 
 def available() -> tuple[bool, str]:
     """(True, "") where NNPACK's Winograd kernels run here (x86-64 with AVX2 + FMA, a PyTorch built
     with NNPACK), else (False, why). The first call initialises NNPACK."""
+    import torch
+
     if "ok" not in _STATE:
         if platform.machine().lower() not in ("x86_64", "amd64"):
             _STATE["ok"] = (False, f"NNPACK's Winograd kernels need an x86-64 CPU (this is {platform.machine()})")
@@ -46,31 +47,47 @@ def preferred() -> bool:
     """Whether ``precision="auto"`` picks Winograd on this CPU: NNPACK runs here and PyTorch dispatches
     to AVX2 (an AVX2-only CPU, or one capped to AVX2). With AVX-512, oneDNN's direct kernels (or bf16)
     are the measured choice, and Winograd was not measured there."""
+    import torch
+
     return torch.backends.cpu.get_cpu_capability() == "AVX2" and available()[0]
 
 
-def eligible(m: nn.Module) -> bool:
+def eligible(m) -> bool:
     """A float convolution NNPACK's Winograd kernels compute: 3 × 3, stride 1, no dilation, one group,
     zero padding of 0-2 px."""
+    from torch import nn
+
     pad = m.padding if isinstance(m, nn.Conv2d) else None
     return (type(m) is nn.Conv2d and tuple(m.kernel_size) == (3, 3) and tuple(m.stride) == (1, 1)
             and tuple(m.dilation) == (1, 1) and m.groups == 1 and m.padding_mode == "zeros"
             and isinstance(pad, tuple) and all(0 <= p <= 2 for p in pad))
 
 
-def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding) -> torch.Tensor:
+def conv(x, weight, bias, padding):
     """``F.conv2d(x, weight, bias, 1, padding)`` by NNPACK's Winograd kernels (float32, CPU; NCHW out)."""
+    import torch
+
     return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, list(padding), [1, 1])
 
 
-class WinogradConv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` (3 × 3, stride 1) whose forward pass is NNPACK's Winograd convolution."""
+def __getattr__(name: str):
+    """``WinogradConv2d``: an ``nn.Conv2d`` (3 × 3, stride 1) whose forward pass is NNPACK's Winograd
+    convolution, defined on first use so that importing this module does not load torch."""
+    if name != "WinogradConv2d":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if "class" not in _STATE:
+        from torch import nn
 
-    def forward(self, x):
-        return conv(x, self.weight, self.bias, self.padding)
+        class WinogradConv2d(nn.Conv2d):
+            def forward(self, x):
+                return conv(x, self.weight, self.bias, self.padding)
+
+        WinogradConv2d.__module__ = __name__
+        _STATE["class"] = WinogradConv2d
+    return _STATE["class"]
 
 
-def winograd_convs(module: nn.Module) -> tuple[nn.Module, int]:
+def winograd_convs(module) -> tuple:
     """(a float32 CPU copy of ``module`` with every eligible convolution a ``WinogradConv2d``, how many).
     Raises ``RuntimeError`` where NNPACK is unavailable (``available()`` says why)."""
     ok, why = available()
@@ -81,7 +98,7 @@ def winograd_convs(module: nn.Module) -> tuple[nn.Module, int]:
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if eligible(child):
-                w = WinogradConv2d(child.in_channels, child.out_channels, 3, 1, child.padding,
+                w = __getattr__("WinogradConv2d")(child.in_channels, child.out_channels, 3, 1, child.padding,
                                    bias=child.bias is not None)
                 w.load_state_dict(child.state_dict())
                 setattr(parent, name, w.train(child.training))
