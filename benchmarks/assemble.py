@@ -13,7 +13,7 @@ ORDER = [
     ("Real tissue: the bundled node model pcam-nodes on held-out phantoms and a real non-node slide (issue 15)",
      "pcam_nodes.md"),
     ("Phantom realism: real-textured vs procedural phantoms against real PCam patches (issue 15)", "phantom_realism.md"),
-    ("Tumour map engine on AVX2-only cores: float32 and int8 vs the original (issue 20)", "tumour_engine_avx2.md"),
+    ("Tumour map engine on AVX2-only cores: float32 (direct and Winograd) and int8 vs the original (issue 20)", "tumour_engine_avx2.md"),
     ("Inference backends, CPU capped to AVX2 (issue 20)", "tumour_backends_avx2.md"),
     ("Inference backends, the full CPU: AVX-512 with VNNI and BF16 (issue 20)", "tumour_backends.md"),
     ("tmln analyze end to end on AVX2-only cores (issue 20)", "analyze_avx2.md"),
