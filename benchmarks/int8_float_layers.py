@@ -36,6 +36,8 @@ VARIANTS = [
     ("stage 4 + head float32", ("features.7", "head")),
     ("stem + stage 4 + head float32", ("features.0", "features.7", "head")),
     ("stages 3-4 + head float32", ("features.6", "features.7", "head")),
+    ("stem + stage 1 float32 (stages 2-4 + head int8)", ("features.0", "features.4")),
+    ("stem + stages 1-2 float32 (stages 3-4 + head int8)", ("features.0", "features.4", "features.5")),
 ]
 
 
