@@ -29,7 +29,7 @@ def _precision_option(help: str):
 precision_option = _precision_option(
     "Tumour classifier arithmetic. auto = bf16 where the device runs it natively (CUDA with bf16, "
     "CPUs with AVX512-BF16 or AMX), fp16 on older CUDA, fp32-winograd on CPUs without AVX-512 (float32, "
-    "3x3 convolutions by NNPACK's Winograd kernels: ~1.3x fp32 there, probabilities within 1e-4), else fp32; "
+    "3x3 convolutions by NNPACK's Winograd kernels: ~1.2x fp32 there, probabilities within 1e-5), else fp32; "
     "int8 = quantised, on x86 CPUs with AVX2 (about 2x fp32 there; calibrated on tiles of each slide, recorded "
     "in the map's sidecar; changes ~1 % of thresholded pixels, so never chosen by auto); fp32 (direct "
     "convolutions) gives the same maps on every machine.")

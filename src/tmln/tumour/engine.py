@@ -98,7 +98,7 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
     precision : ``"auto"`` (``tmln.infer.precision``): bfloat16 autocast where the device runs it
         natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), float16 on older CUDA, float32 with
         Winograd 3 x 3 convolutions on CPUs PyTorch runs with AVX2 (``"fp32-winograd"``, NNPACK:
-        probabilities within ~1e-4 of direct float32), float32 on other CPUs; or ``"fp32"`` (direct
+        probabilities within ~1e-5 of direct float32), float32 on other CPUs; or ``"fp32"`` (direct
         convolutions, the same results on every machine), ``"fp32-winograd"``, ``"bf16"``, ``"fp16"``, or
         ``"int8"`` (x86 CPUs with AVX2, streamed and dense methods: about 2x float32 on AVX2, calibrated on
         a few tiles of this slide, recorded in ``info["int8"]``; not a default, its thresholded maps
