@@ -391,6 +391,12 @@ def machine() -> str:
             f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (shared machine)")
 
 
+def _env_caps() -> list:
+    """The environment a run was made under that changes its figures (instruction-set caps, thread waits)."""
+    return [f"{v}={os.environ[v]}" for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_WAIT_POLICY",
+                                             "OMP_NUM_THREADS") if os.environ.get(v)]
+
+
 def _isa_native() -> str:
     import subprocess as sp
 
@@ -410,7 +416,7 @@ def _workers_text(workers, cuda: bool) -> str:
 
 def report(args, thr, rss, e2e) -> str:
     lines = ["# Tumour-map engine benchmark", "",
-             f"Command: `{' '.join(['.venv/bin/python'] + sys.argv)}`  ",
+             f"Command: `{' '.join(_env_caps() + ['.venv/bin/python'] + sys.argv)}`  ",
              f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
              f"Model: {MODEL_TEXT}; phantom slides at 0.25 µm/px "
              "(`tmln.phantom.make_slide`, seed 0).", ""]
