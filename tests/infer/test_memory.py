@@ -46,7 +46,7 @@ def test_release_can_be_turned_off(monkeypatch):
 
 def test_release_runs_at_most_once_per_interval(monkeypatch):
     """The runners call it per tile: a full collection (~0.15 s with torch loaded) per 256 px tile had
-    made a 672-tile dense map take 120 s instead of 16."""
+    made a 672-tile dense map take 120 s instead of 12."""
     monkeypatch.delenv("TMLN_MALLOC_TRIM", raising=False)
     calls = []
     monkeypatch.setattr(memory.gc, "collect", lambda *a: calls.append(1) or 0)

@@ -97,12 +97,12 @@ def test_relu_is_fused_into_the_layer_it_alone_follows_with_the_same_output():
     net = StreamedNet(dense)
     assert net.fused == 17  # stem, 8 blocks x (conv1 -> relu, add -> relu); 8 additions into conv2's rows
     x = torch.randn(1, 3, 200, 160)
-    original = S._fuse_relu
+    original = S._fuse_in_place
     try:
-        S._fuse_relu = lambda nodes: 0
+        S._fuse_in_place = lambda nodes: 0
         plain = StreamedNet(dense)
     finally:
-        S._fuse_relu = original
+        S._fuse_in_place = original
     assert plain.fused == 0
     with torch.no_grad():
         a = torch.cat([r for _, r in net.run(iter([x[:, :, i : i + 50] for i in range(0, 200, 50)]), 200, 160)], 2)

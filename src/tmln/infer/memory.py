@@ -9,7 +9,7 @@ slide five times in one process (float32 ResNet-18), resident memory after each 
 (benchmarks/results/tumour_map_memory.md). It runs the cyclic collector, then glibc's
 ``malloc_trim(0)``; the tumour engine calls it after each streamed segment, tile batch and grid tile,
 at most once per ``EVERY_S`` seconds (``every_s``): a full collection costs 0.15-0.2 s once torch is
-loaded, which per 256 px tile had made a dense map of 672 tiles take 120 s instead of 16 (the node
+loaded, which per 256 px tile had made a dense map of 672 tiles take 120 s instead of 12 (the node
 U-Net at 8 µm/px holds little). ``TMLN_MALLOC_TRIM=0`` turns it off (the benchmark's side-by-side);
 where the C library is not glibc only the collector runs.
 """

@@ -130,11 +130,11 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         else:
             plan = plan_grid(slide, card.mpp, card.patch_size, grid_stride,
                              tile_size or (DEFAULT_TILE_CUDA if cuda else DEFAULT_TILE_CPU))
+        if prec == P.WINOGRAD and dense is None and precision == "auto":
+            prec = "fp32"  # patch by patch (grid), Winograd was slower: 96 px patches are too small for its tiles
         roi = roi_cells(slide, plan.shape, plan.stride_level0, plan.origin_level0, mask, node_polygons, tissue)
         run = Run(slide, card, plan, roi, transform, dev, P.amp_dtype(prec),
                   default_workers(cuda) if num_workers is None else max(0, int(num_workers)), progress)
-        if prec == P.WINOGRAD and dense is None and precision == "auto":
-            prec = "fp32"  # patch by patch (grid), Winograd was slower: 96 px patches are too small for its tiles
         if prec == P.WINOGRAD:  # float32, 3 x 3 convolutions by NNPACK's Winograd kernels
             dense, streamed, module = _winograd_forms(dense, streamed, module)
         int8 = None

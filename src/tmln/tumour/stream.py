@@ -114,7 +114,7 @@ class StreamedNet:
             for j in n.inputs:
                 self.nodes[j].consumers.append(i)
         self._arg_index = index
-        self.fused = _fuse_relu(self.nodes)
+        self.fused = _fuse_in_place(self.nodes)
 
     # ------------------------------------------------------------------ geometry
     def heights(self, height: int) -> list[int]:
@@ -248,7 +248,7 @@ class StreamedNet:
             buf[:] = [None] * len(buf)
 
 
-def _fuse_relu(nodes: list) -> int:
+def _fuse_in_place(nodes: list) -> int:
     """Layer fusions that keep the values bit for bit and save a tensor and a pass over memory each:
     an addition is computed into the fresh output of the float convolution it alone consumes, and a
     ReLU is applied in place to the fresh output of the float convolution or addition it alone
@@ -279,12 +279,12 @@ def _add_into(fn, pos: int):
     """``a + b`` computed into operand ``pos``, a convolution's fresh rows that nothing else reads: the
     same sum (float addition commutes exactly), no new tensor."""
     def add(*args):
-        a = args[pos] if len(args) == 2 else None
-        b = args[1 - pos] if len(args) == 2 else None
-        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-                and a.dtype == b.dtype and not a.is_quantized):
-            return fn(*args)
-        return a.add_(b)
+        if len(args) == 2:
+            a, b = args[pos], args[1 - pos]
+            if (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                    and a.dtype == b.dtype and not a.is_quantized):
+                return a.add_(b)
+        return fn(*args)
 
     return add
 
