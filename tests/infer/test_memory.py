@@ -56,3 +56,17 @@ def test_release_runs_at_most_once_per_interval(monkeypatch):
     monkeypatch.setattr(memory, "_last", [memory.time.monotonic() - 61.0])
     memory.release_freed(every_s=60.0)
     assert calls == [1, 1]
+
+
+def test_the_collector_can_run_less_often_than_the_trim(monkeypatch):
+    """The engine's end-of-map release: glibc's trim every map, the costly collector at most every 30 s."""
+    monkeypatch.delenv("TMLN_MALLOC_TRIM", raising=False)
+    calls = []
+    monkeypatch.setattr(memory.gc, "collect", lambda *a: calls.append(1) or 0)
+    memory.release_freed()
+    assert calls == [1]
+    ran = memory.release_freed(collect_every_s=60.0)
+    assert calls == [1] and ran == sys.platform.startswith("linux")  # trimmed, not collected
+    monkeypatch.setattr(memory, "_last_collect", [memory.time.monotonic() - 61.0])
+    memory.release_freed(collect_every_s=60.0)
+    assert calls == [1, 1]

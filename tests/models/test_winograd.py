@@ -104,3 +104,53 @@ def test_the_cli_lets_openmp_threads_sleep_only_where_winograd_is_the_default(mo
         import os
 
         assert os.environ.get("OMP_WAIT_POLICY") == expected
+
+
+@needs_nnpack
+def test_kernels_transformed_once_give_pytorchs_nnpack_values_bit_for_bit():
+    """``Winograd3x3`` calls NNPACK with the kernel transformed once: the same values as PyTorch's
+    wrapper (which transforms it per call), with the rows of padding and the ReLU done inside NNPACK."""
+    assert winograd._nnpack() is not None  # the entry point is exported and agreed on a first check
+    torch.manual_seed(3)
+    conv = nn.Conv2d(24, 40, 3, padding=1).eval()
+    k = winograd.Winograd3x3(conv.weight, conv.bias, conv.padding)
+    assert k.kernel is not None and k.kernel.numel() >= 40 * 24 * 64  # transformed: C_out x C_in x 8 x 8 floats
+    x = torch.randn(3, 24, 11, 29)
+    with torch.no_grad():
+        for top, bottom in ((1, 1), (0, 1), (1, 0), (0, 0), (2, 0)):
+            ref = winograd.conv(nn.functional.pad(x, (0, 0, top, bottom)), conv.weight, conv.bias, (0, 1))
+            assert torch.equal(k(x, top, bottom), ref), (top, bottom)
+            assert torch.equal(k(x, top, bottom, relu=True), ref.relu())
+        torch.testing.assert_close(k(x), conv(x), rtol=1e-4, atol=1e-4)  # the layer's own padding by default
+
+
+@needs_nnpack
+def test_without_the_entry_point_pytorchs_wrapper_gives_the_same_values(monkeypatch):
+    torch.manual_seed(4)
+    conv = nn.Conv2d(8, 16, 3, padding=1, bias=False).eval()
+    x = torch.randn(1, 8, 9, 14)
+    fast = winograd.Winograd3x3(conv.weight, conv.bias, conv.padding)
+    monkeypatch.setitem(winograd._STATE, "api", None)
+    slow = winograd.Winograd3x3(conv.weight, conv.bias, conv.padding)
+    assert slow.kernel is None
+    with torch.no_grad():
+        assert torch.equal(slow(x, 0, 1, relu=True), fast(x, 0, 1, relu=True))
+
+
+@needs_nnpack
+def test_a_layer_retransforms_when_its_weights_change_and_copies_leave_the_transform_behind():
+    import copy
+
+    layer, _ = winograd.winograd_convs(nn.Sequential(nn.Conv2d(4, 6, 3, padding=1)))
+    w = layer[0]
+    x = torch.randn(1, 4, 10, 10)
+    with torch.no_grad():
+        a = w(x)
+        first = w.kernels()
+        assert w.kernels() is first  # built once
+        w.weight.mul_(2.0)
+        assert w.kernels() is not first
+        torch.testing.assert_close(w(x), nn.functional.conv2d(x, w.weight, w.bias, 1, 1), rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(w(x), a)
+    c = copy.deepcopy(w)
+    assert "_winograd" not in c.__dict__ and torch.equal(c(x), w(x))

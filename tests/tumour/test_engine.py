@@ -300,3 +300,38 @@ def test_96px_classifier_at_097_is_streamed_on_slides_of_any_resolution(tmp_path
     inner = (slice(lo, ref.shape[0] - lo), slice(lo, ref.shape[1] - lo))
     assert ref[inner].size >= 25
     assert np.abs(pm.array[inner] - ref[inner]).max() < 1e-5
+
+
+def test_a_models_forms_are_built_once_and_rebuilt_when_its_weights_change(tmp_path, monkeypatch):
+    """A cohort maps every slide with one model: the dense and streamed forms are kept for the last model
+    (tmln.tumour.engine._cached), and changed weights are never served from the old forms."""
+    import os
+
+    from tmln.models.card import save_model_dir
+    from tmln.tumour import engine
+
+    path = write_slide(tmp_path / "c.tif", texture(256, 256, seed=5), 0.5)
+    net, c = small_resnet(), card(patch=96)
+    builds, loads = [], []
+    real_forms, real_load = engine._forms, engine.load_classifier
+    monkeypatch.setattr(engine, "_forms", lambda *a: builds.append(1) or real_forms(*a))
+    monkeypatch.setattr(engine, "load_classifier", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    kw = dict(mask=None, num_workers=0, device="cpu", precision="fp32")
+    a = tumour_map(path, (net, c), **kw)
+    assert np.array_equal(tumour_map(path, (net, c), **kw).array, a.array) and len(builds) == 1
+    with torch.no_grad():
+        net.fc.bias.add_(2.0)  # the same module, new weights (one output: sigmoid)
+    b = tumour_map(path, (net, c), **kw)
+    assert len(builds) == 2 and np.nanmin(b.array - a.array) > 0.05  # the new weights' map
+    fresh = small_resnet()
+    fresh.load_state_dict(net.state_dict())
+    assert np.array_equal(tumour_map(path, (fresh, c), **kw).array, b.array) and len(builds) == 3
+
+    d = save_model_dir(tmp_path / "model", build_classifier("resnet18", 1).state_dict(), c)
+    tumour_map(path, d, **kw)
+    tumour_map(path, d, **kw)
+    assert len(loads) == 1  # a model directory is loaded once while its files are unchanged
+    w = next(p for p in d.iterdir() if p.suffix == ".safetensors")
+    os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 10 ** 9))
+    tumour_map(path, d, **kw)
+    assert len(loads) == 2

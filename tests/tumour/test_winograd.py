@@ -66,3 +66,27 @@ def test_node_unet_in_winograd_stays_the_float32_map():
     a, b = ref.predict(img), w.predict(img)
     assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
     assert not any(isinstance(m, winograd.WinogradConv2d) for m in net.modules())  # the loaded net is untouched
+
+
+def test_streamed_rows_with_transformed_kernels_equal_pytorchs_nnpack_wrapper(monkeypatch):
+    """The executor hands NNPACK the rows of padding and the ReLU after a convolution; the kernels are
+    transformed once. Bit for bit what PyTorch's NNPACK wrapper gives with the executor's own padding."""
+    api = winograd._nnpack()
+    assert api is not None
+    dense = P.form(dense_form(small_resnet(seed=2).eval()), P.WINOGRAD)
+    fast = StreamedNet(dense)
+    assert fast.fused > 0 and any(n.pads_rows and n.fn is not n.relu_fn for n in fast.nodes)
+    assert any(n.pads_rows and n.relu_fn is not None and n.fn is n.relu_fn for n in fast.nodes)  # ReLU in NNPACK
+    monkeypatch.setitem(winograd._STATE, "api", None)  # PyTorch's wrapper, kernels transformed per call
+    slow = StreamedNet(dense)
+    x = torch.randn(1, 3, 260, 200)
+
+    def stream(net):
+        with torch.no_grad():
+            return torch.cat([r for _, r in net.run(iter([x[:, :, i : i + 100] for i in range(0, 260, 100)]), 260, 200,
+                                                     chunk=6)], 2)
+
+    monkeypatch.setitem(winograd._STATE, "api", api)
+    a = stream(fast)
+    monkeypatch.setitem(winograd._STATE, "api", None)
+    assert torch.equal(a, stream(slow))

@@ -27,12 +27,14 @@ EVERY_S = 30.0  # the runners' per-tile calls release at most this often (second
 
 _trim: list = []
 _last = [float("-inf")]
+_last_collect = [float("-inf")]
 
 
-def release_freed(every_s: float = 0.0) -> bool:
+def release_freed(every_s: float = 0.0, collect_every_s: float = 0.0) -> bool:
     """The cyclic garbage collected, then glibc's ``malloc_trim(0)``: free heap pages back to the
     system. True when the trim ran. ``every_s``: nothing is done (False) when the last release was
-    less than that many seconds ago."""
+    less than that many seconds ago; ``collect_every_s``: the collector (the costly part) is skipped
+    when it last ran less than that many seconds ago (the trim still runs)."""
     if not _trim:
         _trim.append(_load_trim())
     fn = _trim[0]
@@ -41,7 +43,9 @@ def release_freed(every_s: float = 0.0) -> bool:
     now = time.monotonic()
     if now - _last[0] < every_s:
         return False
-    gc.collect()  # tensors held only by reference cycles (traced graphs, generators) go first
+    if now - _last_collect[0] >= collect_every_s:
+        gc.collect()  # tensors held only by reference cycles (traced graphs, generators) go first
+        _last_collect[0] = time.monotonic()
     _last[0] = time.monotonic()
     if fn is None:
         return False

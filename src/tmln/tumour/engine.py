@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -46,11 +47,12 @@ import torch
 from tmln.device import select_device
 from tmln.errors import TmlnError
 from tmln.infer import precision as P
-from tmln.infer.memory import release_freed
+from tmln.infer.memory import EVERY_S, release_freed
 from tmln.infer.plan import plan_dense, plan_grid
 from tmln.infer.readers import default_workers
 from tmln.infer.roi import MASKS, roi_cells
 from tmln.models.backend import cpu_isa
+from tmln.models.card import resolve_model_dir
 from tmln.models.classifier import input_transform, load_classifier
 from tmln.slide import Slide
 from tmln.tumour.dense import dense_form
@@ -68,7 +70,7 @@ STRIP_WIDTH_CPU = 4096
 STRIP_WIDTH_CUDA = 8192
 BAND_PX = 512
 CHUNK_CPU = 4
-CHUNK_CPU_WINOGRAD = 8  # NNPACK's 8 x 8 Winograd tiles waste less on taller bands (measured: 1.36x vs 1.27x at 4)
+CHUNK_CPU_WINOGRAD = 6  # output rows per step: NNPACK computes 6 × 6 output tiles, so 6 rows (6, 12, 24, 48 in the stages) waste none (measured: 1.04x vs 8)
 CHUNK_CUDA = 32
 
 
@@ -119,7 +121,8 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         transform = input_transform(card)
         _ = slide.mpp  # MissingMppError early, naming the slide
         cuda = dev.type == "cuda"
-        dense, streamed = _forms(module, card, transform, method, dev)
+        key = (card.patch_size, transform.has_stain, method, str(dev))
+        dense, streamed = _cached(module, ("float",) + key, lambda: _forms(module, card, transform, method, dev))
         prec = P.resolve(precision, dev, int8_ok=dense is not None,
                          why_not_int8=f"{card.architecture!r} runs patch by patch (method grid)")
         if dense is not None:
@@ -136,7 +139,8 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
         run = Run(slide, card, plan, roi, transform, dev, P.amp_dtype(prec),
                   default_workers(cuda) if num_workers is None else max(0, int(num_workers)), progress)
         if prec == P.WINOGRAD:  # float32, 3 x 3 convolutions by NNPACK's Winograd kernels
-            dense, streamed, module = _winograd_forms(dense, streamed, module)
+            dense, streamed, module = _cached(module, ("winograd",) + key,
+                                              lambda: _winograd_forms(dense, streamed, module))
         int8 = None
         if prec == "int8":  # calibrated on tiles of this slide's region of interest (tmln.models.backend)
             dense, streamed, int8 = int8_dense(dense, streamed, slide, card, transform, roi, plan.stride_level0,
@@ -155,7 +159,9 @@ def tumour_map(slide, model, mask: str | None = "tissue", node_polygons: Sequenc
                 prob = run_grid(run, module, batch_size or 64)
         prob = prob.astype(np.float32, copy=False)
         prob[~roi] = np.nan
-        release_freed()  # the logits and the network's buffers, once per map (tmln.infer.memory)
+        # the logits and the network's buffers, once per map; the collector at most every EVERY_S s: with the
+        # model's forms kept (``_cached``) a map leaves no large cycles, and a collection costs 0.15-0.2 s
+        release_freed(collect_every_s=EVERY_S)  # (tmln.infer.memory)
         run.timing["total_s"] = time.perf_counter() - t_start
         info = {
             "method": plan.method, "stride_px": plan.stride, "patch_size": card.patch_size, "model_mpp": card.mpp,
@@ -181,8 +187,17 @@ def _load(model, dev):
         module, card = model
         name = str(card.params.get("name", card.architecture)) if isinstance(card.params, dict) else ""
         return module.to(dev).eval(), card, name
-    module, card = load_classifier(model, device=dev)
+    d = resolve_model_dir(model)
+    files = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in d.iterdir() if f.is_file()))
+    key = (str(d.resolve()), str(dev), files)
+    if _LOADED.get("key") != key:  # a cohort maps every slide with one model: loaded once while unchanged
+        _LOADED.clear()
+        _LOADED.update(key=key, model=load_classifier(d, device=dev))
+    module, card = _LOADED["model"]
     return module, card, str(model)
+
+
+_LOADED: dict = {}  # the last model loaded from a directory (``_load``): its key and (module, card)
 
 
 def _forms(module, card, transform, method: str, dev):
@@ -201,6 +216,28 @@ def _forms(module, card, transform, method: str, dev):
         if streamed is None and method == "stream":
             raise TmlnError(f"architecture {card.architecture!r} cannot be streamed ({why}); use method='dense'")
     return dense, streamed
+
+
+_LAST: dict = {}  # the forms built for the last model mapped (``_cached``)
+
+
+def _cached(module, key, build):
+    """``build()`` for ``module`` and ``key``, kept while the last model mapped is ``module`` with the same
+    weights: a cohort maps every slide with one model, and building its forms (fusing, tracing, checking
+    the streamed net, Winograd kernel transforms) took 0.6 s of a ResNet-18 map. Only one model's
+    forms are kept (a few hundred MB with Winograd kernels); new or changed weights rebuild them."""
+    try:
+        mark = tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
+    except RuntimeError:  # inference tensors keep no version counter: not cached
+        return build()
+    held = _LAST.get("module")
+    if held is None or held() is not module or _LAST.get("mark") != mark:
+        _LAST.clear()
+        _LAST.update(module=weakref.ref(module), mark=mark, forms={})
+    forms = _LAST["forms"]
+    if key not in forms:
+        forms[key] = build()
+    return forms[key]
 
 
 def _winograd_forms(dense, streamed, module):

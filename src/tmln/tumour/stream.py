@@ -65,6 +65,8 @@ class _Node:
     p: int = 0
     pad_value: float = 0.0
     conv: bool = False  # a float convolution (its output is a fresh tensor a ReLU may overwrite)
+    pads_rows: bool = False  # fn(x, top, bottom) adds the rows of zero padding itself
+    relu_fn: Callable | None = None  # fn with the ReLU that follows it fused in
     consumers: list = field(default_factory=list)
 
 
@@ -214,9 +216,12 @@ class StreamedNet:
                 ensure(i, hi)
                 x = rows(i, max(lo, 0), min(hi, hs[i]))
                 top, bottom = max(0, -lo), max(0, hi - hs[i])
-                if top or bottom:
-                    x = _pad_rows(x, top, bottom, n.pad_value)
-                y = n.fn(x)
+                if n.pads_rows:
+                    y = n.fn(x, top, bottom)
+                else:
+                    if top or bottom:
+                        x = _pad_rows(x, top, bottom, n.pad_value)
+                    y = n.fn(x)
             else:
                 sl = {}
                 for i in n.inputs:
@@ -270,7 +275,7 @@ def _fuse_in_place(nodes: list) -> int:
         p = nodes[j]
         if p.consumers != [i] or not (p.kind == "window" and p.conv or j in adds):
             continue
-        p.fn, n.fn = _then_relu(p.fn), _rows_of
+        p.fn, n.fn = p.relu_fn or _then_relu(p.fn), _rows_of
         n_fused += 1
     return n_fused
 
@@ -383,12 +388,15 @@ def _window(name: str, m: nn.Module, ins: list) -> _Node:
 
         value = 0.0
     elif isinstance(m, winograd.WinogradConv2d):  # float32 by NNPACK's Winograd kernels (tmln.models.winograd)
-        w, bias = m.weight, m.bias
+        kern = m.kernels()  # transformed once; NNPACK pads the rows beyond the strip and may apply the ReLU
 
-        def fn(x):
-            return winograd.conv(x, w, bias, (0, p[1]))
+        def fn(x, top=0, bottom=0):
+            return kern(x, top, bottom)
 
-        value = 0.0
+        def relu_fn(x, top=0, bottom=0):
+            return kern(x, top, bottom, relu=True)
+
+        return _Node(name, "window", ins, fn, k=3, s=1, p=p[0], conv=True, pads_rows=True, relu_fn=relu_fn)
     elif isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros":
             raise NotStreamable(f"{name}: padding_mode={m.padding_mode}")
