@@ -154,3 +154,30 @@ def test_a_layer_retransforms_when_its_weights_change_and_copies_leave_the_trans
         assert not torch.allclose(w(x), a)
     c = copy.deepcopy(w)
     assert "_winograd" not in c.__dict__ and torch.equal(c(x), w(x))
+
+
+@needs_nnpack
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
+def test_a_forked_child_gets_its_own_thread_pool():
+    """Fork copies no threads: a forked child (a reader, a Dask worker) builds its own NNPACK thread pool
+    and computes the same values with the parent's transformed kernels."""
+    import multiprocessing as mp
+
+    torch.manual_seed(5)
+    conv = nn.Conv2d(32, 32, 3, padding=1).eval()
+    k = winograd.Winograd3x3(conv.weight, conv.bias, conv.padding)
+    x = torch.randn(1, 32, 96, 96)  # enough tiles for NNPACK to use its threads
+    with torch.no_grad():
+        expected = k(x)
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    parent = winograd._nnpack()
+    child = ctx.Process(target=lambda: q.put((k(x).numpy(), winograd._nnpack() is not parent)))
+    child.start()
+    try:
+        got = q.get(timeout=60)  # read before joining: the child waits until its result is in the pipe
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    assert (got[0] == expected.numpy()).all() and got[1] and child.exitcode == 0

@@ -159,7 +159,9 @@ class _Api:
             raise OSError("pthreadpool_create failed")
         self.local = threading.local()  # per-thread workspace: the transform buffers of one call
 
-    def _call(self, strategy, cin, cout, hw, pad, x, kernel, bias, out, work, size, relu):
+    def _call(self, strategy, layer, work, size, relu):
+        """``layer``: (C_in, C_out, (H, W), (top, right, bottom, left), input, kernel, bias, output pointers)."""
+        cin, cout, hw, pad, x, kernel, bias, out = layer
         st = self.f(self.WT8X8, strategy, cin, cout, self.Size(hw[1], hw[0]), self.Padding(*pad), self.Size(3, 3),
                     self.Size(1, 1), x, kernel, bias, out, work, self.ctypes.byref(size), int(relu), None, self.pool,
                     None)
@@ -173,9 +175,9 @@ class _Api:
         cout, cin = int(weight.shape[0]), int(weight.shape[1])
         size = self.ctypes.c_size_t(0)
         args = (cin, cout, (8, 8), (1, 1, 1, 1), None, weight.data_ptr(), None, None)
-        self._call(self.PRECOMPUTE, *args, None, size, False)  # asks for the size
+        self._call(self.PRECOMPUTE, args, None, size, False)  # asks for the size
         buf = torch.empty(-(-size.value // 4))
-        self._call(self.PRECOMPUTE, *args, buf.data_ptr(), size, False)
+        self._call(self.PRECOMPUTE, args, buf.data_ptr(), size, False)
         return buf
 
     def run(self, x, kernel, bias, out, cin, cout, pad, relu):
@@ -184,17 +186,23 @@ class _Api:
 
         size = self.ctypes.c_size_t(0)
         args = (cin, cout, tuple(x.shape[1:]), pad, x.data_ptr(), kernel.data_ptr(), bias.data_ptr(), out.data_ptr())
-        self._call(self.REUSE, *args, None, size, relu)  # asks for the workspace size
+        self._call(self.REUSE, args, None, size, relu)  # asks for the workspace size
         work = getattr(self.local, "work", None)
         if work is None or work.numel() * 4 < size.value:
             work = self.local.work = torch.empty(-(-size.value // 4))
         size.value = work.numel() * 4
-        self._call(self.REUSE, *args, work.data_ptr(), size, relu)
+        self._call(self.REUSE, args, work.data_ptr(), size, relu)
 
 
 def _nnpack():
     """The ``_Api`` where NNPACK's inference entry point is exported and agrees with PyTorch's wrapper
-    (checked once on a small convolution), else None."""
+    (checked once per process on a small convolution), else None. A forked child builds its own: the
+    parent's pool threads do not exist there."""
+    import os
+
+    if _STATE.get("api_pid") != os.getpid():
+        _STATE.pop("api", None)
+        _STATE["api_pid"] = os.getpid()
     if "api" not in _STATE:
         _STATE["api"] = None
         if available()[0]:

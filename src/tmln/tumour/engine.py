@@ -29,7 +29,9 @@ mask at the output stride (``tmln.infer.plan``); a ``DataLoader`` whose workers 
 is bounded whatever the slide size: the only whole-slide arrays are at the output stride (a 100k ×
 100k px slide at 0.25 µm/px gives a 1563² map at 16 µm/px). Runs on CUDA when available (AMP,
 channels-last), else CPU; results do not depend on tile or strip size, worker count or timing.
-The runners are in ``tmln.tumour.runners``, the map type in ``tmln.tumour.probability_map``.
+The runners are in ``tmln.tumour.runners``, the map type in ``tmln.tumour.probability_map``. Between
+calls the engine keeps the last model's forms (``_cached``) and the last model loaded from a directory
+(``_load``), so that a cohort does not rebuild them per slide.
 """
 
 from __future__ import annotations

@@ -216,12 +216,9 @@ class StreamedNet:
                 ensure(i, hi)
                 x = rows(i, max(lo, 0), min(hi, hs[i]))
                 top, bottom = max(0, -lo), max(0, hi - hs[i])
-                if n.pads_rows:
-                    y = n.fn(x, top, bottom)
-                else:
-                    if top or bottom:
-                        x = _pad_rows(x, top, bottom, n.pad_value)
-                    y = n.fn(x)
+                if (top or bottom) and not n.pads_rows:
+                    x = _pad_rows(x, top, bottom, n.pad_value)
+                y = n.fn(x, top, bottom) if n.pads_rows else n.fn(x)
             else:
                 sl = {}
                 for i in n.inputs:
