@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -192,10 +193,11 @@ def _load(model, dev):
     d = resolve_model_dir(model)
     files = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in d.iterdir() if f.is_file()))
     key = (str(d.resolve()), str(dev), files)
-    if _LOADED.get("key") != key:  # a cohort maps every slide with one model: loaded once while unchanged
-        _LOADED.clear()
-        _LOADED.update(key=key, model=load_classifier(d, device=dev))
-    module, card = _LOADED["model"]
+    with _KEPT_LOCK:
+        if _LOADED.get("key") != key:  # a cohort maps every slide with one model: loaded once while unchanged
+            _LOADED.clear()
+            _LOADED.update(key=key, model=load_classifier(d, device=dev))
+        module, card = _LOADED["model"]
     return module, card, str(model)
 
 
@@ -221,6 +223,7 @@ def _forms(module, card, transform, method: str, dev):
 
 
 _LAST: dict = {}  # the forms built for the last model mapped (``_cached``)
+_KEPT_LOCK = threading.RLock()  # guards _LAST and _LOADED
 
 
 def _cached(module, key, build):
@@ -232,14 +235,15 @@ def _cached(module, key, build):
         mark = tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
     except RuntimeError:  # inference tensors keep no version counter: not cached
         return build()
-    held = _LAST.get("module")
-    if held is None or held() is not module or _LAST.get("mark") != mark:
-        _LAST.clear()
-        _LAST.update(module=weakref.ref(module), mark=mark, forms={})
-    forms = _LAST["forms"]
-    if key not in forms:
-        forms[key] = build()
-    return forms[key]
+    with _KEPT_LOCK:  # maps made in several threads of one process share the entry
+        held = _LAST.get("module")
+        if held is None or held() is not module or _LAST.get("mark") != mark:
+            _LAST.clear()
+            _LAST.update(module=weakref.ref(module), mark=mark, forms={})
+        forms = _LAST["forms"]
+        if key not in forms:
+            forms[key] = build()
+        return forms[key]
 
 
 def _winograd_forms(dense, streamed, module):
