@@ -15,8 +15,8 @@ of the slide being mapped. It runs ResNet-18 about 2x as fast as float32 on AVX2
 with VNNI) but is **not** chosen by ``auto``: its thresholded maps differ from float32 in 0.8-1.3 %
 of pixels on real tissue (pcam-tumour), more than the 0.5 % a default may change
 (``benchmarks/results/tumour_backends.md``). ONNX Runtime and OpenVINO were measured and lost (same
-page): in float32 neither is faster than PyTorch with Winograd convolutions (1.23x and 1.13x direct
-float32 on a band, against 1.24x), neither can run the row-streamed network (they would pay the
+page): in float32 neither is faster than PyTorch with Winograd convolutions (1.20x and 1.08x direct
+float32 on a band, against 1.33x), neither can run the row-streamed network (they would pay the
 receptive-field margin per tile), and ONNX Runtime cannot be held to AVX2.
 
 The calibration's statistics (observer histograms, tensors only: nothing that runs code) are cached
