@@ -181,3 +181,16 @@ def test_a_forked_child_gets_its_own_thread_pool():
         if child.is_alive():
             child.kill()
     assert (got[0] == expected.numpy()).all() and got[1] and child.exitcode == 0
+
+
+@needs_nnpack
+def test_the_thread_pool_follows_torchs_thread_count():
+    """A process that lowers PyTorch's threads (a one-thread Dask worker) gets a pool of that size."""
+    n = torch.get_num_threads()
+    first = winograd._nnpack()
+    try:
+        torch.set_num_threads(2 if n == 1 else 1)
+        assert winograd._nnpack() is not first and winograd._nnpack() is winograd._nnpack()
+    finally:
+        torch.set_num_threads(n)
+    assert winograd._nnpack() is not None

@@ -96,7 +96,7 @@ class Winograd3x3:
         self.padding = (int(padding[0]), int(padding[1]))
         self.weight = weight.detach().float().contiguous()
         self.bias = (bias.detach().float() if bias is not None else torch.zeros(self.out_channels)).contiguous()
-        self.kernel = None  # transformed kernel (float32 tensor used as NNPACK's buffer), built on first call
+        self.kernel = None  # the transformed kernel (a float32 tensor as NNPACK's buffer), where precomputed
         api = _nnpack()
         if api is not None and self.out_channels * self.in_channels * 64 * 4 <= PRECOMPUTE_MAX_MB * 2 ** 20:
             self.kernel = api.transform(self.weight)
@@ -196,13 +196,17 @@ class _Api:
 
 def _nnpack():
     """The ``_Api`` where NNPACK's inference entry point is exported and agrees with PyTorch's wrapper
-    (checked once per process on a small convolution), else None. A forked child builds its own: the
-    parent's pool threads do not exist there."""
+    (checked once per process on a small convolution), else None. Its thread pool follows
+    ``torch.get_num_threads()`` (a new one where that changed), and a forked child builds its own (the
+    parent's pool threads do not exist there)."""
     import os
 
-    if _STATE.get("api_pid") != os.getpid():
+    import torch
+
+    owner = (os.getpid(), torch.get_num_threads())
+    if _STATE.get("api_owner") != owner:
         _STATE.pop("api", None)
-        _STATE["api_pid"] = os.getpid()
+        _STATE["api_owner"] = owner
     if "api" not in _STATE:
         _STATE["api"] = None
         if available()[0]:
