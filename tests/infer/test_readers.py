@@ -1,6 +1,7 @@
 """tmln.infer.readers: tiles of a slide at a µm/px, in this process or in reader processes."""
 
 import numpy as np
+import pytest
 
 from tmln.infer.readers import default_workers
 
@@ -47,3 +48,37 @@ def test_tile_reader_reads_the_same_tiles_in_reader_processes(tmp_path):
         np.testing.assert_array_equal(t[:20, 10:], img[180:200, 0:22])
         stained = TileReader(s, locs[:1], (8, 8), 1.0, stain=lambda rgb: 255 - rgb)
         np.testing.assert_array_equal(stained.read(0), 255 - img[:8, :8])
+
+
+def test_prefetched_keeps_order_passes_errors_and_stops_when_the_consumer_does():
+    import threading
+
+    from tmln.infer.readers import prefetched
+
+    assert list(prefetched(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("tile 2 is truncated")
+
+    got = []
+    with pytest.raises(ValueError, match="truncated"):
+        for x in prefetched(failing()):
+            got.append(x)
+    assert got == [1]
+    closed = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.append(True)
+
+    it = prefetched(endless(), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # the consumer stops early: the producer thread ends and closes its source
+    assert closed == [True]
+    assert not any(t.name == "tmln-prefetch" for t in threading.enumerate())

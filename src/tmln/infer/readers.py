@@ -3,7 +3,8 @@
 ``TileReader`` is a map-style dataset of tiles that reads through the caller's ``Slide`` in the
 caller's process and pickles as the slide's path (and µm/px override): a reader process opens its
 own ``Slide`` on first use, never touching a handle inherited from its parent, and closes it when
-the reading ends (``close``). ``loader`` runs it through a ``DataLoader`` (in order);
+the reading ends (``close``). ``loader`` runs it through a ``DataLoader`` (in order), and
+``prefetched`` keeps in-process reading one tile ahead of the model in a thread;
 ``default_workers`` is how many reader processes both models use by default. For the node U-Net,
 ``array_reader`` / ``SlideReader`` give tiles in model px, white (glass) outside the image.
 """
@@ -110,6 +111,57 @@ def read_all(data: TileReader, num_workers: int, pin: bool = False) -> Iterator:
         data.close()
 
 
+def prefetched(items: Iterator, depth: int = 1) -> Iterator:
+    """``items``, produced by a thread that stays up to ``depth`` items ahead of the consumer: with
+    reading in the model's process, a tile is decoded (JPEG decoders and file reads release the GIL)
+    while the previous one is computed. Exceptions reach the consumer; stopping early stops the thread."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    end = object()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+        except BaseException as e:  # handed to the consumer
+            q.put((end, e))
+            return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None and stop.is_set():
+                close()
+        q.put((end, None))
+
+    thread = threading.Thread(target=produce, name="tmln-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is end:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
 def mp_context():
     """Reader processes: ``fork`` where available (no re-import of the caller's main module; each
     reader opens its own slide handle), else the platform default."""
@@ -122,7 +174,9 @@ def default_workers(cuda: bool = False) -> int:
     """Reader processes by default. On CUDA, half the CPUs (at most 8): the GPU waits on decoding.
     On CPU the model already uses every core, so a reader process only competes with it: none up
     to 4 cores (reading in turn is faster there: measured 4.3 s vs 5.0 s on 2 cores,
-    benchmarks/results/tumour_engine.md), then a quarter of the cores (at most 4)."""
+    benchmarks/results/tumour_engine.md), then a quarter of the cores (at most 4). Without reader
+    processes the tumour engine still reads one tile ahead in a thread (``prefetched``: a streamed
+    Winograd map on 2 AVX2 cores 4.1-4.2 s instead of 4.5-4.8 s)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cuda:
         return max(1, min(8, n // 2))

@@ -19,7 +19,7 @@ from tmln.annotations import is_tumour_label
 from tmln.infer.memory import EVERY_S, release_freed
 from tmln.infer.plan import Plan, needed_cells, strips, tiles_over, trim_tiles
 from tmln.infer.precision import autocast
-from tmln.infer.readers import TileReader, read_all
+from tmln.infer.readers import TileReader, prefetched, read_all
 from tmln.models.card import ModelCard
 from tmln.slide import Slide
 
@@ -44,7 +44,10 @@ class Run:
         (``timing["wait_s"]``) and reading it (``timing["read_s"]``) are counted as they arrive."""
         data = TileReader(self.slide, locations, sizes, self.card.mpp, stain=self.transform.stain)
         t_wait = time.perf_counter()
-        for item in read_all(data, self.workers, self.dev.type == "cuda"):
+        source = read_all(data, self.workers, self.dev.type == "cuda")
+        if not self.workers:  # reading in this process: one tile ahead, in a thread (tmln.infer.readers)
+            source = prefetched(source)
+        for item in source:
             self.timing["wait_s"] += time.perf_counter() - t_wait
             self.timing["read_s"] += item[2]
             yield item
