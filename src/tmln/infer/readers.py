@@ -176,7 +176,7 @@ def default_workers(cuda: bool = False) -> int:
     to 4 cores (reading in turn is faster there: measured 4.3 s vs 5.0 s on 2 cores,
     benchmarks/results/tumour_engine.md), then a quarter of the cores (at most 4). Without reader
     processes the tumour engine still reads one tile ahead in a thread (``prefetched``: a streamed
-    Winograd map on 2 AVX2 cores 4.1-4.2 s instead of 4.5-4.8 s)."""
+    Winograd map on 2 AVX2 cores took 4.20 s instead of 4.34 s, medians of 5 interleaved runs)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cuda:
         return max(1, min(8, n // 2))
