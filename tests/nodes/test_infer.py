@@ -114,3 +114,30 @@ def test_model_predictor_probabilities():
     assert p.shape == (2, 50, 70) and p.min() >= 0 and p.max() <= 1
     lab = seg.instances(p)
     assert lab.shape == (50, 70) and lab.dtype == np.int32
+
+
+def test_segmenter_drops_unsure_instances_as_its_card_says():
+    """``min_node_probability`` in the card's params reaches the instances (NodeSegmenter.instances)."""
+    import torch
+
+    from tmln.models.card import ModelCard
+    from tmln.models.unet import build_unet
+
+    torch.manual_seed(0)
+    yy, xx = np.mgrid[:120, :200]
+    sure = (yy - 60) ** 2 + (xx - 50) ** 2 < 35 ** 2
+    unsure = (yy - 60) ** 2 + (xx - 150) ** 2 < 35 ** 2
+    node = np.where(sure, 0.97, np.where(unsure, 0.62, 0.02)).astype(np.float32)
+    prob = np.stack([node, node])
+    counts = {}
+    for pmin in (0.0, 0.75):
+        card = ModelCard(task="node-segmentation", architecture="unet:tu-mobilenetv3_small_050", mpp=8.0,
+                         patch_size=32, classes=["node", "node_core"],
+                         params={"unet": {"encoder_depth": 3, "decoder_channels": [16, 8, 8]},
+                                 "min_node_probability": pmin})
+        seg = infer.NodeSegmenter((build_unet(card).eval(), card))
+        assert seg.params.min_node_probability == pmin
+        lab = seg.instances(prob)
+        counts[pmin] = int(lab.max())
+        assert lab[60, 50] > 0
+    assert counts == {0.0: 2, 0.75: 1}

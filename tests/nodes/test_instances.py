@@ -1,4 +1,5 @@
-"""Instances from a node mask: touching nodes split, no-split switch, holes, minimum area, fragments."""
+"""Instances from a node mask: touching nodes split, no-split switch, holes, minimum area, minimum mean
+probability, fragments."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from tmln.nodes.instances import (
     InstanceParams, border_stats, fill_holes, instances_from_mask, keeps_border, merge_enclosed, merge_fragments,
-    relabel_sequential, remove_small, split_touching,
+    relabel_sequential, remove_small, remove_unsure, split_touching,
 )
 
 MPP = 8.0  # µm/px
@@ -132,6 +133,46 @@ def test_min_area_in_mm2():
     assert lab.max() == 2
     # the same pixels at 4 µm/px are a quarter of the area: the speck (0.0018 mm²) goes
     assert instances_from_mask(big | small, 4.0, params=InstanceParams(min_node_area_mm2=0.005)).max() == 1
+
+
+def test_min_node_probability_drops_half_node_like_islands():
+    """A node the model is sure of stays; an island it finds only half node-like (mean 0.6) goes when the
+    card asks for a mean node probability of 0.7; without probabilities, or at 0, both stay."""
+    sure = discs([(150, 100)], 50)
+    unsure = discs([(150, 300)], 40)
+    prob = np.where(sure, 0.95, np.where(unsure, 0.6, 0.05)).astype(np.float32)
+    mask = sure | unsure
+    p = InstanceParams(min_node_probability=0.7)
+    lab = instances_from_mask(mask, MPP, params=p, prob=prob)
+    assert lab.max() == 1 and lab[150, 100] == 1 and lab[150, 300] == 0
+    assert instances_from_mask(mask, MPP, params=p).max() == 2  # no probabilities: the rule does not apply
+    assert instances_from_mask(mask, MPP, params=InstanceParams(), prob=prob).max() == 2  # default 0: off
+    assert instances_from_mask(mask, MPP, params=InstanceParams(min_node_probability=0.55), prob=prob).max() == 2
+    with pytest.raises(ValueError, match="shape"):
+        instances_from_mask(mask, MPP, params=p, prob=prob[:, :-1])
+
+
+def test_min_node_probability_ignores_filled_holes():
+    """A node with fatty replacement: a large hole of fat (probability 0.05) filled into the node; the
+    mean over the pixels the model called node (0.95) decides, so the node stays."""
+    node = discs([(150, 150)], 80)
+    fat = discs([(150, 150)], 60)
+    prob = np.where(node & ~fat, 0.95, 0.05).astype(np.float32)
+    mask = prob >= 0.5
+    lab = instances_from_mask(mask, MPP, params=InstanceParams(min_node_probability=0.8), prob=prob)
+    assert lab.max() == 1 and lab[150, 150] == 1  # filled, and kept
+    assert np.asarray(prob)[lab == 1].mean() < 0.8  # the mean over the filled node would have dropped it
+
+
+def test_remove_unsure_uses_the_mean_over_each_instance():
+    lab = np.array([[1, 1, 0, 2, 2], [1, 1, 0, 2, 2]], np.int32)
+    prob = np.array([[0.75, 0.5, 0, 1.0, 0.75], [0.5, 0.25, 0, 0.75, 0.5]], np.float32)  # means 0.5 and 0.75
+    assert np.array_equal(remove_unsure(lab, prob, 0.7), np.where(lab == 2, 2, 0))
+    assert np.array_equal(remove_unsure(lab, prob, 0.5), lab)  # at the threshold: kept
+    assert np.array_equal(remove_unsure(lab, prob, 0.0), lab)
+    where = prob >= 0.5  # instance 1 over its called pixels only: 0.75, 0.5, 0.5 -> 0.583
+    assert np.array_equal(remove_unsure(lab, prob, 0.55, where=where), lab)
+    assert np.array_equal(remove_unsure(lab, prob, 0.55), np.where(lab == 2, 2, 0))
 
 
 def test_hole_filling():

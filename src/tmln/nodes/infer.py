@@ -12,7 +12,7 @@ the tumour engine would use them (``tmln.infer.readers.default_workers``). Preci
 deterministic kernels as the tumour engine's (``tmln.infer.precision``).
 
 Post-processing (``tmln.nodes.instances``): threshold from the card, hole filling, splitting of
-touching nodes, minimum node area in mm². Units: label maps travel with their µm/px (``NodeMap``, a
+touching nodes, minimum node area in mm², minimum mean node probability (both from the card). Units: label maps travel with their µm/px (``NodeMap``, a
 ``tmln.raster.Raster``).
 """
 
@@ -208,7 +208,7 @@ class NodeSegmenter:
         # the core channel goes in as probabilities: the splitter weighs how strongly the model
         # separates two regions, not only whether it does (tmln.nodes.instances)
         core = prob[self.card.classes.index("node_core")] if "node_core" in self.card.classes else None
-        return instances_from_mask(mask, self.mpp, core=core, params=p)
+        return instances_from_mask(mask, self.mpp, core=core, params=p, prob=prob[0])
 
     def node_map(self, slide: Slide, split_touching: bool | None = None, progress=None) -> NodeMap:
         """The slide's node instances at the model's µm/px (origin at level-0 (0, 0))."""

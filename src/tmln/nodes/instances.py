@@ -1,4 +1,4 @@
-"""Node instances from a node mask: hole filling, touching-node splitting, minimum area.
+"""Node instances from a node mask: hole filling, touching-node splitting, minimum area and confidence.
 
 N stage counts nodes, so two nodes that touch on the slide must become two instances. Splitting is
 a marker-controlled watershed (scikit-image) inside the node mask, then a merge of the regions it
@@ -19,6 +19,13 @@ or when ``gap >= core_gap_strong`` (the band alone); otherwise the two regions m
 first. The waist requirement makes a noisy core channel (short training, unfamiliar stain) harmless:
 holes in the cores inside one convex node never split it.
 
+Last, two instance-level rules drop what a pathologist would not count as a node: instances smaller
+than ``min_node_area_mm2`` (mm²), and, when the model's node probabilities are given, instances whose
+mean node probability (over the pixels the model called node, not filled holes) is below
+``min_node_probability`` (a probability, 0-1: islands of septa, vessels
+or other tissue that the model finds only half node-like). Both are read from the model card, where
+they were chosen on validation slides (``scripts/train_real_nodes.py``).
+
 All lengths are in µm and converted with the mask's µm/px, so the parameters do not depend on the
 resolution the model runs at. Labels are int32, 0 = background, 1..n in (top, left) order of their
 first pixel; every instance is one 4-connected component.
@@ -36,7 +43,10 @@ from scipy import ndimage as ndi
 class InstanceParams:
     """Post-processing parameters (stored in the model card's ``params``).
 
-    min_node_area_mm2 : instances smaller than this are dropped (fragments are merged first).
+    min_node_area_mm2 : instances smaller than this (mm²) are dropped (fragments are merged first).
+    min_node_probability : instances whose mean node probability (0-1, over the instance's pixels) is
+        below this are dropped; applies when ``instances_from_mask`` is given the probabilities
+        (0: off, the default, so models whose card does not set it behave as before).
     fill_holes : fill holes inside nodes (tumour or sinus that the model missed inside a node).
     split_touching : split touching nodes into instances (False: one instance per connected region).
     min_distance_um : watershed markers (distance peaks) are at least this far apart.
@@ -49,6 +59,7 @@ class InstanceParams:
     """
 
     min_node_area_mm2: float = 0.05
+    min_node_probability: float = 0.0
     fill_holes: bool = True
     split_touching: bool = True
     min_distance_um: float = 150.0
@@ -322,12 +333,32 @@ def split_touching(mask: np.ndarray, mpp: float, core: np.ndarray | None = None,
     return merge_regions(labels, mask_dist, gap, p).astype(np.int32)
 
 
+def remove_unsure(labels: np.ndarray, prob: np.ndarray, min_mean: float, where: np.ndarray | None = None) -> np.ndarray:
+    """Set instances whose mean of ``prob`` over their pixels (those in ``where`` only, when given) is
+    below ``min_mean`` to background."""
+    labels = np.asarray(labels)
+    if min_mean <= 0 or labels.max() == 0:
+        return labels.copy()
+    n = int(labels.max())
+    lab = labels if where is None else np.where(np.asarray(where, bool), labels, 0)
+    counts = np.bincount(lab.ravel(), minlength=n + 1)
+    sums = np.bincount(lab.ravel(), weights=np.asarray(prob, np.float64).ravel(), minlength=n + 1)
+    unsure = (counts > 0) & (sums < min_mean * np.maximum(counts, 1))
+    unsure[0] = False
+    out = labels.copy()
+    out[unsure[labels]] = 0
+    return out
+
+
 def instances_from_mask(mask: np.ndarray, mpp: float, core: np.ndarray | None = None,
-                        params: InstanceParams | None = None) -> np.ndarray:
+                        params: InstanceParams | None = None, prob: np.ndarray | None = None) -> np.ndarray:
     """The full post-processing: fill holes, split touching nodes, merge fragments, drop small
-    instances, one 4-connected part per instance, labels 1..n. ``mask`` at ``mpp`` µm/px."""
+    instances, one 4-connected part per instance, drop unsure instances (``prob``: the node
+    probabilities on the mask's grid, averaged over the pixels of ``mask``, not the filled holes;
+    without them ``min_node_probability`` does not apply),
+    labels 1..n. ``mask`` at ``mpp`` µm/px."""
     p = params or InstanceParams()
-    mask = np.asarray(mask, bool)
+    mask = called = np.asarray(mask, bool)
     if p.fill_holes:
         mask = fill_holes(mask)
     labels = split_touching(mask, mpp, core=core, params=p)
@@ -336,5 +367,10 @@ def instances_from_mask(mask: np.ndarray, mpp: float, core: np.ndarray | None = 
         labels = merge_fragments(labels, min_px)
     labels = keep_largest_part(labels)
     labels = remove_small(labels, min_px)
+    if prob is not None:
+        if np.shape(prob) != mask.shape:
+            raise ValueError(f"prob has shape {np.shape(prob)}, the mask {mask.shape}")
+        # over the pixels the model called node: filled holes (fat inside a node with fatty replacement) do not count
+        labels = remove_unsure(labels, prob, p.min_node_probability, where=called)
     return relabel_sequential(labels)
 
