@@ -23,8 +23,8 @@ Last, two instance-level rules drop what a pathologist would not count as a node
 than ``min_node_area_mm2`` (mm²), and, when the model's node probabilities are given, instances whose
 mean node probability (over the pixels the model called node, not filled holes) is below
 ``min_node_probability`` (a probability, 0-1: islands of septa, vessels
-or other tissue that the model finds only half node-like). Both are read from the model card, where
-they were chosen on validation slides (``scripts/train_real_nodes.py``).
+or other tissue that the model finds only half node-like). Both are read from the model card; the
+probability rule is off (0) unless the card sets it, and no bundled card sets it yet.
 
 All lengths are in µm and converted with the mask's µm/px, so the parameters do not depend on the
 resolution the model runs at. Labels are int32, 0 = background, 1..n in (top, left) order of their
@@ -44,8 +44,9 @@ class InstanceParams:
     """Post-processing parameters (stored in the model card's ``params``).
 
     min_node_area_mm2 : instances smaller than this (mm²) are dropped (fragments are merged first).
-    min_node_probability : instances whose mean node probability (0-1, over the instance's pixels) is
-        below this are dropped; applies when ``instances_from_mask`` is given the probabilities
+    min_node_probability : instances whose mean node probability (0-1, over the instance's pixels the
+        model called node, not its filled holes) is below this are dropped; applies when
+        ``instances_from_mask`` is given the probabilities
         (0: off, the default, so models whose card does not set it behave as before).
     fill_holes : fill holes inside nodes (tumour or sinus that the model missed inside a node).
     split_touching : split touching nodes into instances (False: one instance per connected region).
