@@ -110,6 +110,8 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(TmlnError, match="unknown architecture"):
         folder = make_patch_folder(tmp_path / "p", n_groups=2, per_group=1)
         train_tumour(tmp_path / "m", patches=folder, **dict(TINY, arch="no_such_net"))
+    with pytest.raises(TmlnError, match="weight_decay"):
+        train_tumour(tmp_path / "m", patches=folder, **dict(TINY, weight_decay=-0.1))
 
 
 def test_youden_threshold():
@@ -140,9 +142,10 @@ def test_cli(tmp_path, patch_folder):
     assert r.exit_code != 0 and "either" in r.output
     r = CliRunner().invoke(main, ["train", "tumour", "--out", str(tmp_path / "m"), "--patches", str(patch_folder),
                                   "--epochs", "1", "--patch-size", "32", "--batch-size", "8", "--device", "cpu",
-                                  "--val-fraction", "0.5", "--arch", "resnet18", "--quiet"])
+                                  "--val-fraction", "0.5", "--arch", "resnet18", "--weight-decay", "0.05", "--quiet"])
     assert r.exit_code == 0, r.output
-    assert read_card(tmp_path / "m").training["epochs"] == 1
+    training = read_card(tmp_path / "m").training
+    assert training["epochs"] == 1 and training["optimizer"].startswith("AdamW(weight_decay=0.05)")
 
 
 @pytest.mark.slow

@@ -48,6 +48,8 @@ MODEL_MPP_MEANING = "the model's input µm/px; the slides' own µm/px comes from
               help="Fraction of patients held out for validation (0: none; the last epoch is kept).")
 @click.option("--patches-per-class", type=click.IntRange(min=1), default=200, show_default=True,
               help="--slides: at most this many tumour and normal patches per slide.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="AdamW's decoupled weight decay.")
 @click.option("--colour-jitter", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Colour augmentation strength: brightness/contrast/saturation 1 ± s, hue ± s/2 turns.")
 @click.option("--hed-jitter", type=click.FloatRange(min=0), default=0.03, show_default=True,
@@ -64,7 +66,7 @@ MODEL_MPP_MEANING = "the model's input µm/px; the slides' own µm/px comes from
 @quiet_option
 def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, batch_size, lr, seed, init, macenko,
             macenko_reference, hard_negatives, patches_mpp, groups, val_fraction, patches_per_class, loader_workers,
-            no_resume, device, quiet, val_patches, colour_jitter, hed_jitter, label_region, keep):
+            no_resume, device, quiet, val_patches, colour_jitter, hed_jitter, label_region, keep, weight_decay):
     """Train the tumour patch classifier on a patch folder or on annotated slides.
 
     \b
@@ -95,7 +97,7 @@ def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, ba
     try:
         card = train_tumour(
             out, patches=patches, slides=slides, annotations=annotations, epochs=epochs, mpp=mpp,
-            patch_size=patch_size, arch=arch, batch_size=batch_size, lr=lr, seed=seed, init_checkpoint=init,
+            patch_size=patch_size, arch=arch, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, init_checkpoint=init,
             macenko=macenko_reference or macenko, hard_negative=hard_negatives, device=device,
             resume=not no_resume, val_fraction=val_fraction, num_workers=loader_workers, patches_mpp=patches_mpp,
             groups=groups, patches_per_class=patches_per_class, quiet=quiet, val_patches=val_patches,

@@ -49,6 +49,7 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
     arch: str = "resnet18",
     batch_size: int = 32,
     lr: float = DEFAULT_LR,
+    weight_decay: float = WEIGHT_DECAY,
     seed: int = 0,
     init_checkpoint: str | Path | None = None,
     macenko: bool | str | Path = False,
@@ -84,6 +85,7 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
     val_patches : a patch folder (same classes as ``patches``) used as the validation set instead
         of a split of ``patches`` (``val_fraction`` is then ignored). Use it when the patches carry
         no slide or patient id (PCam), so that no slide lands on both sides.
+    lr, weight_decay : AdamW's learning rate (cosine decay over the epochs) and decoupled weight decay.
     colour, hed : augmentation strengths (``tmln.train.augment.Augmenter``).
     label_region : what a patch's label refers to, recorded in the card (e.g. ``"centre 32x32 px"``
         for PCam: tumour in the centre 32 x 32 px of the 96 px patch); default: the whole patch.
@@ -100,9 +102,9 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
         raise TmlnError("val_patches= (a validation patch folder) goes with patches=, not with slides=")
     if slides is not None and annotations is None:
         raise TmlnError("slides= needs annotations= (the annotation folder)")
-    if epochs < 1 or batch_size < 2 or patch_size < 8 or not mpp > 0:
+    if epochs < 1 or batch_size < 2 or patch_size < 8 or not mpp > 0 or not weight_decay >= 0:
         raise TmlnError(f"bad settings: epochs={epochs} (>= 1), batch_size={batch_size} (>= 2), "
-                        f"patch_size={patch_size} (>= 8), mpp={mpp} (> 0)")
+                        f"patch_size={patch_size} (>= 8), mpp={mpp} (> 0), weight_decay={weight_decay} (>= 0)")
     show = (not quiet) if progress is None else bool(progress)
     t_start = time.time()
     with session(device, seed) as ctx:  # deterministic kernels on CPU
@@ -124,7 +126,7 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
         model = build_classifier(arch, 1)
         init_note = None if init_checkpoint is None else common.load_initial_weights(model, init_checkpoint)
         model = common.prepare_model(model, ctx)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(weight_decay))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         aug = Augmenter(flips=True, rot90=True, colour=float(colour), hed=float(hed))
         hn_epoch = max(1, epochs // 2) if hard_negative_epoch is None else int(hard_negative_epoch)
@@ -135,7 +137,7 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
             params={"num_outputs": 1, "output": "sigmoid(logit) = P(tumour)"},
             training={  # completed by _TumourHooks.card ("data" first, the run's facts last)
                 "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
-                "optimizer": f"AdamW(weight_decay={WEIGHT_DECAY}), cosine decay", "loss": "BCEWithLogits",
+                "optimizer": f"AdamW(weight_decay={float(weight_decay):g}), cosine decay", "loss": "BCEWithLogits",
                 "seed": int(seed), "val_fraction": None if val_patches is not None else float(val_fraction),
                 "split": ("the validation folder val_patches (no split of the training patches)" if val_patches is not None
                           else "patient-level (StratifiedGroupKFold fold)"),
