@@ -14,7 +14,11 @@ pooling) rows stand in for the padding beyond the strip's top and bottom) or *ro
 else whose output rows equal its input rows: activations, additions, concatenations, 1×1 heads
 with no stride…). ``StreamedNet.check`` verifies this classification against real forward passes
 at two heights, so a network the executor cannot reproduce is refused (the engine then tiles).
-In-place operations are made out-of-place (buffers are shared between consumers).
+In-place operations are made out-of-place (buffers are shared between consumers). Two rewrites keep
+the values bit for bit and save memory traffic: a ReLU (and a residual addition) is applied in place to
+the fresh output of the convolution it alone reads, and a pooling layer that alone reads a
+convolution runs as one window with it (``_compose_pools``: a ResNet stem's overlap row is recomputed
+instead of its wide output being kept).
 """
 
 from __future__ import annotations
