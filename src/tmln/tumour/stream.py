@@ -14,7 +14,11 @@ pooling) rows stand in for the padding beyond the strip's top and bottom) or *ro
 else whose output rows equal its input rows: activations, additions, concatenations, 1×1 heads
 with no stride…). ``StreamedNet.check`` verifies this classification against real forward passes
 at two heights, so a network the executor cannot reproduce is refused (the engine then tiles).
-In-place operations are made out-of-place (buffers are shared between consumers).
+In-place operations are made out-of-place (buffers are shared between consumers). Two rewrites keep
+the values bit for bit and save memory traffic: a ReLU (and a residual addition) is applied in place to
+the fresh output of the convolution it alone reads, and a pooling layer that alone reads a
+convolution runs as one window with it (``_compose_pools``: a ResNet stem's overlap row is recomputed
+instead of its wide output being kept).
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ class StreamedNet:
                 self.nodes[j].consumers.append(i)
         self._arg_index = index
         self.fused = _fuse_in_place(self.nodes)
+        self.composed = _compose_pools(self.nodes)
 
     # ------------------------------------------------------------------ geometry
     def heights(self, height: int) -> list[int]:
@@ -275,6 +280,59 @@ def _fuse_in_place(nodes: list) -> int:
         p.fn, n.fn = p.relu_fn or _then_relu(p.fn), _rows_of
         n_fused += 1
     return n_fused
+
+
+def _compose_pools(nodes: list) -> int:
+    """A pooling layer that alone reads a float convolution (through fused-ReLU pass-throughs, e.g. a
+    ResNet's stem: convolution, ReLU, 3x3/2 max pooling) becomes one windowed node that computes the
+    convolution's rows and pools them at once. The pooling's overlap (``k - s`` convolution rows per
+    step, 1 in a ResNet stem) is recomputed instead of kept, so the convolution's wide output is never
+    copied into a buffer of kept rows. Returns how many were composed; the convolution and its
+    pass-throughs are left without consumers (never run)."""
+    n_composed = 0
+    for ci, c in enumerate(nodes):
+        if c.kind != "window" or c.conv or len(c.inputs) != 1:
+            continue
+        chain, j = [], c.inputs[0]
+        while nodes[j].kind == "point" and nodes[j].fn is _rows_of and len(nodes[j].inputs) == 1 \
+                and len(nodes[j].consumers) == 1:
+            chain.append(j)
+            j = nodes[j].inputs[0]
+        conv = nodes[j]
+        if conv.kind != "window" or not conv.conv or len(conv.consumers) != 1 or len(conv.inputs) != 1:
+            continue
+        src = conv.inputs[0]
+        c.fn = _conv_then_pool(conv, c)
+        c.k, c.s, c.p = conv.k + (c.k - 1) * conv.s, conv.s * c.s, conv.p + c.p * conv.s
+        c.pad_value, c.pads_rows, c.inputs = conv.pad_value, True, [src]
+        nodes[src].consumers = [ci if i == j else i for i in nodes[src].consumers]
+        for dead in [j, *chain]:
+            nodes[dead].consumers = []
+        n_composed += 1
+    return n_composed
+
+
+def _conv_then_pool(conv: _Node, pool: _Node):
+    """``pool(conv(x))`` on the rows of the composed window (see ``_compose_pools``): ``top`` /
+    ``bottom`` rows beyond the strip are zero for the convolution, and the convolution rows that lie
+    beyond its own padding (rows the pooling pads) are set to the pooling's padding value."""
+    conv_fn, pool_fn, value = conv.fn, pool.fn, pool.pad_value
+    p, s = conv.p, conv.s
+
+    def fn(x, top=0, bottom=0):
+        if conv.pads_rows:
+            y = conv_fn(x, top, bottom)
+        else:
+            y = conv_fn(_pad_rows(x, top, bottom, conv.pad_value) if top or bottom else x)
+        n_top = -(-(top - p) // s) if top > p else 0
+        n_bottom = -(-(bottom - p) // s) if bottom > p else 0
+        if n_top:
+            y[:, :, :n_top] = value
+        if n_bottom:
+            y[:, :, y.shape[2] - n_bottom:] = value
+        return pool_fn(y)
+
+    return fn
 
 
 def _add_into(fn, pos: int):
