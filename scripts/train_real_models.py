@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "src" / "tmln" / "models" / "bundled"
 NAME = "pcam-tumour"
 
-SETTINGS = dict(arch="resnet18", mpp=0.97, patch_size=96, epochs=26, batch_size=64, lr=1e-3, weight_decay=0.05, seed=0,
+SETTINGS = dict(arch="resnet18", mpp=0.97, patch_size=96, epochs=22, batch_size=64, lr=1e-3, seed=0,
                 colour=0.15, hed=0.05, keep="last", label_region="centre 32x32 px")
 
 
