@@ -221,9 +221,7 @@ class StreamedNet:
                 ensure(i, hi)
                 x = rows(i, max(lo, 0), min(hi, hs[i]))
                 top, bottom = max(0, -lo), max(0, hi - hs[i])
-                if (top or bottom) and not n.pads_rows:
-                    x = _pad_rows(x, top, bottom, n.pad_value)
-                y = n.fn(x, top, bottom) if n.pads_rows else n.fn(x)
+                y = _window_rows(n, x, top, bottom)
             else:
                 sl = {}
                 for i in n.inputs:
@@ -282,6 +280,14 @@ def _fuse_in_place(nodes: list) -> int:
     return n_fused
 
 
+def _window_rows(n: _Node, x, top: int, bottom: int):
+    """Windowed node ``n`` on input rows ``x`` with ``top`` / ``bottom`` rows of padding beyond the
+    strip: added here (``n.pad_value``) unless the node pads rows itself."""
+    if n.pads_rows:
+        return n.fn(x, top, bottom)
+    return n.fn(_pad_rows(x, top, bottom, n.pad_value) if top or bottom else x)
+
+
 def _compose_pools(nodes: list) -> int:
     """A pooling layer that alone reads a float convolution (through fused-ReLU pass-throughs, e.g. a
     ResNet's stem: convolution, ReLU, 3x3/2 max pooling) becomes one windowed node that computes the
@@ -316,14 +322,11 @@ def _conv_then_pool(conv: _Node, pool: _Node):
     """``pool(conv(x))`` on the rows of the composed window (see ``_compose_pools``): ``top`` /
     ``bottom`` rows beyond the strip are zero for the convolution, and the convolution rows that lie
     beyond its own padding (rows the pooling pads) are set to the pooling's padding value."""
-    conv_fn, pool_fn, value = conv.fn, pool.fn, pool.pad_value
+    pool_fn, value = pool.fn, pool.pad_value
     p, s = conv.p, conv.s
 
     def fn(x, top=0, bottom=0):
-        if conv.pads_rows:
-            y = conv_fn(x, top, bottom)
-        else:
-            y = conv_fn(_pad_rows(x, top, bottom, conv.pad_value) if top or bottom else x)
+        y = _window_rows(conv, x, top, bottom)
         n_top = -(-(top - p) // s) if top > p else 0
         n_bottom = -(-(bottom - p) // s) if bottom > p else 0
         if n_top:
