@@ -76,15 +76,17 @@ class ToyHooks(Hooks):
                          metrics={"best_epoch": trainer.tracker.best_epoch}, training={"seen": self.seen})
 
 
-def fit(out, epochs=3, resume=True, config=None, **hooks_kw):
+def fit(out, epochs=3, resume=True, config=None, average_last=0, batchnorm=False, **hooks_kw):
     """A seeded run of the toy model (built after seeding, as the trainers do); returns (card, hooks)."""
     with session("cpu", seed=7) as ctx:
-        model = common.prepare_model(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)), ctx)
+        layers = [torch.nn.Linear(4, 8)] + ([torch.nn.BatchNorm1d(8)] if batchnorm else []) + [torch.nn.ReLU(), torch.nn.Linear(8, 1)]
+        model = common.prepare_model(torch.nn.Sequential(*layers), ctx)
         hooks = ToyHooks(model, **hooks_kw)
         optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         trainer = Trainer(ctx, model, optimizer, scheduler, common.Amp(ctx.device, enabled=False), out,
-                          LoopSettings(epochs=epochs, seed=7, resume=resume, quiet=True), config or {"width": 8})
+                          LoopSettings(epochs=epochs, seed=7, resume=resume, quiet=True, average_last=average_last),
+                          config or {"width": 8})
         return trainer.fit(hooks), hooks
 
 
@@ -172,3 +174,50 @@ def test_training_loss_per_item_or_per_batch(tmp_path, per_batch, expected):
                           tmp_path / "m", LoopSettings(epochs=1, seed=7, quiet=True), {})
         trainer.fit(Uneven(model, metrics=[0.0], loss=loss))
     assert float(log_rows(tmp_path / "m")[0]["train_loss"]) == expected  # (1.5 * 4 + 4.5 * 2) / 6 or (1.5 + 4.5) / 2
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs_with_batchnorm_recomputed(tmp_path):
+    """average_last=2 of 4 epochs: the averaged candidate (numbered epoch 4) has the mean of the
+    parameters after epochs 2 and 3, BatchNorm statistics recomputed over one more pass of the
+    training batches; chosen when its validation is best; an interrupted run resumes to the same."""
+    metrics = [0.1, 0.2, 0.3, 0.4, 0.9]  # the fifth is the average's
+    card, hooks = fit(tmp_path / "a", epochs=4, average_last=2, batchnorm=True, metrics=metrics)
+    assert card.metrics["best_epoch"] == 4
+    assert hooks.calls[-4:] == ["batches 4", "validate 4", "record 4 best", "card"]
+    rows = log_rows(tmp_path / "a")
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3", "4"] and rows[-1]["averaged_epochs"] == "2"
+    kept = load_state_dict(tmp_path / "a")
+    for name in ("0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"):
+        mean = (hooks.weights[2][name] + hooks.weights[3][name]) / 2
+        torch.testing.assert_close(kept[name], mean, rtol=0, atol=1e-7)
+        assert not torch.equal(kept[name], hooks.weights[3][name]), name
+    # BatchNorm's running mean: the mean of the first layer's output over the pass (3 equal batches of
+    # 4; the noise comes from epoch 4's generator, and by linearity its order does not matter)
+    g = torch.Generator().manual_seed(7 * 1_000_003 + 4 * 7919)
+    noise = torch.cat([0.01 * torch.randn(4, 4, generator=g) for _ in range(3)])
+    x = hooks.data.tensors[0]
+    expected = torch.nn.functional.linear((x + noise).mean(0), kept["0.weight"], kept["0.bias"])
+    torch.testing.assert_close(kept["1.running_mean"], expected, rtol=0, atol=1e-6)
+    assert int(kept["1.num_batches_tracked"]) == 3
+    assert not torch.allclose(kept["1.running_var"], hooks.weights[3]["1.running_var"])
+    # killed at the start of epoch 3 (inside the averaging window), resumed: the same model
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "b", epochs=4, average_last=2, batchnorm=True, metrics=metrics, stop_at=3)
+    fit(tmp_path / "b", epochs=4, average_last=2, batchnorm=True, metrics=metrics)
+    wb = load_state_dict(tmp_path / "b")
+    assert kept.keys() == wb.keys() and all(torch.equal(kept[k], wb[k]) for k in kept)
+    assert log_rows(tmp_path / "a") == log_rows(tmp_path / "b")
+
+
+def test_weight_averaging_competes_and_is_refused_where_it_cannot_be_made(tmp_path):
+    card, _ = fit(tmp_path / "a", epochs=3, average_last=3, metrics=[0.1, 0.9, 0.2, 0.5])
+    assert card.metrics["best_epoch"] == 1  # a worse average is not kept
+    with pytest.raises(TmlnError, match="last 4 epochs of 3"):
+        fit(tmp_path / "x", epochs=3, average_last=4)
+    # a checkpoint without an average, already inside the averaging window: refused
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "b", epochs=3, stop_at=2)
+    with pytest.raises(TmlnError, match="holds no average"):
+        fit(tmp_path / "b", epochs=3, average_last=2)
+    fit(tmp_path / "b", epochs=3, average_last=1)  # before the window: fine
+    assert log_rows(tmp_path / "b")[-1]["averaged_epochs"] == "1"

@@ -112,6 +112,8 @@ def test_bad_inputs(tmp_path):
         train_tumour(tmp_path / "m", patches=folder, **dict(TINY, arch="no_such_net"))
     with pytest.raises(TmlnError, match="weight_decay"):
         train_tumour(tmp_path / "m", patches=folder, **dict(TINY, weight_decay=-0.1))
+    with pytest.raises(TmlnError, match="average_epochs"):
+        train_tumour(tmp_path / "m", patches=folder, **dict(TINY, average_epochs=3))
 
 
 def test_youden_threshold():
@@ -142,9 +144,11 @@ def test_cli(tmp_path, patch_folder):
     assert r.exit_code != 0 and "either" in r.output
     r = CliRunner().invoke(main, ["train", "tumour", "--out", str(tmp_path / "m"), "--patches", str(patch_folder),
                                   "--epochs", "1", "--patch-size", "32", "--batch-size", "8", "--device", "cpu",
-                                  "--val-fraction", "0.5", "--arch", "resnet18", "--weight-decay", "0.05", "--quiet"])
+                                  "--val-fraction", "0.5", "--arch", "resnet18", "--weight-decay", "0.05", "--quiet",
+                                  "--keep", "last", "--average-epochs", "1"])
     assert r.exit_code == 0, r.output
     training = read_card(tmp_path / "m").training
+    assert training["weight_averaging"]["last_epochs"] == 1
     assert training["epochs"] == 1 and training["optimizer"].startswith("AdamW(weight_decay=0.05)")
 
 
@@ -182,6 +186,7 @@ def test_explicit_validation_folder_keep_last_and_label_region(tmp_path):
     val = make_patch_folder(tmp_path / "va", n_groups=2, per_group=2, seed=2)
     card = train_tumour(tmp_path / "m", patches=train, val_patches=val, keep="last", label_region="centre 8x8 px",
                         **dict(TINY, epochs=2))
+    assert card.training["weight_averaging"] is None
     data = card.training["data"]
     assert data["train"]["n_patches"] == 18 and data["validation"]["n_patches"] == 8
     assert card.training["label_region"] == "centre 8x8 px" and card.training["val_fraction"] is None
@@ -190,6 +195,11 @@ def test_explicit_validation_folder_keep_last_and_label_region(tmp_path):
     assert card.metrics["n"] == 8 and card.metrics["auc"] > 0.9
     with pytest.raises(TmlnError, match="val_patches"):
         train_tumour(tmp_path / "x", slides=tmp_path / "s.csv", annotations=tmp_path, val_patches=val, **TINY)
+    # weight averaging with keep='last': the averaged weights are kept, and the card says so
+    card = train_tumour(tmp_path / "avg", patches=train, val_patches=val, keep="last", average_epochs=2,
+                        **dict(TINY, epochs=2))
+    assert card.metrics["best_epoch"] == 2 and card.metrics["kept"].startswith("mean of the weights of the last 2")
+    assert card.training["weight_averaging"]["last_epochs"] == 2 and card.metrics["auc"] > 0.9
 
 
 def test_init_from_a_bundled_model_name(tmp_path):

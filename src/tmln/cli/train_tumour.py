@@ -59,6 +59,9 @@ MODEL_MPP_MEANING = "the model's input µm/px; the slides' own µm/px comes from
 @click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Weights to keep: the epoch of best validation AUC, or the last epoch (validation then only "
                    "sets the threshold, so its AUC is a held-out figure).")
+@click.option("--average-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Stochastic weight averaging: the mean of the weights of the last N epochs (batch-norm statistics "
+                   "recomputed) is one more candidate; with --keep last it is the model kept. 0: off.")
 @loader_workers_option
 @deprecated_alias("--workers", "--loader-workers", "loader_workers", click.IntRange(min=0), "DataLoader processes")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/last.pt exists.")
@@ -66,7 +69,8 @@ MODEL_MPP_MEANING = "the model's input µm/px; the slides' own µm/px comes from
 @quiet_option
 def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, batch_size, lr, seed, init, macenko,
             macenko_reference, hard_negatives, patches_mpp, groups, val_fraction, patches_per_class, loader_workers,
-            no_resume, device, quiet, val_patches, colour_jitter, hed_jitter, label_region, keep, weight_decay):
+            no_resume, device, quiet, val_patches, colour_jitter, hed_jitter, label_region, keep, weight_decay,
+            average_epochs):
     """Train the tumour patch classifier on a patch folder or on annotated slides.
 
     \b
@@ -101,7 +105,8 @@ def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, ba
             macenko=macenko_reference or macenko, hard_negative=hard_negatives, device=device,
             resume=not no_resume, val_fraction=val_fraction, num_workers=loader_workers, patches_mpp=patches_mpp,
             groups=groups, patches_per_class=patches_per_class, quiet=quiet, val_patches=val_patches,
-            colour=colour_jitter, hed=hed_jitter, label_region=label_region, keep=keep)
+            colour=colour_jitter, hed=hed_jitter, label_region=label_region, keep=keep,
+            average_epochs=average_epochs)
     except TmlnError:
         raise
     if env_world()[0] == 0 and not quiet:

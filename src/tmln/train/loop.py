@@ -21,6 +21,13 @@ What differs between the models is in a ``Hooks`` subclass (``tmln.train.tumour`
 
 ``restore(extra)`` takes that state back when a run resumes; ``card(trainer)`` returns the model
 card once the epochs are done, and the loop writes the model directory with the best weights.
+
+Weight averaging (``LoopSettings.average_last = K``, stochastic weight averaging as in Izmailov et al.
+2018): the loop also keeps the mean of the weights at the end of each of the last K epochs. After the
+last epoch that mean is loaded into the model, its BatchNorm statistics are recomputed over one more
+pass of augmented training batches (``batches`` and ``inputs``, numbered epoch ``epochs``), and it is
+validated and offered to the best-epoch tracker as one more "epoch" (numbered ``epochs``), logged with
+``averaged_epochs = K``. Averaging changes nothing in the training itself.
 Epochs are 0-based here; the log and the best-epoch record number them from ``Hooks.first_epoch``.
 """
 
@@ -127,6 +134,7 @@ class LoopSettings:
     log: str = "log.csv"
     best: str = "best.safetensors"
     tensorboard: bool = True  # TensorBoard scalars beside the CSV log when tensorboard is installed
+    average_last: int = 0  # > 0: also offer the mean of the last K epochs' weights (see the module docstring)
 
 
 class Trainer:
@@ -144,6 +152,11 @@ class Trainer:
         self.tracker = common.BestTracker(self.work / settings.best, mode="max")
         self.start_epoch = 0
         self.resumed_seconds = 0.0  # the logged epoch times of earlier (resumed) runs
+        k = int(settings.average_last)
+        if not 0 <= k <= settings.epochs:
+            raise TmlnError(f"cannot average the weights of the last {k} epochs of {settings.epochs}")
+        self.averaged = (torch.optim.swa_utils.AveragedModel(common.unwrap(model), use_buffers=False)
+                         if k else None)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -158,6 +171,8 @@ class Trainer:
         self.resumed_seconds = sum(float(r.get("seconds") or 0) for r in logger.rows)
         for epoch in range(self.start_epoch, self.settings.epochs):
             self._epoch(hooks, epoch, logger)
+        if self.averaged is not None:
+            self._offer_average(hooks, logger)
         logger.close()
         card = hooks.card(self)
         common.barrier()
@@ -181,6 +196,12 @@ class Trainer:
                             "use another output folder or resume=False (--no-resume)", path)
         self.amp.load_state_dict(extra.get("amp") or {})
         self.start_epoch = int(state["epoch"])
+        if self.averaged is not None:
+            if "averaged" in extra:
+                self.averaged.load_state_dict(extra["averaged"])
+            elif self.start_epoch > self.settings.epochs - self.settings.average_last:
+                raise TmlnError(f"cannot resume with weight averaging over the last {self.settings.average_last} "
+                                f"epochs: the checkpoint is after epoch {self.start_epoch} and holds no average", path)
         self.tracker.best = state.get("best_metric")
         self.tracker.best_secondary = extra.get("best_secondary")
         self.tracker.best_epoch = extra.get("best_epoch")
@@ -218,15 +239,71 @@ class Trainer:
         common.main_print(hooks.epoch_line(row, validation, improved), self.settings.quiet)
         extra = {"config": self.config, "amp": self.amp.state_dict(), "best_epoch": self.tracker.best_epoch,
                  "best_secondary": self.tracker.best_secondary, **hooks.state()}
+        if self.averaged is not None and epoch >= self.settings.epochs - self.settings.average_last:
+            self.averaged.update_parameters(common.unwrap(self.model))
+        if self.averaged is not None:
+            extra["averaged"] = self.averaged.state_dict()
         common.save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, epoch + 1,
                                self.tracker.best, extra)
         common.barrier()
+
+    def _offer_average(self, hooks: Hooks, logger: common.CSVLogger) -> None:
+        """Load the averaged weights, recompute BatchNorm statistics, validate them and offer them to
+        the tracker as epoch ``epochs`` (the model keeps the averaged weights afterwards)."""
+        t0 = time.time()
+        epoch = self.settings.epochs
+        module = common.unwrap(self.model)
+        module.load_state_dict(self.averaged.module.state_dict())
+        self._recompute_batchnorm(hooks, epoch)
+        validation = hooks.validate(epoch, float("nan"))
+        number = epoch + hooks.first_epoch
+        improved = self.tracker.update(validation.metric, number, self.model, validation.secondary)
+        row = hooks.record(number, float("nan"), float("nan"), validation, improved)
+        row["averaged_epochs"] = int(self.settings.average_last)
+        row["seconds"] = round(time.time() - t0, 3)
+        logger.log(row)
+        common.main_print(hooks.epoch_line(row, validation, improved), self.settings.quiet)
+
+    @torch.no_grad()
+    def _recompute_batchnorm(self, hooks: Hooks, epoch: int) -> None:
+        """BatchNorm running statistics as the plain mean over one pass of ``epoch``'s training
+        batches (in float32, without autocast), averaged over ranks."""
+        module = common.unwrap(self.model)
+        norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the pass
+        was_training = module.training
+        module.train()
+        loader, n_items = hooks.batches(epoch)
+        generator = self._generator(epoch)
+        bar = common.progress_bar(n_items, "batch-norm statistics", hooks.unit,
+                                  self.settings.progress and self.ctx.is_main)
+        for batch in loader:
+            x, y = hooks.inputs(batch, generator)
+            module(x.float())
+            bar.update(len(y))
+        bar.close()
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+            if self.ctx.distributed:
+                for buf in (m.running_mean, m.running_var):
+                    torch.distributed.all_reduce(buf)
+                    buf.div_(self.ctx.world_size)
+        module.train(was_training)
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        """The augmentation generator of ``epoch`` on this rank."""
+        return torch.Generator().manual_seed(int(self.settings.seed) * 1_000_003 + epoch * 7919 + self.ctx.rank)
 
     def _train(self, hooks: Hooks, epoch: int) -> tuple[float, int, list[float]]:
         """One pass over this rank's batches: (sum of item losses, items, batch losses)."""
         loader, n_items = hooks.batches(epoch)
         s = self.settings
-        generator = torch.Generator().manual_seed(int(s.seed) * 1_000_003 + epoch * 7919 + self.ctx.rank)
+        generator = self._generator(epoch)
         self.model.train()
         loss_sum, n_seen, batch_losses = 0.0, 0, []
         bar = common.progress_bar(n_items, f"epoch {epoch + 1}/{s.epochs}", hooks.unit, s.progress and self.ctx.is_main)

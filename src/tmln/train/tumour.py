@@ -70,6 +70,7 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
     label_region: str | None = None,
     progress: bool | None = None,
     keep: str = "best",
+    average_epochs: int = 0,
 ):
     """Train and write a model directory; returns its ``ModelCard``.
 
@@ -91,6 +92,9 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
         for PCam: tumour in the centre 32 x 32 px of the 96 px patch); default: the whole patch.
     keep : ``"best"`` (the epoch of highest validation AUC) or ``"last"`` (the last epoch: the
         validation set then chooses only the threshold, so its AUC is an honest held-out figure).
+    average_epochs : > 0: stochastic weight averaging; the mean of the weights after each of the last
+        ``average_epochs`` epochs, with BatchNorm statistics recomputed on the training patches, is
+        validated as one more candidate (with ``keep="last"`` it is the model kept).
     progress : a progress bar per epoch (patches/s, ETA, running loss); default: unless ``quiet``.
     AMP: bf16 on GPUs that support it and on CPUs that run bf16 natively (AVX512-BF16 / AMX).
     """
@@ -102,9 +106,11 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
         raise TmlnError("val_patches= (a validation patch folder) goes with patches=, not with slides=")
     if slides is not None and annotations is None:
         raise TmlnError("slides= needs annotations= (the annotation folder)")
-    if epochs < 1 or batch_size < 2 or patch_size < 8 or not mpp > 0 or not weight_decay >= 0:
+    if (epochs < 1 or batch_size < 2 or patch_size < 8 or not mpp > 0 or not weight_decay >= 0
+            or not 0 <= average_epochs <= epochs):
         raise TmlnError(f"bad settings: epochs={epochs} (>= 1), batch_size={batch_size} (>= 2), "
-                        f"patch_size={patch_size} (>= 8), mpp={mpp} (> 0), weight_decay={weight_decay} (>= 0)")
+                        f"patch_size={patch_size} (>= 8), mpp={mpp} (> 0), weight_decay={weight_decay} (>= 0), "
+                        f"average_epochs={average_epochs} (0 to epochs)")
     show = (not quiet) if progress is None else bool(progress)
     t_start = time.time()
     with session(device, seed) as ctx:  # deterministic kernels on CPU
@@ -147,6 +153,9 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
                 "macenko": bool(macenko),
                 "hard_negative_mining": {"enabled": bool(hard_negative), "after_epoch": hn_epoch if hard_negative else None},
                 "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint), "init_note": init_note,
+                "weight_averaging": (None if not average_epochs else
+                                     {"last_epochs": int(average_epochs), "batchnorm": "recomputed over one pass of "
+                                      "augmented training patches"}),
             },
         )
         hooks = _TumourHooks(ctx, model, scheduler, card, patch_set, train_idx, val_idx, reserve_idx,
@@ -154,9 +163,11 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
                              mine_after=hn_epoch if hard_negative else None, aug=aug, t_start=t_start)
         config = {"arch": arch, "mpp": float(mpp), "patch_size": int(patch_size), "macenko": bool(macenko),
                   "source": str(patches if patches is not None else slides),
-                  "val_source": None if val_patches is None else str(val_patches), "keep": keep}  # must match to resume
+                  "val_source": None if val_patches is None else str(val_patches), "keep": keep,
+                  "average_epochs": int(average_epochs)}  # must match to resume
         trainer = Trainer(ctx, model, optimizer, scheduler, common.Amp(ctx.device, enabled=amp, cpu_bf16=True),
-                          out_dir, LoopSettings(epochs=epochs, seed=seed, resume=resume, quiet=quiet, progress=show),
+                          out_dir, LoopSettings(epochs=epochs, seed=seed, resume=resume, quiet=quiet, progress=show,
+                                       average_last=int(average_epochs)),
                           config)
         return trainer.fit(hooks)
 
@@ -292,6 +303,9 @@ class _TumourHooks(Hooks):
             metrics.update({f"at_threshold_{k}": v for k, v in threshold_metrics(labels, scores, threshold).items()})
         metrics["best_epoch"] = trainer.tracker.best_epoch
         metrics["kept"] = "last epoch" if self.keep == "last" else "best epoch by validation AUC"
+        k = trainer.settings.average_last
+        if k and trainer.tracker.best_epoch == self.epochs + self.first_epoch:
+            metrics["kept"] = f"mean of the weights of the last {k} epochs (batch-norm statistics recomputed)"
         card = self.card_template
         card.threshold = float(threshold)
         card.training = {
