@@ -159,6 +159,12 @@ def _cmd() -> str:
     return "OMP_NUM_THREADS=2 .venv/bin/python scripts/train_real_models.py --stage evaluate  (or make real-models)"
 
 
+def _kept(card) -> str:
+    """Which weights the card's model holds, in words (``metrics.kept``, e.g. the last epoch)."""
+    kept = card.metrics.get("kept") or "last epoch"
+    return kept if kept.startswith("mean") else f"{kept} kept"
+
+
 def evaluation_markdown(ev: dict, card) -> str:
     def row(name, m, note=""):
         lo, hi = m["auc_ci"]
@@ -172,7 +178,7 @@ def evaluation_markdown(ev: dict, card) -> str:
         "# pcam-tumour: the bundled real-tissue tumour classifier, on data it never saw", "",
         f"Command: `{_cmd()}`  ",
         f"Model: ResNet-18 (random init), 96 px at 0.97 µm/px, trained on PCam train/ (20,000 patches) for "
-        f"{tr.get('epochs')} epochs, last epoch kept; threshold {ev['threshold']:.3f} (Youden on PCam valid/); "
+        f"{tr.get('epochs')} epochs, {_kept(card)}; threshold {ev['threshold']:.3f} (Youden on PCam valid/); "
         f"training {tr.get('wall_seconds', 0) / 60:.0f} min on {tr.get('hardware') or _hardware(tr)} "
         f"({tr.get('amp') or 'float32'}; median epoch {tr.get('epoch_seconds_median', 0):.0f} s, other jobs shared "
         "the cores during some epochs). "
