@@ -221,3 +221,15 @@ def test_weight_averaging_competes_and_is_refused_where_it_cannot_be_made(tmp_pa
         fit(tmp_path / "b", epochs=3, average_last=2)
     fit(tmp_path / "b", epochs=3, average_last=1)  # before the window: fine
     assert log_rows(tmp_path / "b")[-1]["averaged_epochs"] == "1"
+    # averaging added to a resumed run before its window, as in a run that had it from the start
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "c", epochs=3, stop_at=1)
+    fit(tmp_path / "c", epochs=3, average_last=2, metrics=[0.1, 0.9, 0.2, 0.95])
+    fit(tmp_path / "d", epochs=3, average_last=2, metrics=[0.1, 0.9, 0.2, 0.95])
+    wc, wd = load_state_dict(tmp_path / "c"), load_state_dict(tmp_path / "d")
+    assert all(torch.equal(wc[k], wd[k]) for k in wd)
+    # another number of averaged epochs once averaging has begun: refused
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "e", epochs=4, average_last=3, stop_at=3)
+    with pytest.raises(TmlnError, match="holds the mean of the last 3"):
+        fit(tmp_path / "e", epochs=4, average_last=1)

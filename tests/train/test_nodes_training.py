@@ -68,6 +68,21 @@ def test_semantic_only_model(tmp_path, cohort):
     slides, ann = cohort
     card = train_nodes(tmp_path / "s", slides=slides, annotations=ann, instance_target=False, **TINY)
     assert card.classes == ["node"] and card.params["border_um"] is None
+    assert card.training["weight_averaging"] is None and card.metrics["kept_average"] is False
+
+
+def test_weight_averaging(tmp_path, cohort):
+    """average_epochs: the mean of the last epochs is validated as one more row and recorded in the card."""
+    from tmln.train.nodes import train_nodes
+
+    slides, ann = cohort
+    card = train_nodes(tmp_path / "a", slides=slides, annotations=ann, average_epochs=2, **{**TINY, "epochs": 2})
+    assert card.training["weight_averaging"]["last_epochs"] == 2
+    assert "mean of the last 2" in card.metrics["selection"]
+    assert card.metrics["kept_average"] == (card.metrics["best_epoch"] == 3)
+    with open(tmp_path / "a" / "train" / "train_log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[-1]["averaged_epochs"] == "2"
 
 
 def test_bad_settings(tmp_path, cohort):
@@ -79,6 +94,8 @@ def test_bad_settings(tmp_path, cohort):
         train_nodes(tmp_path / "x", slides=slides, annotations=ann, **{**TINY, "tile_size": 60, "crop_size": 60})
     with pytest.raises(TmlnError, match="no node annotation"):
         train_nodes(tmp_path / "x", slides=slides, annotations=tmp_path, **TINY)
+    with pytest.raises(TmlnError, match="average_epochs=2"):
+        train_nodes(tmp_path / "x", slides=slides, annotations=ann, average_epochs=2, **TINY)
 
 
 def _env():
@@ -100,9 +117,10 @@ def test_cli(tmp_path, cohort):
 
     slides, ann = cohort
     r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "m"), "--slides", str(slides),
-                                  "--annotations", str(ann), *ARGS])
+                                  "--annotations", str(ann), *ARGS, "--average-epochs", "1"])
     assert r.exit_code == 0, r.output
     assert read_card(tmp_path / "m").training["epochs"] == 1
+    assert read_card(tmp_path / "m").training["weight_averaging"]["last_epochs"] == 1
     r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "m2"), "--slides", str(slides),
                                   "--annotations", str(ann), "--decoder-channels", "a,b"])
     assert r.exit_code != 0 and "comma-separated" in r.output

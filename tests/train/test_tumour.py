@@ -156,7 +156,8 @@ def test_cli(tmp_path, patch_folder):
 def test_torchrun_two_gloo_processes(tmp_path):
     folder = make_patch_folder(tmp_path / "p", n_groups=4, per_group=4)
     args = ["train", "tumour", "--out", str(tmp_path / "ddp"), "--patches", str(folder), "--epochs", "1",
-            "--patch-size", "32", "--batch-size", "8", "--val-fraction", "0.5", "--device", "cpu", "--quiet"]
+            "--patch-size", "32", "--batch-size", "8", "--val-fraction", "0.5", "--device", "cpu", "--quiet",
+            "--average-epochs", "1"]  # the averaged weights' batch-norm pass, all-reduced over the ranks
     import socket
 
     with socket.socket() as s:
@@ -167,7 +168,7 @@ def test_torchrun_two_gloo_processes(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     ddp = read_card(tmp_path / "ddp")
-    single = train_tumour(tmp_path / "single", patches=folder, **dict(TINY, epochs=1))
+    single = train_tumour(tmp_path / "single", patches=folder, average_epochs=1, **dict(TINY, epochs=1))
     a, b = ddp.to_dict(), single.to_dict()
     assert a.keys() == b.keys() and a["training"].keys() == b["training"].keys()
     for k in ("task", "architecture", "mpp", "patch_size", "classes", "normalisation", "params"):
@@ -176,7 +177,7 @@ def test_torchrun_two_gloo_processes(tmp_path):
     assert ddp.training["world_size"] == 2 and single.training["world_size"] == 1
     assert a["metrics"].keys() == b["metrics"].keys() and a["metrics"]["n"] == b["metrics"]["n"]
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "train" / "log.csv")))
-    assert len(rows) == 1  # rank 0 only
+    assert len(rows) == 2 and rows[-1]["averaged_epochs"] == "1"  # rank 0 only: the epoch and the average
 
 
 def test_explicit_validation_folder_keep_last_and_label_region(tmp_path):

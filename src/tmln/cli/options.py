@@ -148,3 +148,7 @@ loader_workers_option = click.option(
     help="DataLoader processes reading and decoding the model's input (0 = in the main process).")
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed (initialisation, sampling, split, augmentation).")
+average_epochs_option = click.option(
+    "--average-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Stochastic weight averaging: the mean of the weights of the last N epochs (batch-norm statistics "
+         "recomputed) is validated as one more candidate. 0: off.")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tmln.cli.options import Command, deprecated_alias, device_option, loader_workers_option, quiet_option, seed_option
+from tmln.cli.options import (
+    Command, average_epochs_option, deprecated_alias, device_option, loader_workers_option, quiet_option, seed_option,
+)
 
 MODEL_MPP_MEANING = "the model's input µm/px; the slides' own µm/px comes from the files or the table's mpp column"
 
@@ -59,9 +61,7 @@ MODEL_MPP_MEANING = "the model's input µm/px; the slides' own µm/px comes from
 @click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Weights to keep: the epoch of best validation AUC, or the last epoch (validation then only "
                    "sets the threshold, so its AUC is a held-out figure).")
-@click.option("--average-epochs", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Stochastic weight averaging: the mean of the weights of the last N epochs (batch-norm statistics "
-                   "recomputed) is one more candidate; with --keep last it is the model kept. 0: off.")
+@average_epochs_option
 @loader_workers_option
 @deprecated_alias("--workers", "--loader-workers", "loader_workers", click.IntRange(min=0), "DataLoader processes")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/last.pt exists.")

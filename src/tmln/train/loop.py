@@ -121,6 +121,19 @@ class Hooks:
         raise NotImplementedError
 
 
+def averaging_record(average_last: int) -> dict | None:
+    """The card's ``training.weight_averaging`` for ``LoopSettings.average_last`` (None: off)."""
+    if not average_last:
+        return None
+    return {"last_epochs": int(average_last), "batchnorm": "recomputed over one pass of augmented training batches"}
+
+
+def kept_average(trainer: Trainer, hooks: Hooks) -> bool:
+    """Whether the weights the tracker kept are the averaged ones (numbered one past the last epoch)."""
+    k = trainer.settings.average_last
+    return bool(k) and trainer.tracker.best_epoch == trainer.settings.epochs + hooks.first_epoch
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """How the loop runs and where it writes (file names inside ``OUT/train``)."""
@@ -197,8 +210,12 @@ class Trainer:
         self.amp.load_state_dict(extra.get("amp") or {})
         self.start_epoch = int(state["epoch"])
         if self.averaged is not None:
-            if "averaged" in extra:
+            k_saved = extra.get("average_last")
+            if "averaged" in extra and k_saved == self.settings.average_last:
                 self.averaged.load_state_dict(extra["averaged"])
+            elif "averaged" in extra and int(extra["averaged"]["n_averaged"]) > 0:
+                raise TmlnError(f"cannot resume with weight averaging over the last {self.settings.average_last} "
+                                f"epochs: the checkpoint holds the mean of the last {k_saved}", path)
             elif self.start_epoch > self.settings.epochs - self.settings.average_last:
                 raise TmlnError(f"cannot resume with weight averaging over the last {self.settings.average_last} "
                                 f"epochs: the checkpoint is after epoch {self.start_epoch} and holds no average", path)
@@ -243,6 +260,7 @@ class Trainer:
             self.averaged.update_parameters(common.unwrap(self.model))
         if self.averaged is not None:
             extra["averaged"] = self.averaged.state_dict()
+            extra["average_last"] = int(self.settings.average_last)
         common.save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, epoch + 1,
                                self.tracker.best, extra)
         common.barrier()

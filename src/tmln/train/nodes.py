@@ -48,7 +48,7 @@ from tmln.train.common import (
     to_device_batch,
     unwrap,
 )
-from tmln.train.loop import Hooks, LoopSettings, Trainer, Validation, session
+from tmln.train.loop import Hooks, LoopSettings, Trainer, Validation, averaging_record, kept_average, session
 from tmln.train.node_data import (
     CLASSES_INSTANCE,
     CLASSES_SEMANTIC,
@@ -177,6 +177,7 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
     quiet: bool = False,
     init: str | Path | None = None,
     non_node_crops: float = 0.0,
+    average_epochs: int = 0,
 ):
     """Train the node U-Net; returns the ``ModelCard`` of the model written to ``out_dir``.
 
@@ -191,7 +192,8 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
     the same name and shape are loaded, the others stay at their initialisation. A resumed run
     continues from its checkpoint instead. ``non_node_crops``: share of training crops centred on
     tissue outside the nodes (septa, vessels, other tissue: the hard negatives), taken evenly from the
-    other kinds of crops. The card's ``training.appearance`` holds the appearance statistics of the
+    other kinds of crops. ``average_epochs``: stochastic weight averaging over the last N epochs, offered as
+    one more candidate (``tmln.train.loop``). The card's ``training.appearance`` holds the appearance statistics of the
     training slides (``tmln.models.appearance``), against which analyze measures each slide.
     """
     t_start = time.time()
@@ -204,6 +206,8 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
         for name, v in (("tile size", tile_size), ("crop size", crop_size)):
             if v % multiple:
                 raise TmlnError(f"{name} {v} must be a multiple of {multiple} (2 ** encoder depth)")
+        if not 0 <= average_epochs <= epochs:
+            raise TmlnError(f"average_epochs={average_epochs} must be between 0 and epochs={epochs}")
         if overlap is None:
             overlap = min(64, tile_size // 4)
         if not 0 <= overlap <= tile_size // 2:
@@ -254,6 +258,7 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
             "split": "by patient", "validation": validation_note,
             "init_checkpoint": None if init is None else str(init), "init_note": init_note,
             "non_node_crops": float(non_node_crops),
+            "weight_averaging": averaging_record(average_epochs),
             "appearance": None,
         }
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=distributed_sampler(dataset, shuffle=False, seed=seed),
@@ -261,7 +266,7 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
         hooks = _NodeHooks(ctx, model, optimizer, card, loader, augmenter, train_items, val_items, overlap=overlap,
                            epochs=epochs, seed=seed, t_start=t_start)
         settings = LoopSettings(epochs=epochs, seed=seed, resume=resume, quiet=quiet, checkpoint=STATE_NAME, log=LOG_NAME,
-                                best=BEST_NAME, tensorboard=False)
+                                best=BEST_NAME, tensorboard=False, average_last=int(average_epochs))
         return Trainer(ctx, model, optimizer, scheduler, Amp(ctx.device, enabled=amp), out_dir, settings, config).fit(hooks)
 
 
@@ -332,7 +337,10 @@ class _NodeHooks(Hooks):
         card = self.card_template
         card.metrics = {"validation": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in final.items()},
                         "validation_on": card.training["validation"], "best_epoch": trainer.tracker.best_epoch,
-                        "selection": "best validation node Dice + instance F1 (IoU >= 0.5)",
+                        "selection": "best validation node Dice + instance F1 (IoU >= 0.5)"
+                                     + (" among the epochs and the mean of the last "
+                                        f"{trainer.settings.average_last}" if trainer.settings.average_last else ""),
+                        "kept_average": kept_average(trainer, self),
                         "per_slide": per_slide if is_main_process() else []}
         card.training["train_seconds"] = round(trainer.resumed_seconds + time.time() - self.t_start, 1)
         card.training["appearance"] = appearance_of_slides(self.train_items, card.mpp, seed=self.seed)

@@ -31,7 +31,7 @@ from tmln.stain import StainEstimationError, estimate, reference_from_images
 from tmln.train import common
 from tmln.train import patches as P
 from tmln.train.augment import Augmenter
-from tmln.train.loop import Hooks, LoopSettings, Trainer, Validation, session
+from tmln.train.loop import Hooks, LoopSettings, Trainer, Validation, averaging_record, kept_average, session
 
 DEFAULT_LR = 1e-3
 WEIGHT_DECAY = 1e-4
@@ -153,9 +153,7 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
                 "macenko": bool(macenko),
                 "hard_negative_mining": {"enabled": bool(hard_negative), "after_epoch": hn_epoch if hard_negative else None},
                 "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint), "init_note": init_note,
-                "weight_averaging": (None if not average_epochs else
-                                     {"last_epochs": int(average_epochs), "batchnorm": "recomputed over one pass of "
-                                      "augmented training patches"}),
+                "weight_averaging": averaging_record(average_epochs),
             },
         )
         hooks = _TumourHooks(ctx, model, scheduler, card, patch_set, train_idx, val_idx, reserve_idx,
@@ -163,8 +161,7 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
                              mine_after=hn_epoch if hard_negative else None, aug=aug, t_start=t_start)
         config = {"arch": arch, "mpp": float(mpp), "patch_size": int(patch_size), "macenko": bool(macenko),
                   "source": str(patches if patches is not None else slides),
-                  "val_source": None if val_patches is None else str(val_patches), "keep": keep,
-                  "average_epochs": int(average_epochs)}  # must match to resume
+                  "val_source": None if val_patches is None else str(val_patches), "keep": keep}  # must match to resume
         trainer = Trainer(ctx, model, optimizer, scheduler, common.Amp(ctx.device, enabled=amp, cpu_bf16=True),
                           out_dir, LoopSettings(epochs=epochs, seed=seed, resume=resume, quiet=quiet, progress=show,
                                        average_last=int(average_epochs)),
@@ -303,9 +300,8 @@ class _TumourHooks(Hooks):
             metrics.update({f"at_threshold_{k}": v for k, v in threshold_metrics(labels, scores, threshold).items()})
         metrics["best_epoch"] = trainer.tracker.best_epoch
         metrics["kept"] = "last epoch" if self.keep == "last" else "best epoch by validation AUC"
-        k = trainer.settings.average_last
-        if k and trainer.tracker.best_epoch == self.epochs + self.first_epoch:
-            metrics["kept"] = f"mean of the weights of the last {k} epochs (batch-norm statistics recomputed)"
+        if kept_average(trainer, self):
+            metrics["kept"] = f"mean of the weights of the last {trainer.settings.average_last} epochs (batch-norm statistics recomputed)"
         card = self.card_template
         card.threshold = float(threshold)
         card.training = {
