@@ -97,6 +97,7 @@ VOCABULARY: dict[str, tuple[str, str]] = {
     "--staging": ("staging system of n_stage", r"staging system"),
     "--threshold": ("P(tumour) threshold calling tumour", r"tumour"),
     "--init": ("initial weights to fine-tune", r"initial weights"),
+    "--average-epochs": ("stochastic weight averaging over the last N epochs", r"weight averaging"),
 }
 
 # Deprecated spellings kept for one release: (command, old name, new name). They are hidden from
