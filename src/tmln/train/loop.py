@@ -216,7 +216,7 @@ class Trainer:
             elif "averaged" in extra and int(extra["averaged"]["n_averaged"]) > 0:
                 raise TmlnError(f"cannot resume with weight averaging over the last {self.settings.average_last} "
                                 f"epochs: the checkpoint holds the mean of the last {k_saved}", path)
-            elif self.start_epoch > self.settings.epochs - self.settings.average_last:
+            elif self.start_epoch > self._average_from:
                 raise TmlnError(f"cannot resume with weight averaging over the last {self.settings.average_last} "
                                 f"epochs: the checkpoint is after epoch {self.start_epoch} and holds no average", path)
         self.tracker.best = state.get("best_metric")
@@ -247,16 +247,10 @@ class Trainer:
         sums = self._train(hooks, epoch)
         self.scheduler.step()
         train_loss = self._reduce(hooks, *sums)
-        validation = hooks.validate(epoch, train_loss)
-        number = epoch + hooks.first_epoch
-        improved = self.tracker.update(validation.metric, number, self.model, validation.secondary)
-        row = hooks.record(number, train_loss, lr, validation, improved)
-        row["seconds"] = round(time.time() - t0, 3)
-        logger.log(row)  # before the checkpoint: a resume trims the log to the checkpoint's epochs
-        common.main_print(hooks.epoch_line(row, validation, improved), self.settings.quiet)
+        self._validate_and_log(hooks, epoch, train_loss, lr, t0, logger)  # before the checkpoint: a resume trims the log
         extra = {"config": self.config, "amp": self.amp.state_dict(), "best_epoch": self.tracker.best_epoch,
                  "best_secondary": self.tracker.best_secondary, **hooks.state()}
-        if self.averaged is not None and epoch >= self.settings.epochs - self.settings.average_last:
+        if self.averaged is not None and epoch >= self._average_from:
             self.averaged.update_parameters(common.unwrap(self.model))
         if self.averaged is not None:
             extra["averaged"] = self.averaged.state_dict()
@@ -273,14 +267,25 @@ class Trainer:
         module = common.unwrap(self.model)
         module.load_state_dict(self.averaged.module.state_dict())
         self._recompute_batchnorm(hooks, epoch)
-        validation = hooks.validate(epoch, float("nan"))
+        self._validate_and_log(hooks, epoch, float("nan"), float("nan"), t0, logger,
+                               averaged_epochs=int(self.settings.average_last))
+
+    def _validate_and_log(self, hooks: Hooks, epoch: int, train_loss: float, lr: float, t0: float,
+                          logger: common.CSVLogger, **columns) -> None:
+        """Validate the model as ``epoch`` (0-based), offer it to the tracker, log its row (with
+        ``columns`` and the seconds since ``t0``) and print its line."""
+        validation = hooks.validate(epoch, train_loss)
         number = epoch + hooks.first_epoch
         improved = self.tracker.update(validation.metric, number, self.model, validation.secondary)
-        row = hooks.record(number, float("nan"), float("nan"), validation, improved)
-        row["averaged_epochs"] = int(self.settings.average_last)
+        row = {**hooks.record(number, train_loss, lr, validation, improved), **columns}
         row["seconds"] = round(time.time() - t0, 3)
         logger.log(row)
         common.main_print(hooks.epoch_line(row, validation, improved), self.settings.quiet)
+
+    @property
+    def _average_from(self) -> int:
+        """The first (0-based) epoch whose weights go into the average."""
+        return self.settings.epochs - self.settings.average_last
 
     @torch.no_grad()
     def _recompute_batchnorm(self, hooks: Hooks, epoch: int) -> None:

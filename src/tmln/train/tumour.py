@@ -299,9 +299,9 @@ class _TumourHooks(Hooks):
             metrics["threshold_rule"] = "youden" if threshold != 0.5 else "default 0.5"
             metrics.update({f"at_threshold_{k}": v for k, v in threshold_metrics(labels, scores, threshold).items()})
         metrics["best_epoch"] = trainer.tracker.best_epoch
-        metrics["kept"] = "last epoch" if self.keep == "last" else "best epoch by validation AUC"
-        if kept_average(trainer, self):
-            metrics["kept"] = f"mean of the weights of the last {trainer.settings.average_last} epochs (batch-norm statistics recomputed)"
+        metrics["kept"] = (f"mean of the weights of the last {trainer.settings.average_last} epochs (batch-norm "
+                           "statistics recomputed)" if kept_average(trainer, self)
+                           else "last epoch" if self.keep == "last" else "best epoch by validation AUC")
         card = self.card_template
         card.threshold = float(threshold)
         card.training = {
