@@ -79,6 +79,15 @@ def test_checkpoint_round_trip(tmp_path):
 
     with pytest.raises(TmlnError, match="bad.pt"):
         common.load_checkpoint(tmp_path / "bad.pt", m2)
+    # other settings are refused before anything is restored; weights of another model, by name
+    common.save_checkpoint(path, m, opt, sched, epoch=3, best_metric=0.75, extra={"config": {"arch": "a", "lr": 1}})
+    before = [p.detach().clone() for p in m2.parameters()]
+    with pytest.raises(TmlnError, match=r"arch='a', now 'b'.*--no-resume"):
+        common.load_checkpoint(path, m2, config={"arch": "b", "lr": 1, "new_setting": 2})
+    assert all(torch.equal(a, b) for a, b in zip(before, m2.parameters()))
+    assert common.load_checkpoint(path, m2, config={"arch": "a", "new_setting": 2})["epoch"] == 3
+    with pytest.raises(TmlnError, match=r"last.pt: cannot resume: the checkpoint.s weights do not fit this model \(Unexpected key"):
+        common.load_checkpoint(path, torch.nn.Sequential(torch.nn.Linear(5, 3)))
 
 
 def test_csv_logger_resume_drops_later_rows(tmp_path):

@@ -114,6 +114,10 @@ def test_bad_inputs(tmp_path):
         train_tumour(tmp_path / "m", patches=folder, **dict(TINY, weight_decay=-0.1))
     with pytest.raises(TmlnError, match="average_epochs"):
         train_tumour(tmp_path / "m", patches=folder, **dict(TINY, average_epochs=3))
+    with pytest.raises(TmlnError, match="supports resnet18, resnet34, not 'mobilenet_v2'"):
+        train_tumour(tmp_path / "m", patches=folder, **dict(TINY, arch="mobilenet_v2", equivariant=True))
+    with pytest.raises(TmlnError, match="random weights"):
+        train_tumour(tmp_path / "m", patches=folder, init_checkpoint="pcam-tumour", **dict(TINY, equivariant=True))
 
 
 def test_youden_threshold():
@@ -150,6 +154,38 @@ def test_cli(tmp_path, patch_folder):
     training = read_card(tmp_path / "m").training
     assert training["weight_averaging"]["last_epochs"] == 1
     assert training["epochs"] == 1 and training["optimizer"].startswith("AdamW(weight_decay=0.05)")
+
+
+def test_equivariant_training_ships_a_plain_network_that_ignores_turns(tmp_path, patch_folder):
+    from click.testing import CliRunner
+
+    from tmln.cli import main
+    from tmln.models.classifier import load_classifier, predict_proba
+    from tmln.models.equivariant import act_torch
+
+    out = tmp_path / "m"
+    args = ["train", "tumour", "--out", str(out), "--patches", str(patch_folder), "--epochs", "2",
+            "--patch-size", "32", "--batch-size", "8", "--device", "cpu", "--val-fraction", "0.5", "--quiet",
+            "--equivariant"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    card = read_card(out)
+    assert card.architecture == "resnet18" and "D4" in card.training["weight_tying"]
+    assert card.metrics["auc"] > 0.9
+    module, c = load_classifier(out, "cpu")  # the plain torchvision network, loaded strictly
+    assert type(module).__name__ == "ResNet"
+    x = torch.randint(0, 256, (3, 33, 33, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = x.permute(0, 3, 1, 2)
+    p = [predict_proba(module, act_torch(g, x).permute(0, 2, 3, 1).contiguous(), card=c) for g in range(8)]
+    assert (p[0].max() - p[0].min()).item() > 1e-4  # the patches score differently ...
+    for q in p[1:]:  # ... and each the same in all 8 orientations (33 px: odd at every strided layer)
+        torch.testing.assert_close(q, p[0], rtol=0, atol=1e-5)
+    plain = train_tumour(tmp_path / "plain", patches=patch_folder, **TINY)
+    assert plain.training["weight_tying"] is None
+    # a run is resumed only with the same setting
+    (out / "model_card.json").unlink()
+    with pytest.raises(TmlnError, match="equivariant"):
+        train_tumour(out, patches=patch_folder, **dict(TINY, epochs=3))
 
 
 @pytest.mark.slow

@@ -62,6 +62,10 @@ MODEL_MPP_MEANING = "the model's input µm/px; the slides' own µm/px comes from
               help="Weights to keep: the epoch of best validation AUC, or the last epoch (validation then only "
                    "sets the threshold, so its AUC is a held-out figure).")
 @average_epochs_option
+@click.option("--equivariant", is_flag=True,
+              help="Train with weights tied over 90° turns and flips (D4 group convolutions, as Veeling et al.'s "
+                   "p4m networks; resnet18/resnet34, random init): the output ignores a patch's orientation. "
+                   "The model ships as the equivalent plain ResNet.")
 @loader_workers_option
 @deprecated_alias("--workers", "--loader-workers", "loader_workers", click.IntRange(min=0), "DataLoader processes")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/last.pt exists.")
@@ -70,7 +74,7 @@ MODEL_MPP_MEANING = "the model's input µm/px; the slides' own µm/px comes from
 def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, batch_size, lr, seed, init, macenko,
             macenko_reference, hard_negatives, patches_mpp, groups, val_fraction, patches_per_class, loader_workers,
             no_resume, device, quiet, val_patches, colour_jitter, hed_jitter, label_region, keep, weight_decay,
-            average_epochs):
+            average_epochs, equivariant):
     """Train the tumour patch classifier on a patch folder or on annotated slides.
 
     \b
@@ -106,7 +110,7 @@ def command(out, patches, slides, annotations, epochs, mpp, patch_size, arch, ba
             resume=not no_resume, val_fraction=val_fraction, num_workers=loader_workers, patches_mpp=patches_mpp,
             groups=groups, patches_per_class=patches_per_class, quiet=quiet, val_patches=val_patches,
             colour=colour_jitter, hed=hed_jitter, label_region=label_region, keep=keep,
-            average_epochs=average_epochs)
+            average_epochs=average_epochs, equivariant=equivariant)
     except TmlnError:
         raise
     if env_world()[0] == 0 and not quiet:

@@ -31,6 +31,7 @@ from tmln.atomic import atomic_path, write_text
 from tmln.device import native_bf16, select_device
 from tmln.errors import TmlnError
 from tmln.models.card import list_bundled, load_state_dict, resolve_model_dir, save_model_dir
+from tmln.models.equivariant import plain_state_dict
 
 log = logging.getLogger("tmln.train")
 
@@ -408,16 +409,32 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     map_location: str | torch.device = "cpu",
+    config: dict | None = None,
 ) -> dict:
     """Restore what ``save_checkpoint`` wrote into the given objects; returns the state dict
-    (``epoch``, ``best_metric``, ``extra``). Uses ``torch.load(weights_only=True)``."""
+    (``epoch``, ``best_metric``, ``extra``). Uses ``torch.load(weights_only=True)``.
+
+    config : the run's settings; a checkpoint saved (``extra["config"]``) with other values for
+        any of them is refused, naming them, before anything is restored."""
 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise TmlnError(f"cannot read training checkpoint ({exc})", path) from None
+    saved = (state.get("extra") or {}).get("config", {})
+    diff = [k for k in (config or {}) if k in saved and saved[k] != config[k]]
+    if diff:
+        raise TmlnError(f"cannot resume: the checkpoint was made with other settings "
+                        f"({', '.join(f'{k}={saved[k]!r}, now {config[k]!r}' for k in diff)}); "
+                        "use another output folder or resume=False (--no-resume)", path)
     if model is not None:
-        unwrap(model).load_state_dict(state["model"])
+        try:
+            unwrap(model).load_state_dict(state["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise TmlnError("cannot resume: the checkpoint's weights do not fit this model ("
+                            + (first[1].strip() if len(first) > 1 else first[0]) + "); use another output folder "
+                            "or resume=False (--no-resume)", path) from None
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
@@ -457,7 +474,7 @@ class BestTracker:
         if not self.is_better(value, secondary):
             return False
         self.best, self.best_epoch, self.best_secondary = value, epoch, secondary
-        self.state = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
+        self.state = {k: v.detach().cpu().clone() for k, v in plain_state_dict(unwrap(model)).items()}
         if is_main_process():
             from safetensors.torch import save_file
 
@@ -484,7 +501,7 @@ class BestTracker:
 
         state = self.load()
         if state is None and fallback_model is not None:
-            state = unwrap(fallback_model).state_dict()
+            state = plain_state_dict(unwrap(fallback_model))
         if state is None:
             raise RuntimeError("no weights to save")
         if is_main_process():

@@ -199,14 +199,9 @@ class Trainer:
             if self.ctx.is_main and path.exists():  # a stale checkpoint of an earlier run
                 path.unlink()
             return
-        state = common.load_checkpoint(path, self.model, self.optimizer, self.scheduler, map_location="cpu")
+        state = common.load_checkpoint(path, self.model, self.optimizer, self.scheduler, map_location="cpu",
+                                       config=self.config)
         extra = state.get("extra", {})
-        saved = extra.get("config", {})
-        diff = [k for k in self.config if k in saved and saved[k] != self.config[k]]
-        if diff:
-            raise TmlnError(f"cannot resume: the checkpoint was made with other settings "
-                            f"({', '.join(f'{k}={saved[k]!r}, now {self.config[k]!r}' for k in diff)}); "
-                            "use another output folder or resume=False (--no-resume)", path)
         self.amp.load_state_dict(extra.get("amp") or {})
         self.start_epoch = int(state["epoch"])
         if self.averaged is not None:

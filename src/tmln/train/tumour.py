@@ -27,6 +27,8 @@ from tmln.evaluate.auc import threshold_metrics as metrics
 from tmln.imaging import read_image
 from tmln.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
 from tmln.models.classifier import build_classifier
+from tmln.models.equivariant import SUPPORTED as EQUIVARIANT_ARCHS
+from tmln.models.equivariant import D4ResNet
 from tmln.stain import StainEstimationError, estimate, reference_from_images
 from tmln.train import common
 from tmln.train import patches as P
@@ -35,6 +37,9 @@ from tmln.train.loop import Hooks, LoopSettings, Trainer, Validation, averaging_
 
 DEFAULT_LR = 1e-3
 WEIGHT_DECAY = 1e-4
+WEIGHT_TYING = ("D4 (4 rotations x 2 flips) group convolutions, Cohen & Welling 2016, as Veeling et al. 2018's p4m "
+                "networks: 1/8 of the free parameters, output invariant to 90-degree turns and flips; shipped "
+                "expanded as the equivalent plain network (tmln.models.equivariant)")
 
 
 def train_tumour(  # public API: one keyword per option of `tmln train tumour` (the signature is most of its length)
@@ -71,6 +76,7 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
     progress: bool | None = None,
     keep: str = "best",
     average_epochs: int = 0,
+    equivariant: bool = False,
 ):
     """Train and write a model directory; returns its ``ModelCard``.
 
@@ -95,6 +101,9 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
     average_epochs : > 0: stochastic weight averaging; the mean of the weights after each of the last
         ``average_epochs`` epochs, with BatchNorm statistics recomputed on the training patches, is
         validated as one more candidate (with ``keep="last"`` it is the model kept).
+    equivariant : D4 weight tying (``tmln.models.equivariant``): the network is trained as a rotation-
+        and flip-equivariant group-convolution ResNet (``arch`` resnet18 or resnet34, random init) and
+        shipped as the equivalent plain ResNet, which every engine runs unchanged.
     progress : a progress bar per epoch (patches/s, ETA, running loss); default: unless ``quiet``.
     AMP: bf16 on GPUs that support it and on CPUs that run bf16 natively (AVX512-BF16 / AMX).
     """
@@ -111,6 +120,11 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
         raise TmlnError(f"bad settings: epochs={epochs} (>= 1), batch_size={batch_size} (>= 2), "
                         f"patch_size={patch_size} (>= 8), mpp={mpp} (> 0), weight_decay={weight_decay} (>= 0), "
                         f"average_epochs={average_epochs} (0 to epochs)")
+    if equivariant and arch not in EQUIVARIANT_ARCHS:
+        raise TmlnError(f"equivariant training (D4 weight tying) supports {', '.join(EQUIVARIANT_ARCHS)}, not {arch!r}")
+    if equivariant and init_checkpoint is not None:
+        raise TmlnError("equivariant training starts from random weights: a plain network's weights cannot be "
+                        "tied (fine-tune the shipped plain network without equivariant instead)")
     show = (not quiet) if progress is None else bool(progress)
     t_start = time.time()
     with session(device, seed) as ctx:  # deterministic kernels on CPU
@@ -129,7 +143,7 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
             stain_ref = _on_main(ctx, lambda: _stain_reference(macenko, patch_set, train_idx, mpp, patch_size, seed))
 
         # ---- model, optimiser, the card's fixed part
-        model = build_classifier(arch, 1)
+        model = D4ResNet(arch, 1) if equivariant else build_classifier(arch, 1)
         init_note = None if init_checkpoint is None else common.load_initial_weights(model, init_checkpoint)
         model = common.prepare_model(model, ctx)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(weight_decay))
@@ -154,6 +168,7 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
                 "hard_negative_mining": {"enabled": bool(hard_negative), "after_epoch": hn_epoch if hard_negative else None},
                 "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint), "init_note": init_note,
                 "weight_averaging": averaging_record(average_epochs),
+                "weight_tying": WEIGHT_TYING if equivariant else None,
             },
         )
         hooks = _TumourHooks(ctx, model, scheduler, card, patch_set, train_idx, val_idx, reserve_idx,
@@ -161,7 +176,8 @@ def train_tumour(  # public API: one keyword per option of `tmln train tumour` (
                              mine_after=hn_epoch if hard_negative else None, aug=aug, t_start=t_start)
         config = {"arch": arch, "mpp": float(mpp), "patch_size": int(patch_size), "macenko": bool(macenko),
                   "source": str(patches if patches is not None else slides),
-                  "val_source": None if val_patches is None else str(val_patches), "keep": keep}  # must match to resume
+                  "val_source": None if val_patches is None else str(val_patches), "keep": keep,
+                  "equivariant": bool(equivariant)}  # must match to resume
         trainer = Trainer(ctx, model, optimizer, scheduler, common.Amp(ctx.device, enabled=amp, cpu_bf16=True),
                           out_dir, LoopSettings(epochs=epochs, seed=seed, resume=resume, quiet=quiet, progress=show,
                                        average_last=int(average_epochs)),
