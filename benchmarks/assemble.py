@@ -18,7 +18,7 @@ ORDER = [
     ("Inference backends, the full CPU: AVX-512 with VNNI and BF16 (issue 20)", "tumour_backends.md"),
     ("tmln analyze end to end on AVX2-only cores (issue 20)", "analyze_avx2.md"),
     ("Real tissue: the bundled tumour model pcam-tumour (issue 14)", "pcam_tumour.md"),
-    ("Real tissue: pcam-tumour with a stronger weight decay, longer training and weight averaging, not shipped (issue 14)", "pcam_tumour_weight_decay.md"),
+    ("Real tissue: pcam-tumour with a stronger weight decay, longer training, weight averaging, D4-tied weights and a 64 px input, not shipped (issue 14)", "pcam_tumour_weight_decay.md"),
     ("Tumour map engine with pcam-tumour (issue 14)", "tumour_engine_pcam.md"),
     ("Whole-slide tumour maps: peak memory (issue 14)", "tumour_map_memory.md"),
     ("Appearance distance to a model's training data (issues 14, 15)", "appearance.md"),

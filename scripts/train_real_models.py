@@ -165,6 +165,13 @@ def _kept(card) -> str:
     return kept if kept.startswith("mean") else f"{kept} kept"
 
 
+def _architecture_words(card) -> str:
+    """The network in words: ResNet-18 from random init, with D4-tied weights if it was trained so."""
+    tied = card.training.get("weight_tying")
+    return ("ResNet-18 with weights tied over 90° turns and flips (D4 group convolutions, `--equivariant`; shipped "
+            "as the equivalent plain ResNet-18), random init" if tied else "ResNet-18 (random init)")
+
+
 def evaluation_markdown(ev: dict, card) -> str:
     def row(name, m, note=""):
         lo, hi = m["auc_ci"]
@@ -177,7 +184,7 @@ def evaluation_markdown(ev: dict, card) -> str:
     lines = [
         "# pcam-tumour: the bundled real-tissue tumour classifier, on data it never saw", "",
         f"Command: `{_cmd()}`  ",
-        f"Model: ResNet-18 (random init), 96 px at 0.97 µm/px, trained on PCam train/ (20,000 patches) for "
+        f"Model: {_architecture_words(card)}, 96 px at 0.97 µm/px, trained on PCam train/ (20,000 patches) for "
         f"{tr.get('epochs')} epochs, {_kept(card)}; threshold {ev['threshold']:.3f} (Youden on PCam valid/); "
         f"training {tr.get('wall_seconds', 0) / 60:.0f} min on {tr.get('hardware') or _hardware(tr)} "
         f"({tr.get('amp') or 'float32'}; median epoch {tr.get('epoch_seconds_median', 0):.0f} s, other jobs shared "

@@ -87,3 +87,18 @@ def test_unsupported_architecture():
         D4ResNet("resnet50")
     plain = torchvision.models.resnet18(num_classes=1)
     assert plain_state_dict(plain).keys() == plain.state_dict().keys()
+
+
+def test_channels_last_memory_as_training_uses_on_gpus():
+    """``prepare_model`` turns models channels-last on GPUs: the tied network takes it, same outputs."""
+    from tmln.train.common import DistContext, prepare_model
+
+    torch.manual_seed(0)
+    tied = D4ResNet("resnet18", 1).eval()
+    x = torch.randn(2, 3, 64, 64)
+    expected = tied(x)
+    moved = prepare_model(tied, DistContext(), channels_last=True)
+    out = moved(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    out.sum().backward()
+    assert all(p.grad is not None for p in moved.parameters())

@@ -89,8 +89,8 @@ class TiedConv2d(nn.Module):
                  lifting: bool = False):
         super().__init__()
         self.stride, self.padding, self.lifting = stride, padding, lifting
-        shape = (out_c, in_c, kernel_size, kernel_size) if lifting else (out_c, in_c, ORDER, kernel_size, kernel_size)
-        self.weight = nn.Parameter(torch.empty(shape))
+        # free weights (out, in [x 8 input orientations], k, k), 4-D so channels-last memory applies
+        self.weight = nn.Parameter(torch.empty(out_c, in_c * (1 if lifting else ORDER), kernel_size, kernel_size))
         fan_in = in_c * kernel_size * kernel_size * (1 if lifting else ORDER)
         nn.init.normal_(self.weight, std=(2.0 / fan_in) ** 0.5)  # He init, as torchvision's ResNet (fan_out there)
         self.register_buffer("index", _expansion(out_c, in_c, kernel_size, lifting), persistent=False)
