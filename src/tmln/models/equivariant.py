@@ -91,7 +91,7 @@ class TiedConv2d(nn.Module):
         self.stride, self.padding, self.lifting = stride, padding, lifting
         # free weights (out, in [x 8 input orientations], k, k), 4-D so channels-last memory applies
         self.weight = nn.Parameter(torch.empty(out_c, in_c * (1 if lifting else ORDER), kernel_size, kernel_size))
-        fan_in = in_c * kernel_size * kernel_size * (1 if lifting else ORDER)
+        fan_in = self.weight[0].numel()
         nn.init.normal_(self.weight, std=(2.0 / fan_in) ** 0.5)  # He init, as torchvision's ResNet (fan_out there)
         self.register_buffer("index", _expansion(out_c, in_c, kernel_size, lifting), persistent=False)
 
