@@ -135,6 +135,13 @@ def load_state_dict(model: str | Path) -> dict:
         raise ModelCardError(f"cannot read weights ({exc})", path) from None
 
 
+def state_dict_mismatch(exc: Exception) -> str:
+    """The first specific line of ``load_state_dict``'s error (e.g. ``size mismatch for fc.weight: ...``),
+    for a message that names what does not fit without PyTorch's whole list."""
+    lines = str(exc).strip().splitlines()
+    return lines[1].strip() if len(lines) > 1 else lines[0]
+
+
 def save_model_dir(model_dir: str | Path, state_dict: dict, card: ModelCard) -> Path:
     """Write weights and card atomically (each to a temporary name, then renamed; card last)."""
     from safetensors.torch import save_file

@@ -16,7 +16,7 @@ import numpy as np
 
 from tmln.device import select_device
 from tmln.errors import ModelCardError
-from tmln.models.card import ModelCard, load_state_dict, read_card, resolve_model_dir
+from tmln.models.card import ModelCard, load_state_dict, read_card, resolve_model_dir, state_dict_mismatch
 from tmln.stain import normalise as stain_normalise
 
 # torchvision models whose auxiliary heads would change the forward's return type
@@ -95,10 +95,9 @@ def load_classifier(model_dir_or_name: str | Path, device: str | None = "auto"):
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
         raise ModelCardError(
             f"weights do not fit architecture {card.architecture!r} with {num_outputs(card)} output(s): "
-            + (first[1].strip() if len(first) > 1 else first[0]),
+            + state_dict_mismatch(exc),
             model_dir,
         ) from None
     dev = select_device(device)

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 ORDER = 8  # |D4|: 4 rotations x 2 flips
-SUPPORTED = ("resnet18", "resnet34")
-_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}  # BasicBlocks per stage
+SUPPORTED = tuple(_BLOCKS)
 
 
 def act(g: int, a: np.ndarray) -> np.ndarray:
@@ -151,7 +151,6 @@ class D4ResNet(nn.Module):
         super().__init__()
         if architecture not in _BLOCKS:
             raise ValueError(f"D4 weight tying supports {', '.join(SUPPORTED)}, not {architecture!r}")
-        self.architecture = architecture
         widths = [64 // ORDER, 128 // ORDER, 256 // ORDER, 512 // ORDER]
         self.conv1 = TiedConv2d(3, widths[0], 7, 2, 3, lifting=True)
         self.bn1 = TiedBatchNorm2d(widths[0])

@@ -30,7 +30,7 @@ import torch
 from tmln.atomic import atomic_path, write_text
 from tmln.device import native_bf16, select_device
 from tmln.errors import TmlnError
-from tmln.models.card import list_bundled, load_state_dict, resolve_model_dir, save_model_dir
+from tmln.models.card import list_bundled, load_state_dict, resolve_model_dir, save_model_dir, state_dict_mismatch
 from tmln.models.equivariant import plain_state_dict
 
 log = logging.getLogger("tmln.train")
@@ -431,10 +431,8 @@ def load_checkpoint(
         try:
             unwrap(model).load_state_dict(state["model"])
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise TmlnError("cannot resume: the checkpoint's weights do not fit this model ("
-                            + (first[1].strip() if len(first) > 1 else first[0]) + "); use another output folder "
-                            "or resume=False (--no-resume)", path) from None
+            raise TmlnError(f"cannot resume: the checkpoint's weights do not fit this model ({state_dict_mismatch(exc)}); "
+                            "use another output folder or resume=False (--no-resume)", path) from None
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
