@@ -89,6 +89,53 @@ def test_non_node_crops_centre_on_tissue_outside_the_nodes():
         NodeCropDataset([s], tile_size=8, p_non_node=0.5)  # 0.5 + 0.25 + 0.5 > 1
 
 
+def test_metastasis_crops_centre_on_tumour_inside_nodes():
+    s = make_node_slide()
+    s.tumour = np.zeros(s.instances.shape, bool)
+    s.tumour[18:22, 38:42] = True  # a deposit in node 2
+    s.tumour[0:3, 0:3] = True  # tumour outside every node: not a metastasis crop
+    assert {tuple(p) for p in s.metastasis_pixels()} == {(y, x) for y in range(18, 22) for x in range(38, 42)}
+    ds = NodeCropDataset([s], tile_size=8, samples_per_epoch=60, seed=1, p_boundary=0.0, p_foreground=0.0,
+                         p_shared=0.0, p_metastasis=1.0)
+    for i in range(len(ds)):
+        img, tgt = ds[i]
+        assert tgt[0].all()  # every crop lies inside node 2 (jitter 2 px, the deposit 8 px from its edges)
+    # with a slide without tumour outlines beside it, every metastasis crop still comes from the one that has
+    s2 = make_node_slide()
+    s2.image[:] = 200
+    assert s2.tumour is None and len(s2.metastasis_pixels()) == 0
+    ds = NodeCropDataset([s2, s, s2], tile_size=8, samples_per_epoch=60, seed=1, p_boundary=0.0, p_foreground=0.0,
+                         p_shared=0.0, p_metastasis=1.0)
+    assert all(tuple(ds[i][0][4, 4]) == (120, 60, 160) for i in range(len(ds)))
+    # no slide has any: node-centred crops instead
+    ds2 = NodeCropDataset([s2], tile_size=8, samples_per_epoch=30, seed=1, p_boundary=0.0, p_foreground=0.0,
+                          p_shared=0.0, p_metastasis=1.0)
+    assert all(ds2[i][1][0].any() for i in range(len(ds2)))
+    with pytest.raises(ValueError, match="must be <= 1"):
+        NodeCropDataset([s], tile_size=8, p_non_node=0.2, p_metastasis=0.1)  # 0.5 + 0.25 + 0.3 > 1
+
+
+def test_tumour_outlines_read_beside_the_node_outlines(tmp_path):
+    from shapely.geometry import Point
+
+    from tmln.annotations import feature, write_geojson
+
+    from .node_synth import MPP, make_node_cohort, node_polygons
+
+    csv = make_node_cohort(tmp_path / "c")
+    assert all(s.tumour is None for s in load_node_slides(csv, tmp_path / "c", mpp=8.0, tumour=True))
+    deposit = Point(node_polygons(0)[2].centroid).buffer(60)  # inside node 3 of slide S0, 120 µm across
+    write_geojson(tmp_path / "c" / "S0.tumour.geojson", [feature(deposit, "Tumor")])
+    items = load_node_slides(csv, tmp_path / "c", mpp=8.0, tumour=True)
+    assert items[1].tumour is None  # S1 has no tumour file
+    t = items[0].tumour
+    assert t.shape == items[0].instances.shape and t.dtype == bool
+    assert t.sum() * 8.0 ** 2 == pytest.approx(deposit.area * MPP ** 2, rel=0.1)
+    assert set(np.unique(items[0].instances[t])) == {3} and len(items[0].metastasis_pixels()) == t.sum()
+    # not asked for: not read
+    assert load_node_slides(csv, tmp_path / "c", mpp=8.0)[0].tumour is None
+
+
 def test_load_node_slides_from_a_cohort(tmp_path):
     from .node_synth import MPP, make_node_cohort, node_polygons
 

@@ -96,6 +96,8 @@ def test_bad_settings(tmp_path, cohort):
         train_nodes(tmp_path / "x", slides=slides, annotations=tmp_path, **TINY)
     with pytest.raises(TmlnError, match="average_epochs=2"):
         train_nodes(tmp_path / "x", slides=slides, annotations=ann, average_epochs=2, **TINY)
+    with pytest.raises(TmlnError, match="metastasis_crops 0.6 must be"):
+        train_nodes(tmp_path / "x", slides=slides, annotations=ann, non_node_crops=0.5, metastasis_crops=0.6, **TINY)
 
 
 def _env():
@@ -117,10 +119,12 @@ def test_cli(tmp_path, cohort):
 
     slides, ann = cohort
     r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "m"), "--slides", str(slides),
-                                  "--annotations", str(ann), *ARGS, "--average-epochs", "1"])
+                                  "--annotations", str(ann), *ARGS, "--average-epochs", "1", "--metastasis-crops", "0.2"])
     assert r.exit_code == 0, r.output
-    assert read_card(tmp_path / "m").training["epochs"] == 1
-    assert read_card(tmp_path / "m").training["weight_averaging"]["last_epochs"] == 1
+    tr = read_card(tmp_path / "m").training
+    assert tr["epochs"] == 1 and tr["weight_averaging"]["last_epochs"] == 1
+    # the card says how many training slides brought tumour outlines for those crops (the cohort has none)
+    assert tr["metastasis_crops"] == 0.2 and tr["slides_with_tumour_outlines"] == 0
     r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "m2"), "--slides", str(slides),
                                   "--annotations", str(ann), "--decoder-channels", "a,b"])
     assert r.exit_code != 0 and "comma-separated" in r.output

@@ -66,13 +66,16 @@ def _channels(ctx, param, value):
 @click.option("--non-node-crops", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
               help="Share of training crops centred on tissue outside the nodes (septa, vessels, other tissue: "
                    "hard negatives).")
+@click.option("--metastasis-crops", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              help="Share of training crops centred on outlined tumour inside nodes, from <slide_id>.tumour.geojson "
+                   "(.json, .xml) files in --annotations where present: a node replaced by carcinoma is still a node.")
 @average_epochs_option
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/train_state.pt exists.")
 @device_option
 @quiet_option
 def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decoder_channels, tile_size, overlap, batch_size, lr,
             samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, loader_workers, init,
-            non_node_crops, average_epochs, no_resume, device, quiet):
+            non_node_crops, metastasis_crops, average_epochs, no_resume, device, quiet):
     """Train the lymph-node segmentation U-Net on slides with node outlines.
 
     \b
@@ -98,7 +101,8 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
         encoder_depth=encoder_depth, decoder_channels=decoder_channels, batch_size=batch_size, lr=lr, seed=seed,
         device=device, resume=not no_resume, val_fraction=val_fraction, samples_per_epoch=samples_per_epoch,
         instance_target=not no_instance_target, border_um=border_um, params={"min_node_area_mm2": min_node_area},
-        workers=loader_workers, quiet=quiet, init=init, non_node_crops=non_node_crops, average_epochs=average_epochs)
+        workers=loader_workers, quiet=quiet, init=init, non_node_crops=non_node_crops,
+        metastasis_crops=metastasis_crops, average_epochs=average_epochs)
     if env_world()[0] == 0 and not quiet:
         v = card.metrics.get("validation", {})
         rec = v.get("instance_recall")

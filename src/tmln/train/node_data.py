@@ -12,8 +12,12 @@ are rasterised on the same grid (pixel centres inside). Targets, one uint8 chann
 
 Random square crops (``NodeCropDataset``): a quarter centred on a border shared by touching nodes
 (where the slide has one), the others half on a node boundary (foreground and background in one
-crop), a quarter on a node pixel and a quarter anywhere; crops reaching past
-the slide are padded with white glass and background target. Train/validation split is by patient.
+crop), a quarter on a node pixel and a quarter anywhere; optionally a share centred on tissue outside
+the nodes (hard negatives) and a share on **metastases inside nodes**: where the annotation folder also
+holds the slide's tumour outlines (``<slide_id>.tumour.geojson|.json|.xml``), the tumour pixels inside
+nodes, so that a node largely replaced by carcinoma is still learnt as node (it looks like the
+carcinoma outside nodes that the hard negatives teach to reject). Crops reaching past the slide are
+padded with white glass and background target. Train/validation split is by patient.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmln.annotations import AmbiguousAnnotation, find_annotation, node_outlines, read_annotations
+from tmln.annotations import AmbiguousAnnotation, find_annotation, node_outlines, read_annotations, tumour_outlines
 from tmln.cohort.table import read_slides_table
 from tmln.errors import AnnotationError, InputTableError
 from tmln.regions import rasterise
@@ -38,7 +42,8 @@ NON_NODE_OD = 0.25  # optical density sum (RGB) above which a pixel outside the 
 @dataclass
 class NodeSlide:
     """One training slide at ``mpp`` µm/px: ``image`` (H, W, 3) uint8, ``instances`` (H, W) int32
-    (0 = background), ``target`` (C, H, W) uint8 (node[, node_core])."""
+    (0 = background), ``target`` (C, H, W) uint8 (node[, node_core]); ``tumour`` (H, W) bool: the
+    slide's outlined tumour, or None where no tumour outlines were found."""
 
     slide_id: str
     patient_id: str
@@ -49,10 +54,12 @@ class NodeSlide:
     target: np.ndarray
     n_nodes: int
     annotation: str
+    tumour: np.ndarray | None = field(default=None, repr=False)
     _boundary: np.ndarray | None = field(default=None, repr=False)
     _foreground: np.ndarray | None = field(default=None, repr=False)
     _shared: np.ndarray | None = field(default=None, repr=False)
     _non_node: np.ndarray | None = field(default=None, repr=False)
+    _metastasis: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def node_area_mm2(self) -> float:
@@ -84,6 +91,13 @@ class NodeSlide:
             od = -np.log10(np.clip(self.image.astype(np.float32), 1.0, 255.0) / 255.0).sum(-1)
             self._non_node = np.argwhere((od > NON_NODE_OD) & (self.instances == 0))
         return self._non_node
+
+    def metastasis_pixels(self) -> np.ndarray:
+        """Outlined tumour pixels inside nodes (empty where the slide has no tumour outlines)."""
+        if self._metastasis is None:
+            m = np.zeros((0, 2), int) if self.tumour is None else np.argwhere(self.tumour & (self.instances > 0))
+            self._metastasis = m
+        return self._metastasis
 
 
 def shared_border_band(instances: np.ndarray, border_px: float) -> np.ndarray:
@@ -126,23 +140,30 @@ def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
 
 
 def load_node_slide(path, annotation, mpp: float = 8.0, border_um: float | None = 24.0, slide_id: str | None = None,
-                    patient_id: str | None = None, slide_mpp: float | None = None) -> NodeSlide:
-    """Read one slide at ``mpp`` µm/px and rasterise its node outlines on that grid."""
+                    patient_id: str | None = None, slide_mpp: float | None = None, tumour_annotation=None) -> NodeSlide:
+    """Read one slide at ``mpp`` µm/px and rasterise its node outlines (and, when a tumour outline
+    file is given, its tumour) on that grid."""
 
     with Slide(path, mpp=slide_mpp) as s:
         image = s.thumbnail(mpp)
         anns = read_annotations(annotation, slide_size=s.dimensions)
         polys, _ = node_outlines(anns)
+        tumour = None
+        if tumour_annotation is not None:
+            tumour = tumour_outlines(read_annotations(tumour_annotation, slide_size=s.dimensions)).polygons
         scale = (mpp / s.mpp_x_required, mpp / s.mpp_y_required)
     instances = rasterise(polys, image.shape[:2], scale)
     sid = slide_id or Path(path).stem
     return NodeSlide(slide_id=sid, patient_id=patient_id or sid, path=str(path), mpp=float(mpp), image=image,
                      instances=instances, target=node_targets(instances, mpp, border_um), n_nodes=len(polys),
-                     annotation=str(annotation))
+                     annotation=str(annotation),
+                     tumour=None if tumour is None else rasterise(tumour, image.shape[:2], scale) > 0)
 
 
-def load_node_slides(slides_csv, annotations, mpp: float = 8.0, border_um: float | None = 24.0) -> list[NodeSlide]:
-    """Every slide of a slides table with its node outlines from the ``annotations`` folder."""
+def load_node_slides(slides_csv, annotations, mpp: float = 8.0, border_um: float | None = 24.0,
+                     tumour: bool = False) -> list[NodeSlide]:
+    """Every slide of a slides table with its node outlines from the ``annotations`` folder (and, with
+    ``tumour``, its tumour outlines from the same folder where it holds them: ``<slide_id>.tumour.*``)."""
 
     entries = read_slides_table(slides_csv)
     bad = [f"row {e.row}: {e.error}" for e in entries if e.error]
@@ -151,9 +172,20 @@ def load_node_slides(slides_csv, annotations, mpp: float = 8.0, border_um: float
     out = []
     for e in entries:
         ann = find_node_annotation(annotations, e.slide_id)
+        tum = _tumour_file(annotations, e.slide_id, ann) if tumour else None
         out.append(load_node_slide(e.path, ann, mpp, border_um, slide_id=e.slide_id, patient_id=e.patient_id,
-                                   slide_mpp=e.mpp))
+                                   slide_mpp=e.mpp, tumour_annotation=tum))
     return out
+
+
+def _tumour_file(folder, slide_id: str, node_file: Path) -> Path | None:
+    """The slide's own tumour outline file in the node annotation folder, or None (a generic
+    ``<slide_id>.geojson`` is the node file, not a tumour file)."""
+    try:
+        p = find_annotation(folder, slide_id, "tumour")
+    except AmbiguousAnnotation as exc:
+        raise AnnotationError(exc.message, folder) from None
+    return None if p is None or Path(p) == Path(node_file) else p
 
 
 def split_by_patient(items: list, val_fraction: float = 0.25, seed: int = 0) -> tuple[list, list]:
@@ -191,7 +223,7 @@ class NodeCropDataset:
 
     def __init__(self, slides: list[NodeSlide], tile_size: int = 256, samples_per_epoch: int | None = None,
                  seed: int = 0, p_boundary: float = 0.5, p_foreground: float = 0.25, p_shared: float = 0.25,
-                 p_non_node: float = 0.0):
+                 p_non_node: float = 0.0, p_metastasis: float = 0.0):
         if not slides:
             raise ValueError("no training slides")
         self.slides = slides
@@ -200,13 +232,20 @@ class NodeCropDataset:
         self.epoch = 0
         self.p_boundary, self.p_foreground, self.p_shared = p_boundary, p_foreground, p_shared
         self.p_non_node = float(p_non_node)  # crops centred on tissue outside the nodes (hard negatives)
-        if self.p_boundary + p_foreground + self.p_non_node > 1:
-            raise ValueError("p_boundary + p_foreground + p_non_node must be <= 1")
+        self.p_metastasis = float(p_metastasis)  # crops centred on outlined tumour inside nodes
+        if self.p_boundary + p_foreground + self.p_non_node + self.p_metastasis > 1:
+            raise ValueError("p_boundary + p_foreground + p_non_node + p_metastasis must be <= 1")
         areas = np.array([s.image.shape[0] * s.image.shape[1] for s in slides], float)
         self.weights = areas / areas.sum()
         if samples_per_epoch is None:
             samples_per_epoch = default_samples_per_epoch(slides, self.tile)
         self.n = int(samples_per_epoch)
+        self._with_metastases = self._metastasis_slides() if self.p_metastasis > 0 else None
+
+    def _metastasis_slides(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(indices, slide-area weights) of the slides with outlined tumour inside nodes, or None."""
+        idx = np.array([i for i, s in enumerate(self.slides) if len(s.metastasis_pixels())], int)
+        return None if not len(idx) else (idx, self.weights[idx] / self.weights[idx].sum())
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -228,6 +267,14 @@ class NodeCropDataset:
             pool = s.foreground_pixels()
         elif u < self.p_boundary + self.p_foreground + self.p_non_node:
             pool = s.non_node_pixels()
+        elif u < self.p_boundary + self.p_foreground + self.p_non_node + self.p_metastasis:
+            with_met = self._with_metastases
+            if with_met is not None:  # one of the slides with outlined metastases, by slide area
+                s = self.slides[int(rng.choice(with_met[0], p=with_met[1]))]
+                H, W = s.image.shape[:2]
+                pool = s.metastasis_pixels()
+            else:  # no slide has outlined metastases: a node pixel instead
+                pool = s.foreground_pixels()
         if pool is not None and len(pool):
             cy, cx = pool[int(rng.integers(len(pool)))]
             jitter = self.tile // 4

@@ -177,6 +177,7 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
     quiet: bool = False,
     init: str | Path | None = None,
     non_node_crops: float = 0.0,
+    metastasis_crops: float = 0.0,
     average_epochs: int = 0,
 ):
     """Train the node U-Net; returns the ``ModelCard`` of the model written to ``out_dir``.
@@ -192,7 +193,10 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
     the same name and shape are loaded, the others stay at their initialisation. A resumed run
     continues from its checkpoint instead. ``non_node_crops``: share of training crops centred on
     tissue outside the nodes (septa, vessels, other tissue: the hard negatives), taken evenly from the
-    other kinds of crops. ``average_epochs``: stochastic weight averaging over the last N epochs, offered as
+    other kinds of crops. ``metastasis_crops``: share of crops centred on outlined tumour inside nodes,
+    read from ``<slide_id>.tumour.*`` files in ``annotations`` where present (a node replaced by
+    carcinoma is still a node; the crops come from the slides that have them, or are node-centred
+    where none has). ``average_epochs``: stochastic weight averaging over the last N epochs, offered as
     one more candidate (``tmln.train.loop``). The card's ``training.appearance`` holds the appearance statistics of the
     training slides (``tmln.models.appearance``), against which analyze measures each slide.
     """
@@ -217,17 +221,22 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
                          instance_target=bool(instance_target), border_um=float(border_um), seed=int(seed),
                          batch_size=int(batch_size), val_fraction=float(val_fraction))  # must match to resume (lr may change)
 
-        items = load_node_slides(slides, annotations, mpp=mpp, border_um=border_um if instance_target else None)
+        if not 0.0 <= non_node_crops < 1.0:
+            raise TmlnError(f"non_node_crops {non_node_crops} must be in [0, 1)")
+        if not 0.0 <= metastasis_crops < 1.0 or non_node_crops + metastasis_crops >= 1.0:
+            raise TmlnError(f"metastasis_crops {metastasis_crops} must be in [0, 1) and, with non_node_crops "
+                            f"{non_node_crops}, below 1")
+        items = load_node_slides(slides, annotations, mpp=mpp, border_um=border_um if instance_target else None,
+                                 tumour=metastasis_crops > 0)
         train_items, val_items = split_by_patient(items, val_fraction, seed)
         validation_note = "held-out patients"
         if not val_items:
             val_items = train_items
             validation_note = "training slides (fewer than two patients: no held-out validation)"
-        if not 0.0 <= non_node_crops < 1.0:
-            raise TmlnError(f"non_node_crops {non_node_crops} must be in [0, 1)")
-        keep = 1.0 - float(non_node_crops)
+        keep = 1.0 - float(non_node_crops) - float(metastasis_crops)
         dataset = NodeCropDataset(train_items, crop_size, samples_per_epoch, seed=seed, p_boundary=0.5 * keep,
-                                  p_foreground=0.25 * keep, p_non_node=float(non_node_crops))
+                                  p_foreground=0.25 * keep, p_non_node=float(non_node_crops),
+                                  p_metastasis=float(metastasis_crops))
 
         card = ModelCard(
             task=TASK, architecture=f"unet:{encoder}", mpp=float(mpp), patch_size=int(tile_size), classes=classes,
@@ -258,6 +267,8 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
             "split": "by patient", "validation": validation_note,
             "init_checkpoint": None if init is None else str(init), "init_note": init_note,
             "non_node_crops": float(non_node_crops),
+            "metastasis_crops": float(metastasis_crops),
+            "slides_with_tumour_outlines": sum(it.tumour is not None for it in train_items),
             "weight_averaging": averaging_record(average_epochs),
             "appearance": None,
         }
