@@ -119,10 +119,14 @@ def test_cli(tmp_path, cohort):
 
     slides, ann = cohort
     r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "m"), "--slides", str(slides),
-                                  "--annotations", str(ann), *ARGS, "--average-epochs", "1", "--metastasis-crops", "0.2"])
+                                  "--annotations", str(ann), *ARGS, "--average-epochs", "1", "--metastasis-crops", "0.2",
+                                  "--crop-size", "32"])
     assert r.exit_code == 0, r.output
-    tr = read_card(tmp_path / "m").training
+    card = read_card(tmp_path / "m")
+    tr = card.training
     assert tr["epochs"] == 1 and tr["weight_averaging"]["last_epochs"] == 1
+    # crops smaller than the inference tile: the card's tile stays the inference tile
+    assert tr["crop_size_px"] == 32 and tr["tile_size_px"] == 64 and card.patch_size == 64
     # the card says how many training slides brought tumour outlines for those crops (the cohort has none)
     assert tr["metastasis_crops"] == 0.2 and tr["slides_with_tumour_outlines"] == 0
     r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "m2"), "--slides", str(slides),

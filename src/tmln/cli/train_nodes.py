@@ -42,7 +42,11 @@ def _channels(ctx, param, value):
 @click.option("--decoder-channels", callback=_channels, default=None,
               help="Decoder widths, one per encoder stage (default 256,128,64,32,16), e.g. 64,48,32,24,16 for a small model.")
 @click.option("--tile-size", type=click.IntRange(min=32), default=256, show_default=True,
-              help="Training crop and inference tile size, px (a multiple of 2**encoder-depth).")
+              help="Inference tile size, px (a multiple of 2**encoder-depth), and the training crop size unless "
+                   "--crop-size is given.")
+@click.option("--crop-size", type=click.IntRange(min=32), default=None,
+              help="Training crop size, px (default: --tile-size). Tiles larger than the crops give a model trained "
+                   "on context the context at inference (pcam-nodes: 256 px crops, 512 px tiles).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
               help="Inference tile overlap, px (default: tile size / 4, at most 64; stored in the card).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Crops per training batch.")
@@ -73,8 +77,8 @@ def _channels(ctx, param, value):
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/train_state.pt exists.")
 @device_option
 @quiet_option
-def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decoder_channels, tile_size, overlap, batch_size, lr,
-            samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, loader_workers, init,
+def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decoder_channels, tile_size, crop_size, overlap,
+            batch_size, lr, samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, loader_workers, init,
             non_node_crops, metastasis_crops, average_epochs, no_resume, device, quiet):
     """Train the lymph-node segmentation U-Net on slides with node outlines.
 
@@ -97,8 +101,9 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
     if not quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     card = train_nodes(
-        out, slides=slides, annotations=annotations, epochs=epochs, mpp=mpp, tile_size=tile_size, overlap=overlap, encoder=encoder,
-        encoder_depth=encoder_depth, decoder_channels=decoder_channels, batch_size=batch_size, lr=lr, seed=seed,
+        out, slides=slides, annotations=annotations, epochs=epochs, mpp=mpp, tile_size=tile_size, crop_size=crop_size,
+        overlap=overlap, encoder=encoder, encoder_depth=encoder_depth, decoder_channels=decoder_channels,
+        batch_size=batch_size, lr=lr, seed=seed,
         device=device, resume=not no_resume, val_fraction=val_fraction, samples_per_epoch=samples_per_epoch,
         instance_target=not no_instance_target, border_um=border_um, params={"min_node_area_mm2": min_node_area},
         workers=loader_workers, quiet=quiet, init=init, non_node_crops=non_node_crops,
