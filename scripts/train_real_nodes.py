@@ -133,19 +133,27 @@ def make_data(shared: Path, work: Path) -> Path:
     return train
 
 
+def _node_cohorts(out: dict[str, Path], seed: int, textures: Path) -> None:
+    """The node cohorts of a test or validation set, where not yet written: ``out["real"]``, 8 perinodal phantoms
+    textured from ``textures`` (``seed``), and ``out["procedural"]``, 6 procedural phantoms (``seed + 1``)."""
+    from tmln.phantom import make_cohort
+
+    if not (out["real"] / "slides.csv").is_file():
+        make_cohort(out["real"], patients=8, seed=seed, size_mm=SIZE_MM, mpp=SLIDE_MPP, perinodal=True,
+                    negative_fraction=0.3, textures=textures)
+    if not (out["procedural"] / "slides.csv").is_file():
+        make_cohort(out["procedural"], patients=6, seed=seed + 1, size_mm=SIZE_MM, mpp=SLIDE_MPP)
+
+
 def make_tests(shared: Path, work: Path) -> dict[str, Path]:
     """Test slides of unseen seeds: textured from PCam valid/ (other slides than training)."""
-    from tmln.phantom import make_cohort, make_slide
+    from tmln.phantom import make_slide
     from tmln.phantom.geometry import SlideSpec
 
     valid = shared / "data/pcam/valid"
     out = {"real": work / "test" / "real", "procedural": work / "test" / "procedural",
            "sections": work / "test" / "sections"}
-    if not (out["real"] / "slides.csv").is_file():
-        make_cohort(out["real"], patients=8, seed=TEST_SEED, size_mm=SIZE_MM, mpp=SLIDE_MPP, perinodal=True,
-                    negative_fraction=0.3, textures=valid)
-    if not (out["procedural"] / "slides.csv").is_file():
-        make_cohort(out["procedural"], patients=6, seed=TEST_SEED + 1, size_mm=SIZE_MM, mpp=SLIDE_MPP)
+    _node_cohorts(out, TEST_SEED, valid)
     if not (out["sections"] / "done").is_file():
         out["sections"].mkdir(parents=True, exist_ok=True)
         for i, kind in enumerate(SECTION_KINDS * 2):
@@ -170,11 +178,7 @@ def make_validation(shared: Path, work: Path) -> dict[str, Path]:
     if not (out["procedural-perinodal"] / "slides.csv").is_file():  # procedural nodes among septa, vessels, islands
         make_cohort(out["procedural-perinodal"], patients=6, seed=VAL_SEED + 2, size_mm=SIZE_MM, mpp=SLIDE_MPP,
                     perinodal=True, negative_fraction=0.3)
-    if not (out["real"] / "slides.csv").is_file():
-        make_cohort(out["real"], patients=8, seed=VAL_SEED, size_mm=SIZE_MM, mpp=SLIDE_MPP, perinodal=True,
-                    negative_fraction=0.3, textures=tex)
-    if not (out["procedural"] / "slides.csv").is_file():
-        make_cohort(out["procedural"], patients=6, seed=VAL_SEED + 1, size_mm=SIZE_MM, mpp=SLIDE_MPP)
+    _node_cohorts(out, VAL_SEED, tex)
     if not (out["sections"] / "done").is_file():
         out["sections"].mkdir(parents=True, exist_ok=True)
         i = 0
