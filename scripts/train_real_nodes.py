@@ -55,11 +55,11 @@ SIZE_MM = (8.0, 6.0)
 # (folder, patients, seed, textured from PCam, non-node fraction, slide-id prefix)
 TRAIN_COHORTS = (("real", 24, 3000, True, 0.25, "R"), ("procedural", 8, 3001, False, 0.25, "P"),
                  ("second-real", 24, 3002, True, 0.25, "S"))
-# stage 2 adds cohorts that are nearly all node-free sections (the first slide of a cohort always holds nodes):
+# stage 3 adds cohorts that are nearly all node-free sections (the first slide of a cohort always holds nodes):
 # 15 real-textured and 7 procedural sections of every kind, so that tissue without nodes outweighs the nodes' look-alikes
 SECTION_COHORTS = (("sections", 16, 3003, True, 15 / 16, "N"), ("procedural-sections", 8, 3004, False, 7 / 8, "Q"))
 TEST_SEED = 3100
-# validation slides for the post-processing rules (``validate`` stage): seeds 3200+, textures from PCam train/
+# validation slides for the post-processing rules (``rules`` stage): seeds 3200+, textures from PCam train/
 # (as in training; the test textures, valid/, stay unseen), never the test seeds
 VAL_SEED = 3200
 VAL_SECTIONS_PER_KIND = 2  # node-free validation sections per kind and texture
@@ -100,7 +100,7 @@ INTENDED_USE = (
 def make_data(shared: Path, work: Path) -> Path:
     """Training cohorts hard-linked into one folder (ids prefixed by the cohort's letter); cohorts already
     there are kept, new ones added. Slide tables: ``slides.csv`` (stage 1: ``TRAIN_COHORTS``) and
-    ``slides-ft.csv`` (stage 2: those and ``SECTION_COHORTS``)."""
+    ``slides-ft.csv`` (stage 3: those and ``SECTION_COHORTS``)."""
     import pandas as pd
 
     from tmln.phantom import make_cohort
@@ -197,7 +197,7 @@ def _train(train_dir: Path, out: Path, device: str, init: str, epochs: int, lr: 
            table: str = "slides.csv", metastasis_crops: float = 0.0, crop_size: int | None = None,
            samples_per_epoch: int | None = None):
     """One training stage into ``out`` (resumes there) on the slides of ``train_dir / table``; crop size
-    and crops per epoch default to ``SETTINGS``'."""
+    and crops per epoch default to those of ``SETTINGS``."""
     from tmln.train.nodes import train_nodes
 
     t = time.time()
@@ -284,7 +284,6 @@ def choose_rules(shared: Path, work: Path) -> dict:
     # fewest errors; among ties the mildest rule (smallest thresholds)
     best = min(table, key=lambda r: (r["errors"], r["min_node_probability"], r["min_node_area_mm2"]))
     chosen = {k: best[k] for k in RULE_GRID}
-    card = read_card(work / FINAL)
     card.params = {**card.params, **chosen}
     card.metrics = {**card.metrics, "rules_chosen_on": {
         "slides": f"{len(maps)} validation phantoms of seeds {VAL_SEED}+ (PCam train/ textures): "

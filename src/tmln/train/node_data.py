@@ -126,13 +126,18 @@ def node_targets(instances: np.ndarray, mpp: float, border_um: float | None) -> 
     return np.stack([node, core.astype(np.uint8)])
 
 
+def _find(folder: str | Path, slide_id: str, kind: str) -> Path | None:
+    """``find_annotation``, with several candidate files reported as an ``AnnotationError`` naming the folder."""
+    try:
+        return find_annotation(folder, slide_id, kind)
+    except AmbiguousAnnotation as exc:
+        raise AnnotationError(exc.message, folder) from None
+
+
 def find_node_annotation(folder: str | Path, slide_id: str) -> Path:
     """The node annotation file of a slide (see module docstring); raises ``AnnotationError``."""
 
-    try:
-        p = find_annotation(folder, slide_id, "nodes")
-    except AmbiguousAnnotation as exc:
-        raise AnnotationError(exc.message, folder) from None
+    p = _find(folder, slide_id, "nodes")
     if p is None:
         raise AnnotationError(f"no node annotation for slide {slide_id!r} (looked for {slide_id}.nodes.geojson, "
                               f"{slide_id}.geojson, .json, .xml)", folder)
@@ -181,10 +186,7 @@ def load_node_slides(slides_csv, annotations, mpp: float = 8.0, border_um: float
 def _tumour_file(folder, slide_id: str, node_file: Path) -> Path | None:
     """The slide's own tumour outline file in the node annotation folder, or None (a generic
     ``<slide_id>.geojson`` is the node file, not a tumour file)."""
-    try:
-        p = find_annotation(folder, slide_id, "tumour")
-    except AmbiguousAnnotation as exc:
-        raise AnnotationError(exc.message, folder) from None
+    p = _find(folder, slide_id, "tumour")
     return None if p is None or Path(p) == Path(node_file) else p
 
 
