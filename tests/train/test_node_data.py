@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tmln.train.node_data import (
-    NodeCropDataset, NodeSlide, crop, load_node_slide, load_node_slides, node_targets, shared_border_band,
-    split_by_patient,
+    NodeCropDataset, NodeSlide, crop, load_node_slide, load_node_slides, mistake_components, node_targets,
+    shared_border_band, split_by_patient,
 )
 
 
@@ -113,6 +113,53 @@ def test_metastasis_crops_centre_on_tumour_inside_nodes():
     assert all(ds2[i][1][0].any() for i in range(len(ds2)))
     with pytest.raises(ValueError, match="must be <= 1"):
         NodeCropDataset([s], tile_size=8, p_non_node=0.2, p_metastasis=0.1)  # 0.5 + 0.25 + 0.3 > 1
+
+
+def slide_with_mistakes():
+    """The node slide, a pink island outside the nodes, and node probabilities that call the island and
+    a patch of glass, miss the middle of node 1, and are off by a pixel along every outline."""
+    from scipy import ndimage as ndi
+
+    s = make_node_slide()
+    s.image[0:7, 52:59] = (230, 150, 190)  # 49 px of tissue outside the nodes (0.0031 mm² at 8 µm/px)
+    prob = ndi.binary_dilation(s.instances > 0).astype(np.float32)  # the outlines, 1 px too wide
+    prob[0:7, 52:59] = 0.9  # the island called node
+    prob[36:38, 0:2] = 0.9  # 4 px: too small to be a mistake that counts
+    prob[0:6, 0:6] = 0.9  # "node" on glass (36 px)
+    prob[14:26, 14:26] = 0.1  # node 1's middle missed
+    return s, prob
+
+
+def test_mistake_components_are_the_false_and_missed_node_away_from_the_outlines():
+    s, prob = slide_with_mistakes()
+    parts = mistake_components(s, prob)
+    got = sorted({tuple(map(tuple, p[[0, -1]])) for p in parts})
+    # the glass, the island, node 1's middle: nothing else (not the 4 px, not the 1 px along the outlines)
+    assert got == [((0, 0), (5, 5)), ((0, 52), (6, 58)), ((14, 14), (25, 25))]
+    assert sorted(len(p) for p in parts) == [36, 49, 144]
+    assert mistake_components(s, (s.instances > 0).astype(float)) == []  # a perfect model makes none
+    with pytest.raises(ValueError, match="slide S"):
+        mistake_components(s, prob[:-1])
+
+
+def test_mistake_crops_centre_on_each_mistake_alike():
+    s, prob = slide_with_mistakes()
+    ds = NodeCropDataset([s], tile_size=8, samples_per_epoch=200, seed=2, p_boundary=0.0, p_foreground=0.0,
+                         p_shared=0.0, p_mistake=1.0)
+    # before any mining: crops centred on tissue outside the nodes (the centre jitters by 2 px)
+    assert all(ds[i][1][0][4, 4] == 0 for i in range(20))
+    other = make_node_slide()
+    ds = NodeCropDataset([other, s], tile_size=8, samples_per_epoch=200, seed=2, p_boundary=0.0, p_foreground=0.0,
+                         p_shared=0.0, p_mistake=1.0)
+    ds.set_mistakes([[], [p for p in mistake_components(s, prob) if len(p) > 36]])  # the island and node 1
+    island = [(ds[i][0] == (230, 150, 190)).all(-1).any() for i in range(len(ds))]
+    inside = [ds[i][1][0][4, 4] == 1 for i in range(len(ds))]
+    assert all(a != b for a, b in zip(island, inside))  # every crop on one of the two mistakes
+    assert 70 <= sum(island) <= 130  # each mistake alike, though one is three times the other's size
+    with pytest.raises(ValueError, match="1 slides"):
+        ds.set_mistakes([[]])
+    with pytest.raises(ValueError, match="must be <= 1"):
+        NodeCropDataset([s], tile_size=8, p_non_node=0.1, p_mistake=0.2)
 
 
 def test_tumour_outlines_read_beside_the_node_outlines(tmp_path):

@@ -98,6 +98,31 @@ def test_bad_settings(tmp_path, cohort):
         train_nodes(tmp_path / "x", slides=slides, annotations=ann, average_epochs=2, **TINY)
     with pytest.raises(TmlnError, match="metastasis_crops 0.6 must be"):
         train_nodes(tmp_path / "x", slides=slides, annotations=ann, non_node_crops=0.5, metastasis_crops=0.6, **TINY)
+    with pytest.raises(TmlnError, match="mistake_crops 0.5 must be"):
+        train_nodes(tmp_path / "x", slides=slides, annotations=ann, non_node_crops=0.5, mistake_crops=0.5, **TINY)
+    with pytest.raises(TmlnError, match="mine_every -1"):
+        train_nodes(tmp_path / "x", slides=slides, annotations=ann, mistake_crops=0.2, mine_every=-1, **TINY)
+
+
+def test_mistakes_are_mined_on_schedule_and_kept_across_a_resume(tmp_path, cohort):
+    import torch
+
+    from tmln.train.nodes import STATE_NAME, train_nodes
+
+    slides, ann = cohort
+    kw = {**TINY, "epochs": 2, "mistake_crops": 0.5, "mine_every": 1}
+    card = train_nodes(tmp_path / "m", slides=slides, annotations=ann, **kw)
+    mining = card.training["mistake_mining"]
+    assert mining["before_epochs"] == [2]  # from scratch: once half of the epochs are done, then every epoch
+    (found,) = mining["mistakes_found"]
+    assert found > 0  # one epoch of a tiny network: mistakes everywhere
+    state = torch.load(tmp_path / "m" / "train" / STATE_NAME, weights_only=True)
+    rows = state["extra"]["mistakes"].numpy()
+    assert rows.shape[1] == 4 and len(set(rows[:, 1].tolist())) == found  # (slide, mistake, row, column)
+    card = train_nodes(tmp_path / "m", slides=slides, annotations=ann, **{**kw, "epochs": 3})
+    mining = card.training["mistake_mining"]
+    assert mining["before_epochs"] == [2, 3] and mining["mistakes_found"][0] == found  # the first mining kept
+    assert len(mining["mistakes_found"]) == 2
 
 
 def _env():
@@ -137,10 +162,14 @@ def test_cli(tmp_path, cohort):
     assert r.exit_code == 2 and "slides table not found" in r.output
     # fine-tune the model just trained: every tensor fits (same architecture)
     r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "ft"), "--slides", str(slides),
-                                  "--annotations", str(ann), "--init", str(tmp_path / "m"), *ARGS])
+                                  "--annotations", str(ann), "--init", str(tmp_path / "m"), *ARGS,
+                                  "--mistake-crops", "0.3", "--mine-every", "0"])
     assert r.exit_code == 0, r.output
     tr = read_card(tmp_path / "ft").training
     assert tr["init_checkpoint"] == str(tmp_path / "m")
+    # fine-tuning: the mistakes of the initial weights, mined once before epoch 1
+    assert tr["mistake_crops"] == 0.3 and tr["mistake_mining"]["before_epochs"] == [1]
+    assert len(tr["mistake_mining"]["mistakes_found"]) == 1
     n = int(tr["init_note"].split(" of ")[1].split()[0])
     assert tr["init_note"] == f"{n} of {n} tensors loaded"
     r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "ft2"), "--slides", str(slides),

@@ -73,13 +73,19 @@ def _channels(ctx, param, value):
 @click.option("--metastasis-crops", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
               help="Share of training crops centred on outlined tumour inside nodes, from <slide_id>.tumour.geojson "
                    "(.json, .xml) files in --annotations where present: a node replaced by carcinoma is still a node.")
+@click.option("--mistake-crops", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              help="Share of training crops centred on the model's own mistakes on the training slides (node called "
+                   "outside the outlines, missed inside them), mined before the first epoch when fine-tuning (--init), "
+                   "else half-way, and again every --mine-every epochs.")
+@click.option("--mine-every", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Epochs between two minings of mistakes for --mistake-crops (0: mine once).")
 @average_epochs_option
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT/train/train_state.pt exists.")
 @device_option
 @quiet_option
 def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decoder_channels, tile_size, crop_size, overlap,
             batch_size, lr, samples_per_epoch, val_fraction, no_instance_target, border_um, min_node_area, seed, loader_workers, init,
-            non_node_crops, metastasis_crops, average_epochs, no_resume, device, quiet):
+            non_node_crops, metastasis_crops, mistake_crops, mine_every, average_epochs, no_resume, device, quiet):
     """Train the lymph-node segmentation U-Net on slides with node outlines.
 
     \b
@@ -107,7 +113,8 @@ def command(out, slides, annotations, epochs, mpp, encoder, encoder_depth, decod
         device=device, resume=not no_resume, val_fraction=val_fraction, samples_per_epoch=samples_per_epoch,
         instance_target=not no_instance_target, border_um=border_um, params={"min_node_area_mm2": min_node_area},
         workers=loader_workers, quiet=quiet, init=init, non_node_crops=non_node_crops,
-        metastasis_crops=metastasis_crops, average_epochs=average_epochs)
+        metastasis_crops=metastasis_crops, mistake_crops=mistake_crops, mine_every=mine_every,
+        average_epochs=average_epochs)
     if env_world()[0] == 0 and not quiet:
         v = card.metrics.get("validation", {})
         rec = v.get("instance_recall")

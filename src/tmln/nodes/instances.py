@@ -24,7 +24,7 @@ than ``min_node_area_mm2`` (mm²), and, when the model's node probabilities are 
 mean node probability (over the pixels the model called node, not filled holes) is below
 ``min_node_probability`` (a probability, 0-1: islands of septa, vessels
 or other tissue that the model finds only half node-like). Both are read from the model card; the
-probability rule is off (0) unless the card sets it, and no bundled card sets it yet.
+probability rule is off (0) unless the card sets it (pcam-nodes does; demo-nodes does not).
 
 All lengths are in µm and converted with the mask's µm/px, so the parameters do not depend on the
 resolution the model runs at. Labels are int32, 0 = background, 1..n in (top, left) order of their

@@ -16,8 +16,11 @@ crop), a quarter on a node pixel and a quarter anywhere; optionally a share cent
 the nodes (hard negatives) and a share on **metastases inside nodes**: where the annotation folder also
 holds the slide's tumour outlines (``<slide_id>.tumour.geojson|.json|.xml``), the tumour pixels inside
 nodes, so that a node largely replaced by carcinoma is still learnt as node (it looks like the
-carcinoma outside nodes that the hard negatives teach to reject). Crops reaching past the slide are
-padded with white glass and background target. Train/validation split is by patient.
+carcinoma outside nodes that the hard negatives teach to reject); and optionally a share on the
+**model's own mistakes** (``mistake_components``: node called outside the outlines, node missed inside
+them, away from the outlines' edges), mined during training (``tmln.train.nodes``), each mistake as
+likely as any other. Crops reaching past the slide are padded with white glass and background target.
+Train/validation split is by patient.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from tmln.annotations import AmbiguousAnnotation, find_annotation, node_outlines, read_annotations, tumour_outlines
 from tmln.cohort.table import read_slides_table
@@ -37,6 +41,8 @@ from tmln.slide import Slide
 CLASSES_SEMANTIC = ["node"]
 CLASSES_INSTANCE = ["node", "node_core"]
 NON_NODE_OD = 0.25  # optical density sum (RGB) above which a pixel outside the nodes counts as tissue
+MISTAKE_MARGIN_UM = 24.0  # mistakes closer than this (µm) to a node outline are the boundary crops' business
+MISTAKE_MIN_MM2 = 0.002  # smaller mistakes (mm²) are noise, not a false or missed node
 
 
 @dataclass
@@ -190,6 +196,28 @@ def _tumour_file(folder, slide_id: str, node_file: Path) -> Path | None:
     return None if p is None or Path(p) == Path(node_file) else p
 
 
+def mistake_components(s: NodeSlide, node_prob: np.ndarray, threshold: float = 0.5) -> list[np.ndarray]:
+    """Where a model's node probabilities (H, W, on ``s``'s grid) disagree with the outlines: node
+    called outside every node (on tissue, fat or glass), or missed inside a node, at least ``MISTAKE_MARGIN_UM`` from
+    an outline, in connected parts of at least ``MISTAKE_MIN_MM2``. Returns one (n, 2) array of pixel
+    coordinates (row, column) per part."""
+    truth = s.instances > 0
+    called = np.asarray(node_prob) >= threshold
+    if called.shape != truth.shape:
+        raise ValueError(f"node probabilities of shape {called.shape} for slide {s.slide_id} of shape {truth.shape}")
+    margin = ndi.distance_transform_edt(~truth) * (~truth) + ndi.distance_transform_edt(truth) * truth
+    wrong = (called != truth) & (margin * s.mpp >= MISTAKE_MARGIN_UM)
+    labels, n = ndi.label(wrong)
+    min_px = MISTAKE_MIN_MM2 * 1e6 / (s.mpp * s.mpp)
+    parts = ndi.find_objects(labels)
+    out = []
+    for k, sl in enumerate(parts, 1):
+        pix = np.argwhere(labels[sl] == k)
+        if len(pix) >= min_px:
+            out.append(pix + [sl[0].start, sl[1].start])
+    return out
+
+
 def split_by_patient(items: list, val_fraction: float = 0.25, seed: int = 0) -> tuple[list, list]:
     """Split slides into (train, validation) with no patient in both. At least one patient goes to
     validation when there are two or more; with one patient validation is empty."""
@@ -225,7 +253,7 @@ class NodeCropDataset:
 
     def __init__(self, slides: list[NodeSlide], tile_size: int = 256, samples_per_epoch: int | None = None,
                  seed: int = 0, p_boundary: float = 0.5, p_foreground: float = 0.25, p_shared: float = 0.25,
-                 p_non_node: float = 0.0, p_metastasis: float = 0.0):
+                 p_non_node: float = 0.0, p_metastasis: float = 0.0, p_mistake: float = 0.0):
         if not slides:
             raise ValueError("no training slides")
         self.slides = slides
@@ -235,8 +263,10 @@ class NodeCropDataset:
         self.p_boundary, self.p_foreground, self.p_shared = p_boundary, p_foreground, p_shared
         self.p_non_node = float(p_non_node)  # crops centred on tissue outside the nodes (hard negatives)
         self.p_metastasis = float(p_metastasis)  # crops centred on outlined tumour inside nodes
-        if self.p_boundary + p_foreground + self.p_non_node + self.p_metastasis > 1:
-            raise ValueError("p_boundary + p_foreground + p_non_node + p_metastasis must be <= 1")
+        self.p_mistake = float(p_mistake)  # crops centred on the model's mistakes (``set_mistakes``)
+        if self.p_boundary + p_foreground + self.p_non_node + self.p_metastasis + self.p_mistake > 1:
+            raise ValueError("p_boundary + p_foreground + p_non_node + p_metastasis + p_mistake must be <= 1")
+        self.mistakes: list[tuple[int, np.ndarray]] = []  # (slide index, pixels) per mistake
         areas = np.array([s.image.shape[0] * s.image.shape[1] for s in slides], float)
         self.weights = areas / areas.sum()
         if samples_per_epoch is None:
@@ -251,6 +281,14 @@ class NodeCropDataset:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def set_mistakes(self, per_slide: list[list[np.ndarray]]) -> None:
+        """The mistakes to centre ``p_mistake`` of the crops on: per slide (in ``slides`` order) a list
+        of (n, 2) pixel arrays (``mistake_components``). Until set, or where there is none, those crops
+        are centred on tissue outside the nodes."""
+        if len(per_slide) != len(self.slides):
+            raise ValueError(f"mistakes for {len(per_slide)} slides, the dataset has {len(self.slides)}")
+        self.mistakes = [(i, np.asarray(m)) for i, parts in enumerate(per_slide) for m in parts]
 
     def __len__(self) -> int:
         return self.n
@@ -277,6 +315,13 @@ class NodeCropDataset:
                 pool = s.metastasis_pixels()
             else:  # no slide has outlined metastases: a node pixel instead
                 pool = s.foreground_pixels()
+        elif u < self.p_boundary + self.p_foreground + self.p_non_node + self.p_metastasis + self.p_mistake:
+            if self.mistakes:  # each mistake as likely as any other, whatever its size and slide
+                k, pool = self.mistakes[int(rng.integers(len(self.mistakes)))]
+                s = self.slides[k]
+                H, W = s.image.shape[:2]
+            else:
+                pool = s.non_node_pixels()
         if pool is not None and len(pool):
             cy, cx = pool[int(rng.integers(len(pool)))]
             jitter = self.tile // 4

@@ -56,6 +56,7 @@ from tmln.train.node_data import (
     crop,
     data_summary,
     load_node_slides,
+    mistake_components,
     split_by_patient,
 )
 
@@ -178,6 +179,8 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
     init: str | Path | None = None,
     non_node_crops: float = 0.0,
     metastasis_crops: float = 0.0,
+    mistake_crops: float = 0.0,
+    mine_every: int = 4,
     average_epochs: int = 0,
 ):
     """Train the node U-Net; returns the ``ModelCard`` of the model written to ``out_dir``.
@@ -196,7 +199,12 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
     other kinds of crops. ``metastasis_crops``: share of crops centred on outlined tumour inside nodes,
     read from ``<slide_id>.tumour.*`` files in ``annotations`` where present (a node replaced by
     carcinoma is still a node; the crops come from the slides that have them, or are node-centred
-    where none has). ``average_epochs``: stochastic weight averaging over the last N epochs, offered as
+    where none has). ``mistake_crops``: share of crops centred on the model's own mistakes on the
+    training slides (node called outside the outlines, missed inside them: ``mistake_components``,
+    each mistake equally likely), mined with the weights of the moment before the first epoch when
+    fine-tuning from ``init`` (else before the epoch after half of them) and again every
+    ``mine_every`` epochs (0: once); until the first mining those crops are non-node crops.
+    ``average_epochs``: stochastic weight averaging over the last N epochs, offered as
     one more candidate (``tmln.train.loop``). The card's ``training.appearance`` holds the appearance statistics of the
     training slides (``tmln.models.appearance``), against which analyze measures each slide.
     """
@@ -226,6 +234,11 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
         if not 0.0 <= metastasis_crops < 1.0 or non_node_crops + metastasis_crops >= 1.0:
             raise TmlnError(f"metastasis_crops {metastasis_crops} must be in [0, 1) and, with non_node_crops "
                             f"{non_node_crops}, below 1")
+        if not 0.0 <= mistake_crops < 1.0 or non_node_crops + metastasis_crops + mistake_crops >= 1.0:
+            raise TmlnError(f"mistake_crops {mistake_crops} must be in [0, 1) and, with non_node_crops {non_node_crops} "
+                            f"and metastasis_crops {metastasis_crops}, below 1")
+        if mine_every < 0:
+            raise TmlnError(f"mine_every {mine_every} must be >= 0 epochs (0: mine once)")
         items = load_node_slides(slides, annotations, mpp=mpp, border_um=border_um if instance_target else None,
                                  tumour=metastasis_crops > 0)
         train_items, val_items = split_by_patient(items, val_fraction, seed)
@@ -233,10 +246,14 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
         if not val_items:
             val_items = train_items
             validation_note = "training slides (fewer than two patients: no held-out validation)"
-        keep = 1.0 - float(non_node_crops) - float(metastasis_crops)
+        keep = 1.0 - float(non_node_crops) - float(metastasis_crops) - float(mistake_crops)
         dataset = NodeCropDataset(train_items, crop_size, samples_per_epoch, seed=seed, p_boundary=0.5 * keep,
                                   p_foreground=0.25 * keep, p_non_node=float(non_node_crops),
-                                  p_metastasis=float(metastasis_crops))
+                                  p_metastasis=float(metastasis_crops), p_mistake=float(mistake_crops))
+        mining = None
+        if mistake_crops > 0:
+            first = 0 if init is not None else epochs // 2
+            mining = list(range(first, epochs, mine_every)) if mine_every else [first]
 
         card = ModelCard(
             task=TASK, architecture=f"unet:{encoder}", mpp=float(mpp), patch_size=int(tile_size), classes=classes,
@@ -269,13 +286,18 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
             "non_node_crops": float(non_node_crops),
             "metastasis_crops": float(metastasis_crops),
             "slides_with_tumour_outlines": sum(it.tumour is not None for it in train_items),
+            "mistake_crops": float(mistake_crops),
+            "mistake_mining": None if mining is None else {
+                "before_epochs": [e + 1 for e in mining], "mistakes_found": [],
+                "what": "node called outside the outlines or missed inside them, on the training slides, "
+                        "with the weights of the moment (tmln.train.node_data.mistake_components)"},
             "weight_averaging": averaging_record(average_epochs),
             "appearance": None,
         }
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=distributed_sampler(dataset, shuffle=False, seed=seed),
                             num_workers=workers, drop_last=len(dataset) >= 2 * batch_size * ctx.world_size, collate_fn=_collate)
         hooks = _NodeHooks(ctx, model, optimizer, card, loader, augmenter, train_items, val_items, overlap=overlap,
-                           epochs=epochs, seed=seed, t_start=t_start)
+                           epochs=epochs, seed=seed, t_start=t_start, mining=mining)
         settings = LoopSettings(epochs=epochs, seed=seed, resume=resume, quiet=quiet, checkpoint=STATE_NAME, log=LOG_NAME,
                                 best=BEST_NAME, tensorboard=False, average_last=int(average_epochs))
         return Trainer(ctx, model, optimizer, scheduler, Amp(ctx.device, enabled=amp), out_dir, settings, config).fit(hooks)
@@ -299,9 +321,50 @@ class _NodeHooks(Hooks):
     epochs: int
     seed: int
     t_start: float
+    mining: list[int] | None = None  # the (0-based) epochs before which mistakes are mined
     first_epoch = 1  # the log and the card count epochs from 1
     mean_of_batches = True
     unit = "crop"
+
+    def on_epoch_start(self, epoch):
+        if self.mining and epoch in self.mining:
+            self._mine(epoch)
+
+    def _mine(self, epoch: int) -> None:
+        """The training slides' mistakes with the weights of the moment (every rank mines them all:
+        same weights, same mistakes), given to the dataset and counted in the card."""
+        net = unwrap(self.model)
+        was_training = net.training
+        net.eval()
+        seg = NodeSegmenter((net, self.card_template), batch_size=self.loader.batch_size)
+        seg.overlap = min(int(self.overlap), seg.tile // 2)
+        found = [mistake_components(s, seg.probabilities(s.image)[0], self.card_template.threshold)
+                 for s in self.train_items]
+        if was_training:
+            net.train()
+        self.loader.dataset.set_mistakes(found)
+        record = self.card_template.training["mistake_mining"]
+        record["mistakes_found"] = [*record["mistakes_found"][: self.mining.index(epoch)], sum(map(len, found))]
+
+    def state(self):
+        ds = self.loader.dataset
+        if not self.mining or not ds.mistakes:
+            return {}
+        rows = np.concatenate([np.column_stack([np.full(len(m), i), np.full(len(m), k), m])
+                               for k, (i, m) in enumerate(ds.mistakes)])
+        return {"mistakes": torch.as_tensor(rows, dtype=torch.int64),
+                "mistakes_found": torch.as_tensor(self.card_template.training["mistake_mining"]["mistakes_found"])}
+
+    def restore(self, extra):
+        if "mistakes" not in extra:
+            return
+        rows = extra["mistakes"].numpy()
+        per_slide = [[] for _ in self.train_items]
+        for k in np.unique(rows[:, 1]):
+            part = rows[rows[:, 1] == k]
+            per_slide[int(part[0, 0])].append(part[:, 2:])
+        self.loader.dataset.set_mistakes(per_slide)
+        self.card_template.training["mistake_mining"]["mistakes_found"] = extra["mistakes_found"].tolist()
 
     def batches(self, epoch):
         self.loader.dataset.set_epoch(epoch)
