@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 ORDER = [
     ("Real tissue: the bundled node model pcam-nodes on held-out phantoms and a real non-node slide (issue 15)",
      "pcam_nodes.md"),
-    ("Real tissue: how pcam-nodes' stage 3 was found, and the variants tried before it (issue 15)",
+    ("Real tissue: how pcam-nodes' stage 3 was found, and the variants tried before and after it (issue 15)",
      "pcam_nodes_experiments.md"),
     ("Phantom realism: real-textured vs procedural phantoms against real PCam patches (issue 15)", "phantom_realism.md"),
     ("Tumour map engine on AVX2-only cores: float32 (direct and Winograd) and int8 vs the original (issue 20)", "tumour_engine_avx2.md"),
