@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tmln.models.card import read_card
@@ -110,19 +111,23 @@ def test_mistakes_are_mined_on_schedule_and_kept_across_a_resume(tmp_path, cohor
     from tmln.train.nodes import STATE_NAME, train_nodes
 
     slides, ann = cohort
+    state = tmp_path / "m" / "train" / STATE_NAME
     kw = {**TINY, "epochs": 2, "mistake_crops": 0.5, "mine_every": 1}
     card = train_nodes(tmp_path / "m", slides=slides, annotations=ann, **kw)
     mining = card.training["mistake_mining"]
-    assert mining["before_epochs"] == [2]  # from scratch: once half of the epochs are done, then every epoch
-    (found,) = mining["mistakes_found"]
-    assert found > 0  # one epoch of a tiny network: mistakes everywhere
-    state = torch.load(tmp_path / "m" / "train" / STATE_NAME, weights_only=True)
-    rows = state["extra"]["mistakes"].numpy()
-    assert rows.shape[1] == 4 and len(set(rows[:, 1].tolist())) == found  # (slide, mistake, row, column)
-    card = train_nodes(tmp_path / "m", slides=slides, annotations=ann, **{**kw, "epochs": 3})
-    mining = card.training["mistake_mining"]
-    assert mining["before_epochs"] == [2, 3] and mining["mistakes_found"][0] == found  # the first mining kept
-    assert len(mining["mistakes_found"]) == 2
+    assert mining["planned_before_epochs"] == [2]  # from scratch: once half of the epochs are done
+    (first,) = mining["mined"]
+    assert first["before_epoch"] == 2 and first["mistakes"] > 0  # one epoch of a tiny network: mistakes everywhere
+    rows = torch.load(state, weights_only=True)["extra"]["mistakes"].numpy()
+    assert rows.shape[1] == 4 and len(set(rows[:, 1].tolist())) == first["mistakes"]  # (slide, mistake, row, column)
+    # resumed without a mining in the epochs left: the same mistakes drawn from, saved again unchanged
+    card = train_nodes(tmp_path / "m", slides=slides, annotations=ann, **{**kw, "epochs": 3, "mine_every": 0})
+    assert card.training["mistake_mining"]["mined"] == [first]
+    assert np.array_equal(torch.load(state, weights_only=True)["extra"]["mistakes"].numpy(), rows)
+    # resumed with minings ahead: the earlier one is kept in the record, the new one added
+    card = train_nodes(tmp_path / "m", slides=slides, annotations=ann, **{**kw, "epochs": 4})
+    mined = card.training["mistake_mining"]["mined"]
+    assert mined[0] == first and [m["before_epoch"] for m in mined] == [2, 4]
 
 
 def _env():
@@ -168,8 +173,8 @@ def test_cli(tmp_path, cohort):
     tr = read_card(tmp_path / "ft").training
     assert tr["init_checkpoint"] == str(tmp_path / "m")
     # fine-tuning: the mistakes of the initial weights, mined once before epoch 1
-    assert tr["mistake_crops"] == 0.3 and tr["mistake_mining"]["before_epochs"] == [1]
-    assert len(tr["mistake_mining"]["mistakes_found"]) == 1
+    assert tr["mistake_crops"] == 0.3 and tr["mistake_mining"]["planned_before_epochs"] == [1]
+    assert [m["before_epoch"] for m in tr["mistake_mining"]["mined"]] == [1]
     n = int(tr["init_note"].split(" of ")[1].split()[0])
     assert tr["init_note"] == f"{n} of {n} tensors loaded"
     r = CliRunner().invoke(main, ["train", "nodes", "--out", str(tmp_path / "ft2"), "--slides", str(slides),

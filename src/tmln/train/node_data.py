@@ -205,9 +205,9 @@ def mistake_components(s: NodeSlide, node_prob: np.ndarray, threshold: float = 0
     called = np.asarray(node_prob) >= threshold
     if called.shape != truth.shape:
         raise ValueError(f"node probabilities of shape {called.shape} for slide {s.slide_id} of shape {truth.shape}")
-    margin = ndi.distance_transform_edt(~truth) * (~truth) + ndi.distance_transform_edt(truth) * truth
-    wrong = (called != truth) & (margin * s.mpp >= MISTAKE_MARGIN_UM)
-    labels, n = ndi.label(wrong)
+    margin_px = ndi.distance_transform_edt(~truth) + ndi.distance_transform_edt(truth)  # to the outline, either side
+    wrong = (called != truth) & (margin_px * s.mpp >= MISTAKE_MARGIN_UM)
+    labels, _ = ndi.label(wrong)
     min_px = MISTAKE_MIN_MM2 * 1e6 / (s.mpp * s.mpp)
     parts = ndi.find_objects(labels)
     out = []

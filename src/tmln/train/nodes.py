@@ -288,7 +288,7 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
             "slides_with_tumour_outlines": sum(it.tumour is not None for it in train_items),
             "mistake_crops": float(mistake_crops),
             "mistake_mining": None if mining is None else {
-                "before_epochs": [e + 1 for e in mining], "mistakes_found": [],
+                "planned_before_epochs": [e + 1 for e in mining], "mined": [],  # mined: {before_epoch, mistakes} as done
                 "what": "node called outside the outlines or missed inside them, on the training slides, "
                         "with the weights of the moment (tmln.train.node_data.mistake_components)"},
             "weight_averaging": averaging_record(average_epochs),
@@ -344,27 +344,32 @@ class _NodeHooks(Hooks):
             net.train()
         self.loader.dataset.set_mistakes(found)
         record = self.card_template.training["mistake_mining"]
-        record["mistakes_found"] = [*record["mistakes_found"][: self.mining.index(epoch)], sum(map(len, found))]
+        record["mined"] = [*(m for m in record["mined"] if m["before_epoch"] <= epoch),
+                           {"before_epoch": epoch + 1, "mistakes": sum(map(len, found))}]
 
     def state(self):
-        ds = self.loader.dataset
-        if not self.mining or not ds.mistakes:
+        """The mined mistakes as rows (slide index, mistake index, row, column), and the minings so far
+        as rows (before epoch, mistakes)."""
+        mined = self.card_template.training["mistake_mining"]["mined"] if self.mining else []
+        if not mined:
             return {}
-        rows = np.concatenate([np.column_stack([np.full(len(m), i), np.full(len(m), k), m])
-                               for k, (i, m) in enumerate(ds.mistakes)])
+        parts = [np.column_stack([np.full(len(m), i), np.full(len(m), k), m]) for k, (i, m) in
+                 enumerate(self.loader.dataset.mistakes)]
+        rows = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
         return {"mistakes": torch.as_tensor(rows, dtype=torch.int64),
-                "mistakes_found": torch.as_tensor(self.card_template.training["mistake_mining"]["mistakes_found"])}
+                "mined": torch.as_tensor([[m["before_epoch"], m["mistakes"]] for m in mined], dtype=torch.int64)}
 
     def restore(self, extra):
-        if "mistakes" not in extra:
+        if "mined" not in extra or not self.mining:
             return
         rows = extra["mistakes"].numpy()
         per_slide = [[] for _ in self.train_items]
-        for k in np.unique(rows[:, 1]):
-            part = rows[rows[:, 1] == k]
+        starts = np.flatnonzero(np.diff(rows[:, 1], prepend=-1)) if len(rows) else []  # rows come grouped by mistake
+        for part in np.split(rows, starts[1:]) if len(rows) else []:
             per_slide[int(part[0, 0])].append(part[:, 2:])
         self.loader.dataset.set_mistakes(per_slide)
-        self.card_template.training["mistake_mining"]["mistakes_found"] = extra["mistakes_found"].tolist()
+        self.card_template.training["mistake_mining"]["mined"] = [{"before_epoch": e, "mistakes": n}
+                                                                  for e, n in extra["mined"].tolist()]
 
     def batches(self, epoch):
         self.loader.dataset.set_epoch(epoch)
