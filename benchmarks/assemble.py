@@ -12,6 +12,7 @@ HERE = Path(__file__).resolve().parent
 ORDER = [
     ("Real tissue: the bundled node model pcam-nodes on held-out phantoms and a real non-node slide (issue 15)",
      "pcam_nodes.md"),
+    ("Real tissue: pcam-nodes on a second draw of held-out phantoms (issue 15)", "pcam_nodes_second_draw.md"),
     ("Real tissue: how pcam-nodes' stage 3 was found, and the variants tried before and after it (issue 15)",
      "pcam_nodes_experiments.md"),
     ("Phantom realism: real-textured vs procedural phantoms against real PCam patches (issue 15)", "phantom_realism.md"),

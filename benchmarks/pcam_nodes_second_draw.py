@@ -1,0 +1,95 @@
+"""pcam-nodes on a second, independent draw of held-out phantoms: how much the test figures move.
+
+The test set of ``scripts/train_real_nodes.py`` is small (35 + 23 nodes: one node is 3-4 %). This draws
+36 more slides exactly as that script draws its validation slides (``make_validation``: 8 real-textured
+perinodal phantoms, 6 procedural, 6 procedural perinodal, 16 node-free sections), from seeds 3300+
+that no training, rule choice or earlier test used, textured from PCam ``train/`` (the patch pool of the
+training textures; the script's test set uses ``valid/``), and scores each model as the script's
+``evaluate`` does (instances matched at IoU >= 0.5; Dice pooled over node areas).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pcam_nodes_second_draw.py --work build/second-draw \\
+        --out benchmarks/results/pcam_nodes_second_draw.md [pcam-nodes] [MODEL_DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TMLN_SHARED", REPO.parent / "shared"))
+SEED = 3300
+KINDS = ("real", "procedural", "procedural-perinodal", "sections")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("train_real_nodes", REPO / "scripts" / "train_real_nodes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def score(trn, model: str, slides: dict[str, Path]) -> dict:
+    """Per kind: the script's ``_score`` (pooled Dice, instance precision / recall, counts)."""
+    import pandas as pd
+
+    from tmln.evaluate.nodes import load_truth
+
+    truth_of = lambda p: load_truth(p.parent, p.stem).polygons  # noqa: E731
+    out = {}
+    for kind in KINDS:
+        d = slides[kind]
+        if kind == "sections":
+            out[kind] = trn._score(model, sorted(d.glob("*.tiff")), lambda p: [])
+        else:
+            out[kind] = trn._score(model, [d / s for s in pd.read_csv(d / "slides.csv")["slide_path"]], truth_of)
+    return out
+
+
+def markdown(results: dict, command: str, seconds: float) -> str:
+    lines = ["# pcam-nodes on a second draw of held-out phantoms (seeds 3300+)", "",
+             f"Command: `{command}` ({seconds / 60:.0f} min on 2 cores, slides included).", "",
+             "36 slides drawn like the validation slides of `scripts/train_real_nodes.py`, from seeds no training, "
+             "rule choice or earlier test used; textures from PCam `train/` (the training textures' patch pool; "
+             "the script's test set uses `valid/`). Instances match at IoU >= 0.5.", "",
+             "| model | slides | nodes | Dice | instance precision | instance recall | false nodes | missed nodes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model, res in results.items():
+        for kind in KINDS:
+            r = res[kind]
+            fmt = lambda v: "–" if v is None or kind == "sections" else f"{v:.3f}"  # noqa: E731
+            lines.append(f"| {model}: {kind} | {r['slides']} | {r['n_truth']} | {fmt(r['dice'])} | {fmt(r['precision'])} "
+                         f"| {fmt(r['recall'])} | {r['n_pred'] - r['tp']} | {r['n_truth'] - r['tp']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", default=["pcam-nodes"], help="bundled model names or model directories")
+    ap.add_argument("--work", type=Path, default=REPO / "build" / "second-draw", help="where the slides are drawn")
+    ap.add_argument("--out", type=Path, default=None, help="results markdown (default: print)")
+    a = ap.parse_args(argv)
+    if not (SHARED / "data" / "pcam" / "train").is_dir():
+        raise SystemExit(f"PCam patches not found under {SHARED / 'data' / 'pcam'} (set TMLN_SHARED)")
+    t = time.time()
+    trn = _script()
+    trn.VAL_SEED = SEED
+    slides = trn.make_validation(SHARED, a.work)
+    results = {Path(m).name if Path(m).is_dir() else m: score(trn, m, slides) for m in a.models}
+    cmd = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pcam_nodes_second_draw.py " + " ".join(a.models)
+    text = markdown(results, cmd, time.time() - t)
+    if a.out is None:
+        print(text)
+    else:
+        from tmln.atomic import write_text
+
+        write_text(a.out, text)
+        print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
