@@ -9,6 +9,9 @@ training textures; the script's test set uses ``valid/``), and scores each model
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pcam_nodes_second_draw.py --work build/second-draw \\
         --out benchmarks/results/pcam_nodes_second_draw.md [pcam-nodes] [MODEL_DIR ...]
+
+``--record-in-card`` also writes each model's figures into its card (``metrics.second_draw``, and a line in
+``metrics.tested_on``): a model directory, or a bundled name for the card shipped in the package.
 """
 
 from __future__ import annotations
@@ -49,9 +52,25 @@ def score(trn, model: str, slides: dict[str, Path]) -> dict:
     return out
 
 
-def markdown(results: dict, command: str, seconds: float) -> str:
+TESTED_ON = "a second draw of 36 phantoms of unseen seeds (3300+; PCam train/ textures; benchmarks/pcam_nodes_second_draw.py)"
+
+
+def record(model: str, res: dict) -> None:
+    """``res`` into the card of ``model`` (a model directory or a bundled name): ``metrics.second_draw``."""
+    from tmln.atomic import write_json
+    from tmln.models.card import CARD_NAME, read_card, resolve_model_dir
+
+    d = resolve_model_dir(model)
+    card = read_card(d)
+    tested = [t for t in card.metrics.get("tested_on", []) if t != TESTED_ON]
+    card.metrics = {**card.metrics, "tested_on": [*tested, TESTED_ON],
+                    "second_draw": {k: {kk: vv for kk, vv in v.items() if kk != "per_slide"} for k, v in res.items()}}
+    write_json(Path(d) / CARD_NAME, card.to_dict())
+
+
+def markdown(results: dict, command: str, seconds: float, what: str) -> str:
     lines = ["# pcam-nodes on a second draw of held-out phantoms (seeds 3300+)", "",
-             f"Command: `{command}` ({seconds / 60:.0f} min on 2 cores, slides included).", "",
+             f"Command: `{command}` ({seconds / 60:.0f} min on 2 cores, {what}).", "",
              "36 slides drawn like the validation slides of `scripts/train_real_nodes.py`, from seeds no training, "
              "rule choice or earlier test used; textures from PCam `train/` (the training textures' patch pool; "
              "the script's test set uses `valid/`). Instances match at IoU >= 0.5.", "",
@@ -71,16 +90,21 @@ def main(argv=None) -> int:
     ap.add_argument("models", nargs="*", default=["pcam-nodes"], help="bundled model names or model directories")
     ap.add_argument("--work", type=Path, default=REPO / "build" / "second-draw", help="where the slides are drawn")
     ap.add_argument("--out", type=Path, default=None, help="results markdown (default: print)")
+    ap.add_argument("--record-in-card", action="store_true", help="write the figures into each model's card")
     a = ap.parse_args(argv)
     if not (SHARED / "data" / "pcam" / "train").is_dir():
         raise SystemExit(f"PCam patches not found under {SHARED / 'data' / 'pcam'} (set TMLN_SHARED)")
     t = time.time()
     trn = _script()
     trn.VAL_SEED = SEED
+    drawn_before = (a.work / "val" / "sections" / "done").is_file()
     slides = trn.make_validation(SHARED, a.work)
     results = {Path(m).name if Path(m).is_dir() else m: score(trn, m, slides) for m in a.models}
+    if a.record_in_card:
+        for m, res in zip(a.models, results.values()):
+            record(m, res)
     cmd = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pcam_nodes_second_draw.py " + " ".join(a.models)
-    text = markdown(results, cmd, time.time() - t)
+    text = markdown(results, cmd, time.time() - t, "slides drawn before" if drawn_before else "slides included")
     if a.out is None:
         print(text)
     else:

@@ -43,6 +43,10 @@ def test_card_says_what_it_was_trained_and_tested_on(card):
     held = card.metrics["held_out"]
     assert {"real", "procedural", "sections"} <= set(held)
     assert card.metrics["tested_on"] and card.metrics["not_tested_on"]
+    # the second draw of unseen phantoms (benchmarks/pcam_nodes_second_draw.py) travels with the model too
+    second = card.metrics["second_draw"]
+    assert {"real", "procedural", "procedural-perinodal", "sections"} == set(second)
+    assert any("second draw" in t for t in card.metrics["tested_on"]) and second["real"]["n_truth"] > 0
 
 
 REPLACED = 0.9  # a node with at least this share of its area outlined as tumour: "replaced by carcinoma"
