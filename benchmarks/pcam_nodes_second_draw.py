@@ -37,20 +37,8 @@ def _script():
 
 def score(trn, model: str, slides: dict[str, Path]) -> dict:
     """Per kind: the script's ``_score`` (pooled Dice, instance precision / recall, counts)."""
-    import pandas as pd
-
-    from tmln.evaluate.nodes import load_truth
-
-    truth_of = lambda p: load_truth(p.parent, p.stem).polygons  # noqa: E731
-    out = {}
-    for kind in KINDS:
-        d = slides[kind]
-        if kind == "sections":
-            out[kind] = trn._score(model, sorted(d.glob("*.tiff")), lambda p: [])
-        else:
-            out[kind] = trn._score(model, [d / s for s in pd.read_csv(d / "slides.csv")["slide_path"]], truth_of)
-    return out
-
+    return {kind: trn._score(model, trn.cohort_slides(slides[kind]), (lambda p: []) if kind == "sections" else trn.node_truth)
+            for kind in KINDS}
 
 TESTED_ON = "a second draw of 36 phantoms of unseen seeds (3300+; PCam train/ textures; benchmarks/pcam_nodes_second_draw.py)"
 

@@ -241,9 +241,8 @@ def choose_rules(shared: Path, work: Path) -> dict:
     stage-3 model read with ``INFER_TILE`` tiles; writes them (and the tile) into its card and ``WORK/rules.json``
     (every pair's errors)."""
 
-    import pandas as pd
 
-    from tmln.evaluate.nodes import evaluate_slide, load_truth
+    from tmln.evaluate.nodes import evaluate_slide
     from tmln.atomic import write_json
     from tmln.models.card import read_card
     from tmln.nodes.infer import NodeSegmenter
@@ -257,13 +256,12 @@ def choose_rules(shared: Path, work: Path) -> dict:
     write_json(work / FINAL / "model_card.json", card.to_dict())
     seg = NodeSegmenter(work / FINAL)
     node_sets = ("real", "procedural", "procedural-perinodal")
-    slides = [(val[k] / s, k) for k in node_sets for s in pd.read_csv(val[k] / "slides.csv")["slide_path"]]
-    slides += [(p, "sections") for p in sorted(val["sections"].glob("*.tiff"))]
+    slides = [(p, k) for k in (*node_sets, "sections") for p in cohort_slides(val[k])]
     maps = []
     for path, kind in slides:
         with Slide(path) as s:
             prob, _ = seg.slide_probabilities(s)
-        truth = [] if kind == "sections" else load_truth(path.parent, path.stem).polygons
+        truth = [] if kind == "sections" else node_truth(path)
         maps.append((path.name, kind, prob, truth))
     core = seg.card.classes.index("node_core") if "node_core" in seg.card.classes else None
     table = []
@@ -296,6 +294,22 @@ def choose_rules(shared: Path, work: Path) -> dict:
     return best
 
 
+def cohort_slides(folder: Path) -> list[Path]:
+    """The slides of a cohort folder: those of its ``slides.csv``, or (node-free sections) every .tiff in it."""
+    import pandas as pd
+
+    if (folder / "slides.csv").is_file():
+        return [folder / s for s in pd.read_csv(folder / "slides.csv")["slide_path"]]
+    return sorted(folder.glob("*.tiff"))
+
+
+def node_truth(slide: Path) -> list:
+    """A phantom's true node outlines (level-0 px), from the annotation beside it."""
+    from tmln.evaluate.nodes import load_truth
+
+    return load_truth(slide.parent, slide.stem).polygons
+
+
 def _score(model, slides: list[Path], truth_of) -> dict:
     """Pooled Dice and instance precision/recall (IoU >= 0.5) of ``model`` over slides, and per slide."""
     from tmln.evaluate.nodes import evaluate_slide, pooled
@@ -310,25 +324,18 @@ def _score(model, slides: list[Path], truth_of) -> dict:
 def evaluate(shared: Path, work: Path, models=(NAME, STAGE2, "demo-nodes")) -> dict:
     """Stage ``evaluate``: each model on the test slides (``NAME``: the stage-3 model, ``STAGE2``: the stage-2 one,
     the earlier bundled pcam-nodes; other names: bundled models) → ``WORK/evaluation.json``."""
-    import pandas as pd
-
     from tmln.nodes import regions_from_model
-    from tmln.evaluate.nodes import load_truth
     from tmln.slide import Slide
 
     tests = make_tests(shared, work)
-    truth_of = lambda p: load_truth(p.parent, p.stem).polygons  # noqa: E731
     # models not evaluated this time keep their earlier results (the same test slides)
     ev = json.loads((work / "evaluation.json").read_text()) if (work / "evaluation.json").is_file() else {}
     for model in models:
         m = {NAME: str(work / FINAL), STAGE2: str(work / STAGE2)}.get(model, model)
         res = {}
         for kind in ("real", "procedural"):
-            d = tests[kind]
-            slides = [d / s for s in pd.read_csv(d / "slides.csv")["slide_path"]]
-            res[kind] = _score(m, slides, truth_of)
-        sec = sorted(tests["sections"].glob("*.tiff"))
-        res["sections"] = _score(m, sec, lambda p: [])
+            res[kind] = _score(m, cohort_slides(tests[kind]), node_truth)
+        res["sections"] = _score(m, cohort_slides(tests["sections"]), lambda p: [])
         cmu = shared / "data/slides/CMU-1-Small-Region.svs"
         if cmu.is_file():
             with Slide(cmu) as s:

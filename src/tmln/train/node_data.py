@@ -264,7 +264,9 @@ class NodeCropDataset:
         self.p_non_node = float(p_non_node)  # crops centred on tissue outside the nodes (hard negatives)
         self.p_metastasis = float(p_metastasis)  # crops centred on outlined tumour inside nodes
         self.p_mistake = float(p_mistake)  # crops centred on the model's mistakes (``set_mistakes``)
-        if self.p_boundary + p_foreground + self.p_non_node + self.p_metastasis + self.p_mistake > 1:
+        # where each kind of crop ends on [0, 1): boundary, node, non-node, metastasis, mistake; the rest anywhere
+        self._ends = np.cumsum([self.p_boundary, p_foreground, self.p_non_node, self.p_metastasis, self.p_mistake])
+        if self._ends[-1] > 1:
             raise ValueError("p_boundary + p_foreground + p_non_node + p_metastasis + p_mistake must be <= 1")
         self.mistakes: list[tuple[int, np.ndarray]] = []  # (slide index, pixels) per mistake
         areas = np.array([s.image.shape[0] * s.image.shape[1] for s in slides], float)
@@ -301,13 +303,13 @@ class NodeCropDataset:
         pool = None
         if rng.random() < self.p_shared and len(s.shared_border_pixels()):
             pool = s.shared_border_pixels()
-        elif u < self.p_boundary:
+        elif u < self._ends[0]:
             pool = s.boundary_pixels()
-        elif u < self.p_boundary + self.p_foreground:
+        elif u < self._ends[1]:
             pool = s.foreground_pixels()
-        elif u < self.p_boundary + self.p_foreground + self.p_non_node:
+        elif u < self._ends[2]:
             pool = s.non_node_pixels()
-        elif u < self.p_boundary + self.p_foreground + self.p_non_node + self.p_metastasis:
+        elif u < self._ends[3]:
             with_met = self._with_metastases
             if with_met is not None:  # one of the slides with outlined metastases, by slide area
                 s = self.slides[int(rng.choice(with_met[0], p=with_met[1]))]
@@ -315,7 +317,7 @@ class NodeCropDataset:
                 pool = s.metastasis_pixels()
             else:  # no slide has outlined metastases: a node pixel instead
                 pool = s.foreground_pixels()
-        elif u < self.p_boundary + self.p_foreground + self.p_non_node + self.p_metastasis + self.p_mistake:
+        elif u < self._ends[4]:
             if self.mistakes:  # each mistake as likely as any other, whatever its size and slide
                 k, pool = self.mistakes[int(rng.integers(len(self.mistakes)))]
                 s = self.slides[k]

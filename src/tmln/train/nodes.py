@@ -17,6 +17,7 @@ channels-last on CUDA. ``resume=True`` continues from ``OUT/train/train_state.pt
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,36 +101,46 @@ def _overlap_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]
     return tp, int(np.count_nonzero(pred & ~truth)), int(np.count_nonzero(~pred & truth))
 
 
+@contextmanager
+def _segmenter(net, card, overlap: int | None, batch_size: int):
+    """A ``NodeSegmenter`` over ``net`` in eval mode (``overlap`` px, at most half a tile); the
+    training mode is given back on exit."""
+    was_training = net.training
+    net.eval()
+    seg = NodeSegmenter((net, card), batch_size=batch_size)
+    if overlap is not None:
+        seg.overlap = min(int(overlap), seg.tile // 2)
+    try:
+        yield seg
+    finally:
+        if was_training:
+            net.train()
+
+
 def evaluate_slides(net, card, slides, device, instances: bool = False, overlap: int | None = None,
                     batch_size: int = 8) -> dict:
     """Node-channel pixel Dice/IoU over ``slides`` (pooled), and instance matching when asked.
 
     Under DDP each rank takes every world-size-th slide; counts are summed over ranks."""
 
-    was_training = net.training
-    net.eval()
-    seg = NodeSegmenter((net, card), batch_size=batch_size)
-    if overlap is not None:
-        seg.overlap = min(int(overlap), seg.tile // 2)
     tp = fp = fn = 0
     inst = np.zeros(4)  # tp, n_truth, n_pred, split/merge errors
     per_slide = []
-    for i in shard_indices(len(slides)):
-        s = slides[int(i)]
-        prob = seg.probabilities(s.image)
-        pred = prob[0] >= card.threshold
-        truth = s.instances > 0
-        a, b, c = _overlap_counts(pred, truth)
-        tp, fp, fn = tp + a, fp + b, fn + c
-        row = {"slide_id": s.slide_id, "dice": 2 * a / max(1, 2 * a + b + c)}
-        if instances:
-            labels = seg.instances(prob)
-            m = match_instances(s.instances, labels, iou=0.5)
-            inst += [m["tp"], m["n_truth"], m["n_pred"], m["split_errors"] + m["merge_errors"]]
-            row.update(n_truth=m["n_truth"], n_pred=m["n_pred"], tp=m["tp"])
-        per_slide.append(row)
-    if was_training:
-        net.train()
+    with _segmenter(net, card, overlap, batch_size) as seg:
+        for i in shard_indices(len(slides)):
+            s = slides[int(i)]
+            prob = seg.probabilities(s.image)
+            pred = prob[0] >= card.threshold
+            truth = s.instances > 0
+            a, b, c = _overlap_counts(pred, truth)
+            tp, fp, fn = tp + a, fp + b, fn + c
+            row = {"slide_id": s.slide_id, "dice": 2 * a / max(1, 2 * a + b + c)}
+            if instances:
+                labels = seg.instances(prob)
+                m = match_instances(s.instances, labels, iou=0.5)
+                inst += [m["tp"], m["n_truth"], m["n_pred"], m["split_errors"] + m["merge_errors"]]
+                row.update(n_truth=m["n_truth"], n_pred=m["n_pred"], tp=m["tp"])
+            per_slide.append(row)
     tot = all_reduce_sum([tp, fp, fn, *inst.tolist()])
     tp, fp, fn = tot[:3]
     out = {"dice": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 1.0,
@@ -333,15 +344,9 @@ class _NodeHooks(Hooks):
     def _mine(self, epoch: int) -> None:
         """The training slides' mistakes with the weights of the moment (every rank mines them all:
         same weights, same mistakes), given to the dataset and counted in the card."""
-        net = unwrap(self.model)
-        was_training = net.training
-        net.eval()
-        seg = NodeSegmenter((net, self.card_template), batch_size=self.loader.batch_size)
-        seg.overlap = min(int(self.overlap), seg.tile // 2)
-        found = [mistake_components(s, seg.probabilities(s.image)[0], self.card_template.threshold)
-                 for s in self.train_items]
-        if was_training:
-            net.train()
+        with _segmenter(unwrap(self.model), self.card_template, self.overlap, self.loader.batch_size) as seg:
+            found = [mistake_components(s, seg.probabilities(s.image)[0], self.card_template.threshold)
+                     for s in self.train_items]
         self.loader.dataset.set_mistakes(found)
         record = self.card_template.training["mistake_mining"]
         record["mined"] = [*(m for m in record["mined"] if m["before_epoch"] <= epoch),
@@ -364,9 +369,9 @@ class _NodeHooks(Hooks):
             return
         rows = extra["mistakes"].numpy()
         per_slide = [[] for _ in self.train_items]
-        starts = np.flatnonzero(np.diff(rows[:, 1], prepend=-1)) if len(rows) else []  # rows come grouped by mistake
-        for part in np.split(rows, starts[1:]) if len(rows) else []:
-            per_slide[int(part[0, 0])].append(part[:, 2:])
+        if len(rows):  # rows come grouped by mistake
+            for part in np.split(rows, np.flatnonzero(np.diff(rows[:, 1])) + 1):
+                per_slide[int(part[0, 0])].append(part[:, 2:])
         self.loader.dataset.set_mistakes(per_slide)
         self.card_template.training["mistake_mining"]["mined"] = [{"before_epoch": e, "mistakes": n}
                                                                   for e, n in extra["mined"].tolist()]
