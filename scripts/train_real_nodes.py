@@ -3,7 +3,7 @@
     make real-models                     # pcam-tumour, then this script
     OMP_NUM_THREADS=2 .venv/bin/python scripts/train_real_nodes.py [--shared ../shared] [--work build/real-nodes]
     .venv/bin/python scripts/train_real_nodes.py --stage evaluate,bundle   # after training
-    ... --work build/real-nodes-4um --model-mpp 4 --stage data,train,finetune,context,rules,evaluate   # a finer model
+    ... --model-mpp 8 --work build/real-nodes-8um     # the same recipe at 8 µm/px (the model bundled before 2026-12-07)
 
 No real lymph-node outlines with a licence exist in this project, so the node finder cannot be
 trained on real outlines. What it is trained on instead (issue 15):
@@ -18,9 +18,9 @@ trained on real outlines. What it is trained on instead (issue 15):
 * colour and HED stain jitter on top of the slides' own stain variety; the encoder starts from ``demo-nodes``;
 * stage 2 (``finetune``) goes on at a lower learning rate with 40 % of its crops on tissue outside nodes;
 * stage 3 (``context``) adds 24 slides of which 22 are node-free sections (``SECTION_COHORTS``: 15
-  real-textured, 7 procedural, every kind in turn) and reads 2 mm crops (256 px at 8 µm/px, where stages
+  real-textured, 7 procedural, every kind in turn) and reads 2 mm crops (512 px at 4 µm/px, where stages
   1-2 read 1 mm): 35 % centred on tissue outside nodes, 30 % on tumour inside nodes (a node replaced by
-  carcinoma is still a node; carcinoma outside nodes is not, and at 8 µm/px the capsule and the context
+  carcinoma is still a node; carcinoma outside nodes is not, and at 4 µm/px the capsule and the context
   tell them apart, not the texture);
 * two instance rules in the card, chosen on validation phantoms of other seeds (``rules``): a smallest
   node area (mm²) and a smallest mean node probability per instance.
@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "src" / "tmln" / "models" / "bundled"
 RESULTS = REPO / "benchmarks" / "results"
 NAME = "pcam-nodes"
-SLIDE_MPP = 2.0  # phantom level 0; the model reads the 8 µm/px level
+SLIDE_MPP = 2.0  # phantom level 0; the model reads the 4 µm/px level
 SIZE_MM = (8.0, 6.0)
 # (folder, patients, seed, textured from PCam, non-node fraction, slide-id prefix)
 TRAIN_COHORTS = (("real", 24, 3000, True, 0.25, "R"), ("procedural", 8, 3001, False, 0.25, "P"),
@@ -72,10 +72,9 @@ SETTINGS = dict(epochs=24, samples_per_epoch=512, lr=1e-3, batch_size=8, crop_si
                 augment={"colour": 0.1, "hed": 0.05}, non_node_crops=0.3)
 # training resumes exactly (crops and augmentation are functions of seed and epoch): the bundled weights
 # were trained in three sittings (epochs 1-8, 9-14, 15-24) on two shared CPU cores, as one 24-epoch run
-SCHEDULE_NOTE = ("stage 1: one 24-epoch cosine schedule, run in three resumed sittings (1-8, 9-14, 15-24); stage 2: 12 epochs "
-                 "on the 56 slides of slides.csv (stages 1-2 in an earlier session: the previously bundled pcam-nodes); "
-                 "stage 3: 16 epochs in one sitting on the 80 slides of slides-ft.csv (~35 s an epoch on 2 idle cores); "
-                 "best validation epoch of each stage kept")
+SCHEDULE_NOTE = ("each stage in one sitting at 4 µm/px with bf16 autocast on 2 Sapphire Rapids cores (AMX): stage 1 "
+                 "24 epochs on the 56 slides of slides.csv (~80 s an epoch), stage 2 12 epochs on them (~80 s), stage 3 "
+                 "16 epochs on the 80 slides of slides-ft.csv (~130 s); best validation epoch of each stage kept")
 # stage 2 (``finetune``): from the stage-1 model, into WORK/<NAME>-ft, on the stage-1 slides
 STAGE2 = f"{NAME}-ft"
 FINETUNE = dict(epochs=12, lr=3e-4, non_node_crops=0.4)
@@ -89,9 +88,11 @@ CONTEXT = dict(epochs=16, lr=3e-4, non_node_crops=0.35, metastasis_crops=0.3, cr
 # 2 mm tiles (its training crops) the inside of a node larger than a tile, no capsule in view, reads as a carcinoma
 # mass (a tile-shaped hole in the node probability of a 12 mm² node, which the probability rule then dropped)
 INFER_TILE = (512, 128)
-# the model's µm/px (``--model-mpp``): 8 for the bundled model. Every size above in px is given at 8 µm/px and
-# scaled by 8 / MODEL_MPP (``_px``), so a finer model sees the same millimetres in more pixels
-MODEL_MPP = 8.0
+# the model's µm/px (``--model-mpp``): 4 for the bundled model. Every size above in px is given at 8 µm/px and
+# scaled by 8 / MODEL_MPP (``_px``), so a finer model sees the same millimetres in more pixels. At 8 µm/px (the
+# model bundled until 2026-12-07, same recipe) a nucleus is one pixel and a capsule two: carcinoma nodules in
+# perinodal fat were called nodes and carcinoma inside nodes missed (benchmarks/results/pcam_nodes_experiments.md)
+MODEL_MPP = 4.0
 
 
 def _px(n: int) -> int:
@@ -99,7 +100,7 @@ def _px(n: int) -> int:
     return int(round(n * 8.0 / MODEL_MPP))
 
 INTENDED_USE = (
-    "Research use: finds lymph-node outlines on H&E slides at 8 µm/px. Trained on phantom slides whose tissue "
+    "Research use: finds lymph-node outlines on H&E slides at 4 µm/px. Trained on phantom slides whose tissue "
     "is quilted from real breast-cancer sentinel lymph-node patches (PCam, CC0) with perinodal non-node tissue "
     "and node-free sections; it has never seen a real node outline and is NOT validated on real gastric "
     "lymph-node slides: check its counts against a pathologist's on your own slides before trusting them, and "
@@ -392,7 +393,7 @@ def bundle(shared: Path, work: Path) -> Path:
     for k in ("slides_table", "annotations"):
         training.pop(k, None)
     training["init_checkpoint"] = ("stage 2 of this recipe (stage 1: 24 epochs on slides.csv, encoder from demo-nodes; "
-                                   "stage 2: 12 epochs, the previously bundled pcam-nodes)")
+                                   "stage 2: 12 epochs from stage 1)")
     # appearance statistics sampled as analyze samples a slide (tissue mask), all training slides
     items = load_node_slides(work / "train" / "slides-ft.csv", work / "train", mpp=float(card.mpp), border_um=None)
     training["appearance"] = appearance_of_slides(items, float(card.mpp), seed=SETTINGS["seed"])
@@ -410,7 +411,8 @@ def bundle(shared: Path, work: Path) -> Path:
         "recipe": "scripts/train_real_nodes.py (make real-models)",
         "stage_seconds": (secs := _stage_seconds(work)),
         "wall_seconds": round(sum(v for v in secs.values() if v), 1),
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        # the training card names the CPU, its threads and bf16 (train_nodes); older cards did not
+        "hardware": training.get("hardware") or f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
     })
     card.training = training
     card.intended_use = INTENDED_USE
@@ -438,8 +440,8 @@ def markdown(ev: dict, card) -> str:
     """The results file: every evaluated model on the test sets, then the bundled model's inference tile and the
     instance rules chosen on validation (``card``: the bundled model's card)."""
     lines = [
-        f"# pcam-nodes (stage 3), {STAGE2} (stage 2: the pcam-nodes bundled before) and demo-nodes on held-out "
-        "phantoms and a real non-node slide", "",
+        f"# pcam-nodes ({MODEL_MPP:g} µm/px, stage 3) and the other models evaluated on held-out phantoms and a real "
+        "non-node slide", "",
         "Command: `OMP_NUM_THREADS=2 .venv/bin/python scripts/train_real_nodes.py` (stages data, train, finetune, context, rules, "
         "evaluate, bundle; `make real-models`). Instances match at IoU >= 0.5; Dice pooled over the slides' node areas. "
         "Test slides: seeds 3100+ (training 3000-3002), textures from PCam `valid/` (training: `train/`).", "",
@@ -480,7 +482,7 @@ def main(argv=None) -> int:
     ap.add_argument("--evaluate", default=f"{NAME},{STAGE2},demo-nodes",
                     help=f"models the evaluate stage runs (comma-separated; {STAGE2}: the stage-2 model)")
     ap.add_argument("--model-mpp", type=float, default=MODEL_MPP,
-                    help="the model's µm/px (default 8, the bundled model; sizes in px scale with it)")
+                    help="the model's µm/px (default 4, the bundled model; sizes in px scale with it)")
     a = ap.parse_args(argv)
     MODEL_MPP = a.model_mpp
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -32,7 +32,7 @@ def card():
 
 def test_card_says_what_it_was_trained_and_tested_on(card):
     assert NAME in list_bundled()
-    assert card.task == "node-segmentation" and card.mpp == 8.0 and card.classes == ["node", "node_core"]
+    assert card.task == "node-segmentation" and card.mpp == 4.0 and card.classes == ["node", "node_core"]
     use = card.intended_use
     assert "NOT FOR DIAGNOSIS" in use and "gastric" in use and "--init pcam-nodes" in use
     assert "PCam" in card.training["data"] and card.training["non_node_crops"] > 0
