@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "src" / "tmln" / "models" / "bundled"
 RESULTS = REPO / "benchmarks" / "results"
 NAME = "pcam-nodes"
-SLIDE_MPP = 2.0  # phantom level 0; the model reads the 4 µm/px level
+SLIDE_MPP = 2.0  # phantom level 0; the bundled model reads 4 µm/px
 SIZE_MM = (8.0, 6.0)
 # (folder, patients, seed, textured from PCam, non-node fraction, slide-id prefix)
 TRAIN_COHORTS = (("real", 24, 3000, True, 0.25, "R"), ("procedural", 8, 3001, False, 0.25, "P"),
@@ -70,8 +70,9 @@ SECTION_KINDS = ("carcinoma", "muscle", "fibrofatty", "stomach")
 NODE_DECODER = (64, 48, 32, 24, 16)
 SETTINGS = dict(epochs=24, samples_per_epoch=512, lr=1e-3, batch_size=8, crop_size=128, tile_size=256, seed=0,
                 augment={"colour": 0.1, "hed": 0.05}, non_node_crops=0.3)
-# training resumes exactly (crops and augmentation are functions of seed and epoch): the bundled weights
-# were trained in three sittings (epochs 1-8, 9-14, 15-24) on two shared CPU cores, as one 24-epoch run
+# training resumes exactly (crops and augmentation are functions of seed and epoch), so a stage may run in
+# several sittings; SCHEDULE_NOTE is how the bundled weights were trained (the 8 µm/px model before them: stage 1
+# in three sittings on 2 shared AMD cores in float32, stage 3 ~35 s an epoch)
 SCHEDULE_NOTE = ("each stage in one sitting at 4 µm/px with bf16 autocast on 2 Sapphire Rapids cores (AMX): stage 1 "
                  "24 epochs on the 56 slides of slides.csv (~80 s an epoch), stage 2 12 epochs on them (~80 s), stage 3 "
                  "16 epochs on the 80 slides of slides-ft.csv (~130 s); best validation epoch of each stage kept")
