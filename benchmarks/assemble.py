@@ -15,6 +15,7 @@ ORDER = [
     ("Real tissue: pcam-nodes on a second draw of held-out phantoms (issue 15)", "pcam_nodes_second_draw.md"),
     ("Real tissue: how pcam-nodes' stage 3 was found, and the variants tried before and after it (issue 15)",
      "pcam_nodes_experiments.md"),
+    ("Node U-Net training steps: float32 vs bf16 autocast on a CPU with AMX (issue 15)", "node_training_precision.md"),
     ("Phantom realism: real-textured vs procedural phantoms against real PCam patches (issue 15)", "phantom_realism.md"),
     ("Tumour map engine on AVX2-only cores: float32 (direct and Winograd) and int8 vs the original (issue 20)", "tumour_engine_avx2.md"),
     ("Inference backends, CPU capped to AVX2 (issue 20)", "tumour_backends_avx2.md"),

@@ -282,8 +282,8 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.02)
         augmenter = Augmenter(**(augment or {}))
-        # bf16 autocast on CUDA and on CPUs that run it natively (AVX512-BF16 / AMX: ~1.7-1.9x faster
-        # steps of the pcam-nodes U-Net on 2 Sapphire Rapids cores), float32 elsewhere
+        # bf16 autocast on CUDA and on CPUs that run it natively (AVX512-BF16 / AMX: 1.7-1.9x faster steps of
+        # the pcam-nodes U-Net on 2 Sapphire Rapids cores, benchmarks/node_training_precision.py), float32 elsewhere
         mixed = Amp(ctx.device, enabled=amp, cpu_bf16=True)
         card.training = {  # train_seconds and appearance: filled in by _NodeHooks.card
             "data": data_summary(train_items, [] if validation_note.startswith("training") else val_items),
