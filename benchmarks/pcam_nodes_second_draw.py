@@ -10,7 +10,8 @@ training textures; the script's test set uses ``valid/``), and scores each model
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pcam_nodes_second_draw.py --work build/second-draw \\
         --out benchmarks/results/pcam_nodes_second_draw.md [pcam-nodes] [MODEL_DIR ...]
 
-``--record-in-card`` also writes each model's figures into its card (``metrics.second_draw``, and a line in
+``--seed 3500 --work build/third-draw`` makes a third draw (results/pcam_nodes_third_draw.md); a draw's name in
+cards and results comes from ``DRAWS``. ``--record-in-card`` also writes each model's figures into its card (``metrics.<name>_draw``, and a line in
 ``metrics.tested_on``): a model directory, or a bundled name for the card shipped in the package.
 """
 
@@ -40,24 +41,34 @@ def score(trn, model: str, slides: dict[str, Path]) -> dict:
     return {kind: trn._score(model, trn.cohort_slides(slides[kind]), (lambda p: []) if kind == "sections" else trn.node_truth)
             for kind in KINDS}
 
-TESTED_ON = "a second draw of 36 phantoms of unseen seeds (3300+; PCam train/ textures; benchmarks/pcam_nodes_second_draw.py)"
+DRAWS = {SEED: "second", 3500: "third"}  # the draws made so far: their name in cards and results
 
 
-def record(model: str, res: dict) -> None:
-    """``res`` into the card of ``model`` (a model directory or a bundled name): ``metrics.second_draw``."""
+def draw_name(seed: int) -> str:
+    return DRAWS.get(seed, f"seed-{seed}")
+
+
+def tested_on(seed: int) -> str:
+    return (f"a {draw_name(seed)} draw of 36 phantoms of unseen seeds ({seed}+; PCam train/ textures; "
+            "benchmarks/pcam_nodes_second_draw.py)")
+
+
+def record(model: str, res: dict, seed: int = SEED) -> None:
+    """``res`` into the card of ``model`` (a model directory or a bundled name): ``metrics.<name>_draw``."""
     from tmln.atomic import write_json
     from tmln.models.card import CARD_NAME, read_card, resolve_model_dir
 
     d = resolve_model_dir(model)
     card = read_card(d)
-    tested = [t for t in card.metrics.get("tested_on", []) if t != TESTED_ON]
-    card.metrics = {**card.metrics, "tested_on": [*tested, TESTED_ON],
-                    "second_draw": {k: {kk: vv for kk, vv in v.items() if kk != "per_slide"} for k, v in res.items()}}
+    tested = [t for t in card.metrics.get("tested_on", []) if t != tested_on(seed)]
+    card.metrics = {**card.metrics, "tested_on": [*tested, tested_on(seed)],
+                    f"{draw_name(seed)}_draw": {k: {kk: vv for kk, vv in v.items() if kk != "per_slide"}
+                                                for k, v in res.items()}}
     write_json(Path(d) / CARD_NAME, card.to_dict())
 
 
-def markdown(results: dict, command: str, seconds: float, what: str) -> str:
-    lines = ["# pcam-nodes on a second draw of held-out phantoms (seeds 3300+)", "",
+def markdown(results: dict, command: str, seconds: float, what: str, seed: int = SEED) -> str:
+    lines = [f"# pcam-nodes on a {draw_name(seed)} draw of held-out phantoms (seeds {seed}+)", "",
              f"Command: `{command}` ({seconds / 60:.0f} min on 2 cores, {what}).", "",
              "36 slides drawn like the validation slides of `scripts/train_real_nodes.py`, from seeds no training, "
              "rule choice or earlier test used; textures from PCam `train/` (the training textures' patch pool; "
@@ -79,20 +90,26 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=REPO / "build" / "second-draw", help="where the slides are drawn")
     ap.add_argument("--out", type=Path, default=None, help="results markdown (default: print)")
     ap.add_argument("--record-in-card", action="store_true", help="write the figures into each model's card")
+    ap.add_argument("--seed", type=int, default=SEED, help=f"first seed of the draw (default {SEED}; another draw: "
+                    "seeds no training, rule choice or earlier draw used, e.g. 3500)")
+    ap.add_argument("--draw-only", action="store_true", help="draw the slides, score nothing")
     a = ap.parse_args(argv)
     if not (SHARED / "data" / "pcam" / "train").is_dir():
         raise SystemExit(f"PCam patches not found under {SHARED / 'data' / 'pcam'} (set TMLN_SHARED)")
     t = time.time()
     trn = _script()
-    trn.VAL_SEED = SEED
+    trn.VAL_SEED = a.seed
     drawn_before = (a.work / "val" / "sections" / "done").is_file()
-    slides = trn.make_validation(SHARED, a.work)
+    slides = trn.make_validation(SHARED, a.work, second=False)  # the validation's second draw has fixed seeds: not drawn
+    if a.draw_only:
+        return 0
     results = {Path(m).name if Path(m).is_dir() else m: score(trn, m, slides) for m in a.models}
     if a.record_in_card:
         for m, res in zip(a.models, results.values()):
-            record(m, res)
-    cmd = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pcam_nodes_second_draw.py " + " ".join(a.models)
-    text = markdown(results, cmd, time.time() - t, "slides drawn before" if drawn_before else "slides included")
+            record(m, res, a.seed)
+    cmd = ("OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pcam_nodes_second_draw.py "
+           + ("" if a.seed == SEED else f"--seed {a.seed} --work build/{draw_name(a.seed)}-draw ") + " ".join(a.models))
+    text = markdown(results, cmd, time.time() - t, "slides drawn before" if drawn_before else "slides included", a.seed)
     if a.out is None:
         print(text)
     else:

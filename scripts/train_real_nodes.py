@@ -25,13 +25,21 @@ trained on real outlines. What it is trained on instead (issue 15):
 * two instance rules in the card, chosen on validation phantoms of other seeds (``rules``): a smallest
   node area (mm²) and a smallest mean node probability per instance.
 
+``--edge-check`` (an experiment, not in the bundled model: benchmarks/results/pcam_nodes_experiments.md) adds a
+node-edge check (``tmln.nodes.edges``): a ResNet-18 patch classifier at 2 µm/px trained on 96 px patches centred on
+the training slides' node outlines against outlines of the non-node tissue of their layouts (carcinoma,
+connective-tissue islands, septa, vessels, muscle) — a node has a capsule, a carcinoma nodule in the fat does not —
+and a third rule, a smallest mean edge score per instance, chosen with the others on two validation draws.
+
 Stages (``--stage``, default all): ``data`` (write the cohorts), ``train`` (stage 1), ``finetune`` (stage 2),
-``context`` (stage 3), ``rules`` (the card's ``min_node_area_mm2`` and ``min_node_probability`` from ``RULE_GRID``, chosen on
-validation slides of seeds 3200+: textured from PCam ``train/``, procedural with and without perinodal
-tissue, node-free sections; never the test seeds; → ``WORK/rules.json``), ``evaluate`` (phantoms of
+``context`` (stage 3), ``edges`` (``--edge-check`` only: edge patches → ``WORK/edge-patches``, the node-edge
+classifier → ``WORK/pcam-node-edges``), ``rules`` (the card's ``min_node_area_mm2`` and ``min_node_probability``, with
+``--edge-check`` also ``min_edge_score``, from ``RULE_GRID``, chosen on validation slides of seeds 3200+ (and 3400+
+with ``--edge-check``): textured from PCam ``train/``, procedural with and without perinodal tissue, node-free
+sections; never the test seeds; → ``WORK/rules.json``), ``evaluate`` (phantoms of
 unseen seeds textured from PCam ``valid/`` — other slides than the training textures — and procedural
 phantoms; sections without nodes; the real CMU heart slide; → ``WORK/evaluation.json``), ``bundle``
-(weights + amended card into ``src/tmln/models/bundled/pcam-nodes/``; writes
+(weights + amended card into ``src/tmln/models/bundled/pcam-nodes/``, and ``pcam-node-edges/`` with ``--edge-check``; writes
 ``benchmarks/results/pcam_nodes.md``).
 """
 
@@ -96,6 +104,17 @@ INFER_TILE = (512, 128)
 MODEL_MPP = 4.0
 
 
+# the node-edge check (``tmln.nodes.edges``, stage ``edges``): a patch classifier at 2 µm/px (the phantoms' level 0)
+# on 96 px patches (192 µm) centred on outline points every 100 µm: node outlines (capsule between node and fat)
+# against outlines of the non-node tissue the phantom layouts hold (carcinoma fragments and sections, connective-tissue
+# islands, septa, vessels, muscle); trained on the training cohorts' slides, its threshold chosen with the rules
+EDGE_MODEL = "pcam-node-edges"
+EDGE = dict(mpp=2.0, patch_size=96, per_class=160, epochs=6, arch="resnet18")
+# the second validation draw (rules stage): 36 validation slides cannot choose an edge threshold (every threshold
+# 0-0.3 ties with no check at all), so 24 more real-textured and 8 procedural perinodal node slides are drawn
+VAL2_SEED = 3400
+
+
 def _px(n: int) -> int:
     """``n`` px at 8 µm/px in px at ``MODEL_MPP`` (the same field of view in mm)."""
     return int(round(n * 8.0 / MODEL_MPP))
@@ -106,6 +125,15 @@ INTENDED_USE = (
     "and node-free sections; it has never seen a real node outline and is NOT validated on real gastric "
     "lymph-node slides: check its counts against a pathologist's on your own slides before trusting them, and "
     "fine-tune it on your own outlines (tmln train nodes --init pcam-nodes). NOT FOR DIAGNOSIS."
+)
+
+
+EDGE_INTENDED_USE = (
+    "Research use: the node-edge check of pcam-nodes (tmln.nodes.edges). Scores 96 px patches at 2 µm/px centred on a "
+    "candidate node's outline: 1 = the edge of a lymph node (capsule between node and fat), 0 = the edge of other "
+    "tissue (carcinoma, connective tissue, septa, vessels, muscle). Trained on phantom slides quilted from real "
+    "PCam patches (CC0) with the phantom layouts' outlines; it has never seen a real node outline and is NOT validated "
+    "on real gastric lymph-node slides. NOT FOR DIAGNOSIS."
 )
 
 
@@ -177,10 +205,12 @@ def make_tests(shared: Path, work: Path) -> dict[str, Path]:
     return out
 
 
-def make_validation(shared: Path, work: Path) -> dict[str, Path]:
-    """Validation slides (seeds ``VAL_SEED``+, PCam train/ textures) on which post-processing rules are chosen:
-    like the tests, with perinodal tissue on the real-textured ones, procedural slides with and without
-    perinodal tissue, and ``VAL_SECTIONS_PER_KIND`` node-free sections per kind and texture."""
+def make_validation(shared: Path, work: Path, second: bool = True) -> dict[str, Path]:
+    """Validation slides (seeds ``VAL_SEED``+ and ``VAL2_SEED``+, PCam train/ textures) on which post-processing rules
+    are chosen: like the tests, with perinodal tissue on the real-textured ones, procedural slides with and without
+    perinodal tissue, ``VAL_SECTIONS_PER_KIND`` node-free sections per kind and texture, and a second draw of 24
+    real-textured and 8 procedural perinodal node slides (``second``; its seeds do not move with ``VAL_SEED``, so a
+    caller drawing other slides with this function's recipe leaves it out)."""
     from tmln.phantom import make_cohort, make_slide
     from tmln.phantom.geometry import SlideSpec
 
@@ -191,6 +221,14 @@ def make_validation(shared: Path, work: Path) -> dict[str, Path]:
         make_cohort(out["procedural-perinodal"], patients=6, seed=VAL_SEED + 2, size_mm=SIZE_MM, mpp=SLIDE_MPP,
                     perinodal=True, negative_fraction=0.3)
     _node_cohorts(out, VAL_SEED, tex)
+    if second:  # more node slides with the look-alikes an edge threshold has to tell apart
+        out["procedural-perinodal-2"], out["real-2"] = work / "val" / "procedural-perinodal-2", work / "val" / "real-2"
+        if not (out["procedural-perinodal-2"] / "slides.csv").is_file():
+            make_cohort(out["procedural-perinodal-2"], patients=8, seed=VAL2_SEED + 2, size_mm=SIZE_MM, mpp=SLIDE_MPP,
+                        perinodal=True, negative_fraction=0.3)
+        if not (out["real-2"] / "slides.csv").is_file():
+            make_cohort(out["real-2"], patients=24, seed=VAL2_SEED, size_mm=SIZE_MM, mpp=SLIDE_MPP, perinodal=True,
+                        negative_fraction=0.3, textures=tex)
     if not (out["sections"] / "done").is_file():
         out["sections"].mkdir(parents=True, exist_ok=True)
         i = 0
@@ -240,66 +278,137 @@ def context(train_dir: Path, work: Path, device: str):
     return _train(train_dir, work / FINAL, device, str(work / STAGE2), table="slides-ft.csv", **CONTEXT)
 
 
-# instance rules (``tmln.nodes.instances``) chosen on the validation slides (``rules`` stage), written into the card:
-# the pair with the fewest instance errors (false + missed nodes, IoU >= 0.5) over all validation slides, the
-# mildest pair among ties; the test slides play no part
+def edge_sources(shared: Path, work: Path) -> list:
+    """The training cohorts' slides with their truth outlines, node and non-node (``tmln.train.node_edges.EdgeSource``):
+    each slide's layout rebuilt from its cohort's options (``tmln.phantom.cohort_specs``), checked against the
+    node outlines written beside the slide."""
+    from tmln.annotations import read_annotations
+    from tmln.phantom import cohort_specs, make_layout
+    from tmln.train.node_edges import EdgeSource
+
+    out = []
+    for name, patients, seed, real, non_node, prefix in TRAIN_COHORTS + SECTION_COHORTS:
+        d = work / "cohorts" / name
+        for _, sid, spec in cohort_specs(patients=patients, seed=seed, size_mm=SIZE_MM, mpp=SLIDE_MPP,
+                                         negative_fraction=0.3, perinodal=True, non_node_fraction=non_node,
+                                         textures=(shared / "data/pcam/train") if real else None, pen_marks=real):
+            lay = make_layout(spec)
+            written = len(read_annotations(d / f"{sid}.nodes.geojson"))
+            if written != len(lay.nodes):
+                raise SystemExit(f"{d / sid}: {written} node outlines written, the rebuilt layout has {len(lay.nodes)}: "
+                                 "the cohort was written with other options or another tmln")
+            out.append(EdgeSource(d / f"{sid}.tiff", f"{prefix}_{sid}", lay.nodes, lay.other))
+    return out
+
+
+def edges(shared: Path, work: Path, device: str):
+    """Stage ``edges``: edge patches from the training cohorts (``WORK/edge-patches``, written once) and the node-edge
+    classifier trained on them into ``WORK/EDGE_MODEL`` (``tmln.train.node_edges``)."""
+    from tmln.train.node_edges import edge_patches, train_node_edges
+
+    patches = work / "edge-patches"
+    if not (patches / "groups.csv").is_file():
+        edge_patches(patches, edge_sources(shared, work), mpp=EDGE["mpp"], patch_size=EDGE["patch_size"],
+                     per_class=EDGE["per_class"], seed=SETTINGS["seed"])
+    t = time.time()
+    card = train_node_edges(work / EDGE_MODEL, patches, epochs=EDGE["epochs"], arch=EDGE["arch"], device=device,
+                            seed=SETTINGS["seed"], quiet=False, data_note=(
+                                "edge patches of the training cohorts (slides-ft.csv: PCam train/ textured and "
+                                "procedural phantoms, node-free sections): node outlines against outlines of "
+                                "carcinoma, connective tissue, septa, vessels and muscle from the phantom layouts"))
+    print(f"{EDGE_MODEL} trained in {(time.time() - t) / 60:.1f} min; validation {json.dumps(card.metrics)}", flush=True)
+    return card
+
+
+# instance rules (``tmln.nodes.instances``, ``tmln.nodes.edges``) chosen on the validation slides (``rules`` stage),
+# written into the card: the triple with the fewest instance errors (false + missed nodes, IoU >= 0.5) over all
+# validation slides; among ties the smallest edge threshold, then the smallest probability, then the smallest area
+# (the mildest rule); the test slides play no part
 RULE_GRID = {"min_node_area_mm2": (0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
-             "min_node_probability": (0.0, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)}
+             "min_node_probability": (0.0, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9),
+             "min_edge_score": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}
+VAL_NODE_SETS = ("real", "procedural", "procedural-perinodal", "real-2", "procedural-perinodal-2")
 
 
-def choose_rules(shared: Path, work: Path) -> dict:
-    """Stage ``rules``: the card's ``min_node_area_mm2`` (mm²) and ``min_node_probability`` (mean node
-    probability of an instance, 0-1) from ``RULE_GRID``, chosen on ``make_validation``'s slides with the
-    stage-3 model read with ``INFER_TILE`` tiles; writes them (and the tile) into its card and ``WORK/rules.json``
-    (every pair's errors)."""
+def choose_rules(shared: Path, work: Path, edge_check: bool = False) -> dict:
+    """Stage ``rules``: the card's ``min_node_area_mm2`` (mm²), ``min_node_probability`` (mean node probability of an
+    instance, 0-1) and ``min_edge_score`` (mean node-edge probability along its outline, 0-1; the edge model
+    ``WORK/EDGE_MODEL``) from ``RULE_GRID``, chosen on ``make_validation``'s slides with the stage-3 model read with
+    ``INFER_TILE`` tiles; writes them (and the tile and the edge model) into its card and ``WORK/rules.json`` (every
+    triple's errors). Without ``edge_check`` (the bundled model) only the first two, on the first validation draw."""
+    import itertools
 
+    import numpy as np
 
-    from tmln.evaluate.nodes import evaluate_slide
     from tmln.atomic import write_json
+    from tmln.evaluate.nodes import evaluate_slide
     from tmln.models.card import read_card
+    from tmln.nodes.edges import EdgeChecker
     from tmln.nodes.infer import NodeSegmenter
-    from tmln.nodes.instances import InstanceParams, instances_from_mask, relabel_sequential, remove_unsure
+    from tmln.nodes.instances import InstanceParams, instances_from_mask
     from tmln.nodes.regions import labels_to_polygons
     from tmln.slide import Slide
 
-    val = make_validation(shared, work)
+    val = make_validation(shared, work, second=edge_check)
+    grid = RULE_GRID if edge_check else {k: v for k, v in RULE_GRID.items() if k != "min_edge_score"}
+    node_sets = VAL_NODE_SETS if edge_check else VAL_NODE_SETS[:3]
     card = read_card(work / FINAL)
-    card.patch_size, card.params = _px(INFER_TILE[0]), {**card.params, "overlap": _px(INFER_TILE[1])}
+    card.patch_size = _px(INFER_TILE[0])
+    card.params = {**card.params, "overlap": _px(INFER_TILE[1])}
+    if edge_check:
+        card.params["edge_model"] = f"../{EDGE_MODEL}"
     write_json(work / FINAL / "model_card.json", card.to_dict())
-    seg = NodeSegmenter(work / FINAL)
-    node_sets = ("real", "procedural", "procedural-perinodal")
+    seg = NodeSegmenter(work / FINAL, params={"min_edge_score": 0.0})  # the rules are applied here, not in the segmenter
+    edge = EdgeChecker(work / EDGE_MODEL) if edge_check else None
     slides = [(p, k) for k in (*node_sets, "sections") for p in cohort_slides(val[k])]
     maps = []
     for path, kind in slides:
         with Slide(path) as s:
             prob, _ = seg.slide_probabilities(s)
-        truth = [] if kind == "sections" else node_truth(path)
-        maps.append((path.name, kind, prob, truth))
+        maps.append((path, kind, prob, [] if kind == "sections" else node_truth(path)))
     core = seg.card.classes.index("node_core") if "node_core" in seg.card.classes else None
+    scored: dict = {}  # (slide, polygon WKB) -> edge score: the same instance under several area rules is read once
     table = []
-    for area in RULE_GRID["min_node_area_mm2"]:
+    for area in grid["min_node_area_mm2"]:
         params = InstanceParams.from_dict({**seg.card.params, "min_node_area_mm2": area, "min_node_probability": 0.0})
-        labels = [instances_from_mask(prob[0] >= seg.card.threshold, seg.mpp, core=None if core is None else prob[core],
-                                      params=params) for _, _, prob, _ in maps]
-        for pmin in RULE_GRID["min_node_probability"]:
+        cands = []  # per slide: (polygon, mean node probability, edge score)
+        for path, kind, prob, truth in maps:
+            called = prob[0] >= seg.card.threshold
+            lab = instances_from_mask(called, seg.mpp, core=None if core is None else prob[core], params=params)
+            polys = labels_to_polygons(lab, seg.mpp, (SLIDE_MPP, SLIDE_MPP))
+            ids = np.unique(lab[lab > 0])
+            new = [q for q in polys if (path, q.wkb) not in scored]
+            if edge is None:
+                scored.update({(path, q.wkb): None for q in new})
+            elif new:
+                with Slide(path) as s:
+                    scored.update({(path, q.wkb): v for q, v in zip(new, edge.scores(s, new))})
+            cands.append([(q, float(prob[0][(lab == i) & called].mean()), scored[(path, q.wkb)]) for q, i in zip(polys, ids)])
+        matched: dict = {}  # (slide, kept instances) -> (false, missed): most rules keep the same instances
+        for pmin, emin in itertools.product(grid["min_node_probability"], grid.get("min_edge_score", (0.0,))):
             err = {k: [0, 0] for k in (*node_sets, "sections")}
-            for lab, (_, kind, prob, truth) in zip(labels, maps):
-                kept = relabel_sequential(remove_unsure(lab, prob[0], pmin, where=prob[0] >= seg.card.threshold))
-                m = evaluate_slide(truth, labels_to_polygons(kept, seg.mpp, (SLIDE_MPP, SLIDE_MPP)))
-                err[kind][0] += m["fp"]
-                err[kind][1] += m["fn"]
+            for j, (cs, (_, kind, _, truth)) in enumerate(zip(cands, maps)):
+                kept = tuple(i for i, (_, m, e) in enumerate(cs) if m >= pmin and (e is None or e >= emin))
+                if (j, kept) not in matched:
+                    m = evaluate_slide(truth, [cs[i][0] for i in kept])
+                    matched[(j, kept)] = (m["fp"], m["fn"])
+                err[kind][0] += matched[(j, kept)][0]
+                err[kind][1] += matched[(j, kept)][1]
             table.append({"min_node_area_mm2": area, "min_node_probability": pmin,
+                          **({"min_edge_score": emin} if edge_check else {}),
                           "errors": int(sum(a + b for a, b in err.values())),
                           **{f"{k}_false_missed": v for k, v in err.items()}})
-    # fewest errors; among ties the mildest rule (smallest thresholds)
-    best = min(table, key=lambda r: (r["errors"], r["min_node_probability"], r["min_node_area_mm2"]))
-    chosen = {k: best[k] for k in RULE_GRID}
+    best = min(table, key=lambda r: (r["errors"], r.get("min_edge_score", 0.0), r["min_node_probability"],
+                                     r["min_node_area_mm2"]))
+    chosen = {k: best[k] for k in grid}
     card.params = {**card.params, **chosen}
+    n_nodes = sum(k != "sections" for _, k, _, _ in maps)
     card.metrics = {**card.metrics, "rules_chosen_on": {
-        "slides": f"{len(maps)} validation phantoms of seeds {VAL_SEED}+ (PCam train/ textures): "
-                  f"{sum(k != 'sections' for _, k, _, _ in maps)} with nodes, {sum(k == 'sections' for _, k, _, _ in maps)} node-free sections",
-        "criterion": "fewest false + missed nodes (IoU >= 0.5) over the validation slides; mildest among ties",
-        "grid": {k: list(v) for k, v in RULE_GRID.items()}, "chosen": best}}
+        "slides": f"{len(maps)} validation phantoms of seeds {VAL_SEED}+{f' and {VAL2_SEED}+' if edge_check else ''} "
+                  f"(PCam train/ textures): {n_nodes} with nodes, {len(maps) - n_nodes} node-free sections",
+        "criterion": "fewest false + missed nodes (IoU >= 0.5) over the validation slides; mildest among ties"
+                     + (" (the smallest edge threshold, then probability, then area)" if edge_check else ""),
+        "grid": {k: list(v) for k, v in grid.items()}, "chosen": best}}
     write_json(work / FINAL / "model_card.json", card.to_dict())
     write_json(work / "rules.json", {"chosen": best, "table": table})
     print(f"rules chosen on validation: {json.dumps(best)}", flush=True)
@@ -418,6 +527,8 @@ def bundle(shared: Path, work: Path) -> Path:
     card.training = training
     card.intended_use = INTENDED_USE
     card.params = {**card.params, "name": NAME}
+    if "edge_model" in card.params:  # the bundled edge model, by name
+        card.params["edge_model"] = EDGE_MODEL
     ours = ev[NAME]
     card.metrics = {**card.metrics, "held_out": {k: {kk: vv for kk, vv in v.items() if kk != "per_slide"}
                                                  for k, v in ours.items()}}
@@ -432,9 +543,29 @@ def bundle(shared: Path, work: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     save_model_dir(dest, load_state_dict(work / FINAL), card)
+    if "edge_model" in card.params:
+        _bundle_edge_model(work)
     RESULTS.joinpath("pcam_nodes.md").write_text(markdown(ev, card))
     print(f"bundled {NAME}: {dest}", flush=True)
     return dest
+
+
+def _bundle_edge_model(work: Path) -> None:
+    """The node-edge classifier into ``src/tmln/models/bundled/EDGE_MODEL`` (float16 weights)."""
+    from tmln.models.card import load_state_dict, read_card, save_model_dir
+    from tmln.train.node_edges import as_edge_card
+
+    edge = as_edge_card(read_card(work / EDGE_MODEL))  # idempotent: the class names of cards written before it
+    edge.intended_use = EDGE_INTENDED_USE
+    edge.training = {**edge.training, "recipe": "scripts/train_real_nodes.py --edge-check",
+                     "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    edge.metrics = {**edge.metrics, "used_by": f"{NAME} (its card's min_edge_score, chosen on validation slides)"}
+    if (BUNDLED / EDGE_MODEL).exists():
+        shutil.rmtree(BUNDLED / EDGE_MODEL)
+    # float16 on disk (half of resnet18's 45 MB), loaded into float32
+    edge.training["weights_dtype"] = "float16 on disk, float32 in use"
+    save_model_dir(BUNDLED / EDGE_MODEL, {k: v.half() if v.is_floating_point() else v
+                                          for k, v in load_state_dict(work / EDGE_MODEL).items()}, edge)
 
 
 def markdown(ev: dict, card) -> str:
@@ -464,8 +595,9 @@ def markdown(ev: dict, card) -> str:
     lines += ["", f"pcam-nodes reads {card.patch_size} px tiles (overlap {card.params.get('overlap')} px) at "
               f"{card.mpp:g} µm/px. Instance rules in its card, chosen on {rules.get('slides', '?')}: "
               f"min_node_area_mm2 {chosen.get('min_node_area_mm2')}, min_node_probability "
-              f"{chosen.get('min_node_probability')} ({chosen.get('errors')} validation errors; criterion: "
-              f"{rules.get('criterion', '?')}; every pair in WORK/rules.json). "
+              f"{chosen.get('min_node_probability')}, min_edge_score {chosen.get('min_edge_score')} (edge model "
+              f"{card.params.get('edge_model')}; {chosen.get('errors')} validation errors; criterion: "
+              f"{rules.get('criterion', '?')}; every triple in WORK/rules.json). "
               "Stage 3 and the experiments before it: [pcam_nodes_experiments.md](pcam_nodes_experiments.md)."]
     lines += ["", "Per slide (node-free sections): " + "; ".join(
         f"{m}: " + ", ".join(f"{s['slide']} {s['n_pred']}" for s in res["sections"]["per_slide"]) for m, res in ev.items()), ""]
@@ -478,6 +610,9 @@ def main(argv=None) -> int:
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     ap.add_argument("--work", type=Path, default=REPO / "build" / "real-nodes")
     ap.add_argument("--stage", default="data,train,finetune,context,rules,evaluate,bundle")
+    ap.add_argument("--edge-check", action="store_true",
+                    help="the node-edge check too (an experiment, not in the bundled model): adds the stage edges before "
+                         "rules, and the rules stage chooses min_edge_score on two validation draws")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--epochs", type=int, default=SETTINGS["epochs"])
     ap.add_argument("--evaluate", default=f"{NAME},{STAGE2},demo-nodes",
@@ -492,7 +627,9 @@ def main(argv=None) -> int:
         return 2
     a.work.mkdir(parents=True, exist_ok=True)
     stages = a.stage.split(",")
-    train_dir = (make_data(a.shared, a.work) if {"data", "train", "finetune", "context", "bundle"} & set(stages)
+    if a.edge_check and "rules" in stages and "edges" not in stages:
+        stages.insert(stages.index("rules"), "edges")
+    train_dir = (make_data(a.shared, a.work) if {"data", "train", "finetune", "context", "edges", "bundle"} & set(stages)
                  else a.work / "train")
     if "train" in stages:
         train(train_dir, a.work, a.device, a.epochs)
@@ -500,8 +637,10 @@ def main(argv=None) -> int:
         finetune(train_dir, a.work, a.device)
     if "context" in stages:
         context(train_dir, a.work, a.device)
+    if "edges" in stages:
+        edges(a.shared, a.work, a.device)
     if "rules" in stages:
-        choose_rules(a.shared, a.work)
+        choose_rules(a.shared, a.work, edge_check=a.edge_check)
     if "evaluate" in stages:
         evaluate(a.shared, a.work, models=tuple(a.evaluate.split(",")))
     if "bundle" in stages:

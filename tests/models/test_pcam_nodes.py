@@ -47,6 +47,8 @@ def test_card_says_what_it_was_trained_and_tested_on(card):
     second = card.metrics["second_draw"]
     assert {"real", "procedural", "procedural-perinodal", "sections"} == set(second)
     assert any("second draw" in t for t in card.metrics["tested_on"]) and second["real"]["n_truth"] > 0
+    third = card.metrics["third_draw"]  # seeds 3500+: drawn to decide on the node-edge check, reported for the model
+    assert set(third) == set(second) and any("third draw" in t for t in card.metrics["tested_on"])
 
 
 REPLACED = 0.9  # a node with at least this share of its area outlined as tumour: "replaced by carcinoma"

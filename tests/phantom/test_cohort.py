@@ -159,3 +159,21 @@ def test_cli_rejects_bad_arguments(tmp_path):
     assert r.exit_code == 2 and "0.3" in r.output
     r = CliRunner().invoke(main, ["phantom", str(tmp_path), "--patients", "0"])
     assert r.exit_code == 2
+
+
+def test_cohort_specs_rebuild_the_written_layouts(tmp_path):
+    """``cohort_specs`` + ``make_layout`` give every written slide's truth (its non-node tissue too) without reading it."""
+    from tmln.phantom import cohort_specs, make_layout
+
+    opts = dict(patients=3, seed=5, size_mm=SIZE, mpp=4.0, negative_fraction=0.3, perinodal=True, non_node_fraction=0.34)
+    make_cohort(tmp_path, **opts)
+    specs = cohort_specs(**opts)
+    assert [f"{sid}.tiff" for _, sid, _ in specs] == list(pd.read_csv(tmp_path / "slides.csv")["slide_path"])
+    assert {spec.section for _, _, spec in specs} - {"node"}  # a node-free section among them
+    for _, sid, spec in specs:
+        written = read_annotations(tmp_path / f"{sid}.nodes.geojson")
+        lay = make_layout(spec)
+        assert len(written) == len(lay.nodes)
+        assert all(a.geometry.equals_exact(b, 1e-6) for a, b in zip(written, lay.nodes))
+    with pytest.raises(TypeError, match="patiens"):
+        cohort_specs(patiens=3)

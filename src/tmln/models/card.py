@@ -22,7 +22,7 @@ from tmln.errors import ModelCardError
 CARD_NAME = "model_card.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_FORMAT = 1
-TASKS = ("tumour-classifier", "node-segmentation")
+TASKS = ("tumour-classifier", "node-segmentation", "node-edge-classifier")
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 # ImageNet statistics: the default input normalisation (applied to RGB in [0, 1])

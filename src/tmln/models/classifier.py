@@ -79,8 +79,10 @@ def _strip_prefixes(state: dict) -> dict:
     return out
 
 
-def load_classifier(model_dir_or_name: str | Path, device: str | None = "auto"):
+def load_classifier(model_dir_or_name: str | Path, device: str | None = "auto", task: str = "tumour-classifier"):
     """``(module.eval() on device, ModelCard)`` from a model directory or bundled model name.
+
+    ``task``: the card's task (a patch classifier: ``tumour-classifier`` or ``node-edge-classifier``).
 
     Weights come from safetensors (no code executed); a card/weights mismatch raises
     ``ModelCardError`` naming the directory.
@@ -88,8 +90,8 @@ def load_classifier(model_dir_or_name: str | Path, device: str | None = "auto"):
 
     model_dir = resolve_model_dir(model_dir_or_name)
     card = read_card(model_dir)
-    if card.task != "tumour-classifier":
-        raise ModelCardError(f"model task is {card.task!r}, expected 'tumour-classifier'", model_dir)
+    if card.task != task:
+        raise ModelCardError(f"model task is {card.task!r}, expected {task!r}", model_dir)
     module = build_classifier(card.architecture, num_outputs(card))
     state = _strip_prefixes(load_state_dict(model_dir))
     try:

@@ -12,8 +12,10 @@ the tumour engine would use them (``tmln.infer.readers.default_workers``). Preci
 deterministic kernels as the tumour engine's (``tmln.infer.precision``).
 
 Post-processing (``tmln.nodes.instances``): threshold from the card, hole filling, splitting of
-touching nodes, minimum node area in mm², minimum mean node probability (both from the card). Units: label maps travel with their µm/px (``NodeMap``, a
-``tmln.raster.Raster``).
+touching nodes, minimum node area in mm², minimum mean node probability (both from the card); then, where
+the card names an edge model, the node-edge check (``tmln.nodes.edges``: instances whose outline does not
+look like a node's capsule at 2 µm/px are dropped). Units: label maps travel with their µm/px (``NodeMap``,
+a ``tmln.raster.Raster``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from tmln.infer.readers import Reader, SlideReader, array_reader, default_worker
 from tmln.models import backend
 from tmln.models.card import resolve_model_dir
 from tmln.models.unet import load_unet, normalise
-from tmln.nodes.instances import InstanceParams, instances_from_mask
+from tmln.nodes.edges import EdgeChecker, edge_model_path
+from tmln.nodes.instances import InstanceParams, instances_from_mask, relabel_sequential
 from tmln.nodes.regions import NodeMap, labels_to_polygons, write_node_outputs
 from tmln.slide import Slide
 
@@ -158,15 +161,19 @@ class NodeSegmenter:
     params : overrides of the card's post-processing parameters (``InstanceParams`` fields).
     precision : ``model_predictor``'s (``auto``: float32 on CPUs); ``self.predict.info`` says what ran.
     num_workers : reader processes for slides read tile by tile (default ``default_workers``).
+    The node-edge check runs where the card (or ``params``) names an ``edge_model`` and a ``min_edge_score``
+    above 0 (``params={"min_edge_score": 0}`` turns it off).
     """
 
     def __init__(self, model, device="auto", params: dict | None = None, batch_size: int = 8, precision: str = "auto",
                  num_workers: int | None = None):
+        model_dir = None
         if isinstance(model, tuple):
             self.net, self.card = model
             self.net.eval()
         else:
             self.net, self.card = load_unet(model, device)
+            model_dir = resolve_model_dir(model)
         self.device = next(self.net.parameters()).device
         merged = dict(self.card.params)
         merged.update(params or {})
@@ -177,6 +184,9 @@ class NodeSegmenter:
         self.mpp = float(self.card.mpp)
         self.predict = model_predictor(self.net, self.card, self.device, precision=precision)
         self.workers = default_workers(self.device.type == "cuda") if num_workers is None else max(0, int(num_workers))
+        self.min_edge_score = float(merged.get("min_edge_score") or 0.0)
+        edge_dir = edge_model_path(self.card, model_dir) if self.min_edge_score > 0 else None
+        self.edges = EdgeChecker(edge_dir, device) if edge_dir is not None else None
 
     @property
     def channels(self) -> int:
@@ -213,10 +223,24 @@ class NodeSegmenter:
     def node_map(self, slide: Slide, split_touching: bool | None = None, progress=None) -> NodeMap:
         """The slide's node instances at the model's µm/px (origin at level-0 (0, 0))."""
         prob, rgb = self.slide_probabilities(slide, progress)
-        return NodeMap(self.instances(prob, split_touching), self.mpp, (0.0, 0.0),
-                       (slide.mpp_x_required, slide.mpp_y_required), prob=prob, rgb=rgb,
-                       info={**self.predict.info, "device": str(self.device),
-                             "reader_processes": self.workers if rgb is None else 0})
+        labels = self.instances(prob, split_touching)
+        info = {**self.predict.info, "device": str(self.device), "reader_processes": self.workers if rgb is None else 0}
+        if self.edges is not None:
+            labels, info["edge_check"] = self.check_edges(slide, labels)
+        return NodeMap(labels, self.mpp, (0.0, 0.0), (slide.mpp_x_required, slide.mpp_y_required), prob=prob, rgb=rgb,
+                       info=info)
+
+    def check_edges(self, slide: Slide, labels: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Drop the instances whose edge score is below ``min_edge_score`` (``tmln.nodes.edges``); the labels
+        left (renumbered 1..n) and what was checked: the edge model, the threshold, every instance's score."""
+        polys = labels_to_polygons(labels, self.mpp, slide)
+        ids = np.unique(labels[labels > 0])  # the polygons' labels, in order
+        scores = self.edges.scores(slide, polys)
+        drop = [int(i) for i, s in zip(ids, scores) if s is not None and s < self.min_edge_score]
+        if drop:
+            labels = relabel_sequential(np.where(np.isin(labels, drop), 0, labels))
+        return labels, {"edge_model": self.card.params.get("edge_model"), "min_edge_score": self.min_edge_score,
+                        "scores": [None if s is None else round(s, 4) for s in scores], "removed": len(drop)}
 
 
 _CACHE: dict = {}

@@ -4,7 +4,7 @@
 See docs/phantoms.md.
 """
 
-from tmln.phantom.cohort import PhantomSlide, make_cohort, make_slide
+from tmln.phantom.cohort import PhantomSlide, cohort_specs, make_cohort, make_slide
 from tmln.phantom.geometry import SlideLayout, SlideSpec, StainSpec, make_layout
 
-__all__ = ["make_cohort", "make_slide", "make_layout", "PhantomSlide", "SlideLayout", "SlideSpec", "StainSpec"]
+__all__ = ["make_cohort", "make_slide", "make_layout", "cohort_specs", "PhantomSlide", "SlideLayout", "SlideSpec", "StainSpec"]

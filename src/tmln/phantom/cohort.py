@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,26 +117,14 @@ def make_cohort(  # public API mirroring `tmln phantom`'s options, one keyword e
     _check_cohort_options(fmt, patients, slides_per_patient, negative_fraction, non_node_fraction)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    n = patients * slides_per_patient
-    negatives = _negative_slides(n, seed, negative_fraction)
-    sections = _section_slides(n, seed, non_node_fraction)
     ext = "svs" if fmt == "svs" else "tiff"
-
-    jobs, slide_rows, n_slides = [], [], {}
-    k = 0
-    for p in range(patients):
-        pid = f"P{p + 1:03d}"
-        n_slides[pid] = slides_per_patient
-        for s in range(slides_per_patient):
-            sid = f"{pid}_S{s + 1:02d}"
-            slide_seed = int(np.random.SeedSequence([int(seed), p, s]).generate_state(1)[0])
-            spec = SlideSpec(seed=slide_seed, size_mm=tuple(size_mm), mpp=float(mpp), negative=k in negatives,
-                             touching_pair=True if k == 0 else None, stain=stain, perinodal=perinodal, pen_marks=pen_marks,
-                             section=sections.get(k, "node"), edge_nodes=int(edge_nodes),
-                             textures=None if textures is None else str(textures), textures_mpp=float(textures_mpp))
-            jobs.append((out / f"{sid}.{ext}", spec, fmt, write_mpp, pid, sid))
-            slide_rows.append({"slide_path": f"{sid}.{ext}", "patient_id": pid})
-            k += 1
+    specs = cohort_specs(patients=patients, slides_per_patient=slides_per_patient, seed=seed, size_mm=size_mm, mpp=mpp,
+                         negative_fraction=negative_fraction, stain=stain, perinodal=perinodal,
+                         non_node_fraction=non_node_fraction, textures=textures, textures_mpp=textures_mpp,
+                         pen_marks=pen_marks, edge_nodes=edge_nodes)
+    jobs = [(out / f"{sid}.{ext}", spec, fmt, write_mpp, pid, sid) for pid, sid, spec in specs]
+    slide_rows = [{"slide_path": f"{sid}.{ext}", "patient_id": pid} for pid, sid, _ in specs]
+    n_slides = {pid: slides_per_patient for pid, _, _ in specs}
     per_slide = _write_slides(jobs, workers)
     nodes = [row for rows in per_slide for row in rows]
     write_csv(out / "truth_nodes.csv", pd.DataFrame(nodes, columns=NODE_COLUMNS))
@@ -143,6 +132,35 @@ def make_cohort(  # public API mirroring `tmln phantom`'s options, one keyword e
     csv = out / "slides.csv"
     write_csv(csv, pd.DataFrame(slide_rows, columns=["slide_path", "patient_id"]))
     return csv
+
+
+def cohort_specs(**options) -> list[tuple[str, str, SlideSpec]]:
+    """``(patient_id, slide_id, SlideSpec)`` of every slide ``make_cohort(out_dir, **options)`` writes, in order:
+    ``make_layout(spec)`` gives a written slide's whole truth geometry (its non-node tissue too) without
+    reading the slide. ``options``: ``make_cohort``'s keywords, its defaults where not given (those that do not
+    shape a layout, such as ``fmt`` or ``workers``, are ignored)."""
+    params = inspect.signature(make_cohort).parameters
+    unknown = set(options) - set(params) - {"out_dir"}
+    if unknown:
+        raise TypeError(f"cohort_specs: unknown option(s) {sorted(unknown)}")
+    o = {k: options.get(k, p.default) for k, p in params.items() if k != "out_dir"}
+    patients, slides_per_patient, seed = o["patients"], o["slides_per_patient"], o["seed"]
+    negative_fraction, non_node_fraction, textures = o["negative_fraction"], o["non_node_fraction"], o["textures"]
+    n = patients * slides_per_patient
+    negatives = _negative_slides(n, seed, negative_fraction)
+    sections = _section_slides(n, seed, non_node_fraction)
+    out, k = [], 0
+    for p in range(patients):
+        pid = f"P{p + 1:03d}"
+        for s in range(slides_per_patient):
+            slide_seed = int(np.random.SeedSequence([int(seed), p, s]).generate_state(1)[0])
+            spec = SlideSpec(seed=slide_seed, size_mm=tuple(o["size_mm"]), mpp=float(o["mpp"]), negative=k in negatives,
+                             touching_pair=True if k == 0 else None, stain=o["stain"], perinodal=o["perinodal"],
+                             pen_marks=o["pen_marks"], section=sections.get(k, "node"), edge_nodes=int(o["edge_nodes"]),
+                             textures=None if textures is None else str(textures), textures_mpp=float(o["textures_mpp"]))
+            out.append((pid, f"{pid}_S{s + 1:02d}", spec))
+            k += 1
+    return out
 
 
 def _check_cohort_options(fmt: str, patients: int, slides_per_patient: int, negative_fraction: float,

@@ -30,6 +30,7 @@ from tmln.evaluate.segmentation import match_instances
 from tmln.models.appearance import feature_table, patch_distances, slide_patches, table_statistics
 from tmln.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
 from tmln.models.unet import TASK, build_unet, normalise, unet_params
+from tmln.nodes.edges import edge_check_params
 from tmln.nodes.infer import NodeSegmenter
 from tmln.nodes.instances import InstanceParams
 from tmln.slide import Slide
@@ -202,7 +203,9 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
     (a multiple of 2 ** encoder_depth); ``crop_size`` px: training crops (default ``tile_size``).
     ``instance_target`` adds the ``node_core`` channel (touching-node splitting learned from the
     outlines; a ``border_um`` wide band along shared borders is left out of the cores). ``params`` override the
-    post-processing parameters stored in the card (``tmln.nodes.instances.InstanceParams``).
+    post-processing parameters stored in the card (``tmln.nodes.instances.InstanceParams``, and the node-edge
+    check's ``edge_model`` and ``min_edge_score``: ``tmln.nodes.edges``; a fine-tuned model checks no edges
+    unless they are given).
     ``init``: initial weights to fine-tune (a bundled model name such as ``demo-nodes``, a model
     directory, .safetensors or a state dict; ``tmln.train.common.load_initial_weights``): tensors of
     the same name and shape are loaded, the others stay at their initialisation. A resumed run
@@ -271,7 +274,7 @@ def train_nodes(  # public API: one keyword per option of `tmln train nodes` (th
             task=TASK, architecture=f"unet:{encoder}", mpp=float(mpp), patch_size=int(tile_size), classes=classes,
             threshold=float(threshold),
             normalisation={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "stain": None},
-            params={**InstanceParams.from_dict(params).to_dict(), "overlap": int(overlap),
+            params={**InstanceParams.from_dict(params).to_dict(), **edge_check_params(params), "overlap": int(overlap),
                     "border_um": float(border_um) if instance_target else None,
                     "unet": {"encoder_depth": arch_params["encoder_depth"],
                              "decoder_channels": arch_params["decoder_channels"]}},
