@@ -140,10 +140,10 @@ def train_node_edges(out_dir: str | Path, patches: str | Path, *, epochs: int = 
     """Train a node-edge classifier on an ``edge_patches`` folder into ``out_dir``; returns its ``ModelCard``."""
     patches = Path(patches)
     settings = json.loads((patches / SETTINGS_NAME).read_text())
-    card = train_tumour(out_dir, patches=patches, groups=patches / "groups.csv", epochs=epochs,
-                        mpp=settings["mpp"], patch_size=settings["patch_size"], arch=arch, batch_size=batch_size,
-                        val_fraction=val_fraction, colour=colour, hed=hed, seed=seed, device=device, keep="best",
-                        quiet=quiet, progress=False, label_region="the patch's centre: a point on an outline")
+    train_tumour(out_dir, patches=patches, groups=patches / "groups.csv", epochs=epochs,
+                 mpp=settings["mpp"], patch_size=settings["patch_size"], arch=arch, batch_size=batch_size,
+                 val_fraction=val_fraction, colour=colour, hed=hed, seed=seed, device=device, keep="best",
+                 quiet=quiet, progress=False, label_region="the patch's centre: a point on an outline")
     card = as_edge_card(read_card(out_dir))
     card.params = {**card.params, "step_um": settings["step_um"], "edge_margin_um": settings["margin_um"]}
     card.training = {**card.training, "edge_patches": settings,
