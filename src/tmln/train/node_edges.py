@@ -25,6 +25,7 @@ import numpy as np
 from tmln.atomic import write_json
 from tmln.models.card import read_card, CARD_NAME
 from tmln.nodes.edges import DEFAULT_MARGIN_UM, DEFAULT_STEP_UM, TASK, read_centred
+from tmln.regions import polygon_parts
 from tmln.slide import Slide
 from tmln.train.tumour import train_tumour
 
@@ -47,12 +48,6 @@ def _points(poly, step: float, rng) -> list[tuple[float, float]]:
     if ring.length < step:
         return []
     return [(p.x, p.y) for p in (ring.interpolate(d) for d in np.arange(rng.uniform(0, step), ring.length, step))]
-
-
-def _polygons(geom) -> list:
-    if geom.geom_type == "Polygon":
-        return [geom]
-    return [g for g in getattr(geom, "geoms", []) if g.geom_type == "Polygon"]
 
 
 def edge_patches(out_dir: str | Path, sources, *, mpp: float = 2.0, patch_size: int = 96,  # public API: one keyword per sampling option
@@ -82,8 +77,8 @@ def edge_patches(out_dir: str | Path, sources, *, mpp: float = 2.0, patch_size: 
             def inside(p, mx=mx, my=my, W=W, H=H):
                 return mx <= p[0] < W - mx and my <= p[1] < H - my
 
-            pos = [("node", p) for q in src.nodes for g in _polygons(q) for p in _points(g, step, rng) if inside(p)]
-            neg = [(kind, p) for kind, q in src.other for g in _polygons(q) for p in _points(g, step, rng) if inside(p)]
+            pos = [("node", p) for q in src.nodes for g in polygon_parts(q) for p in _points(g, step, rng) if inside(p)]
+            neg = [(kind, p) for kind, q in src.other for g in polygon_parts(q) for p in _points(g, step, rng) if inside(p)]
             for label, pts, w in (("positive", pos, None), ("negative", neg, weights)):
                 if len(pts) > per_class:
                     pr = None
