@@ -114,3 +114,31 @@ def test_real_textured_phantoms_from_patches_it_never_saw(tmp_path):
     for kind in ("fibrofatty", "muscle"):
         r = _score(tmp_path, SlideSpec(seed=7020, size_mm=(6.0, 4.5), mpp=2.0, section=kind, textures=valid))
         assert r["n_pred"] == 0, (kind, r)
+
+
+def _pooled_benchmark():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pcam_nodes_pooled.py"
+    spec = importlib.util.spec_from_file_location("pcam_nodes_pooled", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pooled_figures_add_up_every_unseen_set_of_the_card(card):
+    bench = _pooled_benchmark()
+    sets = bench.unseen_sets(card.metrics)
+    assert list(sets)[:3] == ["test", "second", "third"]  # the test set, then the draws in the order drawn
+    pooled = bench.pool(sets)
+    real = [s["real"] for s in sets.values()]
+    assert pooled["real"]["nodes"] == sum(r["n_truth"] for r in real)
+    assert pooled["real"]["false"] == sum(r["n_pred"] - r["tp"] for r in real)
+    lo, hi = pooled["real"]["recall_ci"]
+    assert lo <= pooled["real"]["recall"] <= hi
+    assert pooled["sections"]["slides"] == sum(s["sections"]["slides"] for s in sets.values())
+    # two made-up sets: 9 of 10 and 10 of 10 found, one false node -> 19/20 recall, 19/20 precision
+    made = {"a": {"real": {"tp": 9, "n_pred": 10, "n_truth": 10, "slides": 1, "dice": 0.9}},
+            "b": {"real": {"tp": 10, "n_pred": 10, "n_truth": 10, "slides": 1, "dice": 0.99}}}
+    r = bench.pool(made)["real"]
+    assert (r["recall"], r["precision"], r["missed"], r["false"], r["min_dice"]) == (0.95, 0.95, 1, 1, 0.9)

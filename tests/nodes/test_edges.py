@@ -25,6 +25,18 @@ def test_outline_points_are_evenly_spaced_on_the_outline():
     assert len(E.outline_points(box(0, 0, 10, 10), 100.0, 64)) == 4  # at least four
 
 
+class _FakeSlide:
+    dimensions = (1000, 600)  # level-0 px at 2 µm/px: 2 x 1.2 mm
+    mpp_x_required = mpp_y_required = 2.0
+
+
+def test_points_near_the_slide_border_are_left_out():
+    pts = np.array([(60, 300), (59, 300), (500, 60), (500, 539), (500, 540), (939, 300), (940, 300)])
+    ok = E.away_from_border(pts, _FakeSlide(), 120.0)  # 120 µm = 60 px from every border
+    assert ok.tolist() == [True, False, True, True, False, True, False]
+    assert E.away_from_border([], _FakeSlide(), 120.0).shape == (0,)
+
+
 class _Scores:
     """An edge checker whose scores are given (the segmenter's bookkeeping is what is tested here)."""
 

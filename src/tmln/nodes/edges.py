@@ -48,6 +48,15 @@ def read_centred(slide: Slide, points, size: int, mpp: float) -> np.ndarray:
     return np.stack([slide.read((x - hx, y - hy), (size, size), mpp=mpp) for x, y in points])
 
 
+def away_from_border(points, slide: Slide, margin_um: float) -> np.ndarray:
+    """Boolean mask of ``points`` (level-0 px, (n, 2)) lying at least ``margin_um`` µm inside the slide's border
+    (a node cut by the slide's edge has no capsule there)."""
+    pts = np.asarray(points, float).reshape(-1, 2)
+    W, H = slide.dimensions
+    mx, my = margin_um / slide.mpp_x_required, margin_um / slide.mpp_y_required
+    return (pts[:, 0] >= mx) & (pts[:, 0] < W - mx) & (pts[:, 1] >= my) & (pts[:, 1] < H - my)
+
+
 class EdgeChecker:
     """A loaded node-edge classifier: ``scores(slide, polygons)`` -> one edge score (0-1, or None) per polygon.
 
@@ -77,14 +86,11 @@ class EdgeChecker:
 
     def scores(self, slide: Slide, polygons: list) -> list[float | None]:
         """Edge score of each polygon (level-0 px): the mean node-edge probability along its outline."""
-        W, H = slide.dimensions
-        mx, my = self.margin_um / slide.mpp_x_required, self.margin_um / slide.mpp_y_required
         step = self.step_um / slide.mpp_x_required
         out: list[float | None] = []
         for poly in polygons:
             pts = outline_points(poly, step, self.max_points)
-            inside = (pts[:, 0] >= mx) & (pts[:, 0] < W - mx) & (pts[:, 1] >= my) & (pts[:, 1] < H - my)
-            pts = pts[inside]
+            pts = pts[away_from_border(pts, slide, self.margin_um)]
             out.append(float(self.point_probabilities(slide, pts).mean()) if len(pts) else None)
         return out
 

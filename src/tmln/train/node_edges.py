@@ -24,7 +24,7 @@ import numpy as np
 
 from tmln.atomic import write_json
 from tmln.models.card import read_card, CARD_NAME
-from tmln.nodes.edges import DEFAULT_MARGIN_UM, DEFAULT_STEP_UM, TASK, read_centred
+from tmln.nodes.edges import DEFAULT_MARGIN_UM, DEFAULT_STEP_UM, TASK, away_from_border, read_centred
 from tmln.regions import polygon_parts
 from tmln.slide import Slide
 from tmln.train.tumour import train_tumour
@@ -70,15 +70,11 @@ def edge_patches(out_dir: str | Path, sources, *, mpp: float = 2.0, patch_size: 
     for k, src in enumerate(sources):
         rng = np.random.default_rng([int(seed), k])
         with Slide(src.slide) as s:
-            W, H = s.dimensions
             step, jitter = step_um / s.mpp_x_required, jitter_um / s.mpp_x_required
-            mx, my = margin_um / s.mpp_x_required, margin_um / s.mpp_y_required
-
-            def inside(p, mx=mx, my=my, W=W, H=H):
-                return mx <= p[0] < W - mx and my <= p[1] < H - my
-
-            pos = [("node", p) for q in src.nodes for g in polygon_parts(q) for p in _points(g, step, rng) if inside(p)]
-            neg = [(kind, p) for kind, q in src.other for g in polygon_parts(q) for p in _points(g, step, rng) if inside(p)]
+            pos = [("node", p) for q in src.nodes for g in polygon_parts(q) for p in _points(g, step, rng)]
+            neg = [(kind, p) for kind, q in src.other for g in polygon_parts(q) for p in _points(g, step, rng)]
+            pos, neg = ([x for x, ok in zip(xs, away_from_border([p for _, p in xs], s, margin_um)) if ok]
+                        for xs in (pos, neg))
             for label, pts, w in (("positive", pos, None), ("negative", neg, weights)):
                 if len(pts) > per_class:
                     pr = None

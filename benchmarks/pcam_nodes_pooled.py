@@ -1,0 +1,102 @@
+"""pcam-nodes pooled over every set of unseen phantoms its card records: the test set and each draw.
+
+One draw holds 25-35 nodes per kind, so one node moves a figure by 3-4 % and draws disagree
+(benchmarks/results/pcam_nodes_*_draw.md). This sums the counts the card already holds — ``metrics.held_out``
+(the test set of ``scripts/train_real_nodes.py``) and every ``metrics.<name>_draw``
+(``benchmarks/pcam_nodes_second_draw.py --record-in-card``) — per kind of slide, and gives instance precision
+and recall with Wilson 95 % intervals (``tmln.evaluate.auc.proportion_ci``), the false nodes on node-free
+sections, and the lowest Dice of any one set (pixel Dice cannot be pooled from the card's counts). Nothing is
+run on slides: the figures are those of the result files, added up.
+
+    .venv/bin/python benchmarks/pcam_nodes_pooled.py [pcam-nodes] --out benchmarks/results/pcam_nodes_pooled.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tmln.evaluate.auc import proportion_ci
+from tmln.models.card import read_card, resolve_model_dir
+
+KINDS = ("real", "procedural", "procedural-perinodal")
+ORDINALS = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")  # draw names in the order drawn
+BAR = 0.95  # issue 15: Dice, instance precision and recall >= 0.95 on phantoms of unseen seeds
+
+
+def unseen_sets(metrics: dict) -> dict[str, dict]:
+    """{set name: {kind: counts}}: the test set (``held_out``) and every ``<name>_draw`` in a card's metrics."""
+    sets = {"test": metrics["held_out"]} if "held_out" in metrics else {}
+    draws = [k for k, v in metrics.items() if k.endswith("_draw") and isinstance(v, dict)]
+    for k in sorted(draws, key=lambda k: (ORDINALS.index(k[:-5]) if k[:-5] in ORDINALS else len(ORDINALS), k)):
+        sets[k[: -len("_draw")]] = metrics[k]
+    return sets
+
+
+def pool(sets: dict[str, dict]) -> dict:
+    """Per kind: summed tp / n_pred / n_truth / slides over ``sets``, precision and recall with Wilson 95 %
+    intervals, the lowest Dice of one set; ``sections``: slides and false nodes."""
+    out = {}
+    for kind in KINDS:
+        rows = [s[kind] for s in sets.values() if kind in s]
+        if not rows:
+            continue
+        tp, n_pred, n_truth = (sum(int(r[k]) for r in rows) for k in ("tp", "n_pred", "n_truth"))
+        out[kind] = {"sets": len(rows), "slides": sum(int(r["slides"]) for r in rows), "nodes": n_truth,
+                     "false": n_pred - tp, "missed": n_truth - tp,
+                     "precision": tp / n_pred if n_pred else None, "precision_ci": proportion_ci(tp, n_pred),
+                     "recall": tp / n_truth if n_truth else None, "recall_ci": proportion_ci(tp, n_truth),
+                     "min_dice": min(r["dice"] for r in rows if r.get("dice") is not None)}
+    secs = [s["sections"] for s in sets.values() if "sections" in s]
+    out["sections"] = {"sets": len(secs), "slides": sum(int(r["slides"]) for r in secs),
+                       "false": sum(int(r["n_pred"]) for r in secs)}
+    return out
+
+
+def markdown(model: str, sets: dict, pooled: dict, command: str) -> str:
+    lines = [f"# {model} pooled over every set of unseen phantoms in its card", "",
+             f"Command: `{command}` (reads the card; runs nothing on slides).", "",
+             f"Sets: {', '.join(sets)} (the script's test set, PCam `valid/` textures, and the draws of "
+             "`benchmarks/pcam_nodes_second_draw.py`, PCam `train/` textures). Instances match at IoU >= 0.5; "
+             f"counts are summed, intervals are Wilson 95 %. Bar (issue 15): >= {BAR}.", "",
+             "| kind | sets | slides | nodes | false | missed | precision (95 % CI) | recall (95 % CI) | lowest Dice of a set |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for kind in KINDS:
+        if kind not in pooled:
+            continue
+        r = pooled[kind]
+
+        def fig(v, ci):
+            mark = "" if v is None or v >= BAR else " **below**"
+            return "–" if v is None else f"{v:.3f} ({ci[0]:.3f}-{ci[1]:.3f}){mark}"
+
+        lines.append(f"| {kind} | {r['sets']} | {r['slides']} | {r['nodes']} | {r['false']} | {r['missed']} | "
+                     f"{fig(r['precision'], r['precision_ci'])} | {fig(r['recall'], r['recall_ci'])} | {r['min_dice']:.3f} |")
+    s = pooled["sections"]
+    lines += ["", f"Node-free sections: {s['false']} false node(s) on {s['slides']} slides ({s['sets']} sets).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", nargs="?", default="pcam-nodes", help="a bundled model name or a model directory")
+    ap.add_argument("--out", type=Path, default=None, help="results markdown (default: print)")
+    a = ap.parse_args(argv)
+    card = read_card(resolve_model_dir(a.model))
+    sets = unseen_sets(card.metrics)
+    if not sets:
+        raise SystemExit(f"{a.model}: its card records no test set or draw (metrics.held_out, metrics.<name>_draw)")
+    cmd = ".venv/bin/python benchmarks/pcam_nodes_pooled.py" + ("" if a.model == "pcam-nodes" else f" {a.model}")
+    text = markdown(Path(a.model).name, sets, pool(sets), cmd)
+    if a.out is None:
+        print(text)
+    else:
+        from tmln.atomic import write_text
+
+        write_text(a.out, text)
+        print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
