@@ -88,13 +88,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"{a.model}: its card records no test set or draw (metrics.held_out, metrics.<name>_draw)")
     cmd = ".venv/bin/python benchmarks/pcam_nodes_pooled.py" + ("" if a.model == "pcam-nodes" else f" {a.model}")
     text = markdown(Path(a.model).name, sets, pool(sets), cmd)
-    if a.out is None:
-        print(text)
-    else:
-        from tmln.atomic import write_text
+    from common import emit  # benchmarks/common.py (the script's folder is on sys.path when run)
 
-        write_text(a.out, text)
-        print(f"wrote {a.out}")
+    emit(text, a.out)
     return 0
 
 

@@ -111,13 +111,9 @@ def main(argv=None) -> int:
     cmd = ("OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pcam_nodes_second_draw.py "
            + ("" if a.seed == SEED else f"--seed {a.seed} --work build/{draw_name(a.seed)}-draw ") + " ".join(a.models))
     text = markdown(results, cmd, time.time() - t, "slides drawn before" if drawn_before else "slides included", a.seed)
-    if a.out is None:
-        print(text)
-    else:
-        from tmln.atomic import write_text
+    from common import emit  # benchmarks/common.py (the script's folder is on sys.path when run)
 
-        write_text(a.out, text)
-        print(f"wrote {a.out}")
+    emit(text, a.out)
     return 0
 
 
