@@ -14,22 +14,33 @@ run on slides: the figures are those of the result files, added up.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from tmln.evaluate.auc import proportion_ci
 from tmln.models.card import read_card, resolve_model_dir
 
 KINDS = ("real", "procedural", "procedural-perinodal")
-ORDINALS = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")  # draw names in the order drawn
 BAR = 0.95  # issue 15: Dice, instance precision and recall >= 0.95 on phantoms of unseen seeds
 
 
+def draw_names() -> list[str]:
+    """The draws made so far, in the order drawn (``DRAWS`` of ``pcam_nodes_second_draw.py`` beside this file)."""
+    spec = importlib.util.spec_from_file_location("pcam_nodes_second_draw",
+                                                  Path(__file__).with_name("pcam_nodes_second_draw.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return list(mod.DRAWS.values())
+
+
 def unseen_sets(metrics: dict) -> dict[str, dict]:
-    """{set name: {kind: counts}}: the test set (``held_out``) and every ``<name>_draw`` in a card's metrics."""
+    """{set name: {kind: counts}}: the test set (``held_out``) and every ``<name>_draw`` in a card's metrics
+    (draws in the order drawn; draws ``DRAWS`` does not name last)."""
     sets = {"test": metrics["held_out"]} if "held_out" in metrics else {}
-    draws = [k for k, v in metrics.items() if k.endswith("_draw") and isinstance(v, dict)]
-    for k in sorted(draws, key=lambda k: (ORDINALS.index(k[:-5]) if k[:-5] in ORDINALS else len(ORDINALS), k)):
-        sets[k[: -len("_draw")]] = metrics[k]
+    order = draw_names()
+    names = [k[: -len("_draw")] for k, v in metrics.items() if k.endswith("_draw") and isinstance(v, dict)]
+    for name in sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n)):
+        sets[name] = metrics[f"{name}_draw"]
     return sets
 
 
