@@ -18,6 +18,8 @@ ORDER = [
     ("Real tissue: pcam-nodes on a fifth draw of held-out phantoms (issue 15)", "pcam_nodes_fifth_draw.md"),
     ("Real tissue: pcam-nodes on a sixth draw of held-out phantoms (issue 15)", "pcam_nodes_sixth_draw.md"),
     ("Real tissue: pcam-nodes on a seventh draw of held-out phantoms (issue 15)", "pcam_nodes_seventh_draw.md"),
+    ("Real tissue: pcam-nodes on an eighth draw of held-out phantoms (issue 15)", "pcam_nodes_eighth_draw.md"),
+    ("Real tissue: pcam-nodes on a ninth draw of held-out phantoms (issue 15)", "pcam_nodes_ninth_draw.md"),
     ("Real tissue: pcam-nodes pooled over every set of unseen phantoms, with 95 % intervals (issue 15)",
      "pcam_nodes_pooled.md"),
     ("Real tissue: how pcam-nodes' stage 3 was found, and the variants tried before and after it (issue 15)",

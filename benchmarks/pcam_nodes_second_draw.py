@@ -10,8 +10,8 @@ training textures; the script's test set uses ``valid/``), and scores each model
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pcam_nodes_second_draw.py --work build/second-draw \\
         --out benchmarks/results/pcam_nodes_second_draw.md [pcam-nodes] [MODEL_DIR ...]
 
-``--seed 3500 --work build/third-draw`` makes a third draw (results/pcam_nodes_third_draw.md; 3600-3900: the
-fourth to seventh, ``--work build/<name>-draw``); a draw's name in
+``--seed 3500 --work build/third-draw`` makes a third draw (results/pcam_nodes_third_draw.md; 3600-4100: the
+fourth to ninth, ``--work build/<name>-draw``); a draw's name in
 cards and results comes from ``DRAWS``. ``--record-in-card`` also writes each model's figures into its card (``metrics.<name>_draw``, and a line in
 ``metrics.tested_on``): a model directory, or a bundled name for the card shipped in the package.
 """
@@ -42,15 +42,21 @@ def score(trn, model: str, slides: dict[str, Path]) -> dict:
     return {kind: trn._score(model, trn.cohort_slides(slides[kind]), (lambda p: []) if kind == "sections" else trn.node_truth)
             for kind in KINDS}
 
-DRAWS = {SEED: "second", 3500: "third", 3600: "fourth", 3700: "fifth", 3800: "sixth", 3900: "seventh"}  # the draws made so far: their name in cards and results
+DRAWS = {SEED: "second", 3500: "third", 3600: "fourth", 3700: "fifth", 3800: "sixth", 3900: "seventh", 4000: "eighth", 4100: "ninth"}  # the draws made so far: their name in cards and results
 
 
 def draw_name(seed: int) -> str:
     return DRAWS.get(seed, f"seed-{seed}")
 
 
+def a_draw(seed: int) -> str:
+    """'a third draw', 'an eighth draw'."""
+    name = draw_name(seed)
+    return f"{'an' if name[0] in 'aeio' else 'a'} {name} draw"
+
+
 def tested_on(seed: int) -> str:
-    return (f"a {draw_name(seed)} draw of 36 phantoms of unseen seeds ({seed}+; PCam train/ textures; "
+    return (f"{a_draw(seed)} of 36 phantoms of unseen seeds ({seed}+; PCam train/ textures; "
             "benchmarks/pcam_nodes_second_draw.py)")
 
 
@@ -69,7 +75,7 @@ def record(model: str, res: dict, seed: int = SEED) -> None:
 
 
 def markdown(results: dict, command: str, seconds: float, what: str, seed: int = SEED) -> str:
-    lines = [f"# pcam-nodes on a {draw_name(seed)} draw of held-out phantoms (seeds {seed}+)", "",
+    lines = [f"# pcam-nodes on {a_draw(seed)} of held-out phantoms (seeds {seed}+)", "",
              f"Command: `{command}` ({seconds / 60:.0f} min on 2 cores, {what}).", "",
              "36 slides drawn like the validation slides of `scripts/train_real_nodes.py`, from seeds no training, "
              "rule choice or earlier test used; textures from PCam `train/` (the training textures' patch pool; "
