@@ -22,6 +22,8 @@ ORDER = [
     ("Real tissue: pcam-nodes on a ninth draw of held-out phantoms (issue 15)", "pcam_nodes_ninth_draw.md"),
     ("Real tissue: pcam-nodes on a tenth draw of held-out phantoms (issue 15)", "pcam_nodes_tenth_draw.md"),
     ("Real tissue: pcam-nodes on an eleventh draw of held-out phantoms (issue 15)", "pcam_nodes_eleventh_draw.md"),
+    ("Real tissue: pcam-nodes on a twelfth draw of held-out phantoms (issue 15)", "pcam_nodes_twelfth_draw.md"),
+    ("Real tissue: pcam-nodes on a thirteenth draw of held-out phantoms (issue 15)", "pcam_nodes_thirteenth_draw.md"),
     ("Real tissue: pcam-nodes pooled over every set of unseen phantoms, with 95 % intervals (issue 15)",
      "pcam_nodes_pooled.md"),
     ("Real tissue: how pcam-nodes' stage 3 was found, and the variants tried before and after it (issue 15)",

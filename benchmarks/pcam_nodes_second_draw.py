@@ -10,8 +10,8 @@ training textures; the script's test set uses ``valid/``), and scores each model
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pcam_nodes_second_draw.py --work build/second-draw \\
         --out benchmarks/results/pcam_nodes_second_draw.md [pcam-nodes] [MODEL_DIR ...]
 
-``--seed 3500 --work build/third-draw`` makes a third draw (results/pcam_nodes_third_draw.md; 3600-4300: the
-fourth to eleventh, ``--work build/<name>-draw``); a draw's name in
+``--seed 3500 --work build/third-draw`` makes a third draw (results/pcam_nodes_third_draw.md; 3600-4500: the
+fourth to thirteenth, ``--work build/<name>-draw``); a draw's name in
 cards and results comes from ``DRAWS``. ``--record-in-card`` also writes each model's figures into its card (``metrics.<name>_draw``, and a line in
 ``metrics.tested_on``): a model directory, or a bundled name for the card shipped in the package.
 """
@@ -43,7 +43,7 @@ def score(trn, model: str, slides: dict[str, Path]) -> dict:
             for kind in KINDS}
 
 DRAWS = {SEED: "second", 3500: "third", 3600: "fourth", 3700: "fifth", 3800: "sixth", 3900: "seventh", 4000: "eighth", 4100: "ninth", 4200: "tenth",
-         4300: "eleventh"}  # the draws made so far: their name in cards and results
+         4300: "eleventh", 4400: "twelfth", 4500: "thirteenth"}  # the draws made so far: their name in cards and results
 
 
 def draw_name(seed: int) -> str:
