@@ -6,24 +6,27 @@ Usage: .venv/bin/python benchmarks/assemble.py
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+
+def _draw_sections() -> list[tuple[str, str]]:
+    """One section per draw of pcam-nodes' held-out phantoms, in the order drawn (``DRAWS`` of
+    ``pcam_nodes_second_draw.py``, which names each draw and its results file)."""
+    spec = importlib.util.spec_from_file_location("pcam_nodes_second_draw", HERE / "pcam_nodes_second_draw.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return [(f"Real tissue: pcam-nodes on {mod.a_draw(seed)} of held-out phantoms (issue 15)",
+             f"pcam_nodes_{mod.draw_name(seed)}_draw.md") for seed in sorted(mod.DRAWS)]
+
+
+DRAW_SECTIONS = _draw_sections()
 ORDER = [
     ("Real tissue: the bundled node model pcam-nodes on held-out phantoms and a real non-node slide (issue 15)",
      "pcam_nodes.md"),
-    ("Real tissue: pcam-nodes on a second draw of held-out phantoms (issue 15)", "pcam_nodes_second_draw.md"),
-    ("Real tissue: pcam-nodes on a third draw of held-out phantoms (issue 15)", "pcam_nodes_third_draw.md"),
-    ("Real tissue: pcam-nodes on a fourth draw of held-out phantoms (issue 15)", "pcam_nodes_fourth_draw.md"),
-    ("Real tissue: pcam-nodes on a fifth draw of held-out phantoms (issue 15)", "pcam_nodes_fifth_draw.md"),
-    ("Real tissue: pcam-nodes on a sixth draw of held-out phantoms (issue 15)", "pcam_nodes_sixth_draw.md"),
-    ("Real tissue: pcam-nodes on a seventh draw of held-out phantoms (issue 15)", "pcam_nodes_seventh_draw.md"),
-    ("Real tissue: pcam-nodes on an eighth draw of held-out phantoms (issue 15)", "pcam_nodes_eighth_draw.md"),
-    ("Real tissue: pcam-nodes on a ninth draw of held-out phantoms (issue 15)", "pcam_nodes_ninth_draw.md"),
-    ("Real tissue: pcam-nodes on a tenth draw of held-out phantoms (issue 15)", "pcam_nodes_tenth_draw.md"),
-    ("Real tissue: pcam-nodes on an eleventh draw of held-out phantoms (issue 15)", "pcam_nodes_eleventh_draw.md"),
-    ("Real tissue: pcam-nodes on a twelfth draw of held-out phantoms (issue 15)", "pcam_nodes_twelfth_draw.md"),
-    ("Real tissue: pcam-nodes on a thirteenth draw of held-out phantoms (issue 15)", "pcam_nodes_thirteenth_draw.md"),
+    *DRAW_SECTIONS,
     ("Real tissue: pcam-nodes pooled over every set of unseen phantoms, with 95 % intervals (issue 15)",
      "pcam_nodes_pooled.md"),
     ("Real tissue: how pcam-nodes' stage 3 was found, and the variants tried before and after it (issue 15)",
